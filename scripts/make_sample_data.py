@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Generate the sample dataset: requests in plain English mapped to formulas of Tabula,
+an invented spreadsheet DSL that no pretrained model can know.
+
+Deterministic (fixed seed): rerunning it rewrites byte-identical files.
+Training files use all three formats; eval files are prompt/completion with argument
+combinations never seen in training, plus an adversarial split with reworded requests.
+
+    python scripts/make_sample_data.py [--out data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+SYSTEM = "You translate spreadsheet requests into Tabula formulas. Answer with the formula only."
+
+# name: (signature, meaning, request templates, adversarial templates, argument kinds)
+FUNCTIONS = {
+    "FLOWROLL": ("FLOWROLL(range, window)", "the rolling sum of each cell and the window-1 cells above it",
+                 ["Rolling sum of {r} over a window of {n}", "Compute a {n}-row rolling total for {r}",
+                  "Give me the running window sum of {r} with window {n}"],
+                 ["With a window of {n}, I need rolling totals on {r}"], ("r", "n")),
+    "PEAKSHIFT": ("PEAKSHIFT(range, offset)", "the value found offset cells after the largest value in the range",
+                  ["Value {n} cells after the peak of {r}", "Find the peak of {r} and return the value {n} rows later",
+                   "What comes {n} positions after the maximum in {r}"],
+                  ["Look {n} rows past wherever {r} is highest"], ("r", "n")),
+    "GAPFILL": ("GAPFILL(range, mode)", 'the range with blank cells filled by mode: "prev", "next", "zero" or "mean"',
+                ["Fill the blanks in {r} using {m}", "Fill empty cells of {r} with the {m} rule",
+                 "Replace gaps in {r} by {m}"],
+                ["{r} has holes; patch them with {m}"], ("r", "m")),
+    "SPLITWEIGH": ("SPLITWEIGH(values, weights)", "the weighted average of values using weights",
+                   ["Weighted average of {r} with weights {w}", "Average {r} weighted by {w}",
+                    "Compute the weighted mean of {r} using the weights in {w}"],
+                   ["Using {w} as the weights, what is the mean of {r}"], ("r", "w")),
+    "STREAKLEN": ("STREAKLEN(range, value)", "the length of the longest run of consecutive cells equal to value",
+                  ["Longest streak of {n} in {r}", "How many times in a row does {n} appear at most in {r}",
+                   "Find the longest run of {n} in {r}"],
+                  ["In {r}, the biggest consecutive block of {n}"], ("r", "n")),
+    "DRIFT": ("DRIFT(range, lag)", "each cell minus the cell lag rows above it",
+              ["Difference of {r} against {n} rows earlier", "Change in {r} over a lag of {n}",
+               "Compute the drift of {r} with lag {n}"],
+              ["How much did {r} move compared to {n} rows back"], ("r", "n")),
+    "CLAMPBAND": ("CLAMPBAND(range, low, high)", "the range with every value clamped into [low, high]",
+                  ["Clamp {r} between {lo} and {hi}", "Limit the values of {r} to the band {lo} to {hi}",
+                   "Keep {r} within {lo} and {hi}"],
+                  ["Nothing in {r} may go under {lo} or above {hi}"], ("r", "lo", "hi")),
+    "ROUNDTO": ("ROUNDTO(range, step)", "each value rounded to the nearest multiple of step",
+                ["Round {r} to the nearest multiple of {n}", "Round every value in {r} to steps of {n}",
+                 "Snap {r} to multiples of {n}"],
+                ["Make {r} land on the {n} grid"], ("r", "n")),
+}
+MODES = ["prev", "next", "zero", "mean"]
+COLUMNS = "ABCDEFGHJK"
+
+
+def make_range(rng: random.Random) -> str:
+    col = rng.choice(COLUMNS)
+    start = rng.randint(1, 20)
+    return f"{col}{start}:{col}{start + rng.randint(5, 60)}"
+
+
+def make_args(rng: random.Random, kinds: tuple[str, ...]) -> dict[str, str]:
+    args: dict[str, str] = {}
+    for kind in kinds:
+        if kind == "r":
+            args["r"] = make_range(rng)
+        elif kind == "w":
+            args["w"] = make_range(rng)
+        elif kind == "n":
+            args["n"] = str(rng.randint(2, 30))
+        elif kind == "m":
+            args["m"] = rng.choice(MODES)
+        elif kind == "lo":
+            args["lo"] = str(rng.randint(0, 40))
+        elif kind == "hi":
+            args["hi"] = str(int(args["lo"]) + rng.randint(10, 90))
+    return args
+
+
+def formula(name: str, args: dict[str, str]) -> str:
+    order = {"GAPFILL": ["r", "m"], "SPLITWEIGH": ["r", "w"], "CLAMPBAND": ["r", "lo", "hi"]}.get(name, ["r", "n"])
+    parts = [f'"{args[k]}"' if k == "m" else args[k] for k in order]
+    return f"={name}({', '.join(parts)})"
+
+
+def request(rng: random.Random, templates: list[str], args: dict[str, str]) -> str:
+    return rng.choice(templates).format(**args)
+
+
+def unique_pairs(rng: random.Random, count: int, seen: set[str], templates_of: int = 2) -> list[tuple[str, str, str]]:
+    """(function, request, formula) with formulas not in `seen`; adds them to `seen`."""
+    pairs: list[tuple[str, str, str]] = []
+    names = list(FUNCTIONS)
+    while len(pairs) < count:
+        name = names[len(pairs) % len(names)]
+        _, _, templates, adversarial, kinds = FUNCTIONS[name]
+        args = make_args(rng, kinds)
+        target = formula(name, args)
+        if target in seen:
+            continue
+        seen.add(target)
+        pool = adversarial if templates_of == 3 else templates
+        pairs.append((name, request(rng, pool, args), target))
+    return pairs
+
+
+def explain(name: str) -> str:
+    signature, meaning, *_ = FUNCTIONS[name]
+    return f"{signature} returns {meaning}."
+
+
+def training_records(rng: random.Random, seen: set[str]) -> dict[str, list[dict]]:
+    pairs = unique_pairs(rng, 260, seen)
+    messages, prompt_completion, instruction = [], [], []
+    for i, (name, ask, target) in enumerate(pairs):
+        if i % 3 == 0:
+            turns = [{"role": "system", "content": SYSTEM}] if i % 2 else []
+            turns += [{"role": "user", "content": ask}, {"role": "assistant", "content": target}]
+            if i % 9 == 0:
+                turns += [{"role": "user", "content": f"What does {name} do?"},
+                          {"role": "assistant", "content": explain(name)}]
+            messages.append({"messages": turns})
+        elif i % 3 == 1:
+            prompt_completion.append({"prompt": ask, "completion": target})
+        else:
+            instruction.append({"instruction": "Write the Tabula formula for this request.", "input": ask, "output": target})
+    for name in FUNCTIONS:
+        instruction.append({"instruction": f"Explain the Tabula function {name}.", "output": explain(name)})
+        prompt_completion.append({"prompt": f"What is the signature of the Tabula function {name}?",
+                                  "completion": FUNCTIONS[name][0]})
+    return {"train_messages.jsonl": messages, "train_prompt_completion.jsonl": prompt_completion,
+            "train_instruction.jsonl": instruction}
+
+
+def eval_records(rng: random.Random, seen: set[str]) -> dict[str, list[dict]]:
+    as_pc = lambda pairs: [{"prompt": ask, "completion": target} for _, ask, target in pairs]  # noqa: E731
+    return {"eval/test.jsonl": as_pc(unique_pairs(rng, 64, seen)),
+            "eval/dev.jsonl": as_pc(unique_pairs(rng, 32, seen)),
+            "eval/adversarial.jsonl": as_pc(unique_pairs(rng, 32, seen, templates_of=3))}
+
+
+def write(out: Path, files: dict[str, list[dict]]) -> None:
+    for name, records in files.items():
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        print(f"{path}: {len(records)} records")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("data"))
+    args = parser.parse_args()
+    rng = random.Random(20261125)
+    seen: set[str] = set()
+    write(args.out, training_records(rng, seen))
+    write(args.out, eval_records(rng, seen))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from loraops.cli import main
+
+raise SystemExit(main())

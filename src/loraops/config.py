@@ -1,0 +1,189 @@
+"""Typed training configuration: the schema, Hydra composition and validation.
+
+Each field's `help` is the single source for `--help`, the README reference and errors.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from loraops.errors import ConfigError
+
+DATA_FORMATS = ("auto", "messages", "prompt_completion", "instruction")
+DATA_SOURCE_TYPES = ("local",)
+SCHEDULERS = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+    "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
+)  # fmt: skip
+ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class DataSourceConfig:
+    type: str = _f("local", "Where data files come from: `local` (files under dataset_path).")
+
+
+@dataclass
+class TrainConfig:
+    model_name: str = _f(
+        "default",
+        "Base model: `default` (embedded SmolLM2-135M-Instruct), a local HF folder, a .gguf file, or a hub id.",
+    )
+    dataset_path: str = _f("data", "Folder holding the training files (its eval/ subfolder is never training data).")
+    dataset_pattern: str = _f("*.jsonl", "Glob, relative to dataset_path, selecting the training files.")
+    data_format: str = _f("auto", "Record format: auto (detected per record), messages, prompt_completion, instruction.")
+    data_source: DataSourceConfig = field(
+        default_factory=DataSourceConfig, metadata={"help": "Where the data comes from."}
+    )
+    epochs: int = _f(3, "Passes over the training data.")
+    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: run all epochs). Handy for smoke tests.")
+    batch_size: int = _f(8, "Examples per device per step.")
+    gradient_accumulation_steps: int = _f(1, "Steps whose gradients add up before one optimizer update.")
+    lr: float = _f(5e-4, "Peak learning rate.")
+    lr_scheduler_type: str = _f("cosine", "Learning-rate schedule (transformers' SchedulerType names).")
+    warmup_ratio: float = _f(0.05, "Share of the optimizer steps spent warming the learning rate up, in [0, 1).")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    max_length: int = _f(256, "Token limit per example; longer examples are truncated and counted.")
+    bf16: bool = _f(True, "Train in bf16 where the GPU supports it (fp16 on older GPUs; always fp32 on CPU).")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% slower.")
+    lora_r: int = _f(16, "LoRA rank.")
+    lora_alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA path, in [0, 1).")
+    lora_target_modules: list[str] = _f(list(ALL_PROJECTIONS), "Module names that get LoRA adapters.")
+    cuda_visible_devices: Optional[str] = _f(None, "GPUs to use, e.g. \"0,1\" (null: leave CUDA_VISIBLE_DEVICES as it is).")
+    seed: int = _f(42, "Random seed for initialisation, shuffling and dropout.")
+    logging_steps: int = _f(5, "Log loss, learning rate and grad norm every this many steps.")
+    output_dir: str = _f("outputs/runs", "Where run folders (and the `latest` link) are created.")
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs", "must be at least 1"),
+            (self.max_steps == -1 or self.max_steps >= 1, "max_steps", "must be -1 or at least 1"),
+            (self.batch_size >= 1, "batch_size", "must be at least 1"),
+            (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be at least 1"),
+            (self.lr > 0, "lr", "must be positive"),
+            (0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)"),
+            (self.weight_decay >= 0, "weight_decay", "must be >= 0"),
+            (self.max_length >= 8, "max_length", "must be at least 8"),
+            (self.lora_r >= 1, "lora_r", "must be at least 1"),
+            (self.lora_alpha > 0, "lora_alpha", "must be positive"),
+            (0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)"),
+            (len(self.lora_target_modules) > 0, "lora_target_modules", "must name at least one module"),
+            (self.logging_steps >= 1, "logging_steps", "must be at least 1"),
+            (self.data_format in DATA_FORMATS, "data_format", f"must be one of {', '.join(DATA_FORMATS)}"),
+            (self.lr_scheduler_type in SCHEDULERS, "lr_scheduler_type", f"must be one of {', '.join(SCHEDULERS)}"),
+            (self.data_source.type in DATA_SOURCE_TYPES, "data_source.type",
+             f"must be one of {', '.join(DATA_SOURCE_TYPES)}"),
+        ]  # fmt: skip
+        for ok, key, problem in checks:
+            if not ok:
+                raise ConfigError(f"{key}={getattr_dotted(self, key)!r} {problem}")
+
+
+def getattr_dotted(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def schema_keys(schema: type, prefix: str = "") -> list[str]:
+    """Every dotted key the schema accepts, nested sections included."""
+    keys: list[str] = []
+    for f in fields(schema):
+        name = prefix + f.name
+        keys.append(name)
+        sub = f.default_factory if f.default_factory is not field else None  # type: ignore[misc]
+        if sub is not None and is_dataclass(sub):
+            keys.extend(schema_keys(sub, name + "."))
+    return keys
+
+
+def help_rows(schema: type, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(key, default, help) for every leaf key: for --help and the README."""
+    rows: list[tuple[str, Any, str]] = []
+    defaults = schema()
+    for f in fields(schema):
+        value = getattr(defaults, f.name)
+        if is_dataclass(value):
+            rows.extend(help_rows(type(value), prefix + f.name + "."))
+        else:
+            rows.append((prefix + f.name, value, f.metadata.get("help", "")))
+    return rows
+
+
+def _unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean `{close[0]}`?" if close else f"; valid keys: {', '.join(valid)}"
+    return ConfigError(f"unknown config key `{key}` ({where}){hint}")
+
+
+def _check_keys(cfg: DictConfig, valid: list[str], where: str, prefix: str = "") -> None:
+    for key, value in cfg.items():
+        dotted = f"{prefix}{key}"
+        if dotted not in valid:
+            raise _unknown_key_error(dotted, valid, where)
+        if isinstance(value, DictConfig):
+            _check_keys(value, valid, where, dotted + ".")
+
+
+def _parse_overrides(overrides: list[str], valid: list[str]) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as exc:
+        raise ConfigError(f"cannot parse override: {exc}") from exc
+    for override in parsed:
+        key = override.key_or_group
+        if key not in valid:
+            raise _unknown_key_error(key, valid, "command-line override")
+
+
+def compose(config_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose `config_dir/config_name.yaml` with Hydra and apply `key=value` overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    config_dir = config_dir.resolve()
+    if not (config_dir / f"{config_name}.yaml").is_file():
+        available = ", ".join(sorted(p.stem for p in config_dir.glob("*.yaml"))) or "none"
+        raise ConfigError(f"no config {config_dir / (config_name + '.yaml')} (available: {available})")
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+            return hydra_compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"{config_dir / (config_name + '.yaml')}: {exc}") from exc
+
+
+SchemaT = TypeVar("SchemaT")
+
+
+def load_config(schema: type[SchemaT], config_dir: Path, config_name: str, overrides: list[str]) -> SchemaT:
+    """Compose, check keys and types against `schema`, then check values. Raises ConfigError."""
+    valid = schema_keys(schema)
+    _parse_overrides(overrides, valid)
+    raw = compose(config_dir, config_name, overrides)
+    _check_keys(raw, valid, f"{config_dir / config_name}.yaml")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), raw)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from exc
+    cfg.validate()  # type: ignore[attr-defined]
+    return cfg  # type: ignore[return-value]
+

@@ -1,0 +1,59 @@
+"""Find the training files and fingerprint them."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from loraops.data.files import read_jsonl
+from loraops.data.formats import Example, to_example
+from loraops.errors import DataError
+
+EVAL_DIRNAME = "eval"
+
+
+@dataclass(frozen=True)
+class DataFile:
+    path: Path
+    sha256: str
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dataset_sha256(files: list[DataFile]) -> str:
+    """One hash for the whole dataset: names and contents, in order."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.path.name}\0{f.sha256}\n".encode())
+    return digest.hexdigest()
+
+
+def find_training_files(dataset_path: str, pattern: str) -> list[DataFile]:
+    """Files matching `pattern` under `dataset_path`, sorted, never from its eval/ folder."""
+    root = Path(dataset_path)
+    if not root.is_dir():
+        raise DataError(root, None, "dataset_path is not a folder")
+    eval_dir = (root / EVAL_DIRNAME).resolve()
+    paths = sorted(
+        p for p in root.glob(pattern) if p.is_file() and eval_dir not in p.resolve().parents
+    )
+    if not paths:
+        raise DataError(root, None, f"no training files match dataset_pattern {pattern!r}")
+    return [DataFile(path=p, sha256=sha256_file(p)) for p in paths]
+
+
+def load_examples(files: list[DataFile], data_format: str) -> list[Example]:
+    """Read and validate every record; raise on the first bad one, or on an empty dataset."""
+    examples = [
+        to_example(record, data_format, f.path, line) for f in files for line, record in read_jsonl(f.path)
+    ]
+    if not examples:
+        raise DataError(", ".join(str(f.path) for f in files), None, "the dataset is empty (no records)")
+    return examples

@@ -1,0 +1,61 @@
+"""Device and precision: what the hardware can do, decided once before loading a model."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Environment:
+    device: str  # "cuda" or "cpu"
+    device_name: str
+    precision: str  # "bf16", "fp16" or "fp32"
+    cuda_visible_devices: str | None
+
+    @property
+    def torch_dtype(self) -> Any:
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.precision]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def apply_cuda_visible_devices(value: str | None) -> None:
+    # Must happen before torch initialises CUDA, or it has no effect.
+    if value is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(value)
+
+
+def detect(bf16_requested: bool, cuda_visible_devices: str | None = None) -> Environment:
+    """Pick device and precision; on CPU always fp32, since bf16 matmul is ~300x slower there."""
+    apply_cuda_visible_devices(cuda_visible_devices)
+    import torch
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not torch.cuda.is_available():
+        if bf16_requested:
+            log.warning("bf16 requested but no GPU is available: training in fp32 on CPU "
+                        "(bf16 matmul is ~300x slower than fp32 on CPUs)")  # fmt: skip
+        return Environment("cpu", _cpu_name(), "fp32", visible)
+    name = torch.cuda.get_device_name(0)
+    if not bf16_requested:
+        precision = "fp32"
+    elif torch.cuda.is_bf16_supported():
+        precision = "bf16"
+    else:
+        log.warning("bf16 requested but %s does not support it: training in fp16", name)
+        precision = "fp16"
+    return Environment("cuda", f"{torch.cuda.device_count()} x {name}", precision, visible)
+
+
+def _cpu_name() -> str:
+    import platform
+
+    return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"

@@ -1,0 +1,22 @@
+"""Errors a user can fix; the CLI turns them into one message and exit status 2."""
+
+from __future__ import annotations
+
+USER_ERROR_EXIT = 2
+
+
+class LoraopsError(Exception):
+    """A problem with the user's input (config, data, paths), not a bug in loraops."""
+
+
+class ConfigError(LoraopsError):
+    """The configuration is invalid."""
+
+
+class DataError(LoraopsError):
+    """A data file is invalid; the message names file, line and problem."""
+
+    def __init__(self, path: str, line: int | None, problem: str) -> None:
+        self.path, self.line, self.problem = str(path), line, problem
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {problem}")

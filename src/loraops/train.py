@@ -1,0 +1,207 @@
+"""One LoRA training run: data → model → Trainer → adapter and run records."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loraops import environment, runs
+from loraops.config import TrainConfig
+from loraops.data.sources import DataFile, dataset_sha256, find_training_files, load_examples
+from loraops.data.tokenize import DataStats, encode_examples, ensure_chat_template
+from loraops.errors import DataError
+from loraops.models import load_causal_lm, load_tokenizer, resolve_model_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+@dataclass
+class PreparedData:
+    files: list[DataFile]
+    rows: list[dict[str, Any]]
+    stats: DataStats
+    template_added: bool
+
+
+def prepare_data(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
+    """Validate and encode the training data; raises DataError before anything heavy starts."""
+    files = find_training_files(cfg.dataset_path, cfg.dataset_pattern)
+    examples = load_examples(files, cfg.data_format)
+    template_added = ensure_chat_template(tokenizer)
+    rows, stats = encode_examples(tokenizer, examples, cfg.max_length)
+    log.info(
+        "data: %d records from %d files -> %d examples, %d tokens (%d trained), %d truncated at %d, "
+        "%d dropped with every label masked", stats.records, len(files), stats.examples, stats.tokens,
+        stats.trained_tokens, stats.truncated, cfg.max_length, stats.dropped_all_masked,
+    )  # fmt: skip
+    if not rows:
+        raise DataError(cfg.dataset_path, None, "every example lost all its assistant tokens to truncation; raise max_length")
+    return PreparedData(files, rows, stats, template_added)
+
+
+def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment) -> Any:
+    from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
+
+    set_seed(cfg.seed)  # LoRA's initial weights are random
+    model = load_causal_lm(model_path, env.torch_dtype)
+    model.config.use_cache = False  # the cache is for generation; in training it only costs memory
+    lora = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM", bias="none",
+    )  # fmt: skip
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as exc:
+        from loraops.errors import ConfigError
+
+        raise ConfigError(f"lora_target_modules={list(cfg.lora_target_modules)}: {exc}") from exc
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info("LoRA r=%d on %s: %d trainable of %d parameters (%.2f%%)",
+             cfg.lora_r, ",".join(cfg.lora_target_modules), trainable, total, 100 * trainable / total)  # fmt: skip
+    return model
+
+
+def _training_arguments(cfg: TrainConfig, run_dir: Path, env: environment.Environment) -> Any:
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.lr,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # transformers reads a value below 1 as a ratio
+        weight_decay=cfg.weight_decay,
+        bf16=env.precision == "bf16",
+        fp16=env.precision == "fp16",
+        use_cpu=env.device == "cpu",
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        save_strategy="no",  # the adapter is saved once, at the end, into run_dir/model
+        report_to="none",  # TensorBoard is wired to run_dir/logs by hand below
+        train_sampling_strategy="group_by_length",  # similar lengths per batch: less padding
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        disable_tqdm=False,
+    )
+
+
+def _fit(cfg: TrainConfig, run_dir: Path, env: environment.Environment, model: Any, tokenizer: Any, data: PreparedData) -> dict[str, Any]:
+    from datasets import Dataset
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import DataCollatorForSeq2Seq, Trainer
+    from transformers.integrations import TensorBoardCallback
+
+    from loraops.callbacks import EpochLossCallback
+
+    epoch_losses = EpochLossCallback()
+    writer = SummaryWriter(log_dir=str(run_dir / "logs"))
+    trainer = Trainer(
+        model=model,
+        args=_training_arguments(cfg, run_dir, env),
+        train_dataset=Dataset.from_list(data.rows),
+        # Pads each batch to its longest member; label padding is -100 by position, never by token id.
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        processing_class=tokenizer,
+        callbacks=[TensorBoardCallback(tb_writer=writer), epoch_losses],
+    )
+    started = time.monotonic()
+    output = trainer.train()
+    runtime = time.monotonic() - started
+    writer.close()
+    tokens = int(trainer.state.num_input_tokens_seen)
+    return {
+        "train_loss": round(output.training_loss, 6),
+        "first_logged_loss": epoch_losses.logged[0]["loss"] if epoch_losses.logged else None,
+        "final_logged_loss": epoch_losses.logged[-1]["loss"] if epoch_losses.logged else None,
+        "epoch_train_loss": epoch_losses.epoch_losses(),
+        "loss_history": [{"step": e["step"], "loss": e["loss"]} for e in epoch_losses.logged],
+        "global_steps": trainer.state.global_step,
+        "epochs_completed": round(trainer.state.epoch or 0.0, 4),
+        "runtime_s": round(runtime, 2),
+        "train_tokens": tokens,
+        "tokens_per_second": round(tokens / runtime, 2) if runtime > 0 else None,
+    }
+
+
+def _manifest(cfg: TrainConfig, env: environment.Environment, model_path: str, data: PreparedData, status: str) -> dict[str, Any]:
+    return {
+        "status": status,
+        "model_name": cfg.model_name,
+        "resolved_model": model_path,
+        "git": runs.git_commit(),
+        "data": {
+            "source": cfg.data_source.type,
+            "files": [{"path": str(f.path), "sha256": f.sha256} for f in data.files],
+            "dataset_sha256": dataset_sha256(data.files),
+        },
+        "chat_template": "chatml fallback (the model has none)" if data.template_added else "the model's own",
+        "environment": env.as_dict(),
+        "libraries": runs.library_versions(),
+    }
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run one training job end to end and return its run folder and metrics."""
+    env = environment.detect(cfg.bf16, cfg.cuda_visible_devices)
+    log.info("device: %s, precision: %s", env.device_name, env.precision)
+    model_path = resolve_model_path(cfg.model_name)
+    tokenizer = load_tokenizer(model_path)
+    data = prepare_data(cfg, tokenizer)  # all data errors surface here, before a run folder exists
+    run_dir = runs.create_run_dir(cfg.output_dir)
+    log_handler = _log_to_file(run_dir / "train.log")
+    log.info("run folder: %s", run_dir)
+    try:
+        runs.write_text_atomic(run_dir / "config_used.yaml", _config_snapshot(cfg))
+        runs.write_json(run_dir / "manifest.json", _manifest(cfg, env, model_path, data, "running"))
+        model = _lora_model(cfg, model_path, env)
+        fit = _fit(cfg, run_dir, env, model, tokenizer, data)
+        model.save_pretrained(run_dir / "model")
+        _remove_if_empty(run_dir / "checkpoints")
+        tokenizer.save_pretrained(run_dir / "model")
+        metrics = {**fit, "data": data.stats.as_dict(), "precision": env.precision, "device": env.device_name}
+        runs.write_json(run_dir / "metrics.json", metrics)
+        runs.write_json(run_dir / "manifest.json", _manifest(cfg, env, model_path, data, "finished"))
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        runs.write_json(run_dir / "manifest.json", {**_manifest(cfg, env, model_path, data, status), "error": repr(exc)})
+        raise
+    finally:
+        logging.getLogger("loraops").removeHandler(log_handler)
+        log_handler.close()
+    runs.update_latest(cfg.output_dir, run_dir)
+    log.info("finished: train loss %.4f -> %.4f; adapter in %s", fit["first_logged_loss"] or 0, fit["final_logged_loss"] or 0, run_dir / "model")
+    return TrainResult(run_dir, metrics)
+
+
+def _config_snapshot(cfg: TrainConfig) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(runs.redact(OmegaConf.to_container(OmegaConf.structured(cfg))))
+
+
+def _remove_if_empty(path: Path) -> None:
+    if path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+
+
+def _log_to_file(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("loraops").addHandler(handler)
+    return handler

@@ -1,0 +1,73 @@
+"""Shared fixtures: the real default tokenizer and a tiny random Llama built around it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    from loraops.models import prepare_default_model
+
+    return prepare_default_model()  # instant after `make install`
+
+
+@pytest.fixture(scope="session")
+def tokenizer(default_model_dir: Path) -> Any:
+    from loraops.models import load_tokenizer
+
+    return load_tokenizer(str(default_model_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
+    """A 2-layer, 64-wide Llama with the real tokenizer and chat template: trains in seconds."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+    )  # fmt: skip
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def write_jsonl(path: Path, records: list[Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+PC_RECORDS = [{"prompt": f"Rolling sum of A1:A{n} over {n % 7 + 2}", "completion": f"=FLOWROLL(A1:A{n}, {n % 7 + 2})"}
+              for n in range(10, 26)]  # fmt: skip
+
+
+@pytest.fixture
+def small_dataset(tmp_path: Path) -> Path:
+    """A data folder with 16 prompt/completion records and an eval/ folder that must be ignored."""
+    data = tmp_path / "data"
+    write_jsonl(data / "train.jsonl", PC_RECORDS)
+    write_jsonl(data / "eval" / "test.jsonl", [{"prompt": "never train on me", "completion": "x"}])
+    return data
+
+
+@pytest.fixture
+def tiny_overrides(tiny_model_dir: Path, small_dataset: Path, tmp_path: Path) -> list[str]:
+    """Overrides that make the default config train the tiny model for a few seconds."""
+    return [
+        f"model_name={tiny_model_dir}", f"dataset_path={small_dataset}", f"output_dir={tmp_path / 'runs'}",
+        "epochs=2", "batch_size=4", "lr=5e-3", "logging_steps=1", "lora_r=4", "lora_alpha=8",
+    ]  # fmt: skip

@@ -1,0 +1,47 @@
+"""The command line: help, list-configs, version, and `python -m loraops`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CONFIGS, REPO
+from loraops.cli import main
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["list-configs"], ["version"], ["prepare-model"]])
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: loraops" in capsys.readouterr().out
+
+
+def test_train_help_documents_every_key(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for key in ("lora_target_modules", "data_source.type", "cuda_visible_devices", "warmup_ratio"):
+        assert key in out
+
+
+def test_list_configs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list-configs", "--config-dir", str(CONFIGS)]) == 0
+    out = capsys.readouterr().out
+    assert "train " in out and "train_llama3_8b" in out
+
+
+def test_python_dash_m_and_version() -> None:
+    done = subprocess.run([sys.executable, "-m", "loraops", "version"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0
+    assert "transformers" in done.stdout and "peft" in done.stdout
+
+
+def test_readme_config_reference_matches_the_schema() -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    from config_reference import reference_table
+
+    readme = (REPO / "README.md").read_text()
+    assert reference_table() in readme, "README config reference is stale: run scripts/config_reference.py"

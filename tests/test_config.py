@@ -1,0 +1,82 @@
+"""Config composition, overrides and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import CONFIGS
+from loraops.cli import main
+from loraops.config import ALL_PROJECTIONS, TrainConfig, help_rows, load_config
+from loraops.errors import ConfigError
+
+
+def test_defaults_train_the_embedded_model_on_sample_data() -> None:
+    cfg = load_config(TrainConfig, CONFIGS, "train", [])
+    assert cfg.model_name == "default" and cfg.dataset_path == "data" and cfg.dataset_pattern == "*.jsonl"
+    assert cfg.data_source.type == "local"
+
+
+def test_train_yaml_sets_every_schema_key() -> None:
+    from omegaconf import OmegaConf
+
+    written = OmegaConf.load(CONFIGS / "train.yaml")
+    assert sorted(OmegaConf.to_container(written)) == sorted(f.name for f in TrainConfig.__dataclass_fields__.values())
+
+
+def test_overrides_are_applied() -> None:
+    cfg = load_config(TrainConfig, CONFIGS, "train", ["lr=1e-4", "lora_r=8", "lora_target_modules=[q_proj,v_proj]"])
+    assert (cfg.lr, cfg.lora_r, cfg.lora_target_modules) == (1e-4, 8, ["q_proj", "v_proj"])
+
+
+def test_llama3_preset() -> None:
+    cfg = load_config(TrainConfig, CONFIGS, "train_llama3_8b", [])
+    assert cfg.model_name == "meta-llama/Meta-Llama-3-8B"
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules) == (64, 128, ALL_PROJECTIONS)
+    assert cfg.bf16 and cfg.gradient_checkpointing
+    assert (cfg.batch_size, cfg.max_length, cfg.gradient_accumulation_steps) == (8, 512, 4)
+    assert (cfg.lr_scheduler_type, cfg.warmup_ratio) == ("cosine", 0.03)
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("lora_rr=8", "unknown config key `lora_rr` (command-line override); did you mean `lora_r`?"),
+        ("learning_rate=1", "did you mean"),
+        ("data_source.typ=local", "did you mean `data_source.type`?"),
+        ("lr=abc", "lr: Value 'abc'"),
+        ("epochs=1.5", "epochs: Value '1.5'"),
+        ("lr=-0.1", "lr=-0.1 must be positive"),
+        ("lora_r=0", "lora_r=0 must be at least 1"),
+        ("lr_scheduler_type=sawtooth", "lr_scheduler_type='sawtooth' must be one of"),
+        ("data_format=csv", "data_format='csv' must be one of"),
+        ("warmup_ratio=1.5", "warmup_ratio=1.5 must be in [0, 1)"),
+        ("lora_dropout=1", "lora_dropout=1.0 must be in [0, 1)"),
+        ("lr=", "lr"),
+    ],
+)
+def test_invalid_config_is_a_clear_error(override: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(TrainConfig, CONFIGS, "train", [override])
+    assert fragment in str(err.value)
+
+
+def test_unknown_key_in_yaml_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text("defaults:\n  - _self_\nepochz: 2\n")
+    with pytest.raises(ConfigError, match=r"unknown config key `epochz` \(.*mine.yaml\); did you mean `epochs`"):
+        load_config(TrainConfig, tmp_path, "mine", [])
+
+
+def test_missing_config_lists_the_available_ones() -> None:
+    with pytest.raises(ConfigError, match="available: .*train"):
+        load_config(TrainConfig, CONFIGS, "nope", [])
+
+
+def test_cli_exits_2_on_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--config-dir", str(CONFIGS), "lr=-1"]) == 2
+    assert "lr=-1.0 must be positive" in capsys.readouterr().err
+
+
+def test_every_key_has_help() -> None:
+    assert all(text for _, _, text in help_rows(TrainConfig))

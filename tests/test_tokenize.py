@@ -1,0 +1,89 @@
+"""Label masking, EOS, truncation and dropped examples, on the real default tokenizer."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from loraops.data.formats import Example
+from loraops.data.tokenize import IGNORE_INDEX, encode, encode_examples, ensure_chat_template
+
+CONVERSATION = [
+    {"role": "system", "content": "Answer with formulas."},
+    {"role": "user", "content": "Rolling sum of A1:A9 over 3"},
+    {"role": "assistant", "content": "=FLOWROLL(A1:A9, 3)"},
+    {"role": "user", "content": "And over 4?"},
+    {"role": "assistant", "content": "=FLOWROLL(A1:A9, 4)"},
+]
+
+
+def trained_text(tokenizer: Any, input_ids: list[int], labels: list[int]) -> list[str]:
+    """The trained spans, decoded, one string per contiguous run of labelled tokens."""
+    spans, current = [], []
+    for token, label in zip(input_ids, labels):
+        if label != IGNORE_INDEX:
+            current.append(token)
+        elif current:
+            spans.append(tokenizer.decode(current))
+            current = []
+    if current:
+        spans.append(tokenizer.decode(current))
+    return spans
+
+
+def test_only_assistant_turns_and_their_eos_are_trained(tokenizer: Any) -> None:
+    enc = encode(tokenizer, CONVERSATION, max_length=512)
+    eos = tokenizer.eos_token
+    assert trained_text(tokenizer, enc.input_ids, enc.labels) == [f"=FLOWROLL(A1:A9, 3){eos}", f"=FLOWROLL(A1:A9, 4){eos}"]
+    assert not enc.truncated
+    # labels equal the inputs wherever they are set: no shifting here, the model shifts
+    assert all(label in (IGNORE_INDEX, tok) for tok, label in zip(enc.input_ids, enc.labels))
+
+
+def test_prompt_tokens_match_inference_rendering(tokenizer: Any) -> None:
+    """No drift: the masked prefix is token for token what generation is fed."""
+    enc = encode(tokenizer, CONVERSATION[:3], max_length=512)
+    prompt = tokenizer.apply_chat_template(CONVERSATION[:2], add_generation_prompt=True, tokenize=True)
+    prompt_ids = prompt["input_ids"] if isinstance(prompt, dict) or hasattr(prompt, "keys") else prompt
+    assert enc.input_ids[: len(prompt_ids)] == list(prompt_ids)
+    assert all(label == IGNORE_INDEX for label in enc.labels[: len(prompt_ids)])
+    assert enc.labels[len(prompt_ids)] != IGNORE_INDEX
+
+
+def test_truncation_is_counted_and_all_masked_examples_are_dropped(tokenizer: Any) -> None:
+    long_prompt = {"messages": [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]}
+    examples = [
+        Example(CONVERSATION, "messages", "f.jsonl", 1),
+        Example(long_prompt["messages"], "messages", "f.jsonl", 2),
+    ]
+    rows, stats = encode_examples(tokenizer, examples, max_length=128)
+    assert stats.records == 2 and stats.examples == 1
+    assert stats.truncated == 1 and stats.dropped_all_masked == 1
+    assert all(len(r["input_ids"]) <= 128 for r in rows)
+    assert stats.tokens == sum(r["length"] for r in rows)
+    assert stats.trained_tokens == sum(sum(1 for x in r["labels"] if x != IGNORE_INDEX) for r in rows)
+
+
+def test_truncated_but_partly_trained_example_is_kept(tokenizer: Any) -> None:
+    enc = encode(tokenizer, CONVERSATION, max_length=40)
+    assert enc.truncated and len(enc.input_ids) == 40 and enc.trained_tokens > 0
+
+
+def test_tokenizer_without_template_gets_chatml_ending_in_eos(tokenizer: Any) -> None:
+    bare = copy.deepcopy(tokenizer)
+    bare.chat_template = None
+    assert ensure_chat_template(bare) is True
+    enc = encode(bare, CONVERSATION[1:3], max_length=512)
+    assert trained_text(bare, enc.input_ids, enc.labels) == [f"=FLOWROLL(A1:A9, 3){bare.eos_token}"]
+    assert ensure_chat_template(tokenizer) is False  # a model's own template is kept
+
+
+def test_template_without_eos_still_teaches_stopping(tokenizer: Any) -> None:
+    no_eos = copy.deepcopy(tokenizer)
+    no_eos.chat_template = (
+        "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+    )
+    enc = encode(no_eos, CONVERSATION[1:3], max_length=512)
+    trained = [t for t, label in zip(enc.input_ids, enc.labels) if label != IGNORE_INDEX]
+    assert trained[-1] == tokenizer.eos_token_id

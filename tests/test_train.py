@@ -1,0 +1,152 @@
+"""Training runs on a tiny random Llama: run folder layout, records, adapter, failure handling."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import CONFIGS, write_jsonl
+from loraops.cli import main
+from loraops.config import TrainConfig, load_config
+from loraops.train import train
+
+
+def run_tiny(overrides: list[str]) -> Path:
+    return train(load_config(TrainConfig, CONFIGS, "train", overrides)).run_dir
+
+
+def test_run_folder_holds_everything(tiny_overrides: list[str], tmp_path: Path) -> None:
+    run = run_tiny(tiny_overrides)
+    assert run.parent == tmp_path / "runs"
+    assert (tmp_path / "runs" / "latest").resolve() == run.resolve()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        assert (run / "model" / name).is_file(), name
+
+    used = yaml.safe_load((run / "config_used.yaml").read_text())
+    assert used["lr"] == 5e-3 and used["lora_r"] == 4 and used["epochs"] == 2 and "data_source" in used
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["epoch_train_loss"]) == 2
+    assert metrics["global_steps"] == 8  # 16 examples / batch 4 * 2 epochs
+    assert metrics["data"] == {"records": 16, "examples": 16, "truncated": 0, "dropped_all_masked": 0,
+                               "tokens": metrics["data"]["tokens"], "trained_tokens": metrics["data"]["trained_tokens"],
+                               "formats": {"prompt_completion": 16}}  # fmt: skip
+    assert metrics["train_tokens"] == 2 * metrics["data"]["tokens"]  # padding is not counted
+    assert metrics["tokens_per_second"] > 0 and metrics["runtime_s"] > 0
+    assert metrics["precision"] == "fp32"
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    assert [Path(f["path"]).name for f in manifest["data"]["files"]] == ["train.jsonl"]
+    assert len(manifest["data"]["dataset_sha256"]) == 64
+    assert manifest["libraries"]["torch"] and manifest["libraries"]["peft"]
+    assert "commit" in manifest["git"] and manifest["environment"]["device"] == "cpu"
+
+
+def test_tensorboard_gets_loss_lr_and_grad_norm(tiny_overrides: list[str]) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = run_tiny(tiny_overrides)
+    events = EventAccumulator(str(run / "logs"))
+    events.Reload()
+    assert {"train/loss", "train/learning_rate", "train/grad_norm"} <= set(events.Tags()["scalars"])
+    assert len(events.Scalars("train/loss")) >= 8
+
+
+def test_adapter_is_trained_and_loads_with_peft(tiny_overrides: list[str], tiny_model_dir: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = run_tiny(tiny_overrides)
+    weights = load_file(run / "model" / "adapter_model.safetensors")
+    lora_b = [w for name, w in weights.items() if "lora_B" in name]
+    assert lora_b and any(w.abs().sum() > 0 for w in lora_b)  # B starts at zero: non-zero means it learned
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run / "model")
+    tok = AutoTokenizer.from_pretrained(run / "model")
+    ids = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)  # fmt: skip
+    out = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+    assert torch.isfinite(model(**ids).logits).all()
+
+
+def test_hyperparameters_reach_the_trainer(tmp_path: Path) -> None:
+    from loraops.environment import Environment
+    from loraops.train import _training_arguments
+
+    cfg = load_config(TrainConfig, CONFIGS, "train", [
+        "lr=3e-4", "lr_scheduler_type=linear", "warmup_ratio=0.1", "weight_decay=0.01", "gradient_accumulation_steps=2",
+        "seed=7", "gradient_checkpointing=true", "batch_size=3", "epochs=4", "max_steps=11",
+    ])  # fmt: skip
+    args = _training_arguments(cfg, tmp_path, Environment("cpu", "cpu", "fp32", None))
+    assert (args.learning_rate, args.lr_scheduler_type.value, args.warmup_steps) == (3e-4, "linear", 0.1)
+    assert (args.weight_decay, args.gradient_accumulation_steps, args.seed) == (0.01, 2, 7)
+    assert (args.per_device_train_batch_size, args.num_train_epochs, args.max_steps) == (3, 4, 11)
+    assert args.activation_checkpointing and not args.bf16 and not args.fp16
+
+
+def test_gradient_checkpointing_and_accumulation_train(tiny_overrides: list[str]) -> None:
+    run = run_tiny(tiny_overrides + ["gradient_checkpointing=true", "gradient_accumulation_steps=2", "epochs=1"])
+    assert json.loads((run / "metrics.json").read_text())["global_steps"] == 2
+
+
+def test_bf16_on_cpu_falls_back_to_fp32(tiny_overrides: list[str], caplog: pytest.LogCaptureFixture) -> None:
+    run = run_tiny(tiny_overrides + ["bf16=true", "max_steps=1"])
+    assert json.loads((run / "metrics.json").read_text())["precision"] == "fp32"
+    assert "training in fp32 on CPU" in caplog.text
+
+
+def test_failed_run_never_becomes_latest(tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = run_tiny(tiny_overrides + ["max_steps=1"])
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr("loraops.train._fit", boom)
+    with pytest.raises(RuntimeError):
+        run_tiny(tiny_overrides)
+    runs = tmp_path / "runs"
+    assert (runs / "latest").resolve() == good.resolve()
+    failed = [p for p in runs.iterdir() if p.is_dir() and not p.is_symlink() and p != good]
+    assert len(failed) == 1
+    assert json.loads((failed[0] / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_bad_data_exits_2_before_any_run_folder(tiny_overrides: list[str], small_dataset: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    write_jsonl(small_dataset / "zz.jsonl", [{"prompt": "a", "completion": "b"}, {"prompt": "a", "completoin": "b"}])
+    assert main(["train", "--config-dir", str(CONFIGS), *tiny_overrides]) == 2
+    err = capsys.readouterr().err
+    assert f"{small_dataset / 'zz.jsonl'}:2: cannot tell the format (fields: completoin, prompt)" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_max_length_that_masks_everything_is_an_error(tiny_overrides: list[str], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    assert main(["train", "--config-dir", str(CONFIGS), *tiny_overrides, "max_length=8"]) == 2
+    assert "raise max_length" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_secrets_never_reach_run_records_or_output(tiny_overrides: list[str], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    secrets = {"HF_TOKEN": "hf_" + "Q" * 34, "LAKEFS_SECRET_KEY": "lakefs-secret-" + "Z" * 20}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    assert main(["train", "--config-dir", str(CONFIGS), *tiny_overrides, "max_steps=2"]) == 0
+    captured = capsys.readouterr()
+    texts = [captured.out, captured.err]
+    for path in (tmp_path / "runs").rglob("*"):
+        if path.is_file():
+            texts.append(path.read_bytes().decode("utf-8", errors="replace"))
+    for value in secrets.values():
+        assert not any(value in text for text in texts)
+    assert os.environ["HF_TOKEN"] == secrets["HF_TOKEN"]
