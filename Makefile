@@ -9,7 +9,7 @@ BIN          := $(VENV)/bin
 STAMP        := $(VENV)/.loraops-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install train list-configs data test clean distclean
+.PHONY: help venv install train eval eval-baseline compare bench list-configs data test clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,18 @@ install: $(STAMP) ## install loraops and its dependencies, and prepare the defau
 
 train: install ## train a LoRA adapter (TRAIN_CONFIG=name, ARGS="key=value ...")
 	$(BIN)/loraops train --config-name $(TRAIN_CONFIG) $(ARGS)
+
+eval: install ## evaluate outputs/runs/latest on data/eval/*.jsonl (ARGS="model=outputs/runs/<run> ...")
+	$(BIN)/loraops eval $(ARGS)
+
+eval-baseline: install ## evaluate the run's untouched base model on the same splits
+	$(BIN)/loraops eval --config-name eval_baseline $(ARGS)
+
+compare: install ## fine-tuned vs reference per split and metric; fails when it did not improve
+	$(BIN)/loraops compare $(ARGS)
+
+bench: install ## batched vs one-at-a-time generation speed, side by side
+	$(BIN)/python bench/generation_speed.py $(ARGS)
 
 list-configs: install ## list the configs in configs/
 	$(BIN)/loraops list-configs

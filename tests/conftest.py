@@ -71,3 +71,23 @@ def tiny_overrides(tiny_model_dir: Path, small_dataset: Path, tmp_path: Path) ->
         f"model_name={tiny_model_dir}", f"dataset_path={small_dataset}", f"output_dir={tmp_path / 'runs'}",
         "epochs=2", "batch_size=4", "lr=5e-3", "logging_steps=1", "lora_r=4", "lora_alpha=8",
     ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tokenizer: Any) -> Path:
+    """A LoRA adapter with random (non-zero) weights on the tiny model, so merging changes outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                      init_lora_weights=False))  # fmt: skip
+    path = tmp_path_factory.mktemp("tiny-adapter")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+EVAL_PROMPTS = [[{"role": "user", "content": "word " * n + "end"}] for n in (1, 9, 3, 17, 5, 2, 12, 7)]

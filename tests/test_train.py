@@ -100,7 +100,7 @@ def test_gradient_checkpointing_and_accumulation_train(tiny_overrides: list[str]
 def test_bf16_on_cpu_falls_back_to_fp32(tiny_overrides: list[str], caplog: pytest.LogCaptureFixture) -> None:
     run = run_tiny(tiny_overrides + ["bf16=true", "max_steps=1"])
     assert json.loads((run / "metrics.json").read_text())["precision"] == "fp32"
-    assert "training in fp32 on CPU" in caplog.text
+    assert "running in fp32 on CPU" in caplog.text
 
 
 def test_failed_run_never_becomes_latest(tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from loraops import __version__
-from loraops.config import TrainConfig, help_rows, load_config
+from loraops.config import CompareConfig, EvalConfig, TrainConfig, help_rows, load_config
 from loraops.errors import USER_ERROR_EXIT, LoraopsError
 
 log = logging.getLogger("loraops")
@@ -37,6 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=_keys_epilog(TrainConfig))  # fmt: skip
     _add_config_args(train, "train")
 
+    evaluate = sub.add_parser("eval", help="evaluate an adapter (or, with eval_baseline, its base model)",
+                              formatter_class=fmt, epilog=_keys_epilog(EvalConfig),
+                              description="Generate on data/eval/*.jsonl and score the answers.")  # fmt: skip
+    _add_config_args(evaluate, "eval")
+    compare = sub.add_parser("compare", help="compare a run's eval metrics with the reference",
+                             formatter_class=fmt, epilog=_keys_epilog(CompareConfig),
+                             description="Fine-tuned against reference, per split and metric; exit 0 if it "
+                                         "improved on the primary metric, 1 if not, 2 if metrics are missing.")  # fmt: skip
+    _add_config_args(compare, "compare")
+
     sub.add_parser("list-configs", help="list the configs in the config dir",
                    description="List configs/*.yaml with their first comment line.").add_argument(
         "--config-dir", type=Path, default=Path("configs"))  # fmt: skip
@@ -53,6 +63,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg)
     print(f"run: {result.run_dir}")
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from loraops.eval.evaluate import evaluate
+
+    result = evaluate(load_config(EvalConfig, args.config_dir, args.config_name, args.overrides))
+    print(f"metrics: {result.out_dir}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from loraops.eval.compare import IMPROVED_EXIT, NOT_IMPROVED_EXIT, compare, format_table
+
+    result = compare(load_config(CompareConfig, args.config_dir, args.config_name, args.overrides))
+    print(format_table(result))
+    return IMPROVED_EXIT if result.improved else NOT_IMPROVED_EXIT
 
 
 def cmd_list_configs(args: argparse.Namespace) -> int:
@@ -80,7 +106,7 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "list-configs": cmd_list_configs, "prepare-model": cmd_prepare_model, "version": cmd_version}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "list-configs": cmd_list_configs, "prepare-model": cmd_prepare_model, "version": cmd_version}
 
 
 def main(argv: list[str] | None = None) -> int:

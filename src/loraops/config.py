@@ -87,9 +87,70 @@ class TrainConfig:
             (self.data_source.type in DATA_SOURCE_TYPES, "data_source.type",
              f"must be one of {', '.join(DATA_SOURCE_TYPES)}"),
         ]  # fmt: skip
-        for ok, key, problem in checks:
-            if not ok:
-                raise ConfigError(f"{key}={getattr_dotted(self, key)!r} {problem}")
+        _raise_first(self, checks)
+
+
+@dataclass
+class EvalConfig:
+    model: str = _f("outputs/runs/latest", "Run folder (or its `latest` link) or adapter folder to evaluate.")
+    baseline: bool = _f(False, "Evaluate the untouched base model instead of the adapter.")
+    model_name: Optional[str] = _f(
+        None, "Base model (as in train's model_name); null: the one in the run's config_used.yaml."
+    )
+    eval_dir: str = _f("data/eval", "Folder of eval splits, one JSONL file per split.")
+    eval_pattern: str = _f("*.jsonl", "Glob selecting the split files in eval_dir.")
+    splits: Optional[list[str]] = _f(None, "Only these splits (file stems); null: every file.")
+    limit: Optional[int] = _f(None, "Evaluate at most this many examples per split (null: all).")
+    batch_size: int = _f(16, "Prompts generated together.")
+    max_new_tokens: int = _f(64, "Generation stops here if no EOS came first.")
+    do_sample: bool = _f(False, "Sample instead of greedy decoding.")
+    temperature: float = _f(1.0, "Sampling temperature (only with do_sample).")
+    top_p: float = _f(1.0, "Nucleus sampling threshold (only with do_sample).")
+    merge_adapter: bool = _f(True, "Merge LoRA weights into the base before generating (faster, same results).")
+    bf16: bool = _f(True, "Generate in bf16 on GPUs that support it; always fp32 on CPU.")
+    cuda_visible_devices: Optional[str] = _f(None, "GPUs to use (null: leave CUDA_VISIBLE_DEVICES alone).")
+    seed: int = _f(42, "Seed for sampling.")
+    output_dir: str = _f("artifacts/metrics", "Where metrics and predictions are written.")
+
+    def validate(self) -> None:
+        checks = [
+            (self.batch_size >= 1, "batch_size", "must be at least 1"),
+            (self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1"),
+            (self.limit is None or self.limit >= 1, "limit", "must be null or at least 1"),
+            (self.temperature > 0, "temperature", "must be positive"),
+            (0 < self.top_p <= 1, "top_p", "must be in (0, 1]"),
+        ]
+        _raise_first(self, checks)
+
+
+COMPARE_AGAINST = ("auto", "base", "published")
+
+
+@dataclass
+class CompareConfig:
+    run: str = _f("outputs/runs/latest", "The fine-tuned run to judge.")
+    against: str = _f("auto", "Reference: auto (last published run, else the base model), base, or published.")
+    primary_metric: str = _f("exact_match", "Metric that decides whether fine-tuning helped.")
+    primary_split: str = _f("test", "Split that decides whether fine-tuning helped.")
+    min_delta: float = _f(0.0, "The primary metric must rise by more than this.")
+    metrics_dir: str = _f("artifacts/metrics", "Where `loraops eval` wrote metrics.")
+    reference_file: str = _f("artifacts/reference.json", "Record of the published reference run (written by publish).")
+
+    def validate(self) -> None:
+        from loraops.eval.metrics import METRICS
+
+        checks = [
+            (self.against in COMPARE_AGAINST, "against", f"must be one of {', '.join(COMPARE_AGAINST)}"),
+            (self.primary_metric in METRICS, "primary_metric", f"must be one of {', '.join(METRICS)}"),
+            (self.min_delta >= 0, "min_delta", "must be >= 0"),
+        ]
+        _raise_first(self, checks)
+
+
+def _raise_first(cfg: Any, checks: list[tuple[bool, str, str]]) -> None:
+    for ok, key, problem in checks:
+        if not ok:
+            raise ConfigError(f"{key}={getattr_dotted(cfg, key)!r} {problem}")
 
 
 def getattr_dotted(obj: Any, dotted: str) -> Any:

@@ -1,0 +1,1 @@
+"""Evaluation: eval splits, batched generation, metrics and the baseline comparison."""

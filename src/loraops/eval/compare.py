@@ -1,0 +1,104 @@
+"""`loraops compare`: a run's eval metrics against the reference, and a verdict."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from loraops import runs
+from loraops.config import CompareConfig
+from loraops.errors import LoraopsError
+from loraops.eval.metrics import METRICS
+from loraops.eval.targets import baseline_name, find_run, run_base_model
+
+IMPROVED_EXIT, NOT_IMPROVED_EXIT = 0, 1
+
+
+@dataclass
+class Row:
+    split: str
+    metric: str
+    fine_tuned: float
+    reference: float | None
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.reference is None else round(self.fine_tuned - self.reference, 6)
+
+
+@dataclass
+class Comparison:
+    run: str
+    reference: str
+    reference_kind: str  # "base" or "published"
+    primary_split: str
+    primary_metric: str
+    improved: bool
+    rows: list[Row]
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rows"] = [{**asdict(r), "delta": r.delta} for r in self.rows]
+        return data
+
+
+def read_reference(reference_file: str | Path) -> dict[str, Any] | None:
+    """The published reference run, as recorded by `loraops publish`; None before any publish."""
+    path = Path(reference_file)
+    return runs.read_json(path) if path.is_file() else None
+
+
+def _reference(cfg: CompareConfig, run_dir: Path) -> tuple[str, str, str]:
+    """(metrics name, kind, command that produces its metrics)."""
+    published = read_reference(cfg.reference_file) if cfg.against != "base" else None
+    if cfg.against == "published" and published is None:
+        raise LoraopsError(f"against=published, but no run has been published yet ({cfg.reference_file} is missing)")
+    if published is not None:
+        name = published["run"]
+        return name, "published", f"loraops eval model={published.get('run_dir', 'outputs/runs/' + name)}"
+    return baseline_name(run_base_model(run_dir)), "base", "make eval-baseline (loraops eval --config-name eval_baseline)"
+
+
+def _load(metrics_dir: Path, name: str, split: str, produce: str) -> dict[str, float]:
+    path = metrics_dir / name / f"{split}.json"
+    if not path.is_file():
+        raise LoraopsError(f"no metrics for {name} on split {split!r} ({path}); produce them with: {produce}")
+    return runs.read_json(path)["metrics"]
+
+
+def compare(cfg: CompareConfig) -> Comparison:
+    run_dir, _ = find_run(cfg.run)
+    if run_dir is None:
+        raise LoraopsError(f"run={cfg.run}: no such run folder; train one first (`make train`)")
+    metrics_dir = Path(cfg.metrics_dir)
+    reference, kind, produce = _reference(cfg, run_dir)
+    if reference == run_dir.name:
+        raise LoraopsError(f"run {run_dir.name} is itself the published reference; compare against=base instead")
+    tuned_summary = metrics_dir / run_dir.name / "summary.json"
+    splits = [s for s in runs.read_json(tuned_summary)["metrics"] if s != "overall"] if tuned_summary.is_file() else []
+    splits = splits or [cfg.primary_split]
+    rows: list[Row] = []
+    for split in splits:
+        tuned = _load(metrics_dir, run_dir.name, split, f"make eval (loraops eval model={cfg.run})")
+        ref = _load(metrics_dir, reference, split, produce)
+        rows += [Row(split, m, tuned[m], ref.get(m)) for m in METRICS]
+    primary = next((r for r in rows if r.split == cfg.primary_split and r.metric == cfg.primary_metric), None)
+    if primary is None:
+        raise LoraopsError(f"primary_split={cfg.primary_split!r} was not evaluated (have: {', '.join(splits)})")
+    improved = primary.delta is not None and primary.delta > cfg.min_delta
+    result = Comparison(run_dir.name, reference, kind, cfg.primary_split, cfg.primary_metric, improved, rows)
+    runs.write_json(metrics_dir / run_dir.name / "comparison.json", result.as_dict())
+    return result
+
+
+def format_table(result: Comparison) -> str:
+    header = f"{'split':<14}{'metric':<22}{'fine-tuned':>12}{'reference':>12}{'delta':>10}"
+    lines = [f"{result.run} vs {result.reference} ({result.reference_kind})", header, "-" * len(header)]
+    for r in result.rows:
+        ref = "n/a" if r.reference is None else f"{r.reference:.4g}"
+        delta = "n/a" if r.delta is None else f"{r.delta:+.4g}"
+        lines.append(f"{r.split:<14}{r.metric:<22}{r.fine_tuned:>12.4g}{ref:>12}{delta:>10}")
+    verdict = "IMPROVED" if result.improved else "NOT IMPROVED"
+    lines.append(f"verdict: {verdict} on {result.primary_metric} ({result.primary_split}) against {result.reference}")
+    return "\n".join(lines)

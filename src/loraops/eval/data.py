@@ -1,0 +1,46 @@
+"""Evaluation splits: one JSONL file per split, prompt/completion or messages form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from loraops.data.files import read_jsonl
+from loraops.data.formats import Message, to_example
+from loraops.errors import DataError
+
+
+@dataclass(frozen=True)
+class EvalExample:
+    prompt: list[Message]  # everything before the last assistant turn
+    reference: str  # the last assistant turn
+    path: str
+    line: int
+
+
+def load_split(path: Path) -> list[EvalExample]:
+    """Read one split with the training data's validation; the last assistant turn is the reference."""
+    examples = []
+    for line, record in read_jsonl(path):
+        messages = to_example(record, "auto", path, line).messages
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        if not any(m["role"] == "user" for m in messages[:last]):
+            raise DataError(path, line, "no user turn before the reference answer")
+        examples.append(EvalExample(messages[:last], messages[last]["content"], str(path), line))
+    if not examples:
+        raise DataError(path, None, "the eval split is empty (no records)")
+    return examples
+
+
+def find_splits(eval_dir: str, pattern: str, only: list[str] | None = None) -> dict[str, Path]:
+    """Split name (file stem) -> file, sorted; `only` keeps the named splits and checks they exist."""
+    root = Path(eval_dir)
+    found = {p.stem: p for p in sorted(root.glob(pattern)) if p.is_file()}
+    if not found:
+        raise DataError(root, None, f"no eval files match {pattern!r}")
+    if only:
+        missing = sorted(set(only) - set(found))
+        if missing:
+            raise DataError(root, None, f"no eval split named {', '.join(missing)} (have: {', '.join(found)})")
+        found = {name: found[name] for name in only}
+    return found

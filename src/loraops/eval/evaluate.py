@@ -1,0 +1,123 @@
+"""`loraops eval`: generate on every split, score, and record the results."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from loraops import environment, runs
+from loraops.config import EvalConfig
+from loraops.data.tokenize import ensure_chat_template
+from loraops.eval.data import EvalExample, find_splits, load_split
+from loraops.eval.generate import Generation, GenerationSettings, generate
+from loraops.eval.metrics import corpus_metrics, example_scores
+from loraops.eval.targets import EvalTarget, resolve_target
+from loraops.models import load_causal_lm, load_tokenizer, resolve_model_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    target: EvalTarget
+    out_dir: Path
+    metrics: dict[str, dict[str, float]]  # split (and "overall") -> metrics
+
+
+def load_model(target: EvalTarget, env: environment.Environment, merge: bool) -> tuple[Any, Any]:
+    """The base model, with the target's adapter applied (and merged, if asked)."""
+    base_path = resolve_model_path(target.base_model)
+    tokenizer = load_tokenizer(str(target.adapter_dir or base_path))
+    ensure_chat_template(tokenizer)  # a base without a template gets the same fallback training used
+    model = load_causal_lm(base_path, env.torch_dtype)
+    if target.adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(target.adapter_dir))
+        if merge:
+            model = model.merge_and_unload()
+    model.to(env.device).eval()
+    return model, tokenizer
+
+
+def _predictions(examples: list[EvalExample], generations: list[Generation]) -> list[dict[str, Any]]:
+    return [
+        {"path": e.path, "line": e.line, "prompt": e.prompt[-1]["content"], "messages": e.prompt,
+         "reference": e.reference, "prediction": g.text, "stopped_at_eos": g.stopped, "new_tokens": g.new_tokens,
+         "scores": example_scores(g.text, e.reference)}
+        for e, g in zip(examples, generations)
+    ]  # fmt: skip
+
+
+def _split_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    metrics = corpus_metrics([r["prediction"] for r in rows], [r["reference"] for r in rows])
+    metrics["stopped_at_eos_pct"] = round(100 * sum(r["stopped_at_eos"] for r in rows) / max(1, len(rows)), 2)
+    return metrics
+
+
+def evaluate(cfg: EvalConfig) -> EvalResult:
+    """Evaluate the configured model on every split; write metrics and predictions."""
+    from transformers import set_seed
+
+    target = resolve_target(cfg.model, cfg.model_name, cfg.baseline)
+    splits = {name: load_split(path) for name, path in find_splits(cfg.eval_dir, cfg.eval_pattern, cfg.splits).items()}
+    splits = {name: examples[: cfg.limit] if cfg.limit else examples for name, examples in splits.items()}
+    env = environment.detect(cfg.bf16, cfg.cuda_visible_devices)
+    log.info("evaluating %s (base %s) on %s, %s", target.name, target.base_model, env.device_name, env.precision)
+    set_seed(cfg.seed)
+    model, tokenizer = load_model(target, env, cfg.merge_adapter)
+    settings = GenerationSettings(cfg.max_new_tokens, cfg.do_sample, cfg.temperature, cfg.top_p)
+    out_dir = Path(cfg.output_dir) / target.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    all_rows: list[dict[str, Any]] = []
+    metrics: dict[str, dict[str, float]] = {}
+    for name, examples in splits.items():
+        started = time.monotonic()
+        generations = generate(model, tokenizer, [e.prompt for e in examples], settings, cfg.batch_size)
+        rows = _predictions(examples, generations)
+        metrics[name] = {**_split_metrics(rows), "generation_s": round(time.monotonic() - started, 2)}
+        _write_split(out_dir, name, target, cfg, metrics[name], rows)
+        log.info("%s: %s", name, _summary(metrics[name]))
+        all_rows += rows
+    metrics["overall"] = _split_metrics(all_rows)
+    runs.write_json(out_dir / "summary.json", {"model": asdict(target), "metrics": metrics})
+    if target.run_dir is not None:
+        _record_in_run(target.run_dir, metrics)
+    return EvalResult(target, out_dir, metrics)
+
+
+def _summary(m: dict[str, float]) -> str:
+    return (f"exact_match {m['exact_match']:.1f}%  jaccard {m['avg_jaccard_overlap']:.3f}  rougeL {m['rougeL']:.3f}  "
+            f"bleu {m['bleu']:.1f}  stopped at EOS {m['stopped_at_eos_pct']:.0f}%  (n={m['n']})")  # fmt: skip
+
+
+def _write_split(out_dir: Path, name: str, target: EvalTarget, cfg: EvalConfig,
+                 metrics: dict[str, float], rows: list[dict[str, Any]]) -> None:  # fmt: skip
+    import json
+
+    runs.write_json(out_dir / f"{name}.json", {
+        "split": name, "model": asdict(target), "metrics": metrics,
+        "settings": {k: getattr(cfg, k) for k in ("batch_size", "max_new_tokens", "do_sample", "temperature",
+                                                 "top_p", "merge_adapter", "limit", "seed")},
+    })  # fmt: skip
+    runs.write_text_atomic(out_dir / f"{name}.predictions.jsonl",
+                           "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))  # fmt: skip
+
+
+def _record_in_run(run_dir: Path, metrics: dict[str, dict[str, float]]) -> None:
+    """Merge the scores into the run's metrics.json and its TensorBoard logs."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    path = run_dir / "metrics.json"
+    record = runs.read_json(path) if path.is_file() else {}
+    record["eval"] = metrics
+    runs.write_json(path, record)
+    writer = SummaryWriter(log_dir=str(run_dir / "logs"))
+    step = int(record.get("global_steps", 0))
+    for split, values in metrics.items():
+        for key, value in values.items():
+            writer.add_scalar(f"eval/{split}/{key}", value, step)
+    writer.close()

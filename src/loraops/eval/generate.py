@@ -1,0 +1,75 @@
+"""Batched greedy generation: left padding, KV cache, length-sorted batches, stop at EOS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from loraops.data.formats import Message
+from loraops.data.tokenize import render
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def kwargs(self) -> dict[str, Any]:
+        sampling = {"temperature": self.temperature, "top_p": self.top_p} if self.do_sample else {}
+        return {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, **sampling, **self.extra}
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    new_tokens: int
+    stopped: bool  # ended with an end-of-turn/EOS token rather than running into max_new_tokens
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+def encode_prompts(tokenizer: Any, prompts: list[list[Message]]) -> list[list[int]]:
+    """Token ids of each prompt, rendered and tokenized exactly as training renders prompts."""
+    return [
+        tokenizer(render(tokenizer, messages, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+        for messages in prompts
+    ]
+
+
+def generate(model: Any, tokenizer: Any, prompts: list[list[Message]], settings: GenerationSettings,
+             batch_size: int = 16, progress: bool = True) -> list[Generation]:  # fmt: skip
+    """Generate an answer for every prompt; output order matches input order."""
+    import torch
+    from tqdm.auto import tqdm
+
+    encoded = encode_prompts(tokenizer, prompts)
+    # Longest first: batches hold similar lengths (little padding) and memory peaks show up at once.
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    stops = stop_token_ids(model, tokenizer)
+    results: list[Generation | None] = [None] * len(encoded)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    device = next(model.parameters()).device
+    for batch in tqdm(batches, desc="generating", unit="batch", disable=not progress):
+        padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, padding=True,
+                               padding_side="left", return_tensors="pt").to(device)  # fmt: skip
+        with torch.inference_mode():
+            out = model.generate(**padded, **settings.kwargs(), eos_token_id=stops,
+                                 pad_token_id=tokenizer.pad_token_id, use_cache=True)  # fmt: skip
+        new = out[:, padded["input_ids"].shape[1] :].tolist()
+        for index, tokens in zip(batch, new):
+            results[index] = _decode(tokenizer, tokens, stops)
+    return results  # type: ignore[return-value]
+
+
+def _decode(tokenizer: Any, tokens: list[int], stops: list[int]) -> Generation:
+    end = next((i for i, t in enumerate(tokens) if t in stops), None)
+    kept = tokens if end is None else tokens[:end]
+    return Generation(tokenizer.decode(kept, skip_special_tokens=True).strip(), len(kept) + (end is not None), end is not None)
