@@ -50,7 +50,7 @@ list-configs: install ## list the configs in configs/
 data: ## regenerate the sample data in data/ (deterministic)
 	$(PYTHON) scripts/make_sample_data.py --out data
 
-test: install ## run the test suite (CPU, about 5 minutes)
+test: install ## run the test suite (CPU, about 4 minutes)
 	$(BIN)/python -m pytest tests $(ARGS)
 
 clean: ## remove caches and build files (keeps .venv, models/, outputs/, artifacts/)

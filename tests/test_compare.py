@@ -69,6 +69,16 @@ def test_missing_reference_metrics_name_the_command(tmp_path: Path, capsys: pyte
     assert "make eval" in capsys.readouterr().err
 
 
+def test_reference_missing_a_secondary_split_is_a_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = fake_run(tmp_path, "r1")
+    fake_metrics(tmp_path / "m", "r1", {"test": 80.0, "adversarial": 40.0})
+    fake_metrics(tmp_path / "m", "baseline/default", {"test": 0.0})
+    assert run_compare(tmp_path, run) == 0
+    out = capsys.readouterr().out
+    assert "no metrics for split 'adversarial'; produce them with: make eval-baseline" in out
+    assert "n/a" in out
+
+
 def test_published_run_becomes_the_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = fake_run(tmp_path, "r2")
     fake_metrics(tmp_path / "m", "r2", {"test": 60.0})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from loraops import __version__
@@ -111,6 +112,8 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "list-
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # peft 0.21 calls a transformers 5 alias deprecated in favour of is_activation_checkpointing; not ours to fix.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s loraops: %(message)s", datefmt="%H:%M:%S")
     try:
         return COMMANDS[args.command](args)

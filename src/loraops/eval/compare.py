@@ -36,6 +36,7 @@ class Comparison:
     primary_metric: str
     improved: bool
     rows: list[Row]
+    missing: dict[str, str]  # split -> command that produces the reference's metrics for it
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -60,11 +61,14 @@ def _reference(cfg: CompareConfig, run_dir: Path) -> tuple[str, str, str]:
     return baseline_name(run_base_model(run_dir)), "base", "make eval-baseline (loraops eval --config-name eval_baseline)"
 
 
-def _load(metrics_dir: Path, name: str, split: str, produce: str) -> dict[str, float]:
+def _missing(metrics_dir: Path, name: str, split: str, produce: str) -> LoraopsError:
     path = metrics_dir / name / f"{split}.json"
-    if not path.is_file():
-        raise LoraopsError(f"no metrics for {name} on split {split!r} ({path}); produce them with: {produce}")
-    return runs.read_json(path)["metrics"]
+    return LoraopsError(f"no metrics for {name} on split {split!r} ({path}); produce them with: {produce}")
+
+
+def _load(metrics_dir: Path, name: str, split: str) -> dict[str, float] | None:
+    path = metrics_dir / name / f"{split}.json"
+    return runs.read_json(path)["metrics"] if path.is_file() else None
 
 
 def compare(cfg: CompareConfig) -> Comparison:
@@ -78,16 +82,21 @@ def compare(cfg: CompareConfig) -> Comparison:
     tuned_summary = metrics_dir / run_dir.name / "summary.json"
     splits = [s for s in runs.read_json(tuned_summary)["metrics"] if s != "overall"] if tuned_summary.is_file() else []
     splits = splits or [cfg.primary_split]
+    if cfg.primary_split not in splits:
+        raise _missing(metrics_dir, run_dir.name, cfg.primary_split, f"make eval (loraops eval model={cfg.run})")
+    if _load(metrics_dir, reference, cfg.primary_split) is None:
+        raise _missing(metrics_dir, reference, cfg.primary_split, produce)
     rows: list[Row] = []
+    missing: dict[str, str] = {}
     for split in splits:
-        tuned = _load(metrics_dir, run_dir.name, split, f"make eval (loraops eval model={cfg.run})")
-        ref = _load(metrics_dir, reference, split, produce)
-        rows += [Row(split, m, tuned[m], ref.get(m)) for m in METRICS]
-    primary = next((r for r in rows if r.split == cfg.primary_split and r.metric == cfg.primary_metric), None)
-    if primary is None:
-        raise LoraopsError(f"primary_split={cfg.primary_split!r} was not evaluated (have: {', '.join(splits)})")
+        tuned = _load(metrics_dir, run_dir.name, split) or {}
+        ref = _load(metrics_dir, reference, split)
+        if ref is None:
+            missing[split] = produce
+        rows += [Row(split, m, tuned[m], (ref or {}).get(m)) for m in METRICS if m in tuned]
+    primary = next(r for r in rows if r.split == cfg.primary_split and r.metric == cfg.primary_metric)
     improved = primary.delta is not None and primary.delta > cfg.min_delta
-    result = Comparison(run_dir.name, reference, kind, cfg.primary_split, cfg.primary_metric, improved, rows)
+    result = Comparison(run_dir.name, reference, kind, cfg.primary_split, cfg.primary_metric, improved, rows, missing)
     runs.write_json(metrics_dir / run_dir.name / "comparison.json", result.as_dict())
     return result
 
@@ -99,6 +108,8 @@ def format_table(result: Comparison) -> str:
         ref = "n/a" if r.reference is None else f"{r.reference:.4g}"
         delta = "n/a" if r.delta is None else f"{r.delta:+.4g}"
         lines.append(f"{r.split:<14}{r.metric:<22}{r.fine_tuned:>12.4g}{ref:>12}{delta:>10}")
+    for split, produce in result.missing.items():
+        lines.append(f"note: {result.reference} has no metrics for split {split!r}; produce them with: {produce}")
     verdict = "IMPROVED" if result.improved else "NOT IMPROVED"
     lines.append(f"verdict: {verdict} on {result.primary_metric} ({result.primary_split}) against {result.reference}")
     return "\n".join(lines)
