@@ -5,11 +5,12 @@ PYTHON       ?= python3
 VENV         ?= .venv
 TRAIN_CONFIG ?= train
 ARGS         ?=
+CONVERT_DIR  ?= data
 BIN          := $(VENV)/bin
 STAMP        := $(VENV)/.loraops-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install train eval eval-baseline compare bench list-configs data test clean distclean
+.PHONY: help venv install check convert train eval eval-baseline compare bench list-configs data test clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -28,6 +29,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP) ## install loraops and its dependencies, and prepare the default model (idempotent)
 	$(BIN)/loraops prepare-model
+
+check: install ## validate config and data, show token stats and one example as the model sees it
+	$(BIN)/loraops check --config-name $(TRAIN_CONFIG) $(ARGS)
+
+convert: install ## convert pretty-printed JSON and ChatGPT exports in CONVERT_DIR (default data) to JSONL
+	$(BIN)/loraops convert $(CONVERT_DIR)
 
 train: install ## train a LoRA adapter (TRAIN_CONFIG=name, ARGS="key=value ...")
 	$(BIN)/loraops train --config-name $(TRAIN_CONFIG) $(ARGS)

@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=_keys_epilog(TrainConfig))  # fmt: skip
     _add_config_args(train, "train")
 
+    check = sub.add_parser("check", help="validate config and data and show what training would see",
+                           formatter_class=fmt, epilog=_keys_epilog(TrainConfig),
+                           description="Validate the training config and data without training: counts, token "
+                                       "lengths, truncation, masking, and one example as the model sees it.")  # fmt: skip
+    _add_config_args(check, "train")
+    check.add_argument("--example", type=int, default=0, help="index of the example to render (default: 0)")
+
     evaluate = sub.add_parser("eval", help="evaluate an adapter (or, with eval_baseline, its base model)",
                               formatter_class=fmt, epilog=_keys_epilog(EvalConfig),
                               description="Generate on data/eval/*.jsonl and score the answers.")  # fmt: skip
@@ -47,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Fine-tuned against reference, per split and metric; exit 0 if it "
                                          "improved on the primary metric, 1 if not, 2 if metrics are missing.")  # fmt: skip
     _add_config_args(compare, "compare")
+
+    convert = sub.add_parser("convert", help="turn pretty-printed JSON and ChatGPT exports into JSONL",
+                             description="Convert every .json/.jsonl file in a folder that is not already JSONL "
+                                         "in a supported format; sources are never modified.")  # fmt: skip
+    convert.add_argument("input_dir", nargs="?", type=Path, default=Path("data"), help="folder to scan (default: data)")
+    convert.add_argument("--output-dir", type=Path, default=None, help="where to write (default: beside the sources)")
 
     sub.add_parser("list-configs", help="list the configs in the config dir",
                    description="List configs/*.yaml with their first comment line.").add_argument(
@@ -66,6 +79,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from loraops.check import check, format_report
+
+    cfg = load_config(TrainConfig, args.config_dir, args.config_name, args.overrides)
+    print(format_report(check(cfg, args.example)))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from loraops.eval.evaluate import evaluate
 
@@ -80,6 +101,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = compare(load_config(CompareConfig, args.config_dir, args.config_name, args.overrides))
     print(format_table(result))
     return IMPROVED_EXIT if result.improved else NOT_IMPROVED_EXIT
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from loraops.data.convert import convert_folder, format_reports
+
+    print(format_reports(convert_folder(args.input_dir, args.output_dir)))
+    return 0
 
 
 def cmd_list_configs(args: argparse.Namespace) -> int:
@@ -107,7 +135,7 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "compare": cmd_compare, "list-configs": cmd_list_configs, "prepare-model": cmd_prepare_model, "version": cmd_version}
+COMMANDS = {"train": cmd_train, "check": cmd_check, "eval": cmd_eval, "compare": cmd_compare, "convert": cmd_convert, "list-configs": cmd_list_configs, "prepare-model": cmd_prepare_model, "version": cmd_version}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 from loraops import environment, runs
 from loraops.config import TrainConfig
-from loraops.data.sources import DataFile, dataset_sha256, find_training_files, load_examples
+from loraops.data.sources import DataFile, dataset_sha256, load_examples, resolve_training_files
 from loraops.data.tokenize import DataStats, encode_examples, ensure_chat_template
 from loraops.errors import DataError
 from loraops.models import load_causal_lm, load_tokenizer, resolve_model_path
@@ -27,6 +27,7 @@ class TrainResult:
 @dataclass
 class PreparedData:
     files: list[DataFile]
+    source: dict[str, Any]
     rows: list[dict[str, Any]]
     stats: DataStats
     template_added: bool
@@ -34,7 +35,8 @@ class PreparedData:
 
 def prepare_data(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
     """Validate and encode the training data; raises DataError before anything heavy starts."""
-    files = find_training_files(cfg.dataset_path, cfg.dataset_pattern)
+    training = resolve_training_files(cfg)
+    files = training.files
     examples = load_examples(files, cfg.data_format)
     template_added = ensure_chat_template(tokenizer)
     rows, stats = encode_examples(tokenizer, examples, cfg.max_length)
@@ -45,7 +47,7 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
     )  # fmt: skip
     if not rows:
         raise DataError(cfg.dataset_path, None, "every example lost all its assistant tokens to truncation; raise max_length")
-    return PreparedData(files, rows, stats, template_added)
+    return PreparedData(files, training.source, rows, stats, template_added)
 
 
 def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment) -> Any:
@@ -146,7 +148,7 @@ def _manifest(cfg: TrainConfig, env: environment.Environment, model_path: str, d
         "resolved_model": model_path,
         "git": runs.git_commit(),
         "data": {
-            "source": cfg.data_source.type,
+            "source": data.source,
             "files": [{"path": str(f.path), "sha256": f.sha256} for f in data.files],
             "dataset_sha256": dataset_sha256(data.files),
         },

@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loraops.data.files import read_jsonl
 from loraops.data.formats import Example, to_example
 from loraops.errors import DataError
+
+if TYPE_CHECKING:
+    from loraops.config import TrainConfig
 
 EVAL_DIRNAME = "eval"
 
@@ -47,6 +51,18 @@ def find_training_files(dataset_path: str, pattern: str) -> list[DataFile]:
     if not paths:
         raise DataError(root, None, f"no training files match dataset_pattern {pattern!r}")
     return [DataFile(path=p, sha256=sha256_file(p)) for p in paths]
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    files: list[DataFile]
+    source: dict[str, object]  # what the manifest records about where the files came from
+
+
+def resolve_training_files(cfg: "TrainConfig") -> TrainingData:
+    """The training files named by the config's data source, fingerprinted."""
+    files = find_training_files(cfg.dataset_path, cfg.dataset_pattern)
+    return TrainingData(files, {"type": "local", "dataset_path": cfg.dataset_path, "dataset_pattern": cfg.dataset_pattern})
 
 
 def load_examples(files: list[DataFile], data_format: str) -> list[Example]:

@@ -70,6 +70,7 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]
     truncated: bool
+    original_length: int
 
     @property
     def trained_tokens(self) -> int:
@@ -88,7 +89,7 @@ def encode(tokenizer: Any, messages: list[Message], max_length: int) -> Encoded:
         input_ids += ids
         labels += ids if trained else [IGNORE_INDEX] * len(ids)
     truncated = len(input_ids) > max_length
-    return Encoded(input_ids[:max_length], labels[:max_length], truncated)
+    return Encoded(input_ids[:max_length], labels[:max_length], truncated, len(input_ids))
 
 
 @dataclass

@@ -1,0 +1,208 @@
+"""`loraops convert`: turn pretty-printed JSON and ChatGPT exports into training JSONL.
+
+A ChatGPT export (`conversations.json`) is a list of conversations, each a tree of message
+nodes (`mapping`, linked by `parent`/`children`) whose visible branch ends at `current_node`;
+edits and regenerations are sibling branches, which are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loraops.data.files import read_jsonl
+from loraops.data.formats import Message, to_example
+from loraops.errors import DataError, LoraopsError
+from loraops.runs import write_text_atomic
+
+OUTPUT_SUFFIX = ".converted.jsonl"
+_BROWSING_CONTENT = {"tether_browsing_display", "tether_quote", "system_error"}
+
+
+@dataclass
+class FileReport:
+    path: Path
+    action: str  # "skipped", "converted", "up to date"
+    reason: str
+    output: Path | None = None
+    records: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+def _line_of(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def parse_json_values(path: Path, text: str) -> list[tuple[int, Any]]:
+    """Every JSON value in `text` (one, an array, or several one after another) with its start line."""
+    decoder, values, pos = json.JSONDecoder(), [], 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return values
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise DataError(path, exc.lineno, f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+        values.append((_line_of(text, pos), value))
+        pos = end
+
+
+def is_chatgpt_export(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(c, dict) and "mapping" in c for c in value)
+
+
+def _branch(conversation: dict[str, Any]) -> list[dict[str, Any]]:
+    """The nodes from the root to `current_node`, following parent links (the visible branch)."""
+    mapping, node_id, seen = conversation["mapping"], conversation.get("current_node"), set()
+    if node_id is None:  # very old exports: take the last node that has no children
+        node_id = next((k for k, n in reversed(list(mapping.items())) if not n.get("children")), None)
+    chain = []
+    while node_id is not None and node_id in mapping and node_id not in seen:
+        seen.add(node_id)
+        chain.append(mapping[node_id])
+        node_id = mapping[node_id].get("parent")
+    return chain[::-1]
+
+
+def _message_text(message: dict[str, Any], counts: Counter[str]) -> str | None:
+    """The text of a node's message, or None (counted by reason) when it is not a chat turn."""
+    role = (message.get("author") or {}).get("role")
+    content = message.get("content") or {}
+    metadata = message.get("metadata") or {}
+    if role == "tool":
+        counts["dropped tool messages"] += 1
+        return None
+    if role not in ("user", "assistant", "system"):
+        counts[f"dropped {role or 'unknown'}-role messages"] += 1
+        return None
+    if content.get("content_type") in _BROWSING_CONTENT or message.get("recipient", "all") != "all":
+        counts["dropped browsing and tool-call messages"] += 1
+        return None
+    if metadata.get("is_visually_hidden_from_conversation") or metadata.get("is_user_system_message"):
+        counts["dropped hidden system messages"] += 1
+        return None
+    parts = content.get("parts") if "parts" in content else [content.get("text", "")]
+    texts = [p for p in parts or [] if isinstance(p, str)]
+    if len(texts) < len(parts or []):
+        counts["dropped non-text parts (images, files)"] += len(parts) - len(texts)
+    text = "\n".join(t for t in texts if t.strip()).strip()
+    if not text:
+        counts[f"dropped empty {role} messages"] += 1
+        return None
+    return text
+
+
+def _merge_turns(turns: list[Message]) -> list[Message]:
+    """Join consecutive turns of one role: dropping tool calls can leave an assistant reply in pieces."""
+    merged: list[Message] = []
+    for turn in turns:
+        if merged and merged[-1]["role"] == turn["role"]:
+            merged[-1] = {"role": turn["role"], "content": merged[-1]["content"] + "\n\n" + turn["content"]}
+        else:
+            merged.append(dict(turn))
+    return merged
+
+
+def conversation_to_messages(conversation: dict[str, Any], counts: Counter[str]) -> list[Message] | None:
+    """The visible branch as chat messages, or None (counted) when it has no assistant reply."""
+    branch = _branch(conversation)
+    counts["dropped off-branch nodes (edits, regenerations)"] += len(conversation["mapping"]) - len(branch)
+    turns = []
+    for node in branch:
+        message = node.get("message")
+        text = _message_text(message, counts) if message else None
+        if text is not None:
+            turns.append({"role": message["author"]["role"], "content": text})
+    turns = _merge_turns(turns)
+    while turns and turns[-1]["role"] != "assistant":  # a final unanswered question teaches nothing
+        turns.pop()
+    if not any(t["role"] == "assistant" for t in turns) or not any(t["role"] == "user" for t in turns):
+        counts["skipped conversations without an assistant reply"] += 1
+        return None
+    return turns
+
+
+def _records_from_export(conversations: list[dict[str, Any]], counts: Counter[str]) -> list[dict[str, Any]]:
+    records = []
+    for conversation in conversations:
+        messages = conversation_to_messages(conversation, counts)
+        if messages is not None:
+            records.append({"messages": messages, "title": conversation.get("title"),
+                            "conversation_id": conversation.get("conversation_id") or conversation.get("id")})  # fmt: skip
+    return records
+
+
+def _records_from_json(path: Path, values: list[tuple[int, Any]]) -> list[dict[str, Any]]:
+    """Plain records (an object, an array of objects, or a stream of objects), each validated."""
+    records = []
+    for line, value in values:
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, dict):
+                raise DataError(path, line, f"expected JSON objects, got {type(item).__name__}")
+            to_example(item, "auto", path, line)  # same checks as training, with the object's line
+            records.append(item)
+    return records
+
+
+def _valid_jsonl(path: Path) -> bool:
+    try:
+        records = list(read_jsonl(path))
+        for line, record in records:
+            to_example(record, "auto", path, line)
+    except DataError:
+        return False
+    return bool(records)
+
+
+def convert_file(path: Path, output_dir: Path) -> FileReport:
+    """Convert one file; never touches the source, rewrites the output only when it changes."""
+    if path.name.endswith(OUTPUT_SUFFIX) or (path.suffix == ".jsonl" and _valid_jsonl(path)):
+        return FileReport(path, "skipped", "already JSONL in a supported format")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(path, None, f"not valid UTF-8 (byte offset {exc.start})") from None
+    values = parse_json_values(path, text)
+    counts: Counter[str] = Counter()
+    if len(values) == 1 and is_chatgpt_export(values[0][1]):
+        records, kind = _records_from_export(values[0][1], counts), "ChatGPT export"
+    else:
+        records, kind = _records_from_json(path, values), "pretty-printed JSON"
+    if not records:
+        return FileReport(path, "skipped", f"{kind} with no usable records", counts=counts)
+    output = output_dir / (path.name.rsplit(".", 1)[0] + OUTPUT_SUFFIX)
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    unchanged = output.is_file() and output.read_text(encoding="utf-8") == body
+    if not unchanged:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(output, body)
+    action = "up to date" if unchanged else "converted"
+    if path.suffix == ".jsonl":
+        kind += "; move the source out of the training folder, it still matches *.jsonl"
+    return FileReport(path, action, kind, output, len(records), counts)
+
+
+def convert_folder(input_dir: Path, output_dir: Path | None = None) -> list[FileReport]:
+    """Convert every .json/.jsonl file in `input_dir` (not recursive); outputs go beside them by default."""
+    if not input_dir.is_dir():
+        raise LoraopsError(f"{input_dir}: not a folder")
+    paths = sorted(p for p in input_dir.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl"))
+    if not paths:
+        raise LoraopsError(f"{input_dir}: no .json or .jsonl files to convert")
+    return [convert_file(p, output_dir or input_dir) for p in paths]
+
+
+def format_reports(reports: list[FileReport]) -> str:
+    lines = []
+    for r in reports:
+        head = f"{r.path}: {r.action} ({r.reason})"
+        if r.output is not None:
+            head += f" -> {r.output}, {r.records} records"
+        lines.append(head)
+        lines += [f"    {n} {reason}" for reason, n in sorted(r.counts.items())]
+    return "\n".join(lines)
