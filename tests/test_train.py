@@ -150,3 +150,34 @@ def test_secrets_never_reach_run_records_or_output(tiny_overrides: list[str], tm
     for value in secrets.values():
         assert not any(value in text for text in texts)
     assert os.environ["HF_TOKEN"] == secrets["HF_TOKEN"]
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tiny_overrides: list[str], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from loraops.callbacks import LossLogCallback
+    from loraops.errors import ConfigError
+
+    overrides = tiny_overrides + ["save_strategy=steps", "save_steps=2"]
+
+    def crash_at_step_3(self: object, args: object, state: object, control: object, **kwargs: object) -> None:
+        if state.global_step == 3:  # type: ignore[attr-defined]
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(LossLogCallback, "on_step_end", crash_at_step_3, raising=False)
+    with pytest.raises(RuntimeError):
+        run_tiny(overrides)
+    monkeypatch.undo()
+    (run,) = [p for p in (tmp_path / "runs").iterdir()]
+    assert json.loads((run / "manifest.json").read_text())["status"] == "failed"
+    assert (run / "checkpoints" / "checkpoint-2").is_dir() and not (tmp_path / "runs" / "latest").exists()
+
+    with pytest.raises(ConfigError, match=r"config changed since the run started \(lr: 0.005 -> 0.001\)"):
+        run_tiny(overrides + [f"resume_from={run}", "lr=1e-3"])
+    resumed = run_tiny(overrides + [f"resume_from={run}"])
+    assert resumed == run and (tmp_path / "runs" / "latest").resolve() == run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["global_steps"] == 8 and metrics["resumed_from"].endswith("checkpoint-2")
+    assert metrics["loss_history"][0]["step"] == 1 and len(metrics["epoch_train_loss"]) == 2
+    assert not (run / "checkpoints").exists()
+    with pytest.raises(ConfigError, match="that run finished"):
+        run_tiny(overrides + [f"resume_from={run}"])

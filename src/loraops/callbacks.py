@@ -1,4 +1,8 @@
-"""Trainer callbacks: loss lines in the run log and per-epoch loss bookkeeping."""
+"""Trainer callbacks and loss bookkeeping.
+
+Losses are read back from `trainer.state.log_history`, which checkpoints carry, so a resumed
+run reports the losses of its whole life, not just of the part after the resume.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,15 @@ from transformers import TrainerCallback
 log = logging.getLogger(__name__)
 
 
-class EpochLossCallback(TrainerCallback):
-    """Collect logged losses, forcing a log at each epoch end so windows never straddle epochs."""
+class LossLogCallback(TrainerCallback):
+    """Log loss/lr/grad-norm lines to the run log, and log at every epoch end so that
+    logging windows never straddle two epochs."""
 
     def __init__(self) -> None:
-        self.logged: list[dict[str, float]] = []  # {"step", "epoch", "loss", "steps"}
-        self._last_step = 0
+        self.tokens_at_start = 0  # after a resume, the restored state already counts earlier tokens
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.tokens_at_start = int(state.num_input_tokens_seen or 0)
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         control.should_log = True
@@ -23,18 +30,28 @@ class EpochLossCallback(TrainerCallback):
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         if logs and "loss" in logs:
-            steps = state.global_step - self._last_step
-            self.logged.append({"step": state.global_step, "epoch": state.epoch, "loss": logs["loss"], "steps": steps})
-            self._last_step = state.global_step
             log.info("step %d/%d epoch %.2f loss %.4f lr %.3g grad_norm %.3f", state.global_step, state.max_steps,
-                     state.epoch or 0, float(logs["loss"]), float(logs.get("learning_rate", 0)), float(logs.get("grad_norm", 0)))  # fmt: skip
+                     state.epoch or 0, float(logs["loss"]), float(logs.get("learning_rate", 0)),
+                     float(logs.get("grad_norm", 0)))  # fmt: skip
 
-    def epoch_losses(self) -> list[float]:
-        """Step-weighted mean loss of each (possibly partial) epoch, in order."""
-        sums: dict[int, list[float]] = {}
-        for entry in self.logged:
-            epoch = max(0, int(round(entry["epoch"], 6) - 1e-9))  # epoch 1.0 ends epoch index 0
-            total = sums.setdefault(epoch, [0.0, 0.0])
-            total[0] += entry["loss"] * entry["steps"]
-            total[1] += entry["steps"]
-        return [round(s / n, 6) for _, (s, n) in sorted(sums.items()) if n]
+
+def loss_entries(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """The logged training losses: step, epoch, loss, and how many steps each log covers."""
+    entries, last_step = [], 0
+    for item in log_history:
+        if "loss" in item and "step" in item:
+            entries.append({"step": item["step"], "epoch": item.get("epoch", 0.0), "loss": float(item["loss"]),
+                            "steps": item["step"] - last_step})  # fmt: skip
+            last_step = item["step"]
+    return entries
+
+
+def epoch_losses(entries: list[dict[str, float]]) -> list[float]:
+    """Step-weighted mean loss of each (possibly partial) epoch, in order."""
+    sums: dict[int, list[float]] = {}
+    for entry in entries:
+        epoch = max(0, int(round(entry["epoch"], 6) - 1e-9))  # a log at epoch 1.0 closes epoch index 0
+        total = sums.setdefault(epoch, [0.0, 0.0])
+        total[0] += entry["loss"] * entry["steps"]
+        total[1] += entry["steps"]
+    return [round(s / n, 6) for _, (s, n) in sorted(sums.items()) if n]

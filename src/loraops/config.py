@@ -21,6 +21,7 @@ SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
     "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
 )  # fmt: skip
+SAVE_STRATEGIES = ("epoch", "steps", "no")
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -65,6 +66,11 @@ class TrainConfig:
     cuda_visible_devices: Optional[str] = _f(None, "GPUs to use, e.g. \"0,1\" (null: leave CUDA_VISIBLE_DEVICES as it is).")
     seed: int = _f(42, "Random seed for initialisation, shuffling and dropout.")
     logging_steps: int = _f(5, "Log loss, learning rate and grad norm every this many steps.")
+    save_strategy: str = _f("epoch", "When to checkpoint for resuming: epoch, steps (every save_steps) or no.")
+    save_steps: int = _f(100, "Checkpoint interval in optimizer steps, with save_strategy=steps.")
+    resume_from: Optional[str] = _f(
+        None, "An unfinished run folder to continue from its last checkpoint (same config and data required)."
+    )
     output_dir: str = _f("outputs/runs", "Where run folders (and the `latest` link) are created.")
 
     def validate(self) -> None:
@@ -82,6 +88,8 @@ class TrainConfig:
             (0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)"),
             (len(self.lora_target_modules) > 0, "lora_target_modules", "must name at least one module"),
             (self.logging_steps >= 1, "logging_steps", "must be at least 1"),
+            (self.save_strategy in SAVE_STRATEGIES, "save_strategy", f"must be one of {', '.join(SAVE_STRATEGIES)}"),
+            (self.save_steps >= 1, "save_steps", "must be at least 1"),
             (self.data_format in DATA_FORMATS, "data_format", f"must be one of {', '.join(DATA_FORMATS)}"),
             (self.lr_scheduler_type in SCHEDULERS, "lr_scheduler_type", f"must be one of {', '.join(SCHEDULERS)}"),
             (self.data_source.type in DATA_SOURCE_TYPES, "data_source.type",

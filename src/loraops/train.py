@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from loraops import environment, runs
 from loraops.config import TrainConfig
 from loraops.data.sources import DataFile, dataset_sha256, load_examples, resolve_training_files
 from loraops.data.tokenize import DataStats, encode_examples, ensure_chat_template
-from loraops.errors import DataError
+from loraops.errors import ConfigError, DataError
 from loraops.models import load_causal_lm, load_tokenizer, resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,6 @@ def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment)
     try:
         model = get_peft_model(model, lora)
     except ValueError as exc:
-        from loraops.errors import ConfigError
-
         raise ConfigError(f"lora_target_modules={list(cfg.lora_target_modules)}: {exc}") from exc
     trainable, total = model.get_nb_trainable_parameters()
     log.info("LoRA r=%d on %s: %d trainable of %d parameters (%.2f%%)",
@@ -94,7 +93,10 @@ def _training_arguments(cfg: TrainConfig, run_dir: Path, env: environment.Enviro
         seed=cfg.seed,
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
-        save_strategy="no",  # the adapter is saved once, at the end, into run_dir/model
+        # Checkpoints exist to resume an interrupted run; the finished adapter goes to run_dir/model.
+        save_strategy=cfg.save_strategy,
+        save_steps=cfg.save_steps,
+        save_total_limit=1,
         report_to="none",  # TensorBoard is wired to run_dir/logs by hand below
         train_sampling_strategy="group_by_length",  # similar lengths per batch: less padding
         include_num_input_tokens_seen="non_padding",
@@ -103,15 +105,16 @@ def _training_arguments(cfg: TrainConfig, run_dir: Path, env: environment.Enviro
     )
 
 
-def _fit(cfg: TrainConfig, run_dir: Path, env: environment.Environment, model: Any, tokenizer: Any, data: PreparedData) -> dict[str, Any]:
+def _fit(cfg: TrainConfig, run_dir: Path, env: environment.Environment, model: Any, tokenizer: Any,
+         data: PreparedData, checkpoint: str | None) -> dict[str, Any]:  # fmt: skip
     from datasets import Dataset
     from torch.utils.tensorboard import SummaryWriter
     from transformers import DataCollatorForSeq2Seq, Trainer
     from transformers.integrations import TensorBoardCallback
 
-    from loraops.callbacks import EpochLossCallback
+    from loraops.callbacks import LossLogCallback, epoch_losses, loss_entries
 
-    epoch_losses = EpochLossCallback()
+    progress = LossLogCallback()
     writer = SummaryWriter(log_dir=str(run_dir / "logs"))
     trainer = Trainer(
         model=model,
@@ -120,24 +123,27 @@ def _fit(cfg: TrainConfig, run_dir: Path, env: environment.Environment, model: A
         # Pads each batch to its longest member; label padding is -100 by position, never by token id.
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
         processing_class=tokenizer,
-        callbacks=[TensorBoardCallback(tb_writer=writer), epoch_losses],
+        callbacks=[TensorBoardCallback(tb_writer=writer), progress],
     )
     started = time.monotonic()
-    output = trainer.train()
+    trainer.train(resume_from_checkpoint=checkpoint)
     runtime = time.monotonic() - started
     writer.close()
+    entries = loss_entries(trainer.state.log_history)
     tokens = int(trainer.state.num_input_tokens_seen)
+    session_tokens = tokens - progress.tokens_at_start
     return {
-        "train_loss": round(output.training_loss, 6),
-        "first_logged_loss": epoch_losses.logged[0]["loss"] if epoch_losses.logged else None,
-        "final_logged_loss": epoch_losses.logged[-1]["loss"] if epoch_losses.logged else None,
-        "epoch_train_loss": epoch_losses.epoch_losses(),
-        "loss_history": [{"step": e["step"], "loss": e["loss"]} for e in epoch_losses.logged],
+        "train_loss": round(sum(e["loss"] * e["steps"] for e in entries) / max(1, sum(e["steps"] for e in entries)), 6),
+        "first_logged_loss": entries[0]["loss"] if entries else None,
+        "final_logged_loss": entries[-1]["loss"] if entries else None,
+        "epoch_train_loss": epoch_losses(entries),
+        "loss_history": [{"step": e["step"], "loss": e["loss"]} for e in entries],
         "global_steps": trainer.state.global_step,
         "epochs_completed": round(trainer.state.epoch or 0.0, 4),
+        "resumed_from": checkpoint,
         "runtime_s": round(runtime, 2),
         "train_tokens": tokens,
-        "tokens_per_second": round(tokens / runtime, 2) if runtime > 0 else None,
+        "tokens_per_second": round(session_tokens / runtime, 2) if runtime > 0 else None,
     }
 
 
@@ -165,17 +171,18 @@ def train(cfg: TrainConfig) -> TrainResult:
     model_path = resolve_model_path(cfg.model_name)
     tokenizer = load_tokenizer(model_path)
     data = prepare_data(cfg, tokenizer)  # all data errors surface here, before a run folder exists
-    run_dir = runs.create_run_dir(cfg.output_dir)
+    run_dir, checkpoint = _resume_point(cfg, data) if cfg.resume_from else (runs.create_run_dir(cfg.output_dir), None)
     log_handler = _log_to_file(run_dir / "train.log")
-    log.info("run folder: %s", run_dir)
+    log.info("run folder: %s%s", run_dir, f" (resuming from {checkpoint})" if checkpoint else "")
     try:
         runs.write_text_atomic(run_dir / "config_used.yaml", _config_snapshot(cfg))
         runs.write_json(run_dir / "manifest.json", _manifest(cfg, env, model_path, data, "running"))
         model = _lora_model(cfg, model_path, env)
-        fit = _fit(cfg, run_dir, env, model, tokenizer, data)
+        fit = _fit(cfg, run_dir, env, model, tokenizer, data, checkpoint)
         model.save_pretrained(run_dir / "model")
-        _remove_if_empty(run_dir / "checkpoints")
         tokenizer.save_pretrained(run_dir / "model")
+        # Checkpoints only serve resuming; the finished adapter is in model/.
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         metrics = {**fit, "data": data.stats.as_dict(), "precision": env.precision, "device": env.device_name}
         runs.write_json(run_dir / "metrics.json", metrics)
         runs.write_json(run_dir / "manifest.json", _manifest(cfg, env, model_path, data, "finished"))
@@ -186,7 +193,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     finally:
         logging.getLogger("loraops").removeHandler(log_handler)
         log_handler.close()
-    runs.update_latest(cfg.output_dir, run_dir)
+    runs.update_latest(run_dir.parent, run_dir)
     log.info("finished: train loss %.4f -> %.4f; adapter in %s", fit["first_logged_loss"] or 0, fit["final_logged_loss"] or 0, run_dir / "model")
     return TrainResult(run_dir, metrics)
 
@@ -197,9 +204,35 @@ def _config_snapshot(cfg: TrainConfig) -> str:
     return OmegaConf.to_yaml(runs.redact(OmegaConf.to_container(OmegaConf.structured(cfg))))
 
 
-def _remove_if_empty(path: Path) -> None:
-    if path.is_dir() and not any(path.iterdir()):
-        path.rmdir()
+# Keys that may change when resuming: they do not alter what the run computes.
+_RESUMABLE_CHANGES = {"resume_from", "logging_steps", "save_strategy", "save_steps", "output_dir"}
+
+
+def _resume_point(cfg: TrainConfig, data: PreparedData) -> tuple[Path, str]:
+    """The unfinished run to continue and its last checkpoint; refuses when config or data changed."""
+    from omegaconf import OmegaConf
+    from transformers.trainer_utils import get_last_checkpoint
+
+    run_dir = Path(cfg.resume_from or "").resolve()
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise ConfigError(f"resume_from={cfg.resume_from}: not a run folder (no manifest.json)")
+    manifest = runs.read_json(manifest_path)
+    if manifest.get("status") == "finished":
+        raise ConfigError(f"resume_from={cfg.resume_from}: that run finished; start a new one instead")
+    checkpoint = get_last_checkpoint(str(run_dir / "checkpoints")) if (run_dir / "checkpoints").is_dir() else None
+    if checkpoint is None:
+        raise ConfigError(f"resume_from={cfg.resume_from}: no checkpoint to resume from "
+                          "(it stopped before the first save, or save_strategy was no)")  # fmt: skip
+    before = OmegaConf.to_container(OmegaConf.load(run_dir / "config_used.yaml"))
+    now = OmegaConf.to_container(OmegaConf.structured(cfg))
+    changed = sorted(k for k in set(before) | set(now) if k not in _RESUMABLE_CHANGES and before.get(k) != now.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise ConfigError(f"resume_from={cfg.resume_from}: the config changed since the run started ({detail})")
+    if manifest.get("data", {}).get("dataset_sha256") != dataset_sha256(data.files):
+        raise ConfigError(f"resume_from={cfg.resume_from}: the training data changed since the run started")
+    return run_dir, checkpoint
 
 
 def _log_to_file(path: Path) -> logging.Handler:
