@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 from loraops.config import TrainConfig, help_rows
 
 
@@ -24,5 +27,19 @@ def reference_table() -> str:
     return "\n".join(rows)
 
 
+def update_readme(path: Path) -> None:
+    """Replace the table between the config-reference markers in `path`."""
+    text = path.read_text(encoding="utf-8")
+    start = text.index("| key | default | what it does |")
+    end = text.index("<!-- /config-reference -->")
+    path.write_text(text[:start] + reference_table() + "\n" + text[end:], encoding="utf-8")
+
+
 if __name__ == "__main__":
-    print(reference_table())
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--write", type=Path, help="update this README in place instead of printing")
+    args = parser.parse_args()
+    if args.write:
+        update_readme(args.write)
+    else:
+        print(reference_table())

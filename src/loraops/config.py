@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from loraops.errors import ConfigError
 
 DATA_FORMATS = ("auto", "messages", "prompt_completion", "instruction")
-DATA_SOURCE_TYPES = ("local",)
+DATA_SOURCE_TYPES = ("local", "lakefs")
 SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
     "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
@@ -33,7 +33,10 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class DataSourceConfig:
-    type: str = _f("local", "Where data files come from: `local` (files under dataset_path).")
+    type: str = _f("local", "Where data files come from: `local` (under dataset_path) or `lakefs`.")
+    repository: Optional[str] = _f(None, "lakeFS repository (type: lakefs).")
+    ref: str = _f("main", "lakeFS branch, tag or commit id; resolved to a commit id recorded in the manifest.")
+    path: str = _f("", "lakeFS path prefix; dataset_pattern is matched below it (its eval/ folder is skipped).")
 
 
 @dataclass
@@ -94,6 +97,8 @@ class TrainConfig:
             (self.lr_scheduler_type in SCHEDULERS, "lr_scheduler_type", f"must be one of {', '.join(SCHEDULERS)}"),
             (self.data_source.type in DATA_SOURCE_TYPES, "data_source.type",
              f"must be one of {', '.join(DATA_SOURCE_TYPES)}"),
+            (self.data_source.type != "lakefs" or bool(self.data_source.repository), "data_source.repository",
+             "must name the lakeFS repository when data_source.type is lakefs"),
         ]  # fmt: skip
         _raise_first(self, checks)
 

@@ -155,7 +155,7 @@ def _manifest(cfg: TrainConfig, env: environment.Environment, model_path: str, d
         "git": runs.git_commit(),
         "data": {
             "source": data.source,
-            "files": [{"path": str(f.path), "sha256": f.sha256} for f in data.files],
+            "files": [{"name": f.name, "path": str(f.path), "sha256": f.sha256} for f in data.files],
             "dataset_sha256": dataset_sha256(data.files),
         },
         "chat_template": "chatml fallback (the model has none)" if data.template_added else "the model's own",

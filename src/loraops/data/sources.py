@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,8 +20,9 @@ EVAL_DIRNAME = "eval"
 
 @dataclass(frozen=True)
 class DataFile:
-    path: Path
+    path: Path  # where it is read from (for lakeFS: the local cached copy)
     sha256: str
+    name: str  # relative to the dataset root: what the dataset hash covers, wherever the data lives
 
 
 def sha256_file(path: Path) -> str:
@@ -32,11 +34,21 @@ def sha256_file(path: Path) -> str:
 
 
 def dataset_sha256(files: list[DataFile]) -> str:
-    """One hash for the whole dataset: names and contents, in order."""
+    """One hash for the whole dataset: relative names and contents, in order."""
     digest = hashlib.sha256()
     for f in files:
-        digest.update(f"{f.path.name}\0{f.sha256}\n".encode())
+        digest.update(f"{f.name}\0{f.sha256}\n".encode())
     return digest.hexdigest()
+
+
+def fingerprint(paths: list[Path], root: Path) -> list[DataFile]:
+    return [DataFile(p, sha256_file(p), p.relative_to(root).as_posix()) for p in paths]
+
+
+def lakefs_cache_dir() -> Path:
+    """Where lakeFS files are cached: LORAOPS_CACHE_DIR/lakefs, else ~/.cache/loraops/lakefs."""
+    base = os.environ.get("LORAOPS_CACHE_DIR") or Path.home() / ".cache" / "loraops"
+    return Path(base) / "lakefs"
 
 
 def find_training_files(dataset_path: str, pattern: str) -> list[DataFile]:
@@ -50,7 +62,7 @@ def find_training_files(dataset_path: str, pattern: str) -> list[DataFile]:
     )
     if not paths:
         raise DataError(root, None, f"no training files match dataset_pattern {pattern!r}")
-    return [DataFile(path=p, sha256=sha256_file(p)) for p in paths]
+    return fingerprint(paths, root)
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,13 @@ class TrainingData:
 
 def resolve_training_files(cfg: "TrainConfig") -> TrainingData:
     """The training files named by the config's data source, fingerprinted."""
+    if cfg.data_source.type == "lakefs":
+        from loraops.data.lakefs_source import fetch_lakefs  # the SDK import costs ~0.5 s: only when used
+
+        src = cfg.data_source
+        snap = fetch_lakefs(src.repository or "", src.ref, src.path, cfg.dataset_pattern, lakefs_cache_dir())
+        files = fingerprint(snap.files, lakefs_cache_dir() / snap.repository / snap.commit_id / snap.prefix)
+        return TrainingData(files, {"type": "lakefs", **snap.manifest_entry(), "dataset_pattern": cfg.dataset_pattern})
     files = find_training_files(cfg.dataset_path, cfg.dataset_pattern)
     return TrainingData(files, {"type": "local", "dataset_path": cfg.dataset_path, "dataset_pattern": cfg.dataset_pattern})
 
