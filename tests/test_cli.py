@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,16 @@ def test_readme_config_reference_matches_the_schema() -> None:
 
     readme = (REPO / "README.md").read_text()
     assert reference_table() in readme, "README config reference is stale: run scripts/config_reference.py"
+
+
+def test_dotenv_is_read_without_overriding_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    (tmp_path / ".env").write_text("LORAOPS_TEST_FROM_DOTENV=from-file\nLORAOPS_TEST_SET=from-file\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LORAOPS_TEST_SET", "from-env")
+    monkeypatch.delenv("LORAOPS_TEST_FROM_DOTENV", raising=False)
+    assert main(["list-configs", "--config-dir", str(CONFIGS)]) == 0
+    assert os.environ["LORAOPS_TEST_FROM_DOTENV"] == "from-file"
+    assert os.environ["LORAOPS_TEST_SET"] == "from-env"
+    os.environ.pop("LORAOPS_TEST_FROM_DOTENV")  # set by the code under test, so monkeypatch does not know it

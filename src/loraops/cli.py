@@ -138,8 +138,16 @@ def cmd_version(args: argparse.Namespace) -> int:
 COMMANDS = {"train": cmd_train, "check": cmd_check, "eval": cmd_eval, "compare": cmd_compare, "convert": cmd_convert, "list-configs": cmd_list_configs, "prepare-model": cmd_prepare_model, "version": cmd_version}
 
 
+def _load_dotenv() -> None:
+    """Read ./.env (git-ignored) for secrets and settings; variables already set win."""
+    from dotenv import load_dotenv
+
+    load_dotenv(Path(".env"), override=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _load_dotenv()
     # peft 0.21 calls a transformers 5 alias deprecated in favour of is_activation_checkpointing; not ours to fix.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s loraops: %(message)s", datefmt="%H:%M:%S")
