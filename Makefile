@@ -10,7 +10,8 @@ BIN          := $(VENV)/bin
 STAMP        := $(VENV)/.loraops-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install check convert train eval eval-baseline compare bench list-configs data test clean distclean
+.PHONY: help venv install check convert train eval eval-baseline compare publish publish-hf bench \
+        push ssh-init ssh-train ssh-eval ssh-eval-baseline ssh-logs pull list-configs data test clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -47,6 +48,33 @@ eval-baseline: install ## evaluate the run's untouched base model on the same sp
 
 compare: install ## fine-tuned vs reference per split and metric; fails when it did not improve
 	$(BIN)/loraops compare $(ARGS)
+
+publish: install ## copy outputs/runs/latest to artifacts/models/<run>/ with a model card (ARGS="outputs/runs/<run> --merged --force")
+	$(BIN)/loraops publish $(ARGS)
+
+publish-hf: install ## upload to the Hugging Face Hub; HF_TOKEN, HF_REPO_ID from the environment or .env (ARGS="--repo me/name --public --merged")
+	$(BIN)/loraops publish-hf $(ARGS)
+
+push: $(STAMP) ## sync the project to REMOTE_USER@REMOTE_HOST:REMOTE_DIR (rsync over ssh; no .venv, outputs, artifacts, .env)
+	$(BIN)/loraops remote push
+
+ssh-init: $(STAMP) ## push, then create the remote .venv and install there (default model included)
+	$(BIN)/loraops remote init
+
+ssh-train: $(STAMP) ## push, train on the server, pull the run back (TRAIN_CONFIG=name, ARGS="key=value ...")
+	$(BIN)/loraops remote train --config-name $(TRAIN_CONFIG) $(ARGS)
+
+ssh-eval: $(STAMP) ## push, evaluate the remote latest run there, pull the metrics back (ARGS="limit=20 ...")
+	$(BIN)/loraops remote eval $(ARGS)
+
+ssh-eval-baseline: $(STAMP) ## push, evaluate the untouched base model there, pull the metrics back
+	$(BIN)/loraops remote eval-baseline $(ARGS)
+
+ssh-logs: $(STAMP) ## follow the last remote job's log to its end (ARGS="--job <id>" for another)
+	$(BIN)/loraops remote logs $(ARGS)
+
+pull: $(STAMP) ## bring the remote latest run and artifacts/metrics home; keeps outputs/runs/latest right (ARGS="--run <name>")
+	$(BIN)/loraops remote pull $(ARGS)
 
 bench: install ## batched vs one-at-a-time generation speed, side by side
 	$(BIN)/python bench/generation_speed.py $(ARGS)

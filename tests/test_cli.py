@@ -12,7 +12,10 @@ from conftest import CONFIGS, REPO
 from loraops.cli import main
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["list-configs"], ["version"], ["prepare-model"]])
+@pytest.mark.parametrize("command", [
+    [], ["train"], ["check"], ["eval"], ["compare"], ["convert"], ["publish"], ["publish-hf"], ["remote"],
+    ["remote", "train"], ["remote", "pull"], ["list-configs"], ["version"], ["prepare-model"],
+])  # fmt: skip
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--help"])

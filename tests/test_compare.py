@@ -67,6 +67,9 @@ def test_missing_reference_metrics_name_the_command(tmp_path: Path, capsys: pyte
     assert "make eval-baseline" in capsys.readouterr().err
     assert run_compare(tmp_path, fake_run(tmp_path, "r2")) == 2
     assert "make eval" in capsys.readouterr().err
+    fake_metrics(tmp_path / "m", "baseline/default", {"test": 0.0})  # the reference alone is not enough
+    assert run_compare(tmp_path, tmp_path / "runs" / "r2") == 2
+    assert "no metrics for r2 on split 'test'" in capsys.readouterr().err
 
 
 def test_reference_missing_a_secondary_split_is_a_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,3 +93,14 @@ def test_published_run_becomes_the_reference(tmp_path: Path, capsys: pytest.Capt
     assert run_compare(tmp_path, run) == 1
     assert "r2 vs r1 (published)" in capsys.readouterr().out
     assert run_compare(tmp_path, run, "against=base") == 0
+
+
+def test_the_published_run_itself_is_compared_with_the_base(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = fake_run(tmp_path, "r1")
+    fake_metrics(tmp_path / "m", "r1", {"test": 80.0})
+    fake_metrics(tmp_path / "m", "baseline/default", {"test": 0.0})
+    (tmp_path / "reference.json").write_text(json.dumps({"run": "r1"}))
+    assert run_compare(tmp_path, run) == 0
+    assert "r1 vs baseline/default (base)" in capsys.readouterr().out
+    assert run_compare(tmp_path, run, "against=published") == 2
+    assert "is itself the published reference" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from loraops import __version__
 from loraops.config import CompareConfig, EvalConfig, TrainConfig, help_rows, load_config
@@ -25,6 +26,68 @@ def _add_config_args(parser: argparse.ArgumentParser, default_name: str) -> None
     parser.add_argument("--config-name", default=default_name, help=f"config in the config dir (default: {default_name})")
     parser.add_argument("--config-dir", type=Path, default=Path("configs"), help="folder of YAML configs (default: configs)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides, e.g. lr=1e-4 lora_r=8")
+
+def _add_publish_parsers(sub: argparse._SubParsersAction) -> None:
+    gate = ("Refused (exit 1) unless `loraops compare` says the run improved on its reference, "
+            "(exit 2) if it was never evaluated; --force overrides and the model card says so. "
+            "A successful publish makes the run the reference for `compare`.")  # fmt: skip
+    local = sub.add_parser("publish", help="copy a run's model, card, config and metrics to artifacts/models/<run>/",
+                           description="Publish a run locally, replacing an earlier copy "
+                           "atomically. " + gate)  # fmt: skip
+    hub = sub.add_parser("publish-hf", help="upload a run's adapter, tokenizer and card to the Hugging Face Hub",
+                         description="Create the repository if needed (private unless "
+                         "--public) and upload. Token: HF_TOKEN or `hf auth login`; repository: --repo or "
+                         "HF_REPO_ID. " + gate)  # fmt: skip
+    hub.add_argument("--repo", metavar="OWNER/NAME", help="Hub repository (default: $HF_REPO_ID)")
+    hub.add_argument("--public", action="store_true", help="create the repository public (default: private)")
+    for parser in (local, hub):
+        parser.add_argument("model_path", nargs="?", default="outputs/runs/latest", metavar="MODEL_PATH",
+                            help="run folder (default: outputs/runs/latest)")  # fmt: skip
+        parser.add_argument("--merged", action="store_true",
+                            help="publish a standalone model with the LoRA weights merged in (no PEFT needed)")  # fmt: skip
+        parser.add_argument("--force", action="store_true", help="publish even if the gate refuses")
+        parser.add_argument("--artifacts-dir", type=Path, default=Path("artifacts"),
+                            help="where models/<run>/ and staging go (default: artifacts)")  # fmt: skip
+        parser.add_argument("--config-dir", type=Path, default=Path("configs"),
+                            help="folder holding compare.yaml, whose settings the gate uses (default: configs)")  # fmt: skip
+
+
+REMOTE_ACTIONS = {
+    "push": "sync the project (no .venv, outputs, artifacts, models, caches or .env) to REMOTE_DIR",
+    "init": "push, then create the remote .venv and install there (`make install`, default model included)",
+    "train": "push, then train on the server; pulls the run back and updates outputs/runs/latest",
+    "eval": "push, then evaluate the remote latest run there; pulls artifacts/metrics back",
+    "eval-baseline": "push, then evaluate the untouched base model there; pulls artifacts/metrics back",
+    "pull": "bring a remote run (default: the remote latest) and artifacts/metrics home",
+    "logs": "print the last remote job's log and follow it to its end; exit status: the job's",
+}
+_REMOTE_JOB_CONFIGS = {"train": "train", "eval": "eval", "eval-baseline": "eval_baseline"}
+
+
+def _add_remote_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFormatter]) -> None:
+    remote = sub.add_parser("remote", help="push, train, evaluate and pull on a GPU server over SSH",
+                            formatter_class=fmt,
+                            description="Run the pipeline on a server over SSH. Settings: REMOTE_HOST, REMOTE_DIR, "
+                                        "REMOTE_USER, REMOTE_PORT, REMOTE_SSH_KEY, REMOTE_SSH_OPTS, REMOTE_PYTHON "
+                                        "(environment, .env, or a `remote:` section of the config).")  # fmt: skip
+    actions = remote.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, text in REMOTE_ACTIONS.items():
+        action = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        if name in _REMOTE_JOB_CONFIGS:
+            _add_config_args(action, _REMOTE_JOB_CONFIGS[name])
+        else:  # only to find the `remote:` section
+            action.add_argument("--config-name", default="train",
+                                help="config whose `remote:` section is read (default: train)")  # fmt: skip
+            action.add_argument("--config-dir", type=Path, default=Path("configs"),
+                                help="folder of YAML configs (default: configs)")  # fmt: skip
+        if name in ("init", *_REMOTE_JOB_CONFIGS):
+            action.add_argument("--no-push", action="store_true", help="use the code already on the server")
+            action.add_argument("--detach", action="store_true",
+                                help="start the job and return; `loraops remote logs` follows it")  # fmt: skip
+    actions.choices["pull"].add_argument("--run", help="remote run name or folder (default: the remote latest)")
+    actions.choices["logs"].add_argument("--job", help="job id in outputs/remote/ on the server (default: the last)")
+    actions.choices["logs"].add_argument("--no-follow", action="store_true", help="print the log so far and return")
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Fine-tuned against reference, per split and metric; exit 0 if it "
                                          "improved on the primary metric, 1 if not, 2 if metrics are missing.")  # fmt: skip
     _add_config_args(compare, "compare")
+    _add_publish_parsers(sub)
+    _add_remote_parser(sub, fmt)
 
     convert = sub.add_parser("convert", help="turn pretty-printed JSON and ChatGPT exports into JSONL",
                              description="Convert every .json/.jsonl file in a folder that is not already JSONL "
@@ -110,6 +175,67 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gate_config(args: argparse.Namespace) -> CompareConfig:
+    """The gate judges like `loraops compare` does: same primary metric, split, min_delta and files."""
+    if (Path(args.config_dir) / "compare.yaml").is_file():
+        return load_config(CompareConfig, args.config_dir, "compare", [])
+    return CompareConfig()
+
+
+def _publish(args: argparse.Namespace, publish: Any, **kwargs: Any) -> int:
+    from loraops.eval.compare import NOT_IMPROVED_EXIT, format_table
+    from loraops.publish import NotImprovedError
+
+    try:
+        result = publish(args.model_path, merged=args.merged, force=args.force, artifacts_dir=args.artifacts_dir,
+                         compare_cfg=_gate_config(args), **kwargs)  # fmt: skip
+    except NotImprovedError as exc:  # evaluated, and not better: like `compare`, exit 1
+        print(f"loraops: {exc}", file=sys.stderr)
+        return NOT_IMPROVED_EXIT
+    if result.comparison is not None:
+        print(format_table(result.comparison))
+    if result.forced:
+        print("warning: published with --force; the model card says so")
+    kind = "merged model" if result.merged else "adapter"
+    print(f"published: {result.path or result.url} ({kind}, {len(result.files)} files)")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from loraops.publish import publish_local
+
+    return _publish(args, publish_local)
+
+
+def cmd_publish_hf(args: argparse.Namespace) -> int:
+    from loraops.publish import publish_hub
+
+    # httpx2 logs every request at INFO; on the real Hub those lines carry pre-signed storage URLs.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    return _publish(args, publish_hub, repo_id=args.repo, public=args.public)
+
+
+def cmd_remote(args: argparse.Namespace) -> int:
+    from loraops import remote
+
+    settings = remote.load_settings(Path.cwd(), remote.config_remote_section(args.config_dir, args.config_name))
+    # The server runs the code, configs and data pushed just now, so a remote run matches a local one.
+    if args.action == "push" or (args.action in ("init", *_REMOTE_JOB_CONFIGS) and not args.no_push):
+        remote.push(settings)
+    if args.action == "init":
+        return remote.init(settings, detach=args.detach).exit_code
+    if args.action == "train":
+        return remote.train(settings, args.config_name, args.overrides, detach=args.detach).exit_code
+    if args.action in ("eval", "eval-baseline"):
+        return remote.evaluate(settings, args.config_name, args.overrides, detach=args.detach).exit_code
+    if args.action == "pull":
+        result = remote.pull(settings, args.run)
+        return 0 if result.run_dir or result.metrics_dir else 1
+    if args.action == "logs":
+        return remote.logs(settings, args.job, follow=not args.no_follow)
+    return 0
+
+
 def cmd_list_configs(args: argparse.Namespace) -> int:
     paths = sorted(Path(args.config_dir).glob("*.yaml"))
     if not paths:
@@ -135,7 +261,11 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "check": cmd_check, "eval": cmd_eval, "compare": cmd_compare, "convert": cmd_convert, "list-configs": cmd_list_configs, "prepare-model": cmd_prepare_model, "version": cmd_version}
+COMMANDS = {
+    "train": cmd_train, "check": cmd_check, "eval": cmd_eval, "compare": cmd_compare, "convert": cmd_convert,
+    "publish": cmd_publish, "publish-hf": cmd_publish_hf, "remote": cmd_remote,
+    "list-configs": cmd_list_configs, "prepare-model": cmd_prepare_model, "version": cmd_version,
+}  # fmt: skip
 
 
 def _load_dotenv() -> None:

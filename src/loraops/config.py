@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from loraops.errors import ConfigError
@@ -251,6 +251,8 @@ def load_config(schema: type[SchemaT], config_dir: Path, config_name: str, overr
     valid = schema_keys(schema)
     _parse_overrides(overrides, valid)
     raw = compose(config_dir, config_name, overrides)
+    with open_dict(raw):
+        raw.pop("remote", None)  # settings of `loraops remote` (read by remote.py), not of this step
     _check_keys(raw, valid, f"{config_dir / config_name}.yaml")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), raw)

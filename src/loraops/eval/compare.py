@@ -55,6 +55,9 @@ def _reference(cfg: CompareConfig, run_dir: Path) -> tuple[str, str, str]:
     published = read_reference(cfg.reference_file) if cfg.against != "base" else None
     if cfg.against == "published" and published is None:
         raise LoraopsError(f"against=published, but no run has been published yet ({cfg.reference_file} is missing)")
+    if cfg.against == "auto" and published is not None and published["run"] == run_dir.name:
+        # The published reference cannot beat itself; it earned its place against the base model.
+        published = None
     if published is not None:
         name = published["run"]
         return name, "published", f"loraops eval model={published.get('run_dir', 'outputs/runs/' + name)}"
@@ -78,11 +81,11 @@ def compare(cfg: CompareConfig) -> Comparison:
     metrics_dir = Path(cfg.metrics_dir)
     reference, kind, produce = _reference(cfg, run_dir)
     if reference == run_dir.name:
-        raise LoraopsError(f"run {run_dir.name} is itself the published reference; compare against=base instead")
+        raise LoraopsError(f"run {run_dir.name} is itself the published reference; compare against=base")
     tuned_summary = metrics_dir / run_dir.name / "summary.json"
     splits = [s for s in runs.read_json(tuned_summary)["metrics"] if s != "overall"] if tuned_summary.is_file() else []
     splits = splits or [cfg.primary_split]
-    if cfg.primary_split not in splits:
+    if cfg.primary_split not in splits or _load(metrics_dir, run_dir.name, cfg.primary_split) is None:
         raise _missing(metrics_dir, run_dir.name, cfg.primary_split, f"make eval (loraops eval model={cfg.run})")
     if _load(metrics_dir, reference, cfg.primary_split) is None:
         raise _missing(metrics_dir, reference, cfg.primary_split, produce)

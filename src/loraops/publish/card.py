@@ -1,0 +1,159 @@
+"""The model card (README.md) of a published run: Hub metadata plus a human-readable body.
+
+Pure: everything comes in as plain data read from the run's records, so the card is easy to test
+and the same run always renders the same card (a retried upload then changes nothing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+import yaml
+
+from loraops.eval.compare import Comparison
+
+DEFAULT_BASE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_LICENSE = "apache-2.0"
+# The metrics shown per split; the rest are in metrics.json / comparison.json.
+CARD_METRICS = (("exact_match", "exact match %"), ("rougeL", "ROUGE-L"), ("bleu", "BLEU"))
+HYPERPARAMETERS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "epochs", "max_steps", "batch_size",
+                   "gradient_accumulation_steps", "lr", "lr_scheduler_type", "warmup_ratio", "weight_decay",
+                   "max_length", "seed")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CardInputs:
+    run: str
+    config: dict[str, Any]  # config_used.yaml
+    metrics: dict[str, Any]  # metrics.json
+    manifest: dict[str, Any]  # manifest.json
+    base_model: str | None  # hub id, or None when the base is a private folder or file
+    base_label: str  # how the body names the base model
+    license: str | None
+    merged: bool
+    comparison: Comparison | None
+    forced_reason: str | None  # set when --force overrode the gate
+    load_from: str  # repo id or folder the usage snippet loads
+
+
+def front_matter(text: str) -> dict[str, Any]:
+    """The YAML block between leading `---` lines of a README, or {} if there is none or it is broken."""
+    if not text.startswith("---"):
+        return {}
+    parts = text.split("\n---", 1)
+    try:
+        data = yaml.safe_load(parts[0][3:]) if len(parts) == 2 else None
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _dataset(config: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    data = manifest.get("data", {})
+    # Names only: the paths on the training machine are private and mean nothing to readers.
+    return {
+        "name": PurePath(str(config.get("dataset_path", "data"))).name or "data",
+        "sha256": data.get("dataset_sha256"),
+        "files": [{"name": PurePath(f["path"]).name, "sha256": f["sha256"]} for f in data.get("files", [])],
+    }
+
+
+def metadata(c: CardInputs) -> dict[str, Any]:
+    dataset = _dataset(c.config, c.manifest)
+    meta: dict[str, Any] = {}
+    if c.base_model:
+        meta["base_model"] = c.base_model
+    meta["library_name"] = "transformers" if c.merged else "peft"
+    if c.license:
+        meta["license"] = c.license
+    meta["pipeline_tag"] = "text-generation"
+    meta["tags"] = ["loraops", "lora", "peft", "merged" if c.merged else "adapter", "text-generation"]
+    meta["datasets"] = [dataset["name"]]
+    if c.forced_reason:
+        meta["forced"] = True
+    meta["loraops"] = {"run": c.run, "dataset_sha256": dataset["sha256"], "data_files": dataset["files"]}
+    return meta
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return "n/a" if value is None else str(value)
+
+
+def _what(c: CardInputs) -> list[str]:
+    kind = "a standalone model: the LoRA weights are merged into" if c.merged else "a LoRA adapter (PEFT) for"
+    m, data = c.metrics, c.metrics.get("data", {})
+    return [
+        f"This is {kind} **{c.base_label}**, fine-tuned with loraops (run `{c.run}`).",
+        "",
+        f"Training: {m.get('global_steps', 'n/a')} optimizer steps over {_fmt(m.get('epochs_completed'))} epochs on "
+        f"{data.get('examples', 'n/a')} examples, {m.get('precision', 'n/a')} on {m.get('device', 'n/a')}; "
+        f"logged loss {_fmt(m.get('first_logged_loss'))} → {_fmt(m.get('final_logged_loss'))}.",
+    ]
+
+
+def _hyperparameters(c: CardInputs) -> list[str]:
+    rows = [f"| `{key}` | {_fmt(c.config.get(key))} |" for key in HYPERPARAMETERS if key in c.config]
+    return ["## Hyperparameters", "", "| key | value |", "| --- | --- |", *rows]
+
+
+def _data_section(c: CardInputs) -> list[str]:
+    dataset, stats = _dataset(c.config, c.manifest), c.metrics.get("data", {})
+    counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items() if not isinstance(v, dict))
+    formats = ", ".join(f"{k} {v}" for k, v in stats.get("formats", {}).items())
+    lines = ["## Data", "", f"Dataset `{dataset['name']}`, sha256 `{dataset['sha256']}`.", ""]
+    lines += [f"Counts: {counts or 'n/a'}." + (f" Formats: {formats}." if formats else ""), ""]
+    lines += ["| file | sha256 |", "| --- | --- |", *[f"| `{f['name']}` | `{f['sha256']}` |" for f in dataset["files"]]]
+    return lines
+
+
+def _eval_section(c: CardInputs) -> list[str]:
+    lines = ["## Evaluation", ""]
+    if c.comparison is None:
+        return lines + ["Not evaluated against a reference."]
+    cmp = c.comparison
+    lines.append(f"Against `{cmp.reference}` ({cmp.reference_kind}); each cell is reference → fine-tuned.")
+    lines += ["", "| split | " + " | ".join(label for _, label in CARD_METRICS) + " |"]
+    lines.append("| --- |" + " --- |" * len(CARD_METRICS))
+    for split in dict.fromkeys(r.split for r in cmp.rows):  # in the comparison's order, once each
+        row = {r.metric: r for r in cmp.rows if r.split == split}
+        cells = [f"{_fmt(row[m].reference)} → {_fmt(row[m].fine_tuned)}" if m in row else "n/a"
+                 for m, _ in CARD_METRICS]  # fmt: skip
+        n = c.metrics.get("eval", {}).get(split, {}).get("n")
+        lines.append(f"| {split}" + (f" ({n})" if n else "") + " | " + " | ".join(cells) + " |")
+    verdict = "improved" if cmp.improved else "did NOT improve"
+    return lines + ["", f"Verdict: {verdict} on {cmp.primary_metric} ({cmp.primary_split})."]
+
+
+def _usage(c: CardInputs) -> list[str]:
+    base = c.base_model or c.base_label
+    if c.merged:
+        load = [f'model = AutoModelForCausalLM.from_pretrained("{c.load_from}")']
+        imports = "from transformers import AutoModelForCausalLM, AutoTokenizer"
+    else:
+        load = [f'base = AutoModelForCausalLM.from_pretrained("{base}")',
+                f'model = PeftModel.from_pretrained(base, "{c.load_from}")']  # fmt: skip
+        imports = "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer"
+    return [
+        "## Usage", "", "```python", imports, "", *load,
+        f'tok = AutoTokenizer.from_pretrained("{c.load_from}")',
+        'ids = tok.apply_chat_template([{"role": "user", "content": "..."}], add_generation_prompt=True,',
+        '                              return_tensors="pt", return_dict=True)',
+        'out = model.generate(**ids, max_new_tokens=64)',
+        'print(tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True))',
+        "```",
+    ]  # fmt: skip
+
+
+def render_card(c: CardInputs) -> str:
+    head = yaml.safe_dump(metadata(c), sort_keys=False, allow_unicode=True)
+    title = f"# {c.run}: {'merged ' if c.merged else ''}LoRA fine-tune of {c.base_label}"
+    warning = [f"> **Published with --force**: {c.forced_reason}", ""] if c.forced_reason else []
+    sections = [_what(c), _hyperparameters(c), _data_section(c), _eval_section(c), _usage(c)]
+    body = [title, "", *warning, *"\n\n".join("\n".join(s) for s in sections).splitlines()]
+    return f"---\n{head}---\n\n" + "\n".join(body) + "\n"

@@ -1,0 +1,169 @@
+"""`loraops publish-hf`: upload a run's adapter (or merged model), tokenizer and card to the Hugging Face Hub.
+
+The token is passed to huggingface_hub and nowhere else: it is never logged, printed, written to a
+file or kept in an exception (every message is scrubbed of it, and library errors are re-raised
+without their context, which holds the request and its headers).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from loraops.config import CompareConfig
+from loraops.errors import LoraopsError
+from loraops.publish.gate import check_gate, record_reference
+from loraops.publish.local import PublishResult, build_card, resolve_run, stage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+# Files an earlier publish to the repository may have left that this one does not replace
+# (an adapter's files after a merged publish, a shard count that changed); other files are kept.
+STALE_MODEL_FILES = ["*.safetensors", "*.bin", "*.json", "*.jinja", "*.model", "*.txt"]
+REDACTED = "<redacted>"
+
+
+def scrub(text: str, token: str | None) -> str:
+    return text.replace(token, REDACTED) if token else text
+
+
+def hub_repo_id(repo_id: str | None) -> str:
+    """--repo, else HF_REPO_ID; checked locally so a typo fails before any work."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    repo = repo_id or os.environ.get("HF_REPO_ID", "").strip()
+    if not repo:
+        raise LoraopsError("no Hub repository: pass --repo OWNER/NAME or set HF_REPO_ID")
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as exc:
+        raise LoraopsError(f"repository {repo!r} is not a valid Hub repo id: {exc}") from None
+    if "/" not in repo:  # the card names the repository before the Hub could tell us the owner
+        raise LoraopsError(f"repository {repo!r}: give it as OWNER/NAME")
+    return repo
+
+
+def hub_token(token: str | None = None) -> str:
+    """An explicit token, else HF_TOKEN, else the one huggingface_hub has stored (`hf auth login`)."""
+    from huggingface_hub import get_token
+
+    found = token or os.environ.get("HF_TOKEN", "").strip() or get_token()
+    if not found:
+        raise LoraopsError("no Hugging Face token: set HF_TOKEN (in .env, which git ignores) or run `hf auth login`")
+    return found
+
+
+def hub_endpoint(endpoint: str | None = None) -> str:
+    # Read at call time: huggingface_hub reads HF_ENDPOINT once, at import.
+    return (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)  # OfflineModeIsEnabled included
+    try:
+        import httpx2  # huggingface_hub 2.x's HTTP client
+
+        errors += (httpx2.TransportError,)
+    except ImportError:
+        pass
+    try:
+        import requests  # a custom session factory may still use requests
+
+        errors += (requests.ConnectionError, requests.Timeout)
+    except ImportError:
+        pass
+    return errors
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    """What huggingface_hub raises for a failed request or a response it cannot use."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return (HfHubHTTPError, *_connection_errors(), OSError, ValueError)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _explain(exc: BaseException, repo_id: str, endpoint: str) -> str:
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status == 401:
+        why = "the Hub rejected the token (401 Unauthorized); check HF_TOKEN"
+    elif status == 403:
+        why = f"the token may not write to {repo_id} (403 Forbidden)"
+    elif status is not None:
+        why = f"the Hub answered {status}: {getattr(exc, 'server_message', None) or _first_line(exc)}"
+    elif isinstance(exc, _connection_errors()):
+        why = f"cannot reach {endpoint} ({_first_line(exc)})"
+    else:
+        why = _first_line(exc)
+    # Files only become visible with the commit that names them, and unchanged files are skipped.
+    return f"publishing to {repo_id} failed: {why}. A retry is safe and sends only what is missing: run it again."
+
+
+def _check_visibility(api: Any, repo_id: str, public: bool) -> None:
+    """create_repo leaves an existing repository's visibility alone, so never upload into a surprise."""
+    private = api.repo_info(repo_id).private
+    if private is False and not public:
+        raise LoraopsError(f"repository {repo_id} exists and is public; pass --public to publish to it anyway")
+    if private and public:
+        log.warning("repository %s exists and is private; it stays private (change that on the Hub)", repo_id)
+
+
+def upload(folder: Path, repo_id: str, *, public: bool, token: str, endpoint: str, message: str) -> str:
+    """Create the repository if needed and commit `folder` to it; returns the full repo id."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        repo = api.create_repo(repo_id, private=not public, exist_ok=True).repo_id
+        _check_visibility(api, repo, public)
+        api.upload_folder(repo_id=repo, folder_path=folder, commit_message=message,
+                          delete_patterns=STALE_MODEL_FILES)  # fmt: skip
+    except LoraopsError:
+        raise
+    except Exception as exc:
+        # LFS uploads wrap the HTTP error in a RuntimeError, and hf_xet raises RuntimeErrors of its
+        # own; anything else is a bug and stays one.
+        wrapped = isinstance(exc, RuntimeError) and isinstance(exc.__cause__, _hub_errors())
+        cause = exc.__cause__ if wrapped else exc
+        if not isinstance(cause, (*_hub_errors(), RuntimeError)):
+            raise
+        # `from None`: the original exception holds the request, Authorization header included.
+        raise LoraopsError(scrub(_explain(cause, repo_id, endpoint), token)) from None
+    return repo
+
+
+def publish_hub(model_path: str = "outputs/runs/latest", *, repo_id: str | None = None, public: bool = False,
+                merged: bool = False, force: bool = False, token: str | None = None, endpoint: str | None = None,
+                artifacts_dir: str | Path = "artifacts", compare_cfg: CompareConfig | None = None) -> PublishResult:
+    """Upload a run to the Hub (private unless `public`) and make it the reference for `compare`.
+
+    `token` and `endpoint` default to HF_TOKEN (or huggingface_hub's stored login) and HF_ENDPOINT.
+    """
+    repo, secret, url_root = hub_repo_id(repo_id), hub_token(token), hub_endpoint(endpoint)  # before any work
+    compare_cfg = compare_cfg or CompareConfig()
+    run_dir, adapter_dir = resolve_run(model_path)
+    gate = check_gate(run_dir, compare_cfg, force=force)
+    card = build_card(run_dir, merged=merged, gate=gate, load_from=repo)
+    # Staged beside the artifacts rather than in /tmp: a merged 8B model is 16 GB.
+    Path(artifacts_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=artifacts_dir, prefix=".hub-staging-") as tmp:
+        folder = Path(tmp) / run_dir.name
+        files = stage(run_dir, adapter_dir, folder, merged=merged, card=card, records=False, public=True)
+        visibility = "public" if public else "private"
+        log.info("uploading %d files of %s to %s (%s)", len(files), run_dir.name, repo, visibility)
+        message = f"loraops: publish run {run_dir.name}"
+        repo = upload(folder, repo, public=public, token=secret, endpoint=url_root, message=message)
+    reference = record_reference(run_dir, f"hf:{repo}", compare_cfg.reference_file)
+    forced = " (forced past the gate)" if gate.forced else ""
+    log.info("published %s to %s/%s%s", run_dir.name, url_root, repo, forced)
+    return PublishResult(run_dir.name, run_dir, f"hf:{repo}", merged, gate.forced, gate.comparison, files,
+                         url=f"{url_root}/{repo}", reference=reference)  # fmt: skip

@@ -1,0 +1,254 @@
+"""A fake Hugging Face Hub on 127.0.0.1: the endpoints huggingface_hub 2.x calls to create a repository
+and upload a folder without Xet (tests set HF_HUB_DISABLE_XET), recording every request it receives.
+
+Endpoints: POST /api/repos/create, GET /api/models/<repo>[/revision/<rev>], POST /api/validate-yaml,
+GET /api/models/<repo>/tree/<rev>, POST /api/models/<repo>/preupload/<rev>,
+POST /<repo>.git/info/lfs/objects/batch, PUT /lfs/<oid>, POST /<repo>.git/info/lfs/objects/verify,
+POST /api/models/<repo>/commit/<rev> (NDJSON).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+
+USER = "tester"
+LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+LFS_MIN_SIZE = 10 * 1024 * 1024  # the Hub's threshold for plain git blobs
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # with the query string
+    headers: dict[str, str]  # lower-case names, Authorization left out
+    authorization: str | None
+    body: bytes
+
+
+@dataclass
+class Repo:
+    private: bool
+    files: dict[str, bytes] = field(default_factory=lambda: {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"})
+    lfs: set[str] = field(default_factory=set)  # paths stored as LFS pointers
+    commits: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(str(len(self.commits)).encode()).hexdigest()
+
+
+def git_blob_oid(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+class FakeHub:
+    """Start with `FakeHub(token).start()`; `url` is the endpoint; `fail[name] = (status, message)` fails
+    the next request of that endpoint once (names: create, info, validate, tree, preupload, lfs_batch,
+    lfs_upload, lfs_verify, commit)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.repos: dict[str, Repo] = {}
+        self.lfs_store: dict[str, bytes] = {}
+        self.requests: list[Request] = []
+        self.fail: dict[str, tuple[int, str]] = {}
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def start(self) -> "FakeHub":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def file(self, repo_id: str, path: str) -> bytes:
+        """A committed file's content (LFS content resolved)."""
+        repo = self.repos[repo_id]
+        data = repo.files[path]
+        return self.lfs_store[data.decode()] if path in repo.lfs else data
+
+    def tree(self, repo_id: str) -> dict[str, bytes]:
+        return {path: self.file(repo_id, path) for path in self.repos[repo_id].files}
+
+
+ROUTES = [
+    ("POST", r"/api/repos/create", "create"),
+    ("POST", r"/api/validate-yaml", "validate"),
+    ("GET", r"/api/models/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/?]+)", "tree"),
+    ("POST", r"/api/models/(?P<repo>[^/]+/[^/]+)/preupload/(?P<rev>[^/?]+)", "preupload"),
+    ("POST", r"/api/models/(?P<repo>[^/]+/[^/]+)/commit/(?P<rev>[^/?]+)", "commit"),
+    ("GET", r"/api/models/(?P<repo>[^/]+/[^/]+)(/revision/(?P<rev>[^/?]+))?", "info"),
+    ("POST", r"/(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch", "lfs_batch"),
+    ("POST", r"/(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/verify", "lfs_verify"),
+    ("PUT", r"/lfs/(?P<oid>[0-9a-f]{64})", "lfs_upload"),
+]
+NO_AUTH = {"lfs_upload"}  # a pre-signed storage URL on the real Hub: no Authorization header
+
+
+class HubError(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as httpx expects
+
+        def log_message(self, *args: Any) -> None:  # keep test output clean
+            pass
+
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                chunks = []
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass
+                        return b"".join(chunks)
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def _handle(self) -> None:
+            body = self._body()
+            headers = {k.lower(): v for k, v in self.headers.items() if k.lower() != "authorization"}
+            auth = self.headers.get("Authorization")
+            with hub.lock:
+                hub.requests.append(Request(self.command, self.path, headers, auth, body))
+            try:
+                status, payload = self._route(urlsplit(self.path), body, auth)
+            except HubError as exc:
+                extra = {"X-Error-Message": exc.message, **({"X-Error-Code": exc.code} if exc.code else {})}
+                return self._send(exc.status, {"error": exc.message}, extra)
+            self._send(status, payload)
+
+        do_GET = do_POST = do_PUT = _handle
+
+        def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _route(self, url: Any, body: bytes, auth: str | None) -> tuple[int, Any]:
+            for method, pattern, name in ROUTES:
+                match = re.fullmatch(pattern, url.path)
+                if method == self.command and match:
+                    if name not in NO_AUTH and auth != f"Bearer {hub.token}":
+                        raise HubError(401, "Invalid credentials in Authorization header")
+                    if name in hub.fail:
+                        raise HubError(*hub.fail.pop(name))
+                    with hub.lock:
+                        return getattr(self, f"_{name}")(match.groupdict(), parse_qs(url.query), body)
+            raise HubError(404, f"no route for {self.command} {url.path}")
+
+        def _repo(self, repo_id: str) -> Repo:
+            if repo_id not in hub.repos:
+                raise HubError(404, "Repository not found", "RepoNotFound")
+            return hub.repos[repo_id]
+
+        def _create(self, _: dict, __: dict, body: bytes) -> tuple[int, Any]:
+            req = json.loads(body)
+            repo_id = f"{req.get('organization') or USER}/{req['name']}"
+            url = f"{hub.url}/{repo_id}"
+            if repo_id in hub.repos:
+                return 409, {"error": "You already created this model repo", "url": url}
+            hub.repos[repo_id] = Repo(private=req.get("visibility") == "private")
+            return 200, {"url": url, "name": repo_id}
+
+        def _info(self, m: dict, _: dict, __: bytes) -> tuple[int, Any]:
+            repo = self._repo(m["repo"])
+            return 200, {"id": m["repo"], "sha": repo.sha, "private": repo.private}
+
+        def _validate(self, _: dict, __: dict, body: bytes) -> tuple[int, Any]:
+            content = json.loads(body)["content"]
+            try:
+                yaml.safe_load(content.split("\n---", 1)[0][3:])
+            except yaml.YAMLError as exc:
+                return 400, {"errors": [{"message": str(exc)}], "warnings": []}
+            return 200, {"errors": [], "warnings": []}
+
+        def _tree(self, m: dict, _: dict, __: bytes) -> tuple[int, Any]:
+            repo = self._repo(m["repo"])
+            return 200, [{"type": "file", "path": p, "size": len(hub.file(m["repo"], p)), "oid": git_blob_oid(d)}
+                         for p, d in repo.files.items()]  # fmt: skip
+
+        def _preupload(self, m: dict, _: dict, body: bytes) -> tuple[int, Any]:
+            repo = self._repo(m["repo"])
+            files = []
+            for f in json.loads(body)["files"]:
+                sample = base64.b64decode(f["sample"])
+                lfs = f["path"].endswith(LFS_SUFFIXES) or f["size"] >= LFS_MIN_SIZE or b"\0" in sample
+                old = repo.files.get(f["path"])
+                oid = None if old is None else (old.decode() if f["path"] in repo.lfs else git_blob_oid(old))
+                files.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
+            return 200, {"files": files}
+
+        def _lfs_batch(self, m: dict, _: dict, body: bytes) -> tuple[int, Any]:
+            self._repo(m["repo"])
+            objects = []
+            for obj in json.loads(body)["objects"]:
+                entry: dict[str, Any] = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
+                if obj["oid"] not in hub.lfs_store:  # already stored: no actions, the client skips it
+                    entry["actions"] = {"upload": {"href": f"{hub.url}/lfs/{obj['oid']}"},
+                                        "verify": {"href": f"{hub.url}/{m['repo']}.git/info/lfs/objects/verify"}}  # fmt: skip
+                objects.append(entry)
+            return 200, {"transfer": "basic", "objects": objects}
+
+        def _lfs_upload(self, m: dict, _: dict, body: bytes) -> tuple[int, Any]:
+            if hashlib.sha256(body).hexdigest() != m["oid"]:
+                raise HubError(400, "sha256 mismatch")
+            hub.lfs_store[m["oid"]] = body
+            return 200, {}
+
+        def _lfs_verify(self, m: dict, _: dict, body: bytes) -> tuple[int, Any]:
+            req = json.loads(body)
+            if len(hub.lfs_store.get(req["oid"], b"")) != req["size"] or req["oid"] not in hub.lfs_store:
+                raise HubError(404, "object not found")
+            return 200, {}
+
+        def _commit(self, m: dict, query: dict, body: bytes) -> tuple[int, Any]:
+            repo = self._repo(m["repo"])
+            lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+            files, lfs, deleted = dict(repo.files), set(repo.lfs), []
+            for item in lines[1:]:
+                value = item["value"]
+                if item["key"] == "file":
+                    files[value["path"]] = base64.b64decode(value["content"])
+                    lfs.discard(value["path"])
+                elif item["key"] == "lfsFile":
+                    if len(hub.lfs_store.get(value["oid"], b"")) != value["size"]:
+                        raise HubError(400, f"LFS object {value['oid']} was never uploaded")
+                    files[value["path"]] = value["oid"].encode()
+                    lfs.add(value["path"])
+                elif item["key"] == "deletedFile":
+                    files.pop(value["path"], None)
+                    lfs.discard(value["path"])
+                    deleted.append(value["path"])
+                else:
+                    raise HubError(400, f"unsupported commit operation {item['key']}")
+            repo.files, repo.lfs = files, lfs  # all or nothing, like a git commit
+            repo.commits.append({"header": lines[0]["value"], "paths": [i["value"]["path"] for i in lines[1:]], "deleted": deleted})
+            return 200, {"commitUrl": f"{hub.url}/{m['repo']}/commit/{repo.sha}", "commitOid": repo.sha, "pullRequestUrl": None}
+
+    return Handler

@@ -1,0 +1,191 @@
+"""`publish_local`: the gate, the reference record, atomic replacement and the merged model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from loraops.config import CompareConfig
+from loraops.eval.targets import baseline_name
+from loraops.publish import NotEvaluatedError, NotImprovedError, publish_local
+from loraops.publish import local as local_mod
+from loraops.publish.card import front_matter
+from test_compare import fake_metrics
+
+CONFIG = {"model_name": "default", "dataset_path": "/home/alice/private/data", "dataset_pattern": "*.jsonl", "epochs": 2,
+          "max_steps": -1, "batch_size": 4, "gradient_accumulation_steps": 1, "lr": 0.005, "lr_scheduler_type": "cosine",
+          "warmup_ratio": 0.05, "weight_decay": 0.0, "max_length": 256, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.05,
+          "lora_target_modules": ["q_proj", "v_proj", "down_proj"], "seed": 42, "output_dir": "outputs/runs"}  # fmt: skip
+
+
+def make_run(root: Path, name: str, adapter_dir: Path, model_name: str = "default") -> Path:
+    """A finished run folder as `loraops train` leaves it, with a real (tiny) adapter."""
+    run = root / "runs" / name
+    shutil.copytree(adapter_dir, run / "model")
+    (run / "model" / "README.md").write_text("PEFT's generic card\n")
+    (run / "config_used.yaml").write_text(yaml.safe_dump({**CONFIG, "model_name": model_name}))
+    metrics = {"train_loss": 0.3, "first_logged_loss": 2.6, "final_logged_loss": 0.01, "global_steps": 8,
+               "epochs_completed": 2.0, "precision": "fp32", "device": "CPU",
+               "data": {"records": 16, "examples": 16, "truncated": 0, "dropped_all_masked": 0, "tokens": 900,
+                        "trained_tokens": 200, "formats": {"prompt_completion": 16}}}  # fmt: skip
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    files = [{"path": "/home/alice/private/data/train.jsonl", "sha256": "a" * 64}]
+    manifest = {"status": "finished", "model_name": model_name, "data": {"files": files, "dataset_sha256": "b" * 64}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+def evaluated(tmp_path: Path, run: Path, tuned: float, base: float | None, model_name: str = "default") -> None:
+    fake_metrics(tmp_path / "m", run.name, {"test": tuned, "dev": tuned / 2})
+    if base is not None:
+        fake_metrics(tmp_path / "m", baseline_name(model_name), {"test": base, "dev": base})
+
+
+def compare_cfg(tmp_path: Path) -> CompareConfig:
+    return CompareConfig(metrics_dir=str(tmp_path / "m"), reference_file=str(tmp_path / "artifacts" / "reference.json"))
+
+
+def publish(tmp_path: Path, run: Path, **kwargs: Any) -> local_mod.PublishResult:
+    return publish_local(str(run), artifacts_dir=tmp_path / "artifacts", compare_cfg=compare_cfg(tmp_path), **kwargs)
+
+
+def test_publish_copies_model_card_and_records_and_sets_reference(tmp_path: Path, tiny_adapter_dir: Path) -> None:
+    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    evaluated(tmp_path, run, 80.0, 0.0)
+    result = publish(tmp_path, run)
+    dest = tmp_path / "artifacts" / "models" / "r1"
+    assert result.path == dest and not result.forced and result.comparison and result.comparison.improved
+    expected = {p.name for p in (run / "model").iterdir()} | {"config_used.yaml", "metrics.json", "manifest.json"}
+    assert set(result.files) == expected == {p.name for p in dest.iterdir()}
+    assert (dest / "adapter_model.safetensors").read_bytes() == (run / "model" / "adapter_model.safetensors").read_bytes()
+    card = (dest / "README.md").read_text()
+    assert front_matter(card)["library_name"] == "peft" and "PEFT's generic card" not in card
+    assert "| test | 0 → 80 |" in card
+    reference = json.loads((tmp_path / "artifacts" / "reference.json").read_text())
+    assert reference["run"] == "r1" and reference["destination"].startswith("local:") and reference["published_at"]
+    assert Path(reference["run_dir"]).resolve() == run.resolve()
+    assert not (tmp_path / "artifacts" / "reference_history.jsonl").exists()
+
+    # The next run is judged against the published one, and the old reference goes to the history.
+    run2 = make_run(tmp_path, "r2", tiny_adapter_dir)
+    fake_metrics(tmp_path / "m", "r2", {"test": 70.0})
+    with pytest.raises(NotImprovedError, match="70 for r2 against 80 for r1"):
+        publish(tmp_path, run2)
+    fake_metrics(tmp_path / "m", "r2", {"test": 90.0})
+    assert publish(tmp_path, run2).comparison.reference == "r1"  # type: ignore[union-attr]
+    history = (tmp_path / "artifacts" / "reference_history.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in history] == [reference]
+    assert json.loads((tmp_path / "artifacts" / "reference.json").read_text())["run"] == "r2"
+
+
+def test_gate_refuses_with_numbers_and_force_overrides(tmp_path: Path, tiny_adapter_dir: Path) -> None:
+    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    models = tmp_path / "artifacts" / "models"
+    fake_metrics(tmp_path / "m", baseline_name("default"), {"test": 0.0})  # the base model was evaluated
+    with pytest.raises(NotEvaluatedError, match=r"never compared.*no metrics for r1 .*make eval \(loraops eval model="):
+        publish(tmp_path, run)
+    shutil.rmtree(tmp_path / "m")
+    evaluated(tmp_path, run, 10.0, None)
+    with pytest.raises(NotEvaluatedError, match="make eval-baseline"):
+        publish(tmp_path, run)
+    evaluated(tmp_path, run, 10.0, 10.0)
+    with pytest.raises(NotImprovedError) as refused:
+        publish(tmp_path, run)
+    message = str(refused.value)
+    assert "did not improve" in message and "10 for r1 against 10 for baseline/default" in message
+    assert "delta +0" in message and "--force" in message and "verdict: NOT IMPROVED" in message
+    assert not models.exists() or not any(models.iterdir())
+    assert not (tmp_path / "artifacts" / "reference.json").exists()
+
+    result = publish(tmp_path, run, force=True)
+    assert result.forced
+    meta = front_matter((models / "r1" / "README.md").read_text())
+    assert meta["forced"] is True
+    assert "Published with --force" in (models / "r1" / "README.md").read_text()
+
+
+def test_never_evaluated_force_publishes_and_card_says_so(tmp_path: Path, tiny_adapter_dir: Path) -> None:
+    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    result = publish(tmp_path, run, force=True)
+    card = (result.path / "README.md").read_text()  # type: ignore[operator]
+    assert result.forced and result.comparison is None
+    assert front_matter(card)["forced"] is True and "Not evaluated against a reference." in card
+
+
+def test_republish_replaces_cleanly_and_failures_leave_nothing_half_done(
+    tmp_path: Path, tiny_adapter_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    evaluated(tmp_path, run, 80.0, 0.0)
+    dest = publish(tmp_path, run).path
+    assert dest is not None
+    (dest / "stray.txt").write_text("from an older publish")
+    publish(tmp_path, run)  # the current reference, published again: judged against the base model
+    assert not (dest / "stray.txt").exists() and (dest / "README.md").is_file()
+    assert [p.name for p in dest.parent.iterdir()] == ["r1"]  # no temp or old copies
+    history = (tmp_path / "artifacts" / "reference_history.jsonl").read_text().splitlines()
+    assert len(history) == 1 and json.loads(history[0])["run"] == "r1"
+
+    before = sorted(p.name for p in dest.iterdir())
+    original_stage = local_mod.stage
+
+    def failing_stage(*args: Any, **kwargs: Any) -> list[str]:
+        original_stage(*args, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(local_mod, "stage", failing_stage)
+    with pytest.raises(OSError, match="disk full"):
+        publish(tmp_path, run)
+    assert sorted(p.name for p in dest.iterdir()) == before
+    assert [p.name for p in dest.parent.iterdir()] == ["r1"]
+
+
+def test_leftovers_of_a_killed_publish_are_recovered(tmp_path: Path, tiny_adapter_dir: Path) -> None:
+    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    evaluated(tmp_path, run, 80.0, 0.0)
+    dest = publish(tmp_path, run).path
+    assert dest is not None
+    dead = 2**22 + 7  # above the default pid_max, so no live process has it
+    dest.rename(dest.with_name(f".r1.old-{dead}"))  # killed between the two renames
+    (dest.parent / f".r1.tmp-{dead}").mkdir()  # killed while copying
+    publish(tmp_path, run)
+    assert [p.name for p in dest.parent.iterdir()] == ["r1"] and (dest / "README.md").is_file()
+
+
+def test_merged_model_loads_without_peft_and_matches_base_plus_adapter(
+    tmp_path: Path, tiny_model_dir: Path, tiny_adapter_dir: Path, tokenizer: Any
+) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run = make_run(tmp_path, "r1", tiny_adapter_dir, model_name=str(tiny_model_dir))
+    evaluated(tmp_path, run, 80.0, 0.0, model_name=str(tiny_model_dir))
+    result = publish(tmp_path, run, merged=True)
+    dest = result.path
+    assert dest is not None and result.merged
+    assert "adapter_config.json" not in result.files and "config.json" in result.files
+    assert "model.safetensors" in result.files and "tokenizer.json" in result.files
+    meta = front_matter((dest / "README.md").read_text())
+    assert meta["library_name"] == "transformers" and "base_model" not in meta  # a private folder has no hub id
+
+    merged = AutoModelForCausalLM.from_pretrained(dest)
+    assert not isinstance(merged, PeftModel) and not any("lora" in k for k in merged.state_dict())
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(tiny_adapter_dir))
+    base_only = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Rolling sum of A1:A9 over 3"}],
+                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)  # fmt: skip
+    settings = {"max_new_tokens": 12, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
+    with torch.no_grad():
+        got = merged.generate(**ids, **settings)
+        want = reference.generate(**ids, **settings)
+        logits_merged = merged(**ids).logits
+        logits_reference = reference(**ids).logits
+    assert torch.equal(got, want)
+    assert torch.allclose(logits_merged, logits_reference, atol=1e-4)
+    assert not torch.allclose(logits_merged, base_only(**ids).logits, atol=1e-4)  # the adapter did change the model

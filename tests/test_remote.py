@@ -1,0 +1,170 @@
+"""Remote training, without a server: settings, ssh/rsync command lines, quoting, secrets, local `latest`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from loraops import remote
+from loraops.remote import RemoteError, RemoteSettings
+
+SECRET = "hf_SuperSecretToken123"
+LAKEFS_SECRET = "lakefsSecretKey987654"
+INJECT = "$(touch {m}) `touch {m}` ; touch {m} && touch {m} | touch {m} 'q\" \\"
+
+
+def settings(**kw: object) -> RemoteSettings:
+    defaults: dict[str, object] = {"host": "gpu.example.org", "dir": "loraops", "user": "ana", "port": 2222,
+                                   "ssh_key": "/keys/id ed25519"}  # fmt: skip
+    return RemoteSettings(**{**defaults, **kw})  # type: ignore[arg-type]
+
+
+def test_settings_precedence_env_then_dotenv_then_config(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("# comment\nexport REMOTE_HOST=from-dotenv\nREMOTE_DIR='dir from dotenv'\n"
+                                   f"REMOTE_USER=\"bob\"\nHF_TOKEN={SECRET}\n")  # fmt: skip
+    config = {"host": "from-config", "dir": "from-config", "port": 2200, "python": "/opt/py/bin/python3",
+              "ssh_options": ["-o", "Compression=yes"], "hf_home": "/data/hf"}  # fmt: skip
+    s = remote.load_settings(tmp_path, config, environ={"REMOTE_HOST": "from-env", "CUDA_VISIBLE_DEVICES": "0,1"})
+    assert (s.host, s.dir, s.user, s.port) == ("from-env", "dir from dotenv", "bob", 2200)
+    assert s.python == "/opt/py/bin/python3"
+    assert s.ssh_options == ("-o", "Compression=yes") and s.destination == "bob@from-env"
+    assert dict(s.forward_env) == {"CUDA_VISIBLE_DEVICES": "0,1", "HF_HOME": "/data/hf"}
+    assert s.local_dir == tmp_path.resolve()
+
+
+def test_settings_errors(tmp_path: Path) -> None:
+    with pytest.raises(RemoteError, match="REMOTE_HOST"):
+        remote.load_settings(tmp_path, environ={})
+    with pytest.raises(RemoteError, match="REMOTE_PORT"):
+        remote.load_settings(tmp_path, environ={"REMOTE_HOST": "h", "REMOTE_PORT": "22x"})
+    # A host or user that ssh would parse as an option could run a local command.
+    for env in ({"REMOTE_HOST": "-oProxyCommand=touch /tmp/x"}, {"REMOTE_HOST": "h", "REMOTE_USER": "a;b"}):
+        with pytest.raises(RemoteError, match="not a"):
+            remote.load_settings(tmp_path, environ=env)
+
+
+def test_config_remote_section_and_defaults_chain(tmp_path: Path) -> None:
+    (tmp_path / "train.yaml").write_text("lr: 1.0e-4\nremote:\n  host: gpu1\n  dir: runs/loraops\n  port: 22\n")
+    (tmp_path / "child.yaml").write_text("defaults:\n  - train\n  - _self_\nlr: 2.0e-4\n")
+    (tmp_path / "bad.yaml").write_text("remote:\n  hots: gpu1\n")
+    assert remote.config_remote_section(tmp_path, "train") == {"host": "gpu1", "dir": "runs/loraops", "port": 22}
+    assert remote.config_remote_section(tmp_path, "child")["host"] == "gpu1"
+    (tmp_path / "eval.yaml").write_text("limit: 3\n")
+    assert remote.config_remote_section(tmp_path, "eval")["dir"] == "runs/loraops"  # falls back to train.yaml
+    assert remote.config_remote_section(tmp_path, "missing", fallback=None) == {}
+    with pytest.raises(RemoteError, match="remote.hots"):
+        remote.config_remote_section(tmp_path, "bad")
+
+
+def test_ssh_command_line() -> None:
+    argv = remote.ssh_argv(settings(), "echo hi")
+    assert argv[:2] == ["ssh", "-o"] and "BatchMode=yes" in argv  # never hangs on a password prompt
+    assert argv[argv.index("-p") + 1] == "2222" and argv[argv.index("-i") + 1] == "/keys/id ed25519"
+    assert argv[-2] == "ana@gpu.example.org"
+    assert shlex.split(argv[-1]) == ["sh", "-c", "echo hi"]
+
+
+def test_rsync_push_command_line() -> None:
+    s = settings(dir="~/my runs")
+    argv = remote.rsync_argv(s, "./", remote.remote_path(s) + "/", ["--delete"])
+    assert "--protect-args" in argv and "--delete" in argv
+    assert shlex.split(argv[argv.index("-e") + 1]) == remote.ssh_base(s)  # the key path keeps its space
+    assert argv[-1] == "ana@gpu.example.org:my runs/"  # `~/` dropped: paths are relative to home anyway
+    for path in ("/.venv/", "/outputs/", "/artifacts/", "/.env", "__pycache__/"):
+        assert path in remote.PUSH_EXCLUDES
+
+
+def test_commands_call_the_projects_front_end() -> None:
+    assert remote.loraops_command("train", "train_llama3_8b", ["lr=1e-4"]) == [
+        ".venv/bin/loraops", "train", "--config-name", "train_llama3_8b", "lr=1e-4"]  # fmt: skip
+    init = remote.init_command(settings(python="/opt/py 3/python", packages_from=None))
+    assert init[:2] == ["sh", "-c"] and "make install" in init[2] and init[-2:] == ["/opt/py 3/python", ""]
+
+
+def test_secrets_are_never_forwarded(tmp_path: Path) -> None:
+    env = {"REMOTE_HOST": "h", "HF_TOKEN": SECRET, "LAKEFS_SECRET_ACCESS_KEY": LAKEFS_SECRET,
+           "LAKEFS_ACCESS_KEY_ID": "AKIAexample12", "HF_HOME": "/data/hf", "CUDA_VISIBLE_DEVICES": "1"}  # fmt: skip
+    s = remote.load_settings(tmp_path, environ=env)
+    script = remote.job_start_script(s, "job1", remote.loraops_command("train", "train", ["lr=1e-4"]))
+    text = " ".join(remote.ssh_argv(s, script))
+    assert SECRET not in text and LAKEFS_SECRET not in text and "HF_TOKEN" not in text and "LAKEFS" not in text
+    assert "env CUDA_VISIBLE_DEVICES=1 HF_HOME=/data/hf .venv/bin/loraops" in script
+    # Defence in depth: a secret typed into an override is refused before anything is sent.
+    with pytest.raises(RemoteError, match="HF_TOKEN"):
+        remote.check_no_secrets(["ssh", "h", f"train hub_token={SECRET}"], environ=env)
+
+
+def test_quoting_stops_injection_in_dir_overrides_and_env(tmp_path: Path) -> None:
+    """Run the remote side of a job start here, in a shell, as sshd would: nothing may execute."""
+    marker = tmp_path / "pwned"
+    weird_dir = "runs dir " + INJECT.format(m=marker)
+    s = settings(dir=weird_dir, forward_env=(("HF_HOME", INJECT.format(m=marker)),))
+    override = "model_name=" + INJECT.format(m=marker)
+    script = remote.job_start_script(s, "job1", ["printf", "%s\\n", override, "run folder: x"])
+    remote_command = remote.ssh_argv(s, script)[-1]
+    home = tmp_path / "home"
+    (home / weird_dir).mkdir(parents=True)
+    subprocess.run(["bash", "-c", remote_command], cwd=home, check=True, timeout=30)
+    job = home / weird_dir / remote.JOBS_DIR / "job1"
+    for _ in range(100):
+        if (job / "exit_code").exists():
+            break
+        subprocess.run(["sleep", "0.1"])
+    assert (job / "exit_code").read_text().strip() == "0"
+    assert override in (job / "job.log").read_text()  # arrived as one literal argument
+    assert not marker.exists()
+    assert (home / weird_dir / remote.JOBS_DIR / "latest").resolve() == job.resolve()
+
+
+def test_job_wrapper_copies_the_log_into_the_run_folder_and_keeps_the_exit_code(tmp_path: Path) -> None:
+    run = tmp_path / "outputs" / "runs" / "2026-01-01_00-00-00"
+    run.mkdir(parents=True)
+    cmd = f"echo '12:00:00 loraops: run folder: {run.relative_to(tmp_path)}'; echo boom >&2; exit 3"
+    script = remote.job_start_script(settings(dir="."), "j", ["sh", "-c", cmd])
+    subprocess.run(["sh", "-c", script], cwd=tmp_path, check=True)
+    job = tmp_path / remote.JOBS_DIR / "j"
+    for _ in range(100):
+        if (job / "exit_code").exists():
+            break
+        subprocess.run(["sleep", "0.1"])
+    assert (job / "exit_code").read_text().strip() == "3"
+    assert (job / "run").read_text().strip() == str(run.relative_to(tmp_path))
+    assert "boom" in (run / "remote.log").read_text()
+
+
+def _fake_run(root: Path, name: str, status: str) -> Path:
+    run = root / "outputs" / "runs" / name
+    run.mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps({"status": status}))
+    return run
+
+
+def test_local_latest_follows_the_newest_finished_run(tmp_path: Path) -> None:
+    new = _fake_run(tmp_path, "2026-02-01_00-00-00", "finished")
+    assert remote._update_local_latest(new)
+    old = _fake_run(tmp_path, "2026-01-01_00-00-00", "finished")
+    failed = _fake_run(tmp_path, "2026-03-01_00-00-00", "failed")
+    assert not remote._update_local_latest(old)  # pulling an older run never moves latest back
+    assert not remote._update_local_latest(failed)  # failed runs never become latest
+    assert os.readlink(tmp_path / "outputs" / "runs" / "latest") == new.name
+
+
+def test_cli_remote_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from loraops.cli import COMMANDS, main
+
+    if "remote" not in COMMANDS:
+        pytest.skip("cli.py has no `remote` command yet")
+    for action in ("push", "init", "train", "eval", "eval-baseline", "pull", "logs"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["remote", action, "--help"])
+        assert exit_.value.code == 0
+    for name in ("REMOTE_HOST", "REMOTE_DIR", "REMOTE_USER", "REMOTE_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env, no configs/: nothing names a host
+    assert main(["remote", "train", "lr=1e-4"]) == 2
+    assert "REMOTE_HOST" in capsys.readouterr().err
