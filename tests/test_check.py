@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import CONFIGS, REPO, write_jsonl
+
 from loraops.check import check, format_report
 from loraops.cli import main
 from loraops.config import TrainConfig, load_config

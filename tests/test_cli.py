@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import CONFIGS, REPO
+
 from loraops.cli import main
 
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import CONFIGS
+
 from loraops.cli import main
 from loraops.eval.metrics import METRICS
 

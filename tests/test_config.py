@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import CONFIGS
+
 from loraops.cli import main
 from loraops.config import ALL_PROJECTIONS, TrainConfig, help_rows, load_config
 from loraops.errors import ConfigError

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import write_jsonl
+
 from loraops.cli import main
 from loraops.data.convert import convert_file, convert_folder
 from loraops.data.sources import find_training_files, load_examples

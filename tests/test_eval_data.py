@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import write_jsonl
-from loraops.eval.data import find_splits, load_split
+
 from loraops.errors import DataError
+from loraops.eval.data import find_splits, load_split
 
 
 def test_prompt_completion_and_messages_splits(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import CONFIGS, write_jsonl
+
 from loraops.cli import main
 from loraops.config import EvalConfig, TrainConfig, load_config
 from loraops.eval.evaluate import evaluate

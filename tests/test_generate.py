@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import EVAL_PROMPTS
+
 from loraops.environment import Environment
 from loraops.eval.evaluate import load_model
 from loraops.eval.generate import GenerationSettings, _decode, encode_prompts, generate

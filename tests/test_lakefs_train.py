@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from conftest import CONFIGS, PC_RECORDS
 from lakefs_server import FakeLakeFS
 
-from conftest import CONFIGS, PC_RECORDS
 from loraops.cli import main
 from loraops.config import TrainConfig, load_config
 from loraops.errors import ConfigError

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from hub_server import FakeHub
+from test_compare import fake_metrics
+from test_publish_local import compare_cfg, evaluated, make_run
+
 from loraops.errors import LoraopsError
 from loraops.publish import NotImprovedError, publish_hub
 from loraops.publish.card import front_matter
-from test_compare import fake_metrics
-from test_publish_local import compare_cfg, evaluated, make_run
 
 # huggingface_hub's own LFS upload passes a file as `data=`, which httpx2 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 import yaml
+from test_compare import fake_metrics
 
 from loraops.config import CompareConfig
 from loraops.eval.targets import baseline_name
 from loraops.publish import NotEvaluatedError, NotImprovedError, publish_local
 from loraops.publish import local as local_mod
 from loraops.publish.card import front_matter
-from test_compare import fake_metrics
 
 CONFIG = {"model_name": "default", "dataset_path": "/home/alice/private/data", "dataset_pattern": "*.jsonl", "epochs": 2,
           "max_steps": -1, "batch_size": 4, "gradient_accumulation_steps": 1, "lr": 0.005, "lr_scheduler_type": "cosine",

@@ -12,6 +12,7 @@ import pytest
 
 from loraops import remote
 from loraops.remote import RemoteError, RemoteSettings
+from loraops.remote.actions import _update_local_latest
 
 SECRET = "hf_SuperSecretToken123"
 LAKEFS_SECRET = "lakefsSecretKey987654"
@@ -146,11 +147,11 @@ def _fake_run(root: Path, name: str, status: str) -> Path:
 
 def test_local_latest_follows_the_newest_finished_run(tmp_path: Path) -> None:
     new = _fake_run(tmp_path, "2026-02-01_00-00-00", "finished")
-    assert remote._update_local_latest(new)
+    assert _update_local_latest(new)
     old = _fake_run(tmp_path, "2026-01-01_00-00-00", "finished")
     failed = _fake_run(tmp_path, "2026-03-01_00-00-00", "failed")
-    assert not remote._update_local_latest(old)  # pulling an older run never moves latest back
-    assert not remote._update_local_latest(failed)  # failed runs never become latest
+    assert not _update_local_latest(old)  # pulling an older run never moves latest back
+    assert not _update_local_latest(failed)  # failed runs never become latest
     assert os.readlink(tmp_path / "outputs" / "runs" / "latest") == new.name
 
 

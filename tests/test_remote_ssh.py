@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from loraops import remote
 from loraops.remote import RemoteError, RemoteSettings
 
@@ -101,7 +101,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, sshd: dict[str, str], lapto
     remote_dir = tmp_path_factory.mktemp("server") / "gpu box dir"
     s = remote.load_settings(laptop, environ={**sshd, "REMOTE_DIR": str(remote_dir), "HF_HOME": str(remote_dir / "hf")})
     assert remote.push(s) == 0
-    assert (remote_dir / "src" / "loraops" / "remote.py").is_file() and (remote_dir / "data" / "eval").is_dir()
+    assert (remote_dir / "src" / "loraops" / "remote" / "actions.py").is_file() and (remote_dir / "data" / "eval").is_dir()
     for excluded in (".venv", "outputs", "artifacts", ".env"):
         assert not (remote_dir / excluded).exists(), excluded
     result = remote.init(s)

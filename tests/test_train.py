@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import CONFIGS, write_jsonl
+
 from loraops.cli import main
 from loraops.config import TrainConfig, load_config
 from loraops.train import train

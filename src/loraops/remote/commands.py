@@ -1,0 +1,107 @@
+"""Command lines and scripts for the server: every value quoted, no secret ever included."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from loraops.remote.settings import RemoteError, RemoteSettings
+
+JOBS_DIR = "outputs/remote"  # on both sides: one folder per remote job (log, pid, exit code, run)
+# Never synced: local state, caches, secrets, and what `make install` rebuilds on the server.
+PUSH_EXCLUDES = ("/.venv/", "/outputs/", "/artifacts/", "/models/", "/.env", "/build/", "/dist/",
+                 "__pycache__/", "*.pyc", "*.egg-info/", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/")  # fmt: skip
+# HF_TOKEN, LAKEFS_ACCESS_KEY_ID, LAKEFS_SECRET_ACCESS_KEY, and their kin.
+_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|ACCESS_KEY|API_KEY|CREDENTIAL)", re.I)
+
+# Runs on the server as `sh -c JOB_WRAPPER sh <job dir> <command...>`: the command arrives as
+# positional arguments, never re-parsed by a shell. The exit code file is written last, by rename,
+# so its presence means "finished"; the log is copied into the run folder the command created.
+JOB_WRAPPER = r"""job=$1; shift
+"$@" >>"$job/job.log" 2>&1
+code=$?
+run=$(sed -n "s/^.* loraops: run folder: //p" "$job/job.log" | tail -n 1)
+if [ -n "$run" ] && [ -d "$run" ]; then cp "$job/job.log" "$run/remote.log"; printf "%s\n" "$run" >"$job/run"; fi
+echo "$code" >"$job/exit_code.tmp" && mv "$job/exit_code.tmp" "$job/exit_code"
+"""
+
+# `make install` on the server, after optionally creating .venv so that it sees the packages of an
+# existing Python environment there (a preinstalled CUDA torch, or the tests' venv): pip then
+# installs only what is missing. $1: python for the venv, $2: python whose packages to reuse, or "".
+INIT_SCRIPT = r"""set -e
+if [ -n "$2" ] && [ ! -x .venv/bin/python ]; then
+  "$1" -m venv .venv
+  site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  "$2" -c 'import site; print("\n".join(site.getsitepackages()))' >"$site/_loraops_shared_packages.pth"
+fi
+exec make install PYTHON="$1"
+"""
+
+
+
+def ssh_base(settings: RemoteSettings) -> list[str]:
+    """ssh and its options, without destination: shared by ssh calls and rsync's -e."""
+    argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15",
+            "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]  # fmt: skip
+    if settings.port:
+        argv += ["-p", str(settings.port)]
+    if settings.ssh_key:
+        argv += ["-i", str(Path(settings.ssh_key).expanduser()), "-o", "IdentitiesOnly=yes"]
+    return argv + list(settings.ssh_options)
+
+
+def remote_script(settings: RemoteSettings, *lines: str) -> str:
+    """A POSIX sh script that stops at the first failure and runs inside REMOTE_DIR."""
+    return "\n".join(["set -e", f"cd -- {shlex.quote(settings.remote_dir)}", *lines])
+
+
+def ssh_argv(settings: RemoteSettings, script: str) -> list[str]:
+    # `sh -c` makes the script independent of the user's login shell (bash, zsh, fish...).
+    argv = [*ssh_base(settings), settings.destination, shlex.join(["sh", "-c", script])]
+    check_no_secrets(argv)
+    return argv
+
+
+def rsync_argv(settings: RemoteSettings, source: str, dest: str, extra: Sequence[str] = ()) -> list[str]:
+    # --protect-args sends paths inside the rsync protocol, so the remote shell never parses them.
+    argv = ["rsync", "-az", "--protect-args", "-e", shlex.join(ssh_base(settings)), *extra, source, dest]
+    check_no_secrets(argv)
+    return argv
+
+
+def remote_path(settings: RemoteSettings, *parts: str) -> str:
+    """`user@host:dir/part/...` for rsync."""
+    return f"{settings.destination}:{'/'.join([settings.remote_dir.rstrip('/') or '/', *parts])}"
+
+
+def env_prefix(settings: RemoteSettings) -> list[str]:
+    return ["env", *(f"{name}={value}" for name, value in settings.forward_env)] if settings.forward_env else []
+
+
+def job_start_script(settings: RemoteSettings, job: str, command: Sequence[str]) -> str:
+    """Start `command` detached on the server; returns at once, leaving the job's pid behind."""
+    jdir = shlex.quote(f"{JOBS_DIR}/{job}")
+    full = shlex.join(["nohup", "sh", "-c", JOB_WRAPPER, "sh", f"{JOBS_DIR}/{job}", *env_prefix(settings), *command])
+    return remote_script(settings, f"mkdir -p {jdir}", f": >{jdir}/job.log",
+                         f"ln -sfn {shlex.quote(job)} {JOBS_DIR}/latest",
+                         f"{full} </dev/null >/dev/null 2>&1 &", f"echo $! >{jdir}/pid")  # fmt: skip
+
+
+def loraops_command(action: str, config_name: str, overrides: Sequence[str]) -> list[str]:
+    return [".venv/bin/loraops", action, "--config-name", config_name, *overrides]
+
+
+def init_command(settings: RemoteSettings) -> list[str]:
+    return ["sh", "-c", INIT_SCRIPT, "sh", settings.python, settings.packages_from or ""]
+
+
+def check_no_secrets(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> None:
+    """Refuse a command line that carries the value of a secret-looking environment variable."""
+    text = "\n".join(argv)
+    for name, value in (os.environ if environ is None else environ).items():
+        if _SECRET_NAME.search(name) and len(value) >= 8 and value in text:
+            raise RemoteError(f"refusing to send the value of {name} to the server")
+

@@ -1,0 +1,147 @@
+"""Remote settings: from the environment, .env, or a `remote:` section of the config."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from dotenv import dotenv_values
+
+from loraops.errors import LoraopsError
+
+FORWARDED_ENV = ("CUDA_VISIBLE_DEVICES", "HF_HOME")
+# Settings keys: environment / .env name -> `remote:` config key.
+_KEYS = {"REMOTE_HOST": "host", "REMOTE_USER": "user", "REMOTE_DIR": "dir", "REMOTE_PORT": "port",
+         "REMOTE_SSH_KEY": "ssh_key", "REMOTE_SSH_OPTS": "ssh_options", "REMOTE_PYTHON": "python",
+         "REMOTE_PACKAGES_FROM": "packages_from",
+         "CUDA_VISIBLE_DEVICES": "cuda_visible_devices", "HF_HOME": "hf_home"}  # fmt: skip
+
+
+
+class RemoteError(LoraopsError):
+    """The server cannot be reached, or a remote step could not be started or read."""
+
+
+class ConnectionFailed(RemoteError):
+    """ssh could not connect or lost the connection (ssh exit status 255)."""
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    host: str
+    dir: str = "loraops"  # relative paths are relative to the remote user's home
+    user: str | None = None
+    port: int | None = None
+    ssh_key: str | None = None
+    ssh_options: tuple[str, ...] = ()
+    python: str = "python3"  # the server's python that creates .venv
+    packages_from: str | None = None  # a server python whose packages .venv may reuse
+    forward_env: tuple[tuple[str, str], ...] = ()
+    local_dir: Path = field(default_factory=Path.cwd)  # the project pushed, and where results land
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    @property
+    def remote_dir(self) -> str:
+        # rsync's protected args and `cd --` do not expand `~`; the ssh login starts in home anyway.
+        d = self.dir.strip()
+        return "." if d in ("~", "~/") else d[2:] if d.startswith("~/") else d
+
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file; values stay in this dict, never in os.environ."""
+    return {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+
+
+def config_remote_section(config_dir: Path, config_name: str, fallback: str | None = "train") -> dict[str, Any]:
+    """The `remote:` mapping of configs/<name>.yaml, of a config in its `defaults`, else of train.yaml.
+
+    One `remote:` section in train.yaml then serves `loraops remote eval` and `pull` too.
+    """
+    path = Path(config_dir) / f"{config_name}.yaml"
+    data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+    section = data.get("remote")
+    if section is None:
+        parents = [d for d in data.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+        if fallback and fallback != config_name:
+            parents.append(fallback)
+        return next((s for s in (config_remote_section(config_dir, p, None) for p in parents) if s), {})
+    if not isinstance(section, dict):
+        raise RemoteError(f"{path}: `remote` must be a mapping")
+    unknown = sorted(set(section) - set(_KEYS.values()))
+    if unknown:
+        raise RemoteError(f"{path}: unknown key(s) remote.{', remote.'.join(unknown)}; "
+                          f"valid: {', '.join(_KEYS.values())}")  # fmt: skip
+    return section
+
+
+def load_settings(
+    local_dir: Path | None = None,
+    config: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> RemoteSettings:
+    """Settings from the environment, then `<local_dir>/.env`, then the config's `remote:` section."""
+    local_dir = Path(local_dir or Path.cwd()).resolve()
+    sources = [dict(os.environ if environ is None else environ), read_dotenv(local_dir / ".env")]
+    section = dict(config or {})
+
+    def get(name: str) -> Any:
+        for source in sources:
+            if source.get(name) not in (None, ""):
+                return source[name]
+        return section.get(_KEYS[name])
+
+    host = get("REMOTE_HOST")
+    if not host:
+        raise RemoteError("no remote host: set REMOTE_HOST (environment or .env) or `remote.host` in the config")
+    opts = get("REMOTE_SSH_OPTS") or ()
+    forward = tuple((name, str(get(name))) for name in FORWARDED_ENV if get(name) not in (None, ""))
+    settings = RemoteSettings(
+        host=str(host), dir=str(get("REMOTE_DIR") or "loraops"), user=_str_or_none(get("REMOTE_USER")),
+        port=_port(get("REMOTE_PORT")), ssh_key=_str_or_none(get("REMOTE_SSH_KEY")),
+        ssh_options=tuple(shlex.split(opts) if isinstance(opts, str) else map(str, opts)),
+        python=str(get("REMOTE_PYTHON") or "python3"), packages_from=_str_or_none(get("REMOTE_PACKAGES_FROM")),
+        forward_env=forward, local_dir=local_dir,
+    )  # fmt: skip
+    validate(settings)
+    return settings
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+def _port(value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        port = 0
+    if not 1 <= port <= 65535:
+        raise RemoteError(f"REMOTE_PORT={value!r} must be a port number (1-65535)")
+    return port
+
+
+_HOST = re.compile(r"[A-Za-z0-9_.%:\[\]-]+")
+_USER = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")
+
+
+def validate(settings: RemoteSettings) -> None:
+    """Reject values that ssh would read as options: `-oProxyCommand=...` as a host runs a local command."""
+    if settings.host.startswith("-") or not _HOST.fullmatch(settings.host):
+        raise RemoteError(f"REMOTE_HOST={settings.host!r} is not a host name or address")
+    if settings.user is not None and not _USER.fullmatch(settings.user):
+        raise RemoteError(f"REMOTE_USER={settings.user!r} is not a user name")
+    if not settings.remote_dir:
+        raise RemoteError("REMOTE_DIR is empty")
+
