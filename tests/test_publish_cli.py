@@ -1,0 +1,36 @@
+"""`loraops publish` from the command line: exit status 2 (never evaluated), 1 (not better), 0."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_compare import fake_metrics
+from test_publish_local import make_run
+
+from conftest import CONFIGS
+from loraops.cli import main
+
+
+def test_publish_exit_statuses(tmp_path: Path, tiny_adapter_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # compare.yaml's metrics and reference paths are relative to here
+    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    args = ["publish", str(run), "--config-dir", str(CONFIGS)]
+    assert main(args) == 2
+    assert "make eval" in capsys.readouterr().err
+
+    metrics = tmp_path / "artifacts" / "metrics"
+    fake_metrics(metrics, "baseline/default", {"test": 20.0})
+    fake_metrics(metrics, "r1", {"test": 20.0})
+    assert main(args) == 1
+    assert "did not improve" in capsys.readouterr().err
+    assert not (tmp_path / "artifacts" / "models").exists()
+
+    fake_metrics(metrics, "r1", {"test": 90.0})
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "verdict: IMPROVED" in out and "published: artifacts/models/r1 (adapter" in out
+    assert json.loads((tmp_path / "artifacts" / "reference.json").read_text())["run"] == "r1"
+    assert (tmp_path / "artifacts" / "models" / "r1" / "README.md").is_file()
