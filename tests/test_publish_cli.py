@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import CONFIGS
 from test_compare import fake_metrics
 from test_publish_local import make_run
 
-from conftest import CONFIGS
 from loraops.cli import main
 
 
