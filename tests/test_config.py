@@ -9,7 +9,7 @@ from conftest import CONFIGS
 
 from loraops.cli import main
 from loraops.config import ALL_PROJECTIONS, TrainConfig, help_rows, load_config
-from loraops.errors import ConfigError
+from loraops.errors import ConfigError, LoraopsError
 
 
 def test_defaults_train_the_embedded_model_on_sample_data() -> None:
@@ -80,3 +80,15 @@ def test_cli_exits_2_on_config_errors(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_every_key_has_help() -> None:
     assert all(text for _, _, text in help_rows(TrainConfig))
+
+
+def test_model_name_resolution(tmp_path: Path) -> None:
+    from loraops.models import resolve_model_path
+
+    assert resolve_model_path("meta-llama/Meta-Llama-3-8B") == "meta-llama/Meta-Llama-3-8B"  # left to the HF cache
+    (tmp_path / "folder").mkdir()
+    for bad, fragment in [(str(tmp_path / "missing.gguf"), "does not exist"), (str(tmp_path / "folder"), "config.json"),
+                          ("./no/such/model", "neither an existing folder nor a hub id"),
+                          ("a/b/c", "neither an existing folder nor a hub id")]:  # fmt: skip
+        with pytest.raises(LoraopsError, match=fragment):
+            resolve_model_path(bad)

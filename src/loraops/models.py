@@ -97,7 +97,9 @@ def resolve_model_path(model_name: str) -> str:
         if not (path / "config.json").is_file():
             raise LoraopsError(f"model_name: {path} is a folder without config.json, not a Hugging Face model")
         return str(path.resolve())
-    if model_name.startswith((".", "/", "~")) or os.sep in model_name.strip("/").replace("/", "", 1):
+    # A hub id is `name` or `owner/name`; anything path-like that does not exist is a mistyped path,
+    # which would otherwise surface as a confusing download error.
+    if model_name.startswith((".", "/", "~")) or model_name.count("/") > 1:
         raise LoraopsError(f"model_name: {model_name} is neither an existing folder nor a hub id")
     return model_name
 
