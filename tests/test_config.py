@@ -92,3 +92,13 @@ def test_model_name_resolution(tmp_path: Path) -> None:
                           ("a/b/c", "neither an existing folder nor a hub id")]:  # fmt: skip
         with pytest.raises(LoraopsError, match=fragment):
             resolve_model_path(bad)
+
+
+def test_legacy_transformers_cache_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loraops.models import hub_kwargs
+
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("TRANSFORMERS_CACHE", "/data/hf-legacy")
+    assert hub_kwargs() == {"cache_dir": "/data/hf-legacy"}
+    monkeypatch.setenv("HF_HUB_CACHE", "/data/hub")  # the current variable wins, through huggingface_hub itself
+    assert hub_kwargs() == {}
