@@ -42,9 +42,10 @@ def update_readme(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     for name in SCHEMAS:
         pattern = re.compile(rf"<!-- config-reference:{name} -->.*?<!-- /config-reference:{name} -->", re.S)
-        if not pattern.search(text):
+        if pattern.search(text) is None:
             raise SystemExit(f"{path}: no <!-- config-reference:{name} --> block")
-        text = pattern.sub(lambda _: block(name), text)
+        start, end = pattern.search(text).span()  # type: ignore[union-attr]
+        text = text[:start] + block(name) + text[end:]
     path.write_text(text, encoding="utf-8")
 
 

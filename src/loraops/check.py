@@ -56,7 +56,8 @@ def check(cfg: TrainConfig, example_index: int = 0) -> CheckReport:
     tokenizer = load_tokenizer(resolve_model_path(cfg.model_name))
     ensure_chat_template(tokenizer)
     encoded = [encode(tokenizer, e.messages, cfg.max_length) for e in examples]
-    shown: Example = examples[min(example_index, len(examples) - 1)]
+    index = min(example_index, len(examples) - 1)
+    shown: Example = examples[index]
     return CheckReport(
         files=_formats_per_file(examples),
         lengths=[e.original_length for e in encoded],
@@ -65,7 +66,7 @@ def check(cfg: TrainConfig, example_index: int = 0) -> CheckReport:
         all_masked=sum(e.trained_tokens == 0 for e in encoded),
         tokens=sum(len(e.input_ids) for e in encoded),
         trained_tokens=sum(e.trained_tokens for e in encoded),
-        example=render_marked(tokenizer, encoded[examples.index(shown)]),
+        example=render_marked(tokenizer, encoded[index]),
         example_source=f"{shown.path}:{shown.line} ({shown.format})",
     )
 

@@ -27,6 +27,15 @@ def _add_config_args(parser: argparse.ArgumentParser, default_name: str) -> None
     parser.add_argument("--config-dir", type=Path, default=Path("configs"), help="folder of YAML configs (default: configs)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides, e.g. lr=1e-4 lora_r=8")
 
+def _config_command(sub: argparse._SubParsersAction, name: str, config: str, schema: type, help: str,
+                    description: str) -> argparse.ArgumentParser:  # fmt: skip
+    """A command driven by configs/<config>.yaml, whose --help lists every key of `schema`."""
+    parser = sub.add_parser(name, help=help, description=description, epilog=_keys_epilog(schema),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    _add_config_args(parser, config)
+    return parser
+
+
 def _add_publish_parsers(sub: argparse._SubParsersAction) -> None:
     gate = ("Refused (exit 1) unless `loraops compare` says the run improved on its reference, "
             "(exit 2) if it was never evaluated; --force overrides and the model card says so. "
@@ -96,27 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
 
-    train = sub.add_parser("train", help="train a LoRA adapter", formatter_class=fmt,
-                           description="Train a LoRA adapter into outputs/runs/<timestamp>/.",
-                           epilog=_keys_epilog(TrainConfig))  # fmt: skip
-    _add_config_args(train, "train")
-
-    check = sub.add_parser("check", help="validate config and data and show what training would see",
-                           formatter_class=fmt, epilog=_keys_epilog(TrainConfig),
-                           description="Validate the training config and data without training: counts, token "
-                                       "lengths, truncation, masking, and one example as the model sees it.")  # fmt: skip
-    _add_config_args(check, "train")
+    _config_command(sub, "train", "train", TrainConfig, "train a LoRA adapter",
+                    "Train a LoRA adapter into outputs/runs/<timestamp>/.")
+    check = _config_command(sub, "check", "train", TrainConfig,
+                            "validate config and data and show what training would see",
+                            "Validate the training config and data without training: counts, token lengths, "
+                            "truncation, masking, and one example as the model sees it.")  # fmt: skip
     check.add_argument("--example", type=int, default=0, help="index of the example to render (default: 0)")
-
-    evaluate = sub.add_parser("eval", help="evaluate an adapter (or, with eval_baseline, its base model)",
-                              formatter_class=fmt, epilog=_keys_epilog(EvalConfig),
-                              description="Generate on data/eval/*.jsonl and score the answers.")  # fmt: skip
-    _add_config_args(evaluate, "eval")
-    compare = sub.add_parser("compare", help="compare a run's eval metrics with the reference",
-                             formatter_class=fmt, epilog=_keys_epilog(CompareConfig),
-                             description="Fine-tuned against reference, per split and metric; exit 0 if it "
-                                         "improved on the primary metric, 1 if not, 2 if metrics are missing.")  # fmt: skip
-    _add_config_args(compare, "compare")
+    _config_command(sub, "eval", "eval", EvalConfig, "evaluate an adapter (or, with eval_baseline, its base model)",
+                    "Generate on data/eval/*.jsonl and score the answers.")
+    _config_command(sub, "compare", "compare", CompareConfig, "compare a run's eval metrics with the reference",
+                    "Fine-tuned against reference, per split and metric; exit 0 if it improved on the primary "
+                    "metric, 1 if not, 2 if metrics are missing.")  # fmt: skip
     _add_publish_parsers(sub)
     _add_remote_parser(sub, fmt)
 

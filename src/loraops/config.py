@@ -178,9 +178,8 @@ def schema_keys(schema: type, prefix: str = "") -> list[str]:
     for f in fields(schema):
         name = prefix + f.name
         keys.append(name)
-        sub = f.default_factory if f.default_factory is not field else None  # type: ignore[misc]
-        if sub is not None and is_dataclass(sub):
-            keys.extend(schema_keys(sub, name + "."))
+        if is_dataclass(f.default_factory):  # a nested section such as data_source
+            keys.extend(schema_keys(f.default_factory, name + "."))  # type: ignore[arg-type]
     return keys
 
 

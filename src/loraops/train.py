@@ -147,9 +147,8 @@ def _fit(cfg: TrainConfig, run_dir: Path, env: environment.Environment, model: A
     }
 
 
-def _manifest(cfg: TrainConfig, env: environment.Environment, model_path: str, data: PreparedData, status: str) -> dict[str, Any]:
+def _manifest(cfg: TrainConfig, env: environment.Environment, model_path: str, data: PreparedData) -> dict[str, Any]:
     return {
-        "status": status,
         "model_name": cfg.model_name,
         "resolved_model": model_path,
         "git": runs.git_commit(),
@@ -172,11 +171,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     tokenizer = load_tokenizer(model_path)
     data = prepare_data(cfg, tokenizer)  # all data errors surface here, before a run folder exists
     run_dir, checkpoint = _resume_point(cfg, data) if cfg.resume_from else (runs.create_run_dir(cfg.output_dir), None)
+    manifest = _manifest(cfg, env, model_path, data)  # once: it runs git and reads package metadata
     log_handler = _log_to_file(run_dir / "train.log")
     log.info("run folder: %s%s", run_dir, f" (resuming from {checkpoint})" if checkpoint else "")
     try:
         runs.write_text_atomic(run_dir / "config_used.yaml", _config_snapshot(cfg))
-        runs.write_json(run_dir / "manifest.json", _manifest(cfg, env, model_path, data, "running"))
+        runs.write_json(run_dir / "manifest.json", {"status": "running", **manifest})
         model = _lora_model(cfg, model_path, env)
         fit = _fit(cfg, run_dir, env, model, tokenizer, data, checkpoint)
         model.save_pretrained(run_dir / "model")
@@ -185,10 +185,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         metrics = {**fit, "data": data.stats.as_dict(), "precision": env.precision, "device": env.device_name}
         runs.write_json(run_dir / "metrics.json", metrics)
-        runs.write_json(run_dir / "manifest.json", _manifest(cfg, env, model_path, data, "finished"))
+        runs.write_json(run_dir / "manifest.json", {"status": "finished", **manifest})
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        runs.write_json(run_dir / "manifest.json", {**_manifest(cfg, env, model_path, data, status), "error": repr(exc)})
+        runs.write_json(run_dir / "manifest.json", {"status": status, **manifest, "error": repr(exc)})
         raise
     finally:
         logging.getLogger("loraops").removeHandler(log_handler)

@@ -13,7 +13,7 @@ from loraops.config import EvalConfig
 from loraops.data.tokenize import ensure_chat_template
 from loraops.eval.data import EvalExample, find_splits, load_split
 from loraops.eval.generate import Generation, GenerationSettings, generate
-from loraops.eval.metrics import corpus_metrics, example_scores
+from loraops.eval.metrics import example_scores, summarize
 from loraops.eval.targets import EvalTarget, resolve_target
 from loraops.models import load_causal_lm, load_tokenizer, resolve_model_path
 
@@ -53,7 +53,7 @@ def _predictions(examples: list[EvalExample], generations: list[Generation]) -> 
 
 
 def _split_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
-    metrics = corpus_metrics([r["prediction"] for r in rows], [r["reference"] for r in rows])
+    metrics = summarize([r["scores"] for r in rows], [r["prediction"] for r in rows], [r["reference"] for r in rows])
     metrics["stopped_at_eos_pct"] = round(100 * sum(r["stopped_at_eos"] for r in rows) / max(1, len(rows)), 2)
     return metrics
 

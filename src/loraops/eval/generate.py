@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from loraops.data.formats import Message
@@ -15,11 +15,10 @@ class GenerationSettings:
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def kwargs(self) -> dict[str, Any]:
         sampling = {"temperature": self.temperature, "top_p": self.top_p} if self.do_sample else {}
-        return {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, **sampling, **self.extra}
+        return {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, **sampling}
 
 
 @dataclass(frozen=True)

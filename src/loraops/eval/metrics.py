@@ -57,12 +57,17 @@ def example_scores(prediction: str, reference: str) -> dict[str, float]:
 
 def corpus_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Split-level metrics: means of the per-example scores, and corpus BLEU."""
+    per = [example_scores(p, r) for p, r in zip(predictions, references)]
+    return summarize(per, predictions, references)
+
+
+def summarize(per: list[dict[str, float]], predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Split-level metrics from per-example scores already computed (by example_scores)."""
     import sacrebleu
 
-    n = len(predictions)
+    n = len(per)
     if n == 0:
         return {**{m: 0.0 for m in METRICS}, "n": 0}
-    per = [example_scores(p, r) for p, r in zip(predictions, references)]
     mean = lambda key: sum(s[key] for s in per) / n  # noqa: E731
     return {
         "exact_match": round(100 * mean("exact_match"), 4),
