@@ -12,9 +12,11 @@ import argparse
 import re
 from pathlib import Path
 
-from loraops.config import CompareConfig, EvalConfig, TrainConfig, help_rows
+from loraops.config import CompareConfig, EvalConfig, RemoteConfig, TrainConfig, help_rows
 
-SCHEMAS = {"train": TrainConfig, "eval": EvalConfig, "compare": CompareConfig}
+SCHEMAS = {"train": TrainConfig, "eval": EvalConfig, "compare": CompareConfig, "remote": RemoteConfig}
+# Sections that train and eval share get a table of their own, and one row pointing there.
+SECTIONS = {"remote": "Settings of `loraops remote`: the `remote` table below (configs/remote.yaml)."}
 
 
 def _yaml_value(value: object) -> str:
@@ -22,20 +24,30 @@ def _yaml_value(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
+    if value == "":
+        return '""'
     if isinstance(value, list):
         return "[" + ", ".join(map(str, value)) + "]"
     return str(value)
 
 
-def reference_table(schema: type) -> str:
+def reference_table(schema: type, prefix: str = "") -> str:
     rows = ["| key | default | what it does |", "| --- | --- | --- |"]
-    for key, default, text in help_rows(schema):
+    pointed: set[str] = set()
+    for key, default, text in help_rows(schema, prefix):
+        section = key.split(".")[0]
+        if section in SECTIONS and not prefix:
+            if section not in pointed:
+                rows.append(f"| `{section}.*` | | {SECTIONS[section]} |")
+                pointed.add(section)
+            continue
         rows.append(f"| `{key}` | `{_yaml_value(default)}` | {text.replace('|', '/')} |")
     return "\n".join(rows)
 
 
 def block(name: str) -> str:
-    return f"<!-- config-reference:{name} -->\n{reference_table(SCHEMAS[name])}\n<!-- /config-reference:{name} -->"
+    table = reference_table(SCHEMAS[name], f"{name}." if name in SECTIONS else "")
+    return f"<!-- config-reference:{name} -->\n{table}\n<!-- /config-reference:{name} -->"
 
 
 def update_readme(path: Path) -> None:

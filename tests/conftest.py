@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,25 @@ def tiny_adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: P
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def make_run(root: Path, name: str, *, model_name: str = "default", adapter_dir: Path | None = None,
+             status: str = "finished", config: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+             manifest: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """A run folder written through RunDir, as `loraops train` leaves it; the adapter is copied if given."""
+    from loraops.runs import RunDir
+
+    run = RunDir(root / name)
+    run.path.mkdir(parents=True)
+    if adapter_dir is not None:
+        shutil.copytree(adapter_dir, run.model_dir)
+    else:
+        run.model_dir.mkdir()
+    run.write_config({**(config or {}), "model_name": model_name})
+    run.write_manifest(status, manifest or {"model_name": model_name})
+    if metrics is not None:
+        run.write_metrics(metrics)
+    return run.path
 
 
 EVAL_PROMPTS = [[{"role": "user", "content": "word " * n + "end"}] for n in (1, 9, 3, 17, 5, 2, 12, 7)]

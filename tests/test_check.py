@@ -10,6 +10,7 @@ from conftest import CONFIGS, REPO, write_jsonl
 from loraops.check import check, format_report
 from loraops.cli import main
 from loraops.config import TrainConfig, load_config
+from loraops.train import train
 
 
 def sample_config(*overrides: str) -> TrainConfig:
@@ -18,14 +19,16 @@ def sample_config(*overrides: str) -> TrainConfig:
 
 def test_report_on_sample_data(default_model_dir: Path) -> None:
     report = check(sample_config())
-    assert len(report.files) == 3 and sum(sum(c.values()) for c in report.files.values()) == len(report.lengths)
-    formats = {fmt for counts in report.files.values() for fmt in counts}
+    stats = report.stats
+    assert len(stats.files) == 3 and sum(sum(c.values()) for c in stats.files.values()) == stats.records
+    formats = {fmt for counts in stats.files.values() for fmt in counts}
     assert formats == {"messages", "prompt_completion", "instruction"}
-    assert report.truncated == 0 and report.all_masked == 0
-    assert 0 < report.trained_tokens < report.tokens
+    assert stats.truncated == 0 and stats.dropped_all_masked == 0 and stats.examples == stats.records
+    assert 0 < stats.trained_tokens < stats.tokens
+    assert stats.lengths["min"] <= stats.lengths["median"] <= stats.lengths["p95"] <= stats.lengths["max"]
     text = format_report(report)
     for fragment in ("records per file and format:", "tokens per example: min", "p95", "truncated at max_length=256: 0",
-                     "all labels masked (would be dropped): 0", "trained (assistant) tokens:"):  # fmt: skip
+                     "all labels masked (dropped): 0", "trained (assistant) tokens:"):  # fmt: skip
         assert fragment in text
     # the answer and its end-of-turn token are trained; the prompt and system text are not
     assert '<|im_start|>assistant\n[[=GAPFILL(H4:H28, "mean")<|im_end|>]]' in report.example
@@ -33,10 +36,28 @@ def test_report_on_sample_data(default_model_dir: Path) -> None:
 
 
 def test_truncation_and_masking_are_counted(default_model_dir: Path) -> None:
-    report = check(sample_config("max_length=60"))
-    assert report.truncated > 0 and report.all_masked > 0
-    assert report.all_masked <= report.truncated
-    assert max(report.lengths) > 60  # lengths are reported before truncation
+    stats = check(sample_config("max_length=60")).stats
+    assert stats.truncated > 0 and stats.dropped_all_masked > 0
+    assert stats.dropped_all_masked <= stats.truncated
+    assert stats.examples == stats.records - stats.dropped_all_masked
+    assert stats.lengths["max"] > 60  # lengths are reported before truncation
+
+
+def test_check_and_train_count_the_same(tiny_overrides: list[str], small_dataset: Path) -> None:
+    """One data step: the counts `check` shows are the ones training records, dropped examples included."""
+    long = {"prompt": "word " * 80, "completion": "lost to truncation"}
+    write_jsonl(small_dataset / "long.jsonl", [long, long])
+    cfg = load_config(TrainConfig, CONFIGS, "train", [*tiny_overrides, "max_length=48", "max_steps=1"])
+    checked = check(cfg).stats.as_dict()
+    trained = train(cfg).metrics["data"]
+    assert checked["dropped_all_masked"] == 2 and checked == trained
+
+
+def test_example_index_out_of_range_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "completion": "c"}])
+    for index in ("-1", "1"):
+        assert main(["check", "--config-dir", str(CONFIGS), f"dataset_path={tmp_path}", "--example", index]) == 2
+        assert "the data has examples 0 to 0" in capsys.readouterr().err
 
 
 def test_check_exits_2_on_bad_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,28 +6,25 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS
+from conftest import CONFIGS, make_run
 
 from loraops.cli import main
-from loraops.eval.metrics import METRICS
+from loraops.config import METRICS
+from loraops.eval.records import MetricsRecords
 
 
 def fake_run(root: Path, name: str, model_name: str = "default") -> Path:
-    run = root / "runs" / name
-    (run / "model").mkdir(parents=True)
-    (run / "config_used.yaml").write_text(f"model_name: {model_name}\n")
-    return run
+    return make_run(root / "runs", name, model_name=model_name)
 
 
 def fake_metrics(metrics_dir: Path, name: str, exact: dict[str, float]) -> None:
-    folder = metrics_dir / name
-    folder.mkdir(parents=True, exist_ok=True)
+    records = MetricsRecords.of(metrics_dir, name)
     summary = {}
     for split, value in exact.items():
         metrics = {m: 0.5 for m in METRICS} | {"exact_match": value, "n": 10}
-        (folder / f"{split}.json").write_text(json.dumps({"split": split, "metrics": metrics}))
+        records.write_split(split, {"split": split, "metrics": metrics}, [])
         summary[split] = metrics
-    (folder / "summary.json").write_text(json.dumps({"metrics": {**summary, "overall": {}}}))
+    records.write_summary({"metrics": {**summary, "overall": {}}})
 
 
 def run_compare(tmp_path: Path, run: Path, *extra: str) -> int:

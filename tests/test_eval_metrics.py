@@ -36,7 +36,7 @@ def test_corpus_metrics() -> None:
     m = corpus_metrics(preds, refs)
     assert set(METRICS) <= set(m) and m["n"] == 3
     assert m["exact_match"] == pytest.approx(100 / 3, abs=1e-3)
-    assert m["avg_jaccard_overlap"] == pytest.approx((1 + 1 / 3 + 0) / 3, abs=1e-5)
+    assert m["jaccard"] == pytest.approx((1 + 1 / 3 + 0) / 3, abs=1e-5)
     assert m["bleu"] == pytest.approx(sacrebleu.corpus_bleu(preds, [refs]).score, abs=1e-3)
     assert corpus_metrics(refs, refs)["bleu"] == pytest.approx(100)
     assert corpus_metrics([], [])["n"] == 0

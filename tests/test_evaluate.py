@@ -12,6 +12,7 @@ from conftest import CONFIGS, write_jsonl
 from loraops.cli import main
 from loraops.config import EvalConfig, TrainConfig, load_config
 from loraops.eval.evaluate import evaluate
+from loraops.runs import RunDir
 from loraops.train import train
 
 
@@ -45,13 +46,13 @@ def test_eval_writes_metrics_predictions_and_run_records(tiny_run: Path, eval_di
         ["dev.json", "dev.predictions.jsonl", "test.json", "test.predictions.jsonl", "summary.json"])
     test = json.loads((out / "test.json").read_text())
     assert test["split"] == "test" and test["metrics"]["n"] == 6
-    assert {"exact_match", "avg_jaccard_overlap", "rouge1", "rouge2", "rougeL", "bleu"} <= set(test["metrics"])
+    assert {"exact_match", "jaccard", "rouge1", "rouge2", "rougeL", "bleu"} <= set(test["metrics"])
     rows = [json.loads(line) for line in (out / "test.predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and rows[0]["reference"] == "=FLOWROLL(A1:A5, 2)" and rows[0]["line"] == 1
     assert {"exact_match", "jaccard", "rougeL", "bleu"} <= set(rows[0]["scores"])
     assert set(result.metrics) == {"test", "dev", "overall"} and result.metrics["overall"]["n"] == 7
 
-    run_metrics = json.loads((tiny_run / "metrics.json").read_text())
+    run_metrics = RunDir(tiny_run).read_metrics()
     assert run_metrics["eval"]["test"]["n"] == 6 and "train_loss" in run_metrics
     events = EventAccumulator(str(tiny_run / "logs"))
     events.Reload()
@@ -68,7 +69,7 @@ def test_baseline_is_keyed_by_base_model(tiny_run: Path, eval_dir: Path, tmp_pat
     shutil.copytree(tiny_model_dir, other)
     second = evaluate(load_config(EvalConfig, CONFIGS, "eval_baseline", overrides + [f"model_name={other}"]))
     assert second.out_dir != first.out_dir and (second.out_dir / "test.json").is_file()
-    assert "eval" not in json.loads((tiny_run / "metrics.json").read_text())  # a baseline is not the run's score
+    assert "eval" not in RunDir(tiny_run).read_metrics()  # a baseline is not the run's score
 
 
 def test_eval_errors_exit_2(tiny_run: Path, eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,8 +18,9 @@ import pytest
 from lakefs_server import FakeLakeFS, Request
 
 from loraops.data import lakefs_source
+from loraops.data.datafiles import DataFile, dataset_sha256, fingerprint
 from loraops.data.lakefs_source import LakeFSSnapshot, fetch_lakefs
-from loraops.data.sources import DataFile, dataset_sha256, find_training_files, fingerprint
+from loraops.data.sources import find_training_files
 from loraops.errors import DataError, LoraopsError
 
 ACCESS_KEY = "AKIAFAKELOCAL000001"

@@ -13,6 +13,7 @@ from lakefs_server import FakeLakeFS
 from loraops.cli import main
 from loraops.config import TrainConfig, load_config
 from loraops.errors import ConfigError
+from loraops.runs import RunDir
 from loraops.train import train
 
 ACCESS_KEY, SECRET_KEY = "AKIALORAOPSTEST01", "lakefs-Secret-Sentinel-31337"
@@ -39,7 +40,7 @@ def test_train_from_lakefs_records_the_commit(lakefs: FakeLakeFS, tiny_overrides
                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     cfg = load_config(TrainConfig, CONFIGS, "train", tiny_overrides + LAKEFS + ["max_steps=2"])
     run = train(cfg).run_dir
-    source = json.loads((run / "manifest.json").read_text())["data"]
+    source = RunDir(run).read_manifest()["data"]
     head = lakefs.repos["dsl-data"].branches["main"]
     assert source["source"] == {"type": "lakefs", "repository": "dsl-data", "ref": "main", "commit_id": head,
                                 "prefix": "sft", "dataset_pattern": "*.jsonl"}  # fmt: skip

@@ -9,7 +9,7 @@ import pytest
 
 from loraops.eval.compare import Comparison, Row
 from loraops.publish.card import DEFAULT_BASE_ID, CardInputs, front_matter, render_card
-from loraops.publish.local import base_model_info
+from loraops.publish.stage import base_model_info
 
 PRIVATE = "/home/alice/secret-project"
 CONFIG = {"model_name": "default", "dataset_path": f"{PRIVATE}/data", "lora_r": 16, "lora_alpha": 32,

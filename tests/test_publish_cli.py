@@ -34,3 +34,17 @@ def test_publish_exit_statuses(tmp_path: Path, tiny_adapter_dir: Path, monkeypat
     assert "verdict: IMPROVED" in out and "published: artifacts/models/r1 (adapter" in out
     assert json.loads((tmp_path / "artifacts" / "reference.json").read_text())["run"] == "r1"
     assert (tmp_path / "artifacts" / "models" / "r1" / "README.md").is_file()
+
+
+def test_artifacts_dir_moves_metrics_reference_and_models_together(
+    tmp_path: Path, tiny_adapter_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    elsewhere = tmp_path / "shared-artifacts"
+    fake_metrics(elsewhere / "metrics", "baseline/default", {"test": 20.0})
+    fake_metrics(elsewhere / "metrics", "r1", {"test": 90.0})
+    assert main(["publish", str(run), "--config-dir", str(CONFIGS), "--artifacts-dir", str(elsewhere)]) == 0
+    assert json.loads((elsewhere / "reference.json").read_text())["run"] == "r1"
+    assert (elsewhere / "models" / "r1" / "README.md").is_file()
+    assert not (tmp_path / "artifacts").exists()  # nothing went to the default folder

@@ -51,7 +51,7 @@ def run(tmp_path: Path, tiny_adapter_dir: Path, tiny_model_dir: Path) -> Path:
 
 
 def publish(tmp_path: Path, run: Path, **kwargs: Any) -> Any:
-    return publish_hub(str(run), artifacts_dir=tmp_path / "artifacts", compare_cfg=compare_cfg(tmp_path), **kwargs)
+    return publish_hub(str(run), compare_cfg=compare_cfg(tmp_path), **kwargs)
 
 
 def assert_token_only_in_authorization(hub: FakeHub) -> None:

@@ -7,13 +7,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import conftest
 import pytest
-import yaml
 from test_compare import fake_metrics
 
 from loraops.config import CompareConfig
 from loraops.eval.targets import baseline_name
-from loraops.publish import NotEvaluatedError, NotImprovedError, publish_local
+from loraops.publish import NotEvaluatedError, NotImprovedError, PublishResult, publish_local
 from loraops.publish import local as local_mod
 from loraops.publish.card import front_matter
 
@@ -25,18 +25,15 @@ CONFIG = {"model_name": "default", "dataset_path": "/home/alice/private/data", "
 
 def make_run(root: Path, name: str, adapter_dir: Path, model_name: str = "default") -> Path:
     """A finished run folder as `loraops train` leaves it, with a real (tiny) adapter."""
-    run = root / "runs" / name
-    shutil.copytree(adapter_dir, run / "model")
-    (run / "model" / "README.md").write_text("PEFT's generic card\n")
-    (run / "config_used.yaml").write_text(yaml.safe_dump({**CONFIG, "model_name": model_name}))
     metrics = {"train_loss": 0.3, "first_logged_loss": 2.6, "final_logged_loss": 0.01, "global_steps": 8,
                "epochs_completed": 2.0, "precision": "fp32", "device": "CPU",
                "data": {"records": 16, "examples": 16, "truncated": 0, "dropped_all_masked": 0, "tokens": 900,
                         "trained_tokens": 200, "formats": {"prompt_completion": 16}}}  # fmt: skip
-    (run / "metrics.json").write_text(json.dumps(metrics))
     files = [{"path": "/home/alice/private/data/train.jsonl", "sha256": "a" * 64}]
-    manifest = {"status": "finished", "model_name": model_name, "data": {"files": files, "dataset_sha256": "b" * 64}}
-    (run / "manifest.json").write_text(json.dumps(manifest))
+    manifest = {"model_name": model_name, "data": {"files": files, "dataset_sha256": "b" * 64}}
+    run = conftest.make_run(root / "runs", name, model_name=model_name, adapter_dir=adapter_dir, config=CONFIG,
+                            metrics=metrics, manifest=manifest)  # fmt: skip
+    (run / "model" / "README.md").write_text("PEFT's generic card\n")
     return run
 
 
@@ -47,11 +44,11 @@ def evaluated(tmp_path: Path, run: Path, tuned: float, base: float | None, model
 
 
 def compare_cfg(tmp_path: Path) -> CompareConfig:
-    return CompareConfig(metrics_dir=str(tmp_path / "m"), reference_file=str(tmp_path / "artifacts" / "reference.json"))
+    return CompareConfig(artifacts_dir=str(tmp_path / "artifacts"), metrics_dir=str(tmp_path / "m"))
 
 
-def publish(tmp_path: Path, run: Path, **kwargs: Any) -> local_mod.PublishResult:
-    return publish_local(str(run), artifacts_dir=tmp_path / "artifacts", compare_cfg=compare_cfg(tmp_path), **kwargs)
+def publish(tmp_path: Path, run: Path, **kwargs: Any) -> PublishResult:
+    return publish_local(str(run), compare_cfg=compare_cfg(tmp_path), **kwargs)
 
 
 def test_publish_copies_model_card_and_records_and_sets_reference(tmp_path: Path, tiny_adapter_dir: Path) -> None:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import CONFIGS, make_run
 
 from loraops import remote
+from loraops.config import EvalConfig, RemoteConfig, TrainConfig, load_config
+from loraops.errors import ConfigError
 from loraops.remote import RemoteError, RemoteSettings
-from loraops.remote.actions import _update_local_latest
+from loraops.remote.actions import _local_run_path, _update_local_latest
+from loraops.runs import RUN_FILE_ENV
 
 SECRET = "hf_SuperSecretToken123"
 LAKEFS_SECRET = "lakefsSecretKey987654"
@@ -28,8 +32,8 @@ def settings(**kw: object) -> RemoteSettings:
 def test_settings_precedence_env_then_dotenv_then_config(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("# comment\nexport REMOTE_HOST=from-dotenv\nREMOTE_DIR='dir from dotenv'\n"
                                    f"REMOTE_USER=\"bob\"\nHF_TOKEN={SECRET}\n")  # fmt: skip
-    config = {"host": "from-config", "dir": "from-config", "port": 2200, "python": "/opt/py/bin/python3",
-              "ssh_options": ["-o", "Compression=yes"], "hf_home": "/data/hf"}  # fmt: skip
+    config = RemoteConfig(host="from-config", dir="from-config", port=2200, python="/opt/py/bin/python3",
+                          ssh_options="-o Compression=yes", hf_home="/data/hf")  # fmt: skip
     s = remote.load_settings(tmp_path, config, environ={"REMOTE_HOST": "from-env", "CUDA_VISIBLE_DEVICES": "0,1"})
     assert (s.host, s.dir, s.user, s.port) == ("from-env", "dir from dotenv", "bob", 2200)
     assert s.python == "/opt/py/bin/python3"
@@ -49,17 +53,20 @@ def test_settings_errors(tmp_path: Path) -> None:
             remote.load_settings(tmp_path, environ=env)
 
 
-def test_config_remote_section_and_defaults_chain(tmp_path: Path) -> None:
-    (tmp_path / "train.yaml").write_text("lr: 1.0e-4\nremote:\n  host: gpu1\n  dir: runs/loraops\n  port: 22\n")
-    (tmp_path / "child.yaml").write_text("defaults:\n  - train\n  - _self_\nlr: 2.0e-4\n")
-    (tmp_path / "bad.yaml").write_text("remote:\n  hots: gpu1\n")
-    assert remote.config_remote_section(tmp_path, "train") == {"host": "gpu1", "dir": "runs/loraops", "port": 22}
-    assert remote.config_remote_section(tmp_path, "child")["host"] == "gpu1"
-    (tmp_path / "eval.yaml").write_text("limit: 3\n")
-    assert remote.config_remote_section(tmp_path, "eval")["dir"] == "runs/loraops"  # falls back to train.yaml
-    assert remote.config_remote_section(tmp_path, "missing", fallback=None) == {}
-    with pytest.raises(RemoteError, match="remote.hots"):
-        remote.config_remote_section(tmp_path, "bad")
+def test_remote_section_is_composed_like_every_other_key(tmp_path: Path) -> None:
+    shutil.copytree(CONFIGS, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "remote.yaml").write_text("remote:\n  host: gpu1\n  dir: runs/loraops\n  port: 22\n")
+    train_cfg = load_config(TrainConfig, tmp_path, "train", ["remote.port=2200"])
+    assert (train_cfg.remote.host, train_cfg.remote.dir, train_cfg.remote.port) == ("gpu1", "runs/loraops", 2200)
+    eval_cfg = load_config(EvalConfig, tmp_path, "eval_baseline", [])  # eval_baseline -> eval -> remote
+    assert eval_cfg.remote.host == "gpu1"
+    s = remote.load_settings(tmp_path, eval_cfg.remote, environ={"REMOTE_DIR": "elsewhere"})
+    assert (s.host, s.dir, s.port) == ("gpu1", "elsewhere", 22)
+    with pytest.raises(ConfigError, match="remote.hots"):
+        load_config(TrainConfig, tmp_path, "train", ["remote.hots=gpu1"])
+    (tmp_path / "remote.yaml").write_text("remote:\n  prot: 22\n")
+    with pytest.raises(ConfigError, match="remote.prot.*did you mean `remote.port`"):
+        load_config(TrainConfig, tmp_path, "train", [])
 
 
 def test_ssh_command_line() -> None:
@@ -122,27 +129,43 @@ def test_quoting_stops_injection_in_dir_overrides_and_env(tmp_path: Path) -> Non
     assert (home / weird_dir / remote.JOBS_DIR / "latest").resolve() == job.resolve()
 
 
-def test_job_wrapper_copies_the_log_into_the_run_folder_and_keeps_the_exit_code(tmp_path: Path) -> None:
-    run = tmp_path / "outputs" / "runs" / "2026-01-01_00-00-00"
-    run.mkdir(parents=True)
-    cmd = f"echo '12:00:00 loraops: run folder: {run.relative_to(tmp_path)}'; echo boom >&2; exit 3"
-    script = remote.job_start_script(settings(dir="."), "j", ["sh", "-c", cmd])
-    subprocess.run(["sh", "-c", script], cwd=tmp_path, check=True)
-    job = tmp_path / remote.JOBS_DIR / "j"
+def _wait_for_exit_code(job: Path) -> str:
     for _ in range(100):
         if (job / "exit_code").exists():
             break
         subprocess.run(["sleep", "0.1"])
-    assert (job / "exit_code").read_text().strip() == "3"
-    assert (job / "run").read_text().strip() == str(run.relative_to(tmp_path))
-    assert "boom" in (run / "remote.log").read_text()
+    return (job / "exit_code").read_text().strip()
+
+
+def test_job_run_file_is_the_contract_not_the_log(tmp_path: Path) -> None:
+    """The command writes its run folder to $LORAOPS_RUN_FILE; what it logs does not matter."""
+    cmd = f'mkdir -p out/r1 && printf "out/r1\\n" >"${RUN_FILE_ENV}"; echo "any wording at all"; echo boom >&2; exit 3'
+    script = remote.job_start_script(settings(dir="."), "j", ["sh", "-c", cmd])
+    subprocess.run(["sh", "-c", script], cwd=tmp_path, check=True)
+    job = tmp_path / remote.JOBS_DIR / "j"
+    assert _wait_for_exit_code(job) == "3"
+    assert (job / remote.JOB_RUN_FILE).read_text().strip() == "out/r1"
+    assert "boom" in (job / "job.log").read_text()
+    assert not (tmp_path / "out" / "r1" / "remote.log").exists()  # the server's run folder is left as loraops wrote it
+
+
+def test_pulled_runs_land_at_the_same_place_and_never_outside(tmp_path: Path) -> None:
+    s = settings(local_dir=tmp_path)
+    assert _local_run_path(s, "elsewhere/r1") == tmp_path / "elsewhere" / "r1"
+    assert _local_run_path(s, "/scratch/runs/r1") == tmp_path / "outputs" / "runs" / "r1"
+    for bad in ("../r1", "outputs/../../r1", ""):
+        with pytest.raises(RemoteError, match="leaves the project"):
+            _local_run_path(s, bad)
+
+
+def test_pull_accepts_run_names_only(tmp_path: Path) -> None:
+    for bad in ("..", "../x", "/etc", "a/b", ".hidden", "-rf"):
+        with pytest.raises(RemoteError, match="give a run name"):
+            remote.pull(settings(local_dir=tmp_path), bad)
 
 
 def _fake_run(root: Path, name: str, status: str) -> Path:
-    run = root / "outputs" / "runs" / name
-    run.mkdir(parents=True)
-    (run / "manifest.json").write_text(json.dumps({"status": status}))
-    return run
+    return make_run(root / "outputs" / "runs", name, status=status)
 
 
 def test_local_latest_follows_the_newest_finished_run(tmp_path: Path) -> None:
@@ -166,6 +189,9 @@ def test_cli_remote_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
         assert exit_.value.code == 0
     for name in ("REMOTE_HOST", "REMOTE_DIR", "REMOTE_USER", "REMOTE_PORT"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)  # no .env, no configs/: nothing names a host
+    shutil.copytree(CONFIGS, tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)  # no .env, and configs/remote.yaml names no host
     assert main(["remote", "train", "lr=1e-4"]) == 2
     assert "REMOTE_HOST" in capsys.readouterr().err
+    assert main(["remote", "train", "lr=-1"]) == 2  # checked here, before anything is sent
+    assert "lr=-1" in capsys.readouterr().err

@@ -8,7 +8,6 @@ reuses this venv's packages (REMOTE_PACKAGES_FROM) so it takes seconds, not a fu
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import shutil
 import socket
@@ -23,6 +22,7 @@ from conftest import REPO
 
 from loraops import remote
 from loraops.remote import RemoteError, RemoteSettings
+from loraops.runs import RunDir
 
 SSHD = Path("/usr/sbin/sshd")
 _TOOLS = {"sshd (openssh-server)": SSHD.exists(), "rsync": shutil.which("rsync"), "ssh": shutil.which("ssh"),
@@ -122,8 +122,8 @@ def test_push_init_train_eval_pull(server: RemoteSettings, tiny_overrides: list[
     run = result.run_dir
     assert run is not None and run.parent == server.local_dir / "outputs" / "runs"
     assert (run / "model" / "adapter_model.safetensors").is_file()
-    assert json.loads((run / "manifest.json").read_text())["status"] == "finished"
-    assert "run folder:" in (run / "remote.log").read_text()  # the job's log travels with the run
+    assert RunDir(run).is_finished()
+    assert "run folder:" in RunDir(run).remote_log.read_text()  # the job's log travels with the run
     assert (run.parent / "latest").resolve() == run.resolve()
     assert "hf_NeverLeavesTheLaptop1234" not in result.log.read_text()  # type: ignore[union-attr]
 
@@ -148,12 +148,36 @@ def test_failed_job_propagates_its_exit_status_and_brings_the_log_home(
     result = remote.train(server, "train", [*_train_overrides(tiny_overrides), "lora_target_modules=[no_such_proj]"])
     assert result.exit_code == 2  # loraops' own exit status for a config error, through ssh
     assert result.log is not None and "no_such_proj" in result.log.read_text()
-    assert result.run_dir is not None and "no_such_proj" in (result.run_dir / "remote.log").read_text()
-    assert json.loads((result.run_dir / "manifest.json").read_text())["status"] == "failed"
+    assert result.run_dir is not None and "no_such_proj" in RunDir(result.run_dir).remote_log.read_text()
+    assert RunDir(result.run_dir).status() == "failed"
     assert (os.readlink(latest) if latest.is_symlink() else None) == before  # a failed run never becomes latest
     with pytest.raises(RemoteError, match="pulling outputs/runs/1999-01-01_00-00-00 failed"):
         remote.pull(server, "1999-01-01_00-00-00")
     assert not (server.local_dir / "outputs" / "runs" / "1999-01-01_00-00-00").exists()
+
+
+def test_pull_reads_the_job_file_whatever_the_log_says_and_follows_output_dir(
+    server: RemoteSettings, tiny_overrides: list[str]
+) -> None:
+    """A server whose loraops logs in other words, and a run in another output_dir: pull still finds it."""
+    train_py = server.local_dir / "src" / "loraops" / "train.py"
+    original = train_py.read_text()
+    assert 'log.info("run folder: %s%s"' in original
+    train_py.write_text(original.replace('log.info("run folder: %s%s"', 'log.info("training into %s%s"'))
+    try:
+        remote.push(server)
+        overrides = [*_train_overrides(tiny_overrides), "max_steps=1", "output_dir=elsewhere/runs"]
+        result = remote.train(server, "train", overrides)
+    finally:
+        train_py.write_text(original)
+        remote.push(server)
+    assert result.exit_code == 0, result.log and result.log.read_text()[-3000:]
+    assert result.log is not None and "run folder:" not in result.log.read_text()
+    assert result.run_dir is not None and result.run_dir.parent == server.local_dir / "elsewhere" / "runs"
+    assert RunDir(result.run_dir).is_finished() and RunDir(result.run_dir).model_dir.is_dir()
+    assert (server.local_dir / "elsewhere" / "runs" / "latest").resolve() == result.run_dir.resolve()
+    again = remote.pull(server, job=result.job, runs_dir="elsewhere/runs")
+    assert again.run_dir == result.run_dir
 
 
 def test_detached_job_survives_and_logs_follows_it(

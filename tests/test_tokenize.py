@@ -6,7 +6,8 @@ import copy
 from typing import Any
 
 from loraops.data.formats import Example
-from loraops.data.tokenize import IGNORE_INDEX, encode, encode_examples, ensure_chat_template
+from loraops.data.prepare import encode_examples
+from loraops.data.tokenize import IGNORE_INDEX, encode, ensure_chat_template
 
 CONVERSATION = [
     {"role": "system", "content": "Answer with formulas."},
@@ -56,12 +57,14 @@ def test_truncation_is_counted_and_all_masked_examples_are_dropped(tokenizer: An
         Example(CONVERSATION, "messages", "f.jsonl", 1),
         Example(long_prompt["messages"], "messages", "f.jsonl", 2),
     ]
-    rows, stats = encode_examples(tokenizer, examples, max_length=128)
-    assert stats.records == 2 and stats.examples == 1
+    encoded, stats = encode_examples(tokenizer, examples, max_length=128)
+    kept = [e for e in encoded if e.trained_tokens]
+    assert stats.records == 2 and stats.examples == 1 == len(kept)
     assert stats.truncated == 1 and stats.dropped_all_masked == 1
-    assert all(len(r["input_ids"]) <= 128 for r in rows)
-    assert stats.tokens == sum(r["length"] for r in rows)
-    assert stats.trained_tokens == sum(sum(1 for x in r["labels"] if x != IGNORE_INDEX) for r in rows)
+    assert all(len(e.input_ids) <= 128 for e in encoded)
+    assert stats.tokens == sum(len(e.input_ids) for e in kept)  # dropped examples never count
+    assert stats.trained_tokens == sum(sum(1 for x in e.labels if x != IGNORE_INDEX) for e in kept)
+    assert stats.lengths["max"] == max(e.original_length for e in encoded) > 128  # before truncation
 
 
 def test_truncated_but_partly_trained_example_is_kept(tokenizer: Any) -> None:

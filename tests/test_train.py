@@ -12,6 +12,7 @@ from conftest import CONFIGS, write_jsonl
 
 from loraops.cli import main
 from loraops.config import TrainConfig, load_config
+from loraops.runs import RunDir
 from loraops.train import train
 
 
@@ -32,9 +33,10 @@ def test_run_folder_holds_everything(tiny_overrides: list[str], tmp_path: Path) 
     metrics = json.loads((run / "metrics.json").read_text())
     assert len(metrics["epoch_train_loss"]) == 2
     assert metrics["global_steps"] == 8  # 16 examples / batch 4 * 2 epochs
-    assert metrics["data"] == {"records": 16, "examples": 16, "truncated": 0, "dropped_all_masked": 0,
-                               "tokens": metrics["data"]["tokens"], "trained_tokens": metrics["data"]["trained_tokens"],
-                               "formats": {"prompt_completion": 16}}  # fmt: skip
+    data = metrics["data"]
+    assert {k: data[k] for k in ("records", "examples", "truncated", "dropped_all_masked", "formats")} == {
+        "records": 16, "examples": 16, "truncated": 0, "dropped_all_masked": 0, "formats": {"prompt_completion": 16}}
+    assert list(data["files"].values()) == [{"prompt_completion": 16}] and data["lengths"]["max"] > 0
     assert metrics["train_tokens"] == 2 * metrics["data"]["tokens"]  # padding is not counted
     assert metrics["tokens_per_second"] > 0 and metrics["runtime_s"] > 0
     assert metrics["precision"] == "fp32"
@@ -85,7 +87,7 @@ def test_hyperparameters_reach_the_trainer(tmp_path: Path) -> None:
         "lr=3e-4", "lr_scheduler_type=linear", "warmup_ratio=0.1", "weight_decay=0.01", "gradient_accumulation_steps=2",
         "seed=7", "gradient_checkpointing=true", "batch_size=3", "epochs=4", "max_steps=11",
     ])  # fmt: skip
-    args = _training_arguments(cfg, tmp_path, Environment("cpu", "cpu", "fp32", None))
+    args = _training_arguments(cfg, RunDir(tmp_path), Environment("cpu", "cpu", "fp32", None))
     assert (args.learning_rate, args.lr_scheduler_type.value, args.warmup_steps) == (3e-4, "linear", 0.1)
     assert (args.weight_decay, args.gradient_accumulation_steps, args.seed) == (0.01, 2, 7)
     assert (args.per_device_train_batch_size, args.num_train_epochs, args.max_steps) == (3, 4, 11)
@@ -94,12 +96,12 @@ def test_hyperparameters_reach_the_trainer(tmp_path: Path) -> None:
 
 def test_gradient_checkpointing_and_accumulation_train(tiny_overrides: list[str]) -> None:
     run = run_tiny(tiny_overrides + ["gradient_checkpointing=true", "gradient_accumulation_steps=2", "epochs=1"])
-    assert json.loads((run / "metrics.json").read_text())["global_steps"] == 2
+    assert RunDir(run).read_metrics()["global_steps"] == 2
 
 
 def test_bf16_on_cpu_falls_back_to_fp32(tiny_overrides: list[str], caplog: pytest.LogCaptureFixture) -> None:
     run = run_tiny(tiny_overrides + ["bf16=true", "max_steps=1"])
-    assert json.loads((run / "metrics.json").read_text())["precision"] == "fp32"
+    assert RunDir(run).read_metrics()["precision"] == "fp32"
     assert "running in fp32 on CPU" in caplog.text
 
 
@@ -116,7 +118,7 @@ def test_failed_run_never_becomes_latest(tiny_overrides: list[str], tmp_path: Pa
     assert (runs / "latest").resolve() == good.resolve()
     failed = [p for p in runs.iterdir() if p.is_dir() and not p.is_symlink() and p != good]
     assert len(failed) == 1
-    assert json.loads((failed[0] / "manifest.json").read_text())["status"] == "failed"
+    assert RunDir(failed[0]).read_manifest()["status"] == "failed"
 
 
 def test_bad_data_exits_2_before_any_run_folder(tiny_overrides: list[str], small_dataset: Path, tmp_path: Path,
@@ -168,14 +170,14 @@ def test_interrupted_run_resumes_from_its_checkpoint(tiny_overrides: list[str], 
         run_tiny(overrides)
     monkeypatch.undo()
     (run,) = [p for p in (tmp_path / "runs").iterdir()]
-    assert json.loads((run / "manifest.json").read_text())["status"] == "failed"
+    assert RunDir(run).read_manifest()["status"] == "failed"
     assert (run / "checkpoints" / "checkpoint-2").is_dir() and not (tmp_path / "runs" / "latest").exists()
 
     with pytest.raises(ConfigError, match=r"config changed since the run started \(lr: 0.005 -> 0.001\)"):
         run_tiny(overrides + [f"resume_from={run}", "lr=1e-3"])
     resumed = run_tiny(overrides + [f"resume_from={run}"])
     assert resumed == run and (tmp_path / "runs" / "latest").resolve() == run
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = RunDir(run).read_metrics()
     assert metrics["global_steps"] == 8 and metrics["resumed_from"].endswith("checkpoint-2")
     assert metrics["loss_history"][0]["step"] == 1 and len(metrics["epoch_train_loss"]) == 2
     assert not (run / "checkpoints").exists()

@@ -1,17 +1,18 @@
-"""`loraops check`: what the model would be trained on, without training."""
+"""`loraops check`: what the model would be trained on, without training.
+
+The report is built from the statistics of the same data step that `train` runs (`prepare_data`).
+"""
 
 from __future__ import annotations
 
-import statistics
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loraops.config import TrainConfig
-from loraops.data.formats import Example
-from loraops.data.sources import load_examples, resolve_training_files
-from loraops.data.tokenize import IGNORE_INDEX, Encoded, encode, ensure_chat_template
+from loraops.data.prepare import DataStats, prepare_data
+from loraops.data.tokenize import IGNORE_INDEX, Encoded
+from loraops.errors import ConfigError
 from loraops.models import load_tokenizer, resolve_model_path
 
 TRAIN_OPEN, TRAIN_CLOSE = "[[", "]]"
@@ -19,13 +20,8 @@ TRAIN_OPEN, TRAIN_CLOSE = "[[", "]]"
 
 @dataclass
 class CheckReport:
-    files: dict[str, Counter[str]]  # file -> records per format
-    lengths: list[int]  # tokens per example before truncation
+    stats: DataStats
     max_length: int
-    truncated: int
-    all_masked: int
-    tokens: int  # after truncation
-    trained_tokens: int
     example: str  # one example rendered with its trained spans marked
     example_source: str
 
@@ -50,47 +46,33 @@ def _wrap(text: str, trained: bool) -> str:
 
 
 def check(cfg: TrainConfig, example_index: int = 0) -> CheckReport:
-    """Validate config and data exactly as `train` does, and describe the encoded dataset."""
-    files = resolve_training_files(cfg).files
-    examples = load_examples(files, cfg.data_format)
+    """Run training's data step on the config and describe what it produced."""
     tokenizer = load_tokenizer(resolve_model_path(cfg.model_name))
-    ensure_chat_template(tokenizer)
-    encoded = [encode(tokenizer, e.messages, cfg.max_length) for e in examples]
-    index = min(example_index, len(examples) - 1)
-    shown: Example = examples[index]
+    data = prepare_data(cfg, tokenizer)
+    if not 0 <= example_index < len(data.examples):
+        raise ConfigError(f"--example {example_index}: the data has examples 0 to {len(data.examples) - 1}")
+    shown = data.examples[example_index]
     return CheckReport(
-        files=_formats_per_file(examples),
-        lengths=[e.original_length for e in encoded],
-        max_length=cfg.max_length,
-        truncated=sum(e.truncated for e in encoded),
-        all_masked=sum(e.trained_tokens == 0 for e in encoded),
-        tokens=sum(len(e.input_ids) for e in encoded),
-        trained_tokens=sum(e.trained_tokens for e in encoded),
-        example=render_marked(tokenizer, encoded[index]),
+        stats=data.stats, max_length=cfg.max_length,
+        example=render_marked(tokenizer, data.encoded[example_index]),
         example_source=f"{shown.path}:{shown.line} ({shown.format})",
-    )
-
-
-def _formats_per_file(examples: list[Example]) -> dict[str, Counter[str]]:
-    files: dict[str, Counter[str]] = {}
-    for e in examples:
-        files.setdefault(e.path, Counter())[e.format] += 1
-    return files
+    )  # fmt: skip
 
 
 def format_report(r: CheckReport) -> str:
+    s = r.stats
     lines = ["records per file and format:"]
-    for path, formats in r.files.items():
+    for path, formats in s.files.items():
         detail = ", ".join(f"{n} {fmt}" for fmt, n in sorted(formats.items()))
         lines.append(f"  {Path(path)}: {sum(formats.values())} ({detail})")
-    p95 = statistics.quantiles(r.lengths, n=20)[-1] if len(r.lengths) > 1 else r.lengths[0]
+    length = s.lengths
     lines += [
-        f"examples: {len(r.lengths)}",
-        f"tokens per example: min {min(r.lengths)}, median {statistics.median(r.lengths):g}, "
-        f"p95 {p95:g}, max {max(r.lengths)}",
-        f"truncated at max_length={r.max_length}: {r.truncated}",
-        f"all labels masked (would be dropped): {r.all_masked}",
-        f"trained (assistant) tokens: {r.trained_tokens} of {r.tokens} ({100 * r.trained_tokens / max(1, r.tokens):.1f}%)",
+        f"records: {s.records}; examples that train: {s.examples}",
+        f"tokens per example: min {length['min']:g}, median {length['median']:g}, p95 {length['p95']:g}, "
+        f"max {length['max']:g}",
+        f"truncated at max_length={r.max_length}: {s.truncated}",
+        f"all labels masked (dropped): {s.dropped_all_masked}",
+        f"trained (assistant) tokens: {s.trained_tokens} of {s.tokens} ({100 * s.trained_tokens / max(1, s.tokens):.1f}%)",
         "",
         f"example {r.example_source}, as the model sees it ({TRAIN_OPEN} {TRAIN_CLOSE} = trained, the rest is masked):",
         r.example,

@@ -55,8 +55,9 @@ def _add_publish_parsers(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--merged", action="store_true",
                             help="publish a standalone model with the LoRA weights merged in (no PEFT needed)")  # fmt: skip
         parser.add_argument("--force", action="store_true", help="publish even if the gate refuses")
-        parser.add_argument("--artifacts-dir", type=Path, default=Path("artifacts"),
-                            help="where models/<run>/ and staging go (default: artifacts)")  # fmt: skip
+        parser.add_argument("--artifacts-dir", default=None,
+                            help="folder of metrics, models/<run>/ and the reference record "
+                                 "(default: compare.yaml's artifacts_dir, artifacts)")  # fmt: skip
         parser.add_argument("--config-dir", type=Path, default=Path("configs"),
                             help="folder holding compare.yaml, whose settings the gate uses (default: configs)")  # fmt: skip
 
@@ -64,10 +65,10 @@ def _add_publish_parsers(sub: argparse._SubParsersAction) -> None:
 REMOTE_ACTIONS = {
     "push": "sync the project (no .venv, outputs, artifacts, models, caches or .env) to REMOTE_DIR",
     "init": "push, then create the remote .venv and install there (`make install`, default model included)",
-    "train": "push, then train on the server; pulls the run back and updates outputs/runs/latest",
-    "eval": "push, then evaluate the remote latest run there; pulls artifacts/metrics back",
-    "eval-baseline": "push, then evaluate the untouched base model there; pulls artifacts/metrics back",
-    "pull": "bring a remote run (default: the remote latest) and artifacts/metrics home",
+    "train": "push, then train on the server; pulls the run back into output_dir and updates its `latest`",
+    "eval": "push, then evaluate the remote latest run there; pulls the run and the metrics folder back",
+    "eval-baseline": "push, then evaluate the untouched base model there; pulls the metrics folder back",
+    "pull": "bring a remote run (default: the remote latest in output_dir) and the metrics folder home",
     "logs": "print the last remote job's log and follow it to its end; exit status: the job's",
 }
 _REMOTE_JOB_CONFIGS = {"train": "train", "eval": "eval", "eval-baseline": "eval_baseline"}
@@ -76,27 +77,23 @@ _REMOTE_JOB_CONFIGS = {"train": "train", "eval": "eval", "eval-baseline": "eval_
 def _add_remote_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFormatter]) -> None:
     remote = sub.add_parser("remote", help="push, train, evaluate and pull on a GPU server over SSH",
                             formatter_class=fmt,
-                            description="Run the pipeline on a server over SSH. Settings: REMOTE_HOST, REMOTE_DIR, "
+                            description="Run the pipeline on a server over SSH. Settings: the `remote:` section "
+                                        "of the config (configs/remote.yaml), overridden by REMOTE_HOST, REMOTE_DIR, "
                                         "REMOTE_USER, REMOTE_PORT, REMOTE_SSH_KEY, REMOTE_SSH_OPTS, REMOTE_PYTHON "
-                                        "(environment, .env, or a `remote:` section of the config).")  # fmt: skip
+                                        "from the environment or .env.")  # fmt: skip
     actions = remote.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, text in REMOTE_ACTIONS.items():
         action = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        if name in _REMOTE_JOB_CONFIGS:
-            _add_config_args(action, _REMOTE_JOB_CONFIGS[name])
-        else:  # only to find the `remote:` section
-            action.add_argument("--config-name", default="train",
-                                help="config whose `remote:` section is read (default: train)")  # fmt: skip
-            action.add_argument("--config-dir", type=Path, default=Path("configs"),
-                                help="folder of YAML configs (default: configs)")  # fmt: skip
+        # The job's own config, or (push, init, pull, logs) the train config: remote settings, output_dir.
+        _add_config_args(action, _REMOTE_JOB_CONFIGS.get(name, "train"))
         if name in ("init", *_REMOTE_JOB_CONFIGS):
             action.add_argument("--no-push", action="store_true", help="use the code already on the server")
             action.add_argument("--detach", action="store_true",
                                 help="start the job and return; `loraops remote logs` follows it")  # fmt: skip
-    actions.choices["pull"].add_argument("--run", help="remote run name or folder (default: the remote latest)")
+    actions.choices["pull"].add_argument("--run", help="remote run name in output_dir (default: the remote latest)")
+    actions.choices["pull"].add_argument("--job", help="pull the run that this remote job made or evaluated")
     actions.choices["logs"].add_argument("--job", help="job id in outputs/remote/ on the server (default: the last)")
     actions.choices["logs"].add_argument("--no-follow", action="store_true", help="print the log so far and return")
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,11 +172,20 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_or_defaults(schema: type, config_dir: Path, name: str, overrides: list[str]) -> Any:
+    """configs/<name>.yaml with overrides, or the schema's defaults with them when there is no such file."""
+    if (Path(config_dir) / f"{name}.yaml").is_file():
+        return load_config(schema, config_dir, name, overrides)
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(overrides))
+    return OmegaConf.to_object(defaults)
+
+
 def _gate_config(args: argparse.Namespace) -> CompareConfig:
     """The gate judges like `loraops compare` does: same primary metric, split, min_delta and files."""
-    if (Path(args.config_dir) / "compare.yaml").is_file():
-        return load_config(CompareConfig, args.config_dir, "compare", [])
-    return CompareConfig()
+    overrides = [f"artifacts_dir={args.artifacts_dir}"] if args.artifacts_dir else []
+    return _config_or_defaults(CompareConfig, args.config_dir, "compare", overrides)
 
 
 def _publish(args: argparse.Namespace, publish: Any, **kwargs: Any) -> int:
@@ -187,8 +193,8 @@ def _publish(args: argparse.Namespace, publish: Any, **kwargs: Any) -> int:
     from loraops.publish import NotImprovedError
 
     try:
-        result = publish(args.model_path, merged=args.merged, force=args.force, artifacts_dir=args.artifacts_dir,
-                         compare_cfg=_gate_config(args), **kwargs)  # fmt: skip
+        result = publish(args.model_path, merged=args.merged, force=args.force, compare_cfg=_gate_config(args),
+                         **kwargs)  # fmt: skip
     except NotImprovedError as exc:  # evaluated, and not better: like `compare`, exit 1
         print(f"loraops: {exc}", file=sys.stderr)
         return NOT_IMPROVED_EXIT
@@ -215,10 +221,15 @@ def cmd_publish_hf(args: argparse.Namespace) -> int:
     return _publish(args, publish_hub, repo_id=args.repo, public=args.public)
 
 
+_REMOTE_SCHEMAS = {"eval": EvalConfig, "eval-baseline": EvalConfig}
+
+
 def cmd_remote(args: argparse.Namespace) -> int:
     from loraops import remote
 
-    settings = remote.load_settings(Path.cwd(), remote.config_remote_section(args.config_dir, args.config_name))
+    # Composed and checked here, so a typo fails before anything is sent to the server.
+    cfg = load_config(_REMOTE_SCHEMAS.get(args.action, TrainConfig), args.config_dir, args.config_name, args.overrides)
+    settings = remote.load_settings(Path.cwd(), cfg.remote)
     # The server runs the code, configs and data pushed just now, so a remote run matches a local one.
     if args.action == "push" or (args.action in ("init", *_REMOTE_JOB_CONFIGS) and not args.no_push):
         remote.push(settings)
@@ -227,9 +238,11 @@ def cmd_remote(args: argparse.Namespace) -> int:
     if args.action == "train":
         return remote.train(settings, args.config_name, args.overrides, detach=args.detach).exit_code
     if args.action in ("eval", "eval-baseline"):
-        return remote.evaluate(settings, args.config_name, args.overrides, detach=args.detach).exit_code
+        job = remote.evaluate(settings, args.config_name, args.overrides, args.detach, metrics_dir=cfg.output_dir)
+        return job.exit_code
     if args.action == "pull":
-        result = remote.pull(settings, args.run)
+        metrics_dir = _config_or_defaults(EvalConfig, args.config_dir, "eval", []).output_dir
+        result = remote.pull(settings, args.run, cfg.output_dir, metrics_dir, job=args.job)
         return 0 if result.run_dir or result.metrics_dir else 1
     if args.action == "logs":
         return remote.logs(settings, args.job, follow=not args.no_follow)
@@ -254,7 +267,7 @@ def cmd_prepare_model(args: argparse.Namespace) -> int:
 
 
 def cmd_version(args: argparse.Namespace) -> int:
-    from loraops.runs import library_versions
+    from loraops.provenance import library_versions
 
     for name, version in library_versions().items():
         print(f"{name} {version or '(not installed)'}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from loraops.errors import ConfigError
@@ -22,6 +22,8 @@ SCHEDULERS = (
     "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
 )  # fmt: skip
 SAVE_STRATEGIES = ("epoch", "steps", "no")
+# Scores of `loraops eval`, each the mean of a per-example score of the same name (BLEU: corpus BLEU).
+METRICS = ("exact_match", "jaccard", "rouge1", "rouge2", "rougeL", "bleu")
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -37,6 +39,28 @@ class DataSourceConfig:
     repository: Optional[str] = _f(None, "lakeFS repository (type: lakefs).")
     ref: str = _f("main", "lakeFS branch, tag or commit id; resolved to a commit id recorded in the manifest.")
     path: str = _f("", "lakeFS path prefix; dataset_pattern is matched below it (its eval/ folder is skipped).")
+
+
+@dataclass
+class RemoteConfig:
+    """`loraops remote` settings; REMOTE_* variables (environment, then .env) override each key."""
+
+    host: Optional[str] = _f(None, "SSH host of the GPU server (REMOTE_HOST).")
+    user: Optional[str] = _f(None, "SSH user (REMOTE_USER); null: ssh's default.")
+    dir: str = _f("loraops", "Project folder on the server, relative to the home folder (REMOTE_DIR).")
+    port: Optional[int] = _f(None, "SSH port (REMOTE_PORT); null: ssh's default.")
+    ssh_key: Optional[str] = _f(None, "Private key file (REMOTE_SSH_KEY); null: ssh's default keys.")
+    ssh_options: str = _f("", "Extra ssh options in one string, e.g. \"-o ProxyJump=bastion\" (REMOTE_SSH_OPTS).")
+    python: str = _f("python3", "The server's Python that creates its .venv (REMOTE_PYTHON).")
+    packages_from: Optional[str] = _f(
+        None, "A server Python whose installed packages (e.g. a CUDA torch) the .venv reuses (REMOTE_PACKAGES_FROM)."
+    )
+    cuda_visible_devices: Optional[str] = _f(None, "GPUs the remote job may use (CUDA_VISIBLE_DEVICES there).")
+    hf_home: Optional[str] = _f(None, "The server's Hugging Face cache folder (HF_HOME there).")
+
+
+def _remote_section() -> Any:
+    return field(default_factory=RemoteConfig, metadata={"help": "Settings of `loraops remote` (SSH server)."})
 
 
 @dataclass
@@ -75,6 +99,7 @@ class TrainConfig:
         None, "An unfinished run folder to continue from its last checkpoint (same config and data required)."
     )
     output_dir: str = _f("outputs/runs", "Where run folders (and the `latest` link) are created.")
+    remote: RemoteConfig = _remote_section()
 
     def validate(self) -> None:
         checks = [
@@ -108,7 +133,7 @@ class EvalConfig:
     model: str = _f("outputs/runs/latest", "Run folder (or its `latest` link) or adapter folder to evaluate.")
     baseline: bool = _f(False, "Evaluate the untouched base model instead of the adapter.")
     model_name: Optional[str] = _f(
-        None, "Base model (as in train's model_name); null: the one in the run's config_used.yaml."
+        None, "Base model (as in train's model_name); null: the one the run was trained on."
     )
     eval_dir: str = _f("data/eval", "Folder of eval splits, one JSONL file per split.")
     eval_pattern: str = _f("*.jsonl", "Glob selecting the split files in eval_dir.")
@@ -124,6 +149,7 @@ class EvalConfig:
     cuda_visible_devices: Optional[str] = _f(None, "GPUs to use (null: leave CUDA_VISIBLE_DEVICES alone).")
     seed: int = _f(42, "Seed for sampling.")
     output_dir: str = _f("artifacts/metrics", "Where metrics and predictions are written.")
+    remote: RemoteConfig = _remote_section()
 
     def validate(self) -> None:
         checks = [
@@ -146,12 +172,23 @@ class CompareConfig:
     primary_metric: str = _f("exact_match", "Metric that decides whether fine-tuning helped.")
     primary_split: str = _f("test", "Split that decides whether fine-tuning helped.")
     min_delta: float = _f(0.0, "The primary metric must rise by more than this.")
-    metrics_dir: str = _f("artifacts/metrics", "Where `loraops eval` wrote metrics.")
-    reference_file: str = _f("artifacts/reference.json", "Record of the published reference run (written by publish).")
+    artifacts_dir: str = _f("artifacts", "Folder of metrics, published models and the reference record.")
+    metrics_dir: Optional[str] = _f(None, "Where `loraops eval` wrote metrics; null: <artifacts_dir>/metrics.")
+    reference_file: Optional[str] = _f(
+        None, "Record of the published reference run (written by publish); null: <artifacts_dir>/reference.json."
+    )
+
+    def __post_init__(self) -> None:
+        # Derived here, so one artifacts_dir override moves metrics, reference and models together.
+        self.metrics_dir = self.metrics_dir or str(Path(self.artifacts_dir) / "metrics")
+        self.reference_file = self.reference_file or str(Path(self.artifacts_dir) / "reference.json")
+
+    @property
+    def models_dir(self) -> Path:
+        """Where `loraops publish` puts published models."""
+        return Path(self.artifacts_dir) / "models"
 
     def validate(self) -> None:
-        from loraops.eval.metrics import METRICS
-
         checks = [
             (self.against in COMPARE_AGAINST, "against", f"must be one of {', '.join(COMPARE_AGAINST)}"),
             (self.primary_metric in METRICS, "primary_metric", f"must be one of {', '.join(METRICS)}"),
@@ -250,8 +287,6 @@ def load_config(schema: type[SchemaT], config_dir: Path, config_name: str, overr
     valid = schema_keys(schema)
     _parse_overrides(overrides, valid)
     raw = compose(config_dir, config_name, overrides)
-    with open_dict(raw):
-        raw.pop("remote", None)  # settings of `loraops remote` (read by remote.py), not of this step
     _check_keys(raw, valid, f"{config_dir / config_name}.yaml")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), raw)

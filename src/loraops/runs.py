@@ -1,95 +1,207 @@
-"""Run folders: creation, config snapshot, manifest, metrics and the `latest` link."""
+"""The run folder: its layout, its records, finding one, and the `latest` link.
+
+This module alone spells the names of the files in a run folder; every other module asks a RunDir.
+
+    outputs/runs/<timestamp>/
+      model/              the adapter and tokenizer (PeftModel.from_pretrained loads it)
+      config_used.yaml    the resolved config, secrets redacted
+      manifest.json       status, data lineage, git commit, environment, library versions
+      metrics.json        training metrics, and eval scores once `loraops eval` ran
+      logs/               TensorBoard event files
+      checkpoints/        for resume_from; removed once the run finished
+      train.log           the run's log
+      remote.log          the remote job's whole log, for runs trained over SSH
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import subprocess
-import tempfile
+import shutil
+from dataclasses import dataclass
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from loraops.atomic import read_json, write_json, write_text_atomic
+from loraops.errors import LoraopsError
+from loraops.secrets import redact
+
 LATEST = "latest"
-_SECRET_KEY = re.compile(r"(token|secret|password|passwd|access_key|api_key|credential)", re.IGNORECASE)
-REDACTED = "<redacted>"
-_TRACKED_LIBRARIES = ("loraops", "torch", "transformers", "peft", "accelerate", "datasets", "hydra-core", "omegaconf")
+DEFAULT_RUNS_DIR = "outputs/runs"
+# A process that starts a run writes the run folder's path to the file this variable names;
+# the remote job wrapper sets it, so `remote pull` reads a file rather than a log line.
+RUN_FILE_ENV = "LORAOPS_RUN_FILE"
+RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "interrupted"
 
 
-def create_run_dir(output_dir: str | Path, now: datetime | None = None) -> Path:
-    """Make outputs/runs/YYYY-MM-DD_HH-MM-SS; runs started in the same second get a suffix."""
-    root = Path(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = (now or datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
-    for n in range(1, 1000):
-        candidate = root / (stamp if n == 1 else f"{stamp}_{n}")
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config_used.yaml"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def remote_log(self) -> Path:
+        return self.path / "remote.log"
+
+    def records(self) -> list[Path]:
+        """The record files that exist (config, metrics, manifest): what a published copy carries."""
+        return [p for p in (self.config_path, self.metrics_path, self.manifest_path) if p.is_file()]
+
+    # --- creating and finding -------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, output_dir: str | Path, now: datetime | None = None) -> RunDir:
+        """Make <output_dir>/YYYY-MM-DD_HH-MM-SS; runs started in the same second get a suffix."""
+        root = Path(output_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        stamp = (now or datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
+        for n in range(1, 1000):
+            candidate = root / (stamp if n == 1 else f"{stamp}_{n}")
+            try:
+                candidate.mkdir()  # atomic: exactly one concurrent caller wins each name
+                return cls(candidate)
+            except FileExistsError:
+                continue
+        raise LoraopsError(f"could not create a run folder under {root}")
+
+    @classmethod
+    def is_trained_run(cls, path: Path) -> bool:
+        """A run folder with its config and adapter: something eval, compare and publish can use."""
+        run = cls(path)
+        return run.config_path.is_file() and run.model_dir.is_dir()
+
+    # --- records --------------------------------------------------------------------------------
+
+    def read_config(self) -> dict[str, Any]:
+        import yaml
+
+        if not self.config_path.is_file():
+            raise LoraopsError(f"{self.path}: not a run folder (its config_used.yaml is missing)")
         try:
-            candidate.mkdir()  # atomic: exactly one concurrent caller wins each name
-            return candidate
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a run folder under {root}")
+            data = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise LoraopsError(f"{self.config_path}: cannot read the run's config ({exc})") from None
+        if not isinstance(data, dict):
+            raise LoraopsError(f"{self.config_path}: the run's config is not a mapping")
+        return data
 
+    def base_model(self) -> str:
+        """The run's model_name, as the user wrote it (`default`, a folder, a hub id)."""
+        model_name = self.read_config().get("model_name")
+        if not model_name:
+            raise LoraopsError(f"{self.config_path}: no model_name; pass model_name=... to name the base model")
+        return str(model_name)
 
-def redact(value: Any) -> Any:
-    """Replace the values of secret-looking keys, recursively."""
-    if isinstance(value, dict):
-        return {k: (REDACTED if _SECRET_KEY.search(str(k)) and v else redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
+    def read_manifest(self) -> dict[str, Any]:
+        return read_json(self.manifest_path) if self.manifest_path.is_file() else {}
 
+    def read_metrics(self) -> dict[str, Any]:
+        return read_json(self.metrics_path) if self.metrics_path.is_file() else {}
 
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide run records from teammates
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def status(self) -> str | None:
+        """running, finished, failed or interrupted; None for a folder without a manifest."""
+        status = self.read_manifest().get("status")
+        return None if status is None else str(status)
 
+    def is_finished(self) -> bool:
+        return self.status() == FINISHED
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Snapshot the resolved config, with the values of secret-looking keys redacted."""
+        from omegaconf import OmegaConf
 
+        write_text_atomic(self.config_path, OmegaConf.to_yaml(redact(config)))
 
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    def write_manifest(self, status: str, manifest: dict[str, Any], error: str | None = None) -> None:
+        write_json(self.manifest_path, {"status": status, **manifest, **({"error": error} if error else {})})
 
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        write_json(self.metrics_path, metrics)
 
-def update_latest(output_dir: str | Path, run_dir: Path) -> Path:
-    """Point output_dir/latest at run_dir, atomically (a rename over the old link)."""
-    root = Path(output_dir)
-    link = root / LATEST
-    tmp = root / f".{LATEST}.{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(run_dir.name)  # relative, so the outputs folder can be moved
-    os.replace(tmp, link)
-    return link
+    def record_eval(self, scores: dict[str, dict[str, float]]) -> int:
+        """Add eval scores to the run's metrics; returns the training step they belong to."""
+        metrics = self.read_metrics()
+        metrics["eval"] = scores
+        self.write_metrics(metrics)
+        return int(metrics.get("global_steps", 0))
 
+    # --- checkpoints and links ------------------------------------------------------------------
 
-def git_commit() -> dict[str, Any]:
-    def git(*args: str) -> str | None:
+    def last_checkpoint(self) -> str | None:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return get_last_checkpoint(str(self.checkpoints_dir)) if self.checkpoints_dir.is_dir() else None
+
+    def remove_checkpoints(self) -> None:
+        shutil.rmtree(self.checkpoints_dir, ignore_errors=True)
+
+    def mark_latest(self) -> Path:
+        """Point <runs folder>/latest at this run, atomically (a rename over the old link)."""
+        root = self.path.parent
+        link = root / LATEST
+        tmp = root / f".{LATEST}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(self.name)  # relative, so the outputs folder can be moved
+        os.replace(tmp, link)
+        return link
+
+    def announce(self) -> None:
+        """Tell a waiting remote job where this run is (see RUN_FILE_ENV); relative to the cwd when inside it."""
+        target = os.environ.get(RUN_FILE_ENV)
+        if not target:
+            return
         try:
-            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip()
-
-    commit = git("rev-parse", "HEAD")
-    return {"commit": commit, "dirty": bool(git("status", "--porcelain")) if commit else None}
+            where = str(self.path.resolve().relative_to(Path.cwd().resolve()))
+        except ValueError:
+            where = str(self.path.resolve())
+        write_text_atomic(Path(target), where + "\n")
 
 
-def library_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in _TRACKED_LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+def find_run(spec: str | Path, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> tuple[RunDir | None, Path | None]:
+    """(run, adapter folder) for a run folder, a `latest` link, a run name or an adapter folder.
+
+    An adapter folder outside any run gives (None, adapter); a path that does not exist gives (None, None).
+    """
+    path = Path(spec).expanduser()
+    if not path.exists() and len(path.parts) == 1:
+        path = Path(runs_dir) / path  # a bare run name, or `latest`
+    if RunDir.is_trained_run(path):
+        run = RunDir(path.resolve())
+        return run, run.model_dir
+    if (path / "adapter_config.json").is_file():
+        adapter = path.resolve()
+        return (RunDir(adapter.parent) if RunDir.is_trained_run(adapter.parent) else None), adapter
+    if path.exists():
+        raise LoraopsError(f"{spec}: neither a run folder (config_used.yaml + model/) nor an adapter folder")
+    return None, None

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loraops import environment, runs
+from loraops import environment, provenance
 from loraops.config import TrainConfig
-from loraops.data.sources import DataFile, dataset_sha256, load_examples, resolve_training_files
-from loraops.data.tokenize import DataStats, encode_examples, ensure_chat_template
-from loraops.errors import ConfigError, DataError
+from loraops.data.datafiles import dataset_sha256
+from loraops.data.prepare import PreparedData, prepare_data
+from loraops.errors import ConfigError
 from loraops.models import load_causal_lm, load_tokenizer, resolve_model_path
+from loraops.runs import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -23,32 +23,6 @@ log = logging.getLogger(__name__)
 class TrainResult:
     run_dir: Path
     metrics: dict[str, Any]
-
-
-@dataclass
-class PreparedData:
-    files: list[DataFile]
-    source: dict[str, Any]
-    rows: list[dict[str, Any]]
-    stats: DataStats
-    template_added: bool
-
-
-def prepare_data(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
-    """Validate and encode the training data; raises DataError before anything heavy starts."""
-    training = resolve_training_files(cfg)
-    files = training.files
-    examples = load_examples(files, cfg.data_format)
-    template_added = ensure_chat_template(tokenizer)
-    rows, stats = encode_examples(tokenizer, examples, cfg.max_length)
-    log.info(
-        "data: %d records from %d files -> %d examples, %d tokens (%d trained), %d truncated at %d, "
-        "%d dropped with every label masked", stats.records, len(files), stats.examples, stats.tokens,
-        stats.trained_tokens, stats.truncated, cfg.max_length, stats.dropped_all_masked,
-    )  # fmt: skip
-    if not rows:
-        raise DataError(cfg.dataset_path, None, "every example lost all its assistant tokens to truncation; raise max_length")
-    return PreparedData(files, training.source, rows, stats, template_added)
 
 
 def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment) -> Any:
@@ -72,11 +46,11 @@ def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment)
     return model
 
 
-def _training_arguments(cfg: TrainConfig, run_dir: Path, env: environment.Environment) -> Any:
+def _training_arguments(cfg: TrainConfig, run: RunDir, env: environment.Environment) -> Any:
     from transformers import TrainingArguments
 
     return TrainingArguments(
-        output_dir=str(run_dir / "checkpoints"),
+        output_dir=str(run.checkpoints_dir),
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
@@ -93,11 +67,11 @@ def _training_arguments(cfg: TrainConfig, run_dir: Path, env: environment.Enviro
         seed=cfg.seed,
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
-        # Checkpoints exist to resume an interrupted run; the finished adapter goes to run_dir/model.
+        # Checkpoints exist to resume an interrupted run; the finished adapter goes to the model folder.
         save_strategy=cfg.save_strategy,
         save_steps=cfg.save_steps,
         save_total_limit=1,
-        report_to="none",  # TensorBoard is wired to run_dir/logs by hand below
+        report_to="none",  # TensorBoard is wired to the run's logs folder by hand below
         train_sampling_strategy="group_by_length",  # similar lengths per batch: less padding
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
@@ -105,7 +79,7 @@ def _training_arguments(cfg: TrainConfig, run_dir: Path, env: environment.Enviro
     )
 
 
-def _fit(cfg: TrainConfig, run_dir: Path, env: environment.Environment, model: Any, tokenizer: Any,
+def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any, tokenizer: Any,
          data: PreparedData, checkpoint: str | None) -> dict[str, Any]:  # fmt: skip
     from datasets import Dataset
     from torch.utils.tensorboard import SummaryWriter
@@ -115,10 +89,10 @@ def _fit(cfg: TrainConfig, run_dir: Path, env: environment.Environment, model: A
     from loraops.callbacks import LossLogCallback, epoch_losses, loss_entries
 
     progress = LossLogCallback()
-    writer = SummaryWriter(log_dir=str(run_dir / "logs"))
+    writer = SummaryWriter(log_dir=str(run.logs_dir))
     trainer = Trainer(
         model=model,
-        args=_training_arguments(cfg, run_dir, env),
+        args=_training_arguments(cfg, run, env),
         train_dataset=Dataset.from_list(data.rows),
         # Pads each batch to its longest member; label padding is -100 by position, never by token id.
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
@@ -151,7 +125,7 @@ def _manifest(cfg: TrainConfig, env: environment.Environment, model_path: str, d
     return {
         "model_name": cfg.model_name,
         "resolved_model": model_path,
-        "git": runs.git_commit(),
+        "git": provenance.git_commit(),
         "data": {
             "source": data.source,
             "files": [{"name": f.name, "path": str(f.path), "sha256": f.sha256} for f in data.files],
@@ -159,7 +133,7 @@ def _manifest(cfg: TrainConfig, env: environment.Environment, model_path: str, d
         },
         "chat_template": "chatml fallback (the model has none)" if data.template_added else "the model's own",
         "environment": env.as_dict(),
-        "libraries": runs.library_versions(),
+        "libraries": provenance.library_versions(),
     }
 
 
@@ -170,69 +144,64 @@ def train(cfg: TrainConfig) -> TrainResult:
     model_path = resolve_model_path(cfg.model_name)
     tokenizer = load_tokenizer(model_path)
     data = prepare_data(cfg, tokenizer)  # all data errors surface here, before a run folder exists
-    run_dir, checkpoint = _resume_point(cfg, data) if cfg.resume_from else (runs.create_run_dir(cfg.output_dir), None)
+    run, checkpoint = _resume_point(cfg, data) if cfg.resume_from else (RunDir.create(cfg.output_dir), None)
+    run.announce()
     manifest = _manifest(cfg, env, model_path, data)  # once: it runs git and reads package metadata
-    log_handler = _log_to_file(run_dir / "train.log")
-    log.info("run folder: %s%s", run_dir, f" (resuming from {checkpoint})" if checkpoint else "")
+    log_handler = _log_to_file(run.train_log)
+    log.info("run folder: %s%s", run.path, f" (resuming from {checkpoint})" if checkpoint else "")
     try:
-        runs.write_text_atomic(run_dir / "config_used.yaml", _config_snapshot(cfg))
-        runs.write_json(run_dir / "manifest.json", {"status": "running", **manifest})
+        run.write_config(_config_dict(cfg))
+        run.write_manifest(RUNNING, manifest)
         model = _lora_model(cfg, model_path, env)
-        fit = _fit(cfg, run_dir, env, model, tokenizer, data, checkpoint)
-        model.save_pretrained(run_dir / "model")
-        tokenizer.save_pretrained(run_dir / "model")
-        # Checkpoints only serve resuming; the finished adapter is in model/.
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        fit = _fit(cfg, run, env, model, tokenizer, data, checkpoint)
+        model.save_pretrained(run.model_dir)
+        tokenizer.save_pretrained(run.model_dir)
+        run.remove_checkpoints()  # they only serve resuming; the finished adapter is in model/
         metrics = {**fit, "data": data.stats.as_dict(), "precision": env.precision, "device": env.device_name}
-        runs.write_json(run_dir / "metrics.json", metrics)
-        runs.write_json(run_dir / "manifest.json", {"status": "finished", **manifest})
+        run.write_metrics(metrics)
+        run.write_manifest(FINISHED, manifest)
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        runs.write_json(run_dir / "manifest.json", {"status": status, **manifest, "error": repr(exc)})
+        run.write_manifest(INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED, manifest, repr(exc))
         raise
     finally:
         logging.getLogger("loraops").removeHandler(log_handler)
         log_handler.close()
-    runs.update_latest(run_dir.parent, run_dir)
-    log.info("finished: train loss %.4f -> %.4f; adapter in %s", fit["first_logged_loss"] or 0, fit["final_logged_loss"] or 0, run_dir / "model")
-    return TrainResult(run_dir, metrics)
+    run.mark_latest()
+    log.info("finished: train loss %.4f -> %.4f; adapter in %s", fit["first_logged_loss"] or 0,
+             fit["final_logged_loss"] or 0, run.model_dir)  # fmt: skip
+    return TrainResult(run.path, metrics)
 
 
-def _config_snapshot(cfg: TrainConfig) -> str:
+def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_yaml(runs.redact(OmegaConf.to_container(OmegaConf.structured(cfg))))
+    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
 
 
 # Keys that may change when resuming: they do not alter what the run computes.
-_RESUMABLE_CHANGES = {"resume_from", "logging_steps", "save_strategy", "save_steps", "output_dir"}
+_RESUMABLE_CHANGES = {"resume_from", "logging_steps", "save_strategy", "save_steps", "output_dir", "remote"}
 
 
-def _resume_point(cfg: TrainConfig, data: PreparedData) -> tuple[Path, str]:
+def _resume_point(cfg: TrainConfig, data: PreparedData) -> tuple[RunDir, str]:
     """The unfinished run to continue and its last checkpoint; refuses when config or data changed."""
-    from omegaconf import OmegaConf
-    from transformers.trainer_utils import get_last_checkpoint
-
-    run_dir = Path(cfg.resume_from or "").resolve()
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise ConfigError(f"resume_from={cfg.resume_from}: not a run folder (no manifest.json)")
-    manifest = runs.read_json(manifest_path)
-    if manifest.get("status") == "finished":
+    run = RunDir(Path(cfg.resume_from or "").resolve())
+    manifest = run.read_manifest()
+    if not manifest:
+        raise ConfigError(f"resume_from={cfg.resume_from}: not a run folder (it has no manifest)")
+    if manifest.get("status") == FINISHED:
         raise ConfigError(f"resume_from={cfg.resume_from}: that run finished; start a new one instead")
-    checkpoint = get_last_checkpoint(str(run_dir / "checkpoints")) if (run_dir / "checkpoints").is_dir() else None
+    checkpoint = run.last_checkpoint()
     if checkpoint is None:
         raise ConfigError(f"resume_from={cfg.resume_from}: no checkpoint to resume from "
                           "(it stopped before the first save, or save_strategy was no)")  # fmt: skip
-    before = OmegaConf.to_container(OmegaConf.load(run_dir / "config_used.yaml"))
-    now = OmegaConf.to_container(OmegaConf.structured(cfg))
+    before, now = run.read_config(), _config_dict(cfg)
     changed = sorted(k for k in set(before) | set(now) if k not in _RESUMABLE_CHANGES and before.get(k) != now.get(k))
     if changed:
         detail = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
         raise ConfigError(f"resume_from={cfg.resume_from}: the config changed since the run started ({detail})")
     if manifest.get("data", {}).get("dataset_sha256") != dataset_sha256(data.files):
         raise ConfigError(f"resume_from={cfg.resume_from}: the training data changed since the run started")
-    return run_dir, checkpoint
+    return run, checkpoint
 
 
 def _log_to_file(path: Path) -> logging.Handler:

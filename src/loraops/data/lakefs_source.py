@@ -31,8 +31,9 @@ from lakefs.exceptions import (
     api_exception_handler,
 )
 
-from loraops.data.sources import EVAL_DIRNAME
+from loraops.data.datafiles import EVAL_DIRNAME
 from loraops.errors import DataError, LoraopsError
+from loraops.secrets import REDACTED, scrub
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Credentials:
     secret_key: str
 
     def __repr__(self) -> str:  # keeps the secret out of tracebacks with locals and debug prints
-        return f"Credentials(endpoint={self.endpoint!r}, access_key={self.access_key!r}, secret_key='***')"
+        return f"Credentials(endpoint={self.endpoint!r}, access_key={self.access_key!r}, secret_key={REDACTED!r})"
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ def _translated_errors(creds: Credentials, repository: str, ref: str) -> Iterato
     except LoraopsError:
         raise
     except (LakeFSException, urllib3.exceptions.HTTPError, OSError) as exc:
-        raise LoraopsError(_scrub(_describe(exc, creds, repository, ref), creds.secret_key)) from exc
+        raise LoraopsError(scrub(_describe(exc, creds, repository, ref), [creds.secret_key])) from exc
 
 
 def _describe(exc: Exception, creds: Credentials, repository: str, ref: str) -> str:
@@ -282,7 +283,3 @@ def _is_lakefs_error(exc: ServerException) -> bool:
 def _display_endpoint(endpoint: str) -> str:
     """The endpoint without any user:password@ part."""
     return re.sub(r"//[^/@]*@", "//", endpoint)
-
-
-def _scrub(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text

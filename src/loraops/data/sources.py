@@ -1,49 +1,19 @@
-"""Find the training files and fingerprint them."""
+"""The training files a config names (local folder or lakeFS), fingerprinted, and their records."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loraops.data.datafiles import EVAL_DIRNAME, DataFile, fingerprint
 from loraops.data.files import read_jsonl
 from loraops.data.formats import Example, to_example
 from loraops.errors import DataError
 
 if TYPE_CHECKING:
     from loraops.config import TrainConfig
-
-EVAL_DIRNAME = "eval"
-
-
-@dataclass(frozen=True)
-class DataFile:
-    path: Path  # where it is read from (for lakeFS: the local cached copy)
-    sha256: str
-    name: str  # relative to the dataset root: what the dataset hash covers, wherever the data lives
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def dataset_sha256(files: list[DataFile]) -> str:
-    """One hash for the whole dataset: relative names and contents, in order."""
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f"{f.name}\0{f.sha256}\n".encode())
-    return digest.hexdigest()
-
-
-def fingerprint(paths: list[Path], root: Path) -> list[DataFile]:
-    return [DataFile(p, sha256_file(p), p.relative_to(root).as_posix()) for p in paths]
-
 
 def lakefs_cache_dir() -> Path:
     """Where lakeFS files are cached: LORAOPS_CACHE_DIR/lakefs, else ~/.cache/loraops/lakefs."""

@@ -8,11 +8,10 @@ assistant tokens, ending with the end-of-turn/EOS token, carry labels.
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from loraops.data.formats import Example, Message
+from loraops.data.formats import Message
 from loraops.errors import LoraopsError
 
 IGNORE_INDEX = -100
@@ -90,41 +89,3 @@ def encode(tokenizer: Any, messages: list[Message], max_length: int) -> Encoded:
         labels += ids if trained else [IGNORE_INDEX] * len(ids)
     truncated = len(input_ids) > max_length
     return Encoded(input_ids[:max_length], labels[:max_length], truncated, len(input_ids))
-
-
-@dataclass
-class DataStats:
-    """What went into training; stored in metrics.json and the manifest."""
-
-    records: int = 0
-    examples: int = 0
-    truncated: int = 0
-    dropped_all_masked: int = 0
-    tokens: int = 0
-    trained_tokens: int = 0
-    formats: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def encode_examples(tokenizer: Any, examples: list[Example], max_length: int) -> tuple[list[dict[str, Any]], DataStats]:
-    """Encode every example; drop (and count) those left with no trained token."""
-    rows: list[dict[str, Any]] = []
-    stats = DataStats(records=len(examples), formats=dict(Counter(e.format for e in examples)))
-    for example in examples:
-        enc = encode(tokenizer, example.messages, max_length)
-        stats.truncated += enc.truncated
-        if enc.trained_tokens == 0:
-            stats.dropped_all_masked += 1
-            continue
-        rows.append({
-            "input_ids": enc.input_ids,
-            "attention_mask": [1] * len(enc.input_ids),
-            "labels": enc.labels,
-            "length": len(enc.input_ids),
-        })  # fmt: skip
-        stats.tokens += len(enc.input_ids)
-        stats.trained_tokens += enc.trained_tokens
-    stats.examples = len(rows)
-    return rows, stats

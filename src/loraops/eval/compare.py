@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from loraops import runs
-from loraops.config import CompareConfig
+from loraops.config import METRICS, CompareConfig
 from loraops.errors import LoraopsError
-from loraops.eval.metrics import METRICS
-from loraops.eval.targets import baseline_name, find_run, run_base_model
+from loraops.eval.records import MetricsRecords
+from loraops.eval.targets import baseline_name
+from loraops.reference import read_reference, reference_run_dir
+from loraops.runs import RunDir, find_run
 
 IMPROVED_EXIT, NOT_IMPROVED_EXIT = 0, 1
 
@@ -44,63 +44,50 @@ class Comparison:
         return data
 
 
-def read_reference(reference_file: str | Path) -> dict[str, Any] | None:
-    """The published reference run, as recorded by `loraops publish`; None before any publish."""
-    path = Path(reference_file)
-    return runs.read_json(path) if path.is_file() else None
-
-
-def _reference(cfg: CompareConfig, run_dir: Path) -> tuple[str, str, str]:
+def _reference(cfg: CompareConfig, run: RunDir) -> tuple[str, str, str]:
     """(metrics name, kind, command that produces its metrics)."""
-    published = read_reference(cfg.reference_file) if cfg.against != "base" else None
+    published = read_reference(cfg.reference_file or "") if cfg.against != "base" else None
     if cfg.against == "published" and published is None:
         raise LoraopsError(f"against=published, but no run has been published yet ({cfg.reference_file} is missing)")
-    if cfg.against == "auto" and published is not None and published["run"] == run_dir.name:
+    if cfg.against == "auto" and published is not None and published["run"] == run.name:
         # The published reference cannot beat itself; it earned its place against the base model.
         published = None
     if published is not None:
-        name = published["run"]
-        return name, "published", f"loraops eval model={published.get('run_dir', 'outputs/runs/' + name)}"
-    return baseline_name(run_base_model(run_dir)), "base", "make eval-baseline (loraops eval --config-name eval_baseline)"
+        return published["run"], "published", f"loraops eval model={reference_run_dir(published)}"
+    return baseline_name(run.base_model()), "base", "make eval-baseline (loraops eval --config-name eval_baseline)"
 
 
-def _missing(metrics_dir: Path, name: str, split: str, produce: str) -> LoraopsError:
-    path = metrics_dir / name / f"{split}.json"
-    return LoraopsError(f"no metrics for {name} on split {split!r} ({path}); produce them with: {produce}")
-
-
-def _load(metrics_dir: Path, name: str, split: str) -> dict[str, float] | None:
-    path = metrics_dir / name / f"{split}.json"
-    return runs.read_json(path)["metrics"] if path.is_file() else None
+def _missing(name: str, records: MetricsRecords, split: str, produce: str) -> LoraopsError:
+    return LoraopsError(f"no metrics for {name} on split {split!r} ({records.split_path(split)}); "
+                        f"produce them with: {produce}")  # fmt: skip
 
 
 def compare(cfg: CompareConfig) -> Comparison:
-    run_dir, _ = find_run(cfg.run)
-    if run_dir is None:
+    run, _ = find_run(cfg.run)
+    if run is None:
         raise LoraopsError(f"run={cfg.run}: no such run folder; train one first (`make train`)")
-    metrics_dir = Path(cfg.metrics_dir)
-    reference, kind, produce = _reference(cfg, run_dir)
-    if reference == run_dir.name:
-        raise LoraopsError(f"run {run_dir.name} is itself the published reference; compare against=base")
-    tuned_summary = metrics_dir / run_dir.name / "summary.json"
-    splits = [s for s in runs.read_json(tuned_summary)["metrics"] if s != "overall"] if tuned_summary.is_file() else []
-    splits = splits or [cfg.primary_split]
-    if cfg.primary_split not in splits or _load(metrics_dir, run_dir.name, cfg.primary_split) is None:
-        raise _missing(metrics_dir, run_dir.name, cfg.primary_split, f"make eval (loraops eval model={cfg.run})")
-    if _load(metrics_dir, reference, cfg.primary_split) is None:
-        raise _missing(metrics_dir, reference, cfg.primary_split, produce)
+    reference, kind, produce = _reference(cfg, run)
+    if reference == run.name:
+        raise LoraopsError(f"run {run.name} is itself the published reference; compare against=base")
+    tuned_records = MetricsRecords.of(cfg.metrics_dir or "", run.name)
+    ref_records = MetricsRecords.of(cfg.metrics_dir or "", reference)
+    splits = tuned_records.splits() or [cfg.primary_split]
+    if cfg.primary_split not in splits or tuned_records.split_metrics(cfg.primary_split) is None:
+        raise _missing(run.name, tuned_records, cfg.primary_split, f"make eval (loraops eval model={cfg.run})")
+    if ref_records.split_metrics(cfg.primary_split) is None:
+        raise _missing(reference, ref_records, cfg.primary_split, produce)
     rows: list[Row] = []
     missing: dict[str, str] = {}
     for split in splits:
-        tuned = _load(metrics_dir, run_dir.name, split) or {}
-        ref = _load(metrics_dir, reference, split)
+        tuned = tuned_records.split_metrics(split) or {}
+        ref = ref_records.split_metrics(split)
         if ref is None:
             missing[split] = produce
         rows += [Row(split, m, tuned[m], (ref or {}).get(m)) for m in METRICS if m in tuned]
     primary = next(r for r in rows if r.split == cfg.primary_split and r.metric == cfg.primary_metric)
     improved = primary.delta is not None and primary.delta > cfg.min_delta
-    result = Comparison(run_dir.name, reference, kind, cfg.primary_split, cfg.primary_metric, improved, rows, missing)
-    runs.write_json(metrics_dir / run_dir.name / "comparison.json", result.as_dict())
+    result = Comparison(run.name, reference, kind, cfg.primary_split, cfg.primary_metric, improved, rows, missing)
+    tuned_records.write_comparison(result.as_dict())
     return result
 
 

@@ -8,14 +8,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from loraops import environment, runs
+from loraops import environment
 from loraops.config import EvalConfig
 from loraops.data.tokenize import ensure_chat_template
 from loraops.eval.data import EvalExample, find_splits, load_split
 from loraops.eval.generate import Generation, GenerationSettings, generate
 from loraops.eval.metrics import example_scores, summarize
+from loraops.eval.records import OVERALL, MetricsRecords
 from loraops.eval.targets import EvalTarget, resolve_target
 from loraops.models import load_causal_lm, load_tokenizer, resolve_model_path
+from loraops.runs import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     from transformers import set_seed
 
     target = resolve_target(cfg.model, cfg.model_name, cfg.baseline)
+    if target.run_dir is not None:
+        RunDir(target.run_dir).announce()
     splits = {name: load_split(path) for name, path in find_splits(cfg.eval_dir, cfg.eval_pattern, cfg.splits).items()}
     splits = {name: examples[: cfg.limit] if cfg.limit else examples for name, examples in splits.items()}
     env = environment.detect(cfg.bf16, cfg.cuda_visible_devices)
@@ -70,8 +74,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     set_seed(cfg.seed)
     model, tokenizer = load_model(target, env, cfg.merge_adapter)
     settings = GenerationSettings(cfg.max_new_tokens, cfg.do_sample, cfg.temperature, cfg.top_p)
-    out_dir = Path(cfg.output_dir) / target.name
-    out_dir.mkdir(parents=True, exist_ok=True)
+    records = MetricsRecords.of(cfg.output_dir, target.name)
     all_rows: list[dict[str, Any]] = []
     metrics: dict[str, dict[str, float]] = {}
     for name, examples in splits.items():
@@ -79,44 +82,33 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         generations = generate(model, tokenizer, [e.prompt for e in examples], settings, cfg.batch_size)
         rows = _predictions(examples, generations)
         metrics[name] = {**_split_metrics(rows), "generation_s": round(time.monotonic() - started, 2)}
-        _write_split(out_dir, name, target, cfg, metrics[name], rows)
+        records.write_split(name, _split_record(name, target, cfg, metrics[name]), rows)
         log.info("%s: %s", name, _summary(metrics[name]))
         all_rows += rows
-    metrics["overall"] = _split_metrics(all_rows)
-    runs.write_json(out_dir / "summary.json", {"model": asdict(target), "metrics": metrics})
+    metrics[OVERALL] = _split_metrics(all_rows)
+    records.write_summary({"model": asdict(target), "metrics": metrics})
     if target.run_dir is not None:
-        _record_in_run(target.run_dir, metrics)
-    return EvalResult(target, out_dir, metrics)
+        _record_in_run(RunDir(target.run_dir), metrics)
+    return EvalResult(target, records.folder, metrics)
 
 
 def _summary(m: dict[str, float]) -> str:
-    return (f"exact_match {m['exact_match']:.1f}%  jaccard {m['avg_jaccard_overlap']:.3f}  rougeL {m['rougeL']:.3f}  "
+    return (f"exact_match {m['exact_match']:.1f}%  jaccard {m['jaccard']:.3f}  rougeL {m['rougeL']:.3f}  "
             f"bleu {m['bleu']:.1f}  stopped at EOS {m['stopped_at_eos_pct']:.0f}%  (n={m['n']})")  # fmt: skip
 
 
-def _write_split(out_dir: Path, name: str, target: EvalTarget, cfg: EvalConfig,
-                 metrics: dict[str, float], rows: list[dict[str, Any]]) -> None:  # fmt: skip
-    import json
-
-    runs.write_json(out_dir / f"{name}.json", {
-        "split": name, "model": asdict(target), "metrics": metrics,
-        "settings": {k: getattr(cfg, k) for k in ("batch_size", "max_new_tokens", "do_sample", "temperature",
-                                                 "top_p", "merge_adapter", "limit", "seed")},
-    })  # fmt: skip
-    runs.write_text_atomic(out_dir / f"{name}.predictions.jsonl",
-                           "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))  # fmt: skip
+def _split_record(name: str, target: EvalTarget, cfg: EvalConfig, metrics: dict[str, float]) -> dict[str, Any]:
+    settings = ("batch_size", "max_new_tokens", "do_sample", "temperature", "top_p", "merge_adapter", "limit", "seed")
+    return {"split": name, "model": asdict(target), "metrics": metrics,
+            "settings": {k: getattr(cfg, k) for k in settings}}  # fmt: skip
 
 
-def _record_in_run(run_dir: Path, metrics: dict[str, dict[str, float]]) -> None:
-    """Merge the scores into the run's metrics.json and its TensorBoard logs."""
+def _record_in_run(run: RunDir, metrics: dict[str, dict[str, float]]) -> None:
+    """Add the scores to the run's metrics and its TensorBoard logs."""
     from torch.utils.tensorboard import SummaryWriter
 
-    path = run_dir / "metrics.json"
-    record = runs.read_json(path) if path.is_file() else {}
-    record["eval"] = metrics
-    runs.write_json(path, record)
-    writer = SummaryWriter(log_dir=str(run_dir / "logs"))
-    step = int(record.get("global_steps", 0))
+    step = run.record_eval(metrics)
+    writer = SummaryWriter(log_dir=str(run.logs_dir))
     for split, values in metrics.items():
         for key, value in values.items():
             writer.add_scalar(f"eval/{split}/{key}", value, step)

@@ -1,7 +1,8 @@
 """Scores for generated answers. ROUGE and BLEU come from rouge-score and sacrebleu.
 
-Scales follow each metric's convention: exact_match is a percentage, Jaccard overlap and
-ROUGE F-measures are in [0, 1], BLEU is sacrebleu's 0-100.
+The names (config.METRICS) are the same per example and per split. Scales follow each metric's
+convention: exact_match is a percentage, Jaccard overlap and ROUGE F-measures are in [0, 1], BLEU
+is sacrebleu's 0-100.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-METRICS = ("exact_match", "avg_jaccard_overlap", "rouge1", "rouge2", "rougeL", "bleu")
+from loraops.config import METRICS
+
 _ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
@@ -71,7 +73,7 @@ def summarize(per: list[dict[str, float]], predictions: list[str], references: l
     mean = lambda key: sum(s[key] for s in per) / n  # noqa: E731
     return {
         "exact_match": round(100 * mean("exact_match"), 4),
-        "avg_jaccard_overlap": round(mean("jaccard"), 6),
+        "jaccard": round(mean("jaccard"), 6),
         **{name: round(mean(name), 6) for name in _ROUGE_TYPES},
         "bleu": round(sacrebleu.corpus_bleu(predictions, [references]).score, 4),
         "n": n,

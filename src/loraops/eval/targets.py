@@ -1,4 +1,4 @@
-"""What `loraops eval` evaluates: a run's adapter or a base model, and where its metrics live."""
+"""What `loraops eval` evaluates: a run's adapter or a base model, and the name its metrics go under."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from loraops.errors import LoraopsError
+from loraops.runs import find_run
 
 BASELINE = "baseline"
 
@@ -23,14 +22,6 @@ class EvalTarget:
     run_dir: Path | None
 
 
-def is_run_dir(path: Path) -> bool:
-    return (path / "config_used.yaml").is_file() and (path / "model").is_dir()
-
-
-def run_base_model(run_dir: Path) -> str:
-    return str(yaml.safe_load((run_dir / "config_used.yaml").read_text(encoding="utf-8"))["model_name"])
-
-
 def baseline_name(model_name: str) -> str:
     """A folder name per base model, so two base models never overwrite each other's metrics."""
     if Path(model_name).expanduser().exists():
@@ -39,31 +30,24 @@ def baseline_name(model_name: str) -> str:
     return f"{BASELINE}/{re.sub(r'[^A-Za-z0-9._-]+', '--', model_name)}"
 
 
-def find_run(model: str) -> tuple[Path | None, Path | None]:
-    """(run folder, adapter folder) for a run folder, a `latest` link or an adapter folder."""
-    path = Path(model).expanduser()
-    if is_run_dir(path):
-        run = path.resolve()
-        return run, run / "model"
-    if (path / "adapter_config.json").is_file():
-        adapter = path.resolve()
-        return (adapter.parent if is_run_dir(adapter.parent) else None), adapter
-    if path.exists():
-        raise LoraopsError(f"model={model}: neither a run folder (config_used.yaml + model/) nor an adapter folder")
-    return None, None
-
-
 def resolve_target(model: str, model_name: str | None, baseline: bool) -> EvalTarget:
     run, adapter = find_run(model)
     if adapter is None and (not baseline or model_name is None):
         raise LoraopsError(f"model={model}: no such run; train one first (`make train`)"
                            + ("" if not baseline else " or name the base model with model_name=..."))  # fmt: skip
-    base = model_name or (run_base_model(run) if run else _adapter_base(adapter))  # type: ignore[arg-type]
+    base = model_name or (run.base_model() if run else _adapter_base(adapter))  # type: ignore[arg-type]
     if baseline:
         return EvalTarget(baseline_name(base), base, None, None)
     assert adapter is not None
-    return EvalTarget(run.name if run else adapter.name, base, adapter, run)
+    return EvalTarget(run.name if run else adapter.name, base, adapter, run.path if run else None)
 
 
 def _adapter_base(adapter: Path) -> str:
-    return str(json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"])
+    path = adapter / "adapter_config.json"
+    try:
+        base = json.loads(path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise LoraopsError(f"{path}: not a readable adapter config ({exc})") from None
+    if not base:
+        raise LoraopsError(f"{path}: names no base model; pass model_name=...")
+    return str(base)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from loraops.publish.gate import GateError, NotEvaluatedError, NotImprovedError
 from loraops.publish.hub import publish_hub
-from loraops.publish.local import PublishResult, publish_local
+from loraops.publish.local import publish_local
+from loraops.publish.stage import PublishResult
 
 __all__ = ["GateError", "NotEvaluatedError", "NotImprovedError", "PublishResult", "publish_hub", "publish_local"]

@@ -16,7 +16,7 @@ from loraops.eval.compare import Comparison
 
 DEFAULT_BASE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_LICENSE = "apache-2.0"
-# The metrics shown per split; the rest are in metrics.json / comparison.json.
+# The metrics shown per split; the rest are in the run's metrics and the comparison record.
 CARD_METRICS = (("exact_match", "exact match %"), ("rougeL", "ROUGE-L"), ("bleu", "BLEU"))
 HYPERPARAMETERS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "epochs", "max_steps", "batch_size",
                    "gradient_accumulation_steps", "lr", "lr_scheduler_type", "warmup_ratio", "weight_decay",
@@ -26,9 +26,9 @@ HYPERPARAMETERS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"
 @dataclass(frozen=True)
 class CardInputs:
     run: str
-    config: dict[str, Any]  # config_used.yaml
-    metrics: dict[str, Any]  # metrics.json
-    manifest: dict[str, Any]  # manifest.json
+    config: dict[str, Any]  # the run's records, as RunDir reads them
+    metrics: dict[str, Any]
+    manifest: dict[str, Any]
     base_model: str | None  # hub id, or None when the base is a private folder or file
     base_label: str  # how the body names the base model
     license: str | None

@@ -1,20 +1,13 @@
-"""The publish gate (did the run beat its reference?) and the reference record a publish leaves."""
+"""The publish gate: did the run beat its reference, as `loraops compare` judges it?"""
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
 
-from loraops import runs
 from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
-from loraops.eval.compare import Comparison, compare, format_table, read_reference
-
-HISTORY_FILE = "reference_history.jsonl"
+from loraops.eval.compare import Comparison, compare, format_table
+from loraops.runs import RunDir
 
 
 class GateError(LoraopsError):
@@ -49,53 +42,21 @@ def _primary_numbers(result: Comparison, min_delta: float) -> str:
             f"needs more than {min_delta:+g}")  # fmt: skip
 
 
-def _config_for(run_dir: Path, compare_cfg: CompareConfig | None) -> CompareConfig:
-    return replace(compare_cfg or CompareConfig(), run=str(run_dir))
-
-
-def check_gate(run_dir: Path, compare_cfg: CompareConfig | None = None, *, force: bool = False) -> GateResult:
+def check_gate(run: RunDir, compare_cfg: CompareConfig | None = None, *, force: bool = False) -> GateResult:
     """Compare the run with its reference; raise a GateError unless it improved or `force` is set."""
-    cfg = _config_for(run_dir, compare_cfg)
+    cfg = replace(compare_cfg or CompareConfig(), run=str(run.path))
     try:
         result = compare(cfg)
     except LoraopsError as exc:
         # No paths in the reason: the model card quotes it.
-        reason = f"{run_dir.name} was never compared with its reference (eval metrics are missing)"
+        reason = f"{run.name} was never compared with its reference (eval metrics are missing)"
         if not force:
             raise NotEvaluatedError(f"refusing to publish: {reason}: {exc}; use --force to publish anyway") from None
         return GateResult(None, True, reason)
     if result.improved:
         return GateResult(result, False, None)
-    reason = f"{run_dir.name} did not improve on its reference: {_primary_numbers(result, cfg.min_delta)}"
+    reason = f"{run.name} did not improve on its reference: {_primary_numbers(result, cfg.min_delta)}"
     if not force:
         message = f"refusing to publish: {reason}; use --force to publish anyway\n{format_table(result)}"
         raise NotImprovedError(message, result)
     return GateResult(result, True, reason)
-
-
-def portable_path(path: Path) -> str:
-    """Relative to the working folder when inside it, so the record survives moving the project."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path.resolve())
-
-
-def record_reference(run_dir: Path, destination: str, reference_file: str | Path) -> dict[str, Any]:
-    """Make the published run the reference for `compare`; keep the previous one in the history."""
-    path = Path(reference_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    previous = read_reference(path)
-    if previous is not None:
-        with open(path.with_name(HISTORY_FILE), "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(previous, sort_keys=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())  # the history line must exist before the record it replaces is gone
-    record = {
-        "run": run_dir.name,
-        "run_dir": portable_path(run_dir),
-        "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "destination": destination,
-    }
-    runs.write_json(path, record)
-    return record

@@ -15,8 +15,10 @@ from typing import Any
 
 from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
-from loraops.publish.gate import check_gate, record_reference
-from loraops.publish.local import PublishResult, build_card, resolve_run, stage
+from loraops.publish.gate import check_gate
+from loraops.publish.stage import PublishResult, build_card, resolve_run, stage
+from loraops.reference import record_reference
+from loraops.secrets import scrub
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +26,6 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 # Files an earlier publish to the repository may have left that this one does not replace
 # (an adapter's files after a merged publish, a shard count that changed); other files are kept.
 STALE_MODEL_FILES = ["*.safetensors", "*.bin", "*.json", "*.jinja", "*.model", "*.txt"]
-REDACTED = "<redacted>"
-
-
-def scrub(text: str, token: str | None) -> str:
-    return text.replace(token, REDACTED) if token else text
 
 
 def hub_repo_id(repo_id: str | None) -> str:
@@ -137,33 +134,33 @@ def upload(folder: Path, repo_id: str, *, public: bool, token: str, endpoint: st
         if not isinstance(cause, (*_hub_errors(), RuntimeError)):
             raise
         # `from None`: the original exception holds the request, Authorization header included.
-        raise LoraopsError(scrub(_explain(cause, repo_id, endpoint), token)) from None
+        raise LoraopsError(scrub(_explain(cause, repo_id, endpoint), [token])) from None
     return repo
 
 
 def publish_hub(model_path: str = "outputs/runs/latest", *, repo_id: str | None = None, public: bool = False,
                 merged: bool = False, force: bool = False, token: str | None = None, endpoint: str | None = None,
-                artifacts_dir: str | Path = "artifacts", compare_cfg: CompareConfig | None = None) -> PublishResult:
+                compare_cfg: CompareConfig | None = None) -> PublishResult:
     """Upload a run to the Hub (private unless `public`) and make it the reference for `compare`.
 
     `token` and `endpoint` default to HF_TOKEN (or huggingface_hub's stored login) and HF_ENDPOINT.
     """
     repo, secret, url_root = hub_repo_id(repo_id), hub_token(token), hub_endpoint(endpoint)  # before any work
     compare_cfg = compare_cfg or CompareConfig()
-    run_dir, adapter_dir = resolve_run(model_path)
-    gate = check_gate(run_dir, compare_cfg, force=force)
-    card = build_card(run_dir, merged=merged, gate=gate, load_from=repo)
+    run = resolve_run(model_path)
+    gate = check_gate(run, compare_cfg, force=force)
+    card = build_card(run, merged=merged, gate=gate, load_from=repo)
     # Staged beside the artifacts rather than in /tmp: a merged 8B model is 16 GB.
-    Path(artifacts_dir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=artifacts_dir, prefix=".hub-staging-") as tmp:
-        folder = Path(tmp) / run_dir.name
-        files = stage(run_dir, adapter_dir, folder, merged=merged, card=card, records=False, public=True)
+    Path(compare_cfg.artifacts_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=compare_cfg.artifacts_dir, prefix=".hub-staging-") as tmp:
+        folder = Path(tmp) / run.name
+        files = stage(run, folder, merged=merged, card=card, records=False, public=True)
         visibility = "public" if public else "private"
-        log.info("uploading %d files of %s to %s (%s)", len(files), run_dir.name, repo, visibility)
-        message = f"loraops: publish run {run_dir.name}"
+        log.info("uploading %d files of %s to %s (%s)", len(files), run.name, repo, visibility)
+        message = f"loraops: publish run {run.name}"
         repo = upload(folder, repo, public=public, token=secret, endpoint=url_root, message=message)
-    reference = record_reference(run_dir, f"hf:{repo}", compare_cfg.reference_file)
+    reference = record_reference(run, f"hf:{repo}", compare_cfg.reference_file or "")
     forced = " (forced past the gate)" if gate.forced else ""
-    log.info("published %s to %s/%s%s", run_dir.name, url_root, repo, forced)
-    return PublishResult(run_dir.name, run_dir, f"hf:{repo}", merged, gate.forced, gate.comparison, files,
+    log.info("published %s to %s/%s%s", run.name, url_root, repo, forced)
+    return PublishResult(run.name, run.path, f"hf:{repo}", merged, gate.forced, gate.comparison, files,
                          url=f"{url_root}/{repo}", reference=reference)  # fmt: skip

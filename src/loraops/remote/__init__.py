@@ -2,8 +2,8 @@
 
 Every remote step runs the project's own front end in the pushed copy (`make install`,
 `.venv/bin/loraops train|eval ...`), so a remote run behaves exactly like a local one. Long steps
-run detached under nohup with their log, pid and exit code in `outputs/remote/<job>/` on the server,
-so a dropped connection never kills them; the local side only follows the log and waits.
+run detached under nohup with their log, pid, exit code and run-folder path in `outputs/remote/<job>/`
+on the server, so a dropped connection never kills them; the local side only follows the log and waits.
 
 Safety rules kept here, and tested:
 - every value that reaches a remote shell goes through shlex.quote (or is passed as a positional
@@ -12,20 +12,10 @@ Safety rules kept here, and tested:
   reach a remote command line or a log, and a final check refuses any command that contains one.
 """
 
-from loraops.remote.actions import (
-    METRICS_DIR,
-    RUNS_DIR,
-    JobResult,
-    PullResult,
-    evaluate,
-    init,
-    logs,
-    pull,
-    push,
-    train,
-)
+from loraops.remote.actions import JobResult, PullResult, evaluate, init, logs, pull, push, train
 from loraops.remote.commands import (
     INIT_SCRIPT,
+    JOB_RUN_FILE,
     JOB_WRAPPER,
     JOBS_DIR,
     PUSH_EXCLUDES,
@@ -46,16 +36,15 @@ from loraops.remote.settings import (
     ConnectionFailed,
     RemoteError,
     RemoteSettings,
-    config_remote_section,
     load_settings,
     read_dotenv,
     validate,
-)  # fmt: skip
+)
 
 __all__ = [
-    "INIT_SCRIPT", "JOB_WRAPPER", "JOBS_DIR", "FORWARDED_ENV", "METRICS_DIR", "PUSH_EXCLUDES", "RUNS_DIR",
-    "ConnectionFailed", "JobResult", "PullResult", "RemoteError", "RemoteSettings", "check_no_secrets",
-    "config_remote_section", "env_prefix", "evaluate", "init", "init_command", "job_start_script", "job_status",
-    "load_settings", "logs", "loraops_command", "pull", "push", "read_dotenv", "remote_path", "remote_script",
-    "rsync_argv", "ssh_argv", "ssh_base", "start_job", "train", "validate", "wait_job",
+    "INIT_SCRIPT", "JOB_RUN_FILE", "JOB_WRAPPER", "JOBS_DIR", "FORWARDED_ENV", "PUSH_EXCLUDES", "ConnectionFailed",
+    "JobResult", "PullResult", "RemoteError", "RemoteSettings", "check_no_secrets", "env_prefix", "evaluate", "init",
+    "init_command", "job_start_script", "job_status", "load_settings", "logs", "loraops_command", "pull", "push",
+    "read_dotenv", "remote_path", "remote_script", "rsync_argv", "ssh_argv", "ssh_base", "start_job", "train",
+    "validate", "wait_job",
 ]  # fmt: skip

@@ -1,27 +1,33 @@
-"""The public actions: push, init, train, evaluate, logs, pull."""
+"""The public actions: push, init, train, evaluate, logs, pull.
+
+Where runs and metrics live comes from the composed configs (train's `output_dir`, eval's
+`output_dir`), on the server and here alike; where a job's run folder is, the job's `run` file says.
+"""
 
 from __future__ import annotations
 
-import os
+import re
 import shlex
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from loraops.config import EvalConfig, TrainConfig
 from loraops.remote.commands import JOBS_DIR, PUSH_EXCLUDES, init_command, loraops_command, remote_path, remote_script
 from loraops.remote.jobs import _rsync, _ssh, job_run, job_status, latest_job, pull_job, start_job, wait_job
 from loraops.remote.settings import RemoteError, RemoteSettings
+from loraops.runs import DEFAULT_RUNS_DIR, LATEST, RunDir
 
-RUNS_DIR = "outputs/runs"
-METRICS_DIR = "artifacts/metrics"
+_RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 @dataclass
 class JobResult:
     exit_code: int
     job: str
-    run_dir: Path | None = None  # the pulled run folder, when the job made one
+    run_dir: Path | None = None  # the pulled run folder, when the job made or used one
     log: Path | None = None  # the pulled job log
 
 
@@ -30,7 +36,6 @@ class PullResult:
     run_dir: Path | None
     latest_updated: bool
     metrics_dir: Path | None
-
 
 
 def push(settings: RemoteSettings) -> int:
@@ -45,7 +50,7 @@ def push(settings: RemoteSettings) -> int:
 
 def init(settings: RemoteSettings, detach: bool = False) -> JobResult:
     """Create the remote .venv and install everything, default model included (`make install` there)."""
-    return _job(settings, "init", init_command(settings), detach, pull_results=False)
+    return _job(settings, "init", init_command(settings), detach)
 
 
 def train(
@@ -56,10 +61,15 @@ def train(
 
 
 def evaluate(
-    settings: RemoteSettings, config_name: str = "eval", overrides: Sequence[str] = (), detach: bool = False
-) -> JobResult:
-    """`loraops eval` (or, with config_name="eval_baseline", the base model) there; pull the metrics."""
-    return _job(settings, "eval", loraops_command("eval", config_name, overrides), detach)
+    settings: RemoteSettings, config_name: str = "eval", overrides: Sequence[str] = (), detach: bool = False,
+    metrics_dir: str | None = None,
+) -> JobResult:  # fmt: skip
+    """`loraops eval` (or, with config_name="eval_baseline", the base model) there; pull the run and metrics.
+
+    `metrics_dir` is the composed eval config's output_dir, the same folder on both sides.
+    """
+    metrics = metrics_dir or EvalConfig().output_dir
+    return _job(settings, "eval", loraops_command("eval", config_name, overrides), detach, metrics)
 
 
 def logs(settings: RemoteSettings, job: str | None = None, follow: bool = True) -> int:
@@ -73,24 +83,45 @@ def logs(settings: RemoteSettings, job: str | None = None, follow: bool = True) 
     return code or 0
 
 
-def pull(settings: RemoteSettings, run: str | None = None, metrics: bool = True) -> PullResult:
-    """Bring a remote run (the remote `latest` by default) and artifacts/metrics home; fix local `latest`."""
-    if run and "/" not in run:
-        run = f"{RUNS_DIR}/{run}"  # a bare run name
-    run = run or _remote_latest_run(settings)
-    if not run:
-        print(f"no finished run on the server ({settings.remote_dir}/{RUNS_DIR}/latest is missing)", file=sys.stderr)
-    run_dir = _pull_run(settings, run) if run else None
+def pull(
+    settings: RemoteSettings, run: str | None = None, runs_dir: str | None = None, metrics_dir: str | None = None,
+    job: str | None = None,
+) -> PullResult:  # fmt: skip
+    """Bring a run and the metrics folder home and fix the local `latest`.
+
+    The run is `job`'s run, else the run named `run` in `runs_dir`, else the remote `latest` there;
+    `runs_dir` and `metrics_dir` default to the train and eval configs' defaults.
+    """
+    runs_dir = runs_dir or TrainConfig().output_dir
+    where = job_run(settings, job) if job else _run_path(settings, run, runs_dir)
+    if job and not where:
+        print(f"job {job} made no run folder", file=sys.stderr)
+    run_dir = _pull_run(settings, where) if where else None
+    if run_dir and job:
+        _attach_job_log(pull_job(settings, job), run_dir)
     updated = bool(run_dir) and _update_local_latest(run_dir)  # type: ignore[arg-type]
-    metrics_dir = _pull_metrics(settings) if metrics else None
+    metrics = _pull_metrics(settings, metrics_dir or EvalConfig().output_dir)
     if run_dir:
         print(f"run: {run_dir}" + (" (now latest)" if updated else ""))
-    return PullResult(run_dir, updated, metrics_dir)
+    return PullResult(run_dir, updated, metrics)
 
+
+def _run_path(settings: RemoteSettings, run: str | None, runs_dir: str) -> str | None:
+    """`runs_dir/<run>` on the server, or what its `latest` points at; run names only, never paths."""
+    if run is not None:
+        if not _RUN_NAME.fullmatch(run):
+            raise RemoteError(f"--run {run!r}: give a run name such as 2026-11-25_08-15-12, not a path")
+        return f"{runs_dir}/{run}"
+    link = shlex.quote(f"{runs_dir}/{LATEST}")
+    out = _ssh(settings, remote_script(settings, f"readlink {link} || true"), "finding the latest run").strip()
+    if not out:
+        print(f"no finished run on the server ({settings.remote_dir}/{runs_dir}/{LATEST} is missing)", file=sys.stderr)
+        return None
+    return f"{runs_dir}/{Path(out).name}"
 
 
 def _job(
-    settings: RemoteSettings, action: str, command: list[str], detach: bool, pull_results: bool = True
+    settings: RemoteSettings, action: str, command: list[str], detach: bool, metrics_dir: str | None = None
 ) -> JobResult:
     job = start_job(settings, action, command)
     if detach:
@@ -103,21 +134,29 @@ def _job(
               file=sys.stderr)  # fmt: skip
         raise
     log = pull_job(settings, job)
-    run = job_run(settings, job) if pull_results else None
-    result = pull(settings, run) if pull_results and (run or action == "eval") else None
+    run_dir = None
+    where = job_run(settings, job) if action != "init" else None
+    if where:
+        run_dir = _pull_run(settings, where)
+        _attach_job_log(log, run_dir)
+        _update_local_latest(run_dir)
+    if metrics_dir:
+        _pull_metrics(settings, metrics_dir)
     print(f"remote job {job} exited with status {code}; log: {log}", file=sys.stderr if code else sys.stdout)
-    return JobResult(code, job, result.run_dir if result else None, log)
+    return JobResult(code, job, run_dir, log)
 
 
-def _remote_latest_run(settings: RemoteSettings) -> str | None:
-    out = _ssh(settings, remote_script(settings, f"readlink {RUNS_DIR}/latest || true"), "finding the latest run")
-    return f"{RUNS_DIR}/{out.strip()}" if out.strip() else None
+def _local_run_path(settings: RemoteSettings, run: str) -> Path:
+    """Where a remote run lands here: the same path relative to the project; absolute ones in outputs/runs."""
+    path = Path(run)
+    if ".." in path.parts or not path.name:
+        raise RemoteError(f"the server named the run folder {run!r}; refusing a path that leaves the project")
+    return settings.local_dir / (Path(DEFAULT_RUNS_DIR) / path.name if path.is_absolute() else path)
 
 
 def _pull_run(settings: RemoteSettings, run: str) -> Path:
-    """rsync one run folder; `run` is relative to REMOTE_DIR (or absolute), as the job printed it."""
-    name = Path(run).name
-    local = settings.local_dir / RUNS_DIR / name
+    """rsync one run folder; `run` is relative to REMOTE_DIR, or absolute."""
+    local = _local_run_path(settings, run)
     local.mkdir(parents=True, exist_ok=True)
     source = f"{settings.destination}:{run}" if run.startswith("/") else remote_path(settings, run)
     try:
@@ -128,32 +167,36 @@ def _pull_run(settings: RemoteSettings, run: str) -> Path:
     return local
 
 
+def _attach_job_log(log: Path, run_dir: Path) -> None:
+    """Keep the remote job's whole log with the run it made."""
+    shutil.copyfile(log, RunDir(run_dir).remote_log)
+
+
 def _rmdir_if_empty(path: Path) -> None:
     if path.is_dir() and not any(path.iterdir()):
         path.rmdir()
 
 
-def _pull_metrics(settings: RemoteSettings) -> Path | None:
-    local = settings.local_dir / METRICS_DIR
-    exists = _ssh(settings, remote_script(settings, f"[ -d {METRICS_DIR} ] && echo yes || true"), "looking for metrics")
-    if exists.strip() != "yes":
+def _pull_metrics(settings: RemoteSettings, metrics_dir: str) -> Path | None:
+    local = settings.local_dir / metrics_dir
+    probe = f"[ -d {shlex.quote(metrics_dir)} ] && echo yes || true"
+    if _ssh(settings, remote_script(settings, probe), "looking for metrics").strip() != "yes":
         return None
     local.mkdir(parents=True, exist_ok=True)
+    source = f"{settings.destination}:{metrics_dir}" if metrics_dir.startswith("/") else remote_path(settings, metrics_dir)
     # No --delete: metrics of runs evaluated here, or pulled from another server, stay.
-    _rsync(settings, remote_path(settings, METRICS_DIR) + "/", str(local) + "/", "pulling metrics")
+    _rsync(settings, source.rstrip("/") + "/", str(local) + "/", "pulling metrics")
     return local
 
 
 def _update_local_latest(run_dir: Path) -> bool:
     """Point local `latest` at a finished run unless a newer run (by its timestamp name) is latest."""
-    from loraops.runs import LATEST, read_json, update_latest
-
-    manifest = run_dir / "manifest.json"
-    if not manifest.is_file() or read_json(manifest).get("status") != "finished":
+    run = RunDir(run_dir)
+    if not run.is_finished():
         return False  # failed or interrupted runs never become latest, here as there
     link = run_dir.parent / LATEST
-    current = os.readlink(link) if link.is_symlink() else ""
-    if Path(current).name > run_dir.name:
+    current = link.readlink().name if link.is_symlink() else ""
+    if current > run.name:
         return False
-    update_latest(run_dir.parent, run_dir)
+    run.mark_latest()
     return True

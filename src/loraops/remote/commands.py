@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from loraops.remote.settings import RemoteError, RemoteSettings
+from loraops.runs import RUN_FILE_ENV
+from loraops.secrets import leaked_secret
 
 JOBS_DIR = "outputs/remote"  # on both sides: one folder per remote job (log, pid, exit code, run)
+JOB_RUN_FILE = "run"  # in the job folder: the path of the run folder the job's command created or used
 # Never synced: local state, caches, secrets, and what `make install` rebuilds on the server.
 PUSH_EXCLUDES = ("/.venv/", "/outputs/", "/artifacts/", "/models/", "/.env", "/build/", "/dist/",
                  "__pycache__/", "*.pyc", "*.egg-info/", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/")  # fmt: skip
-# HF_TOKEN, LAKEFS_ACCESS_KEY_ID, LAKEFS_SECRET_ACCESS_KEY, and their kin.
-_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|ACCESS_KEY|API_KEY|CREDENTIAL)", re.I)
 
 # Runs on the server as `sh -c JOB_WRAPPER sh <job dir> <command...>`: the command arrives as
-# positional arguments, never re-parsed by a shell. The exit code file is written last, by rename,
-# so its presence means "finished"; the log is copied into the run folder the command created.
+# positional arguments, never re-parsed by a shell. loraops writes the path of its run folder to
+# the file RUN_FILE_ENV names (the job's `run` file). The exit code file is written last, by
+# rename, so its presence means "finished".
 JOB_WRAPPER = r"""job=$1; shift
+export {env}="$PWD/$job/{run_file}"
 "$@" >>"$job/job.log" 2>&1
 code=$?
-run=$(sed -n "s/^.* loraops: run folder: //p" "$job/job.log" | tail -n 1)
-if [ -n "$run" ] && [ -d "$run" ]; then cp "$job/job.log" "$run/remote.log"; printf "%s\n" "$run" >"$job/run"; fi
 echo "$code" >"$job/exit_code.tmp" && mv "$job/exit_code.tmp" "$job/exit_code"
-"""
+""".format(env=RUN_FILE_ENV, run_file=JOB_RUN_FILE)
 
 # `make install` on the server, after optionally creating .venv so that it sees the packages of an
 # existing Python environment there (a preinstalled CUDA torch, or the tests' venv): pip then
@@ -100,8 +100,7 @@ def init_command(settings: RemoteSettings) -> list[str]:
 
 def check_no_secrets(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> None:
     """Refuse a command line that carries the value of a secret-looking environment variable."""
-    text = "\n".join(argv)
-    for name, value in (os.environ if environ is None else environ).items():
-        if _SECRET_NAME.search(name) and len(value) >= 8 and value in text:
-            raise RemoteError(f"refusing to send the value of {name} to the server")
+    name = leaked_secret("\n".join(argv), os.environ if environ is None else environ)
+    if name:
+        raise RemoteError(f"refusing to send the value of {name} to the server")
 

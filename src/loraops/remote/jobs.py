@@ -12,7 +12,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from loraops.remote.commands import JOBS_DIR, job_start_script, remote_path, remote_script, rsync_argv, ssh_argv
+from loraops.remote.commands import (
+    JOB_RUN_FILE,
+    JOBS_DIR,
+    job_start_script,
+    remote_path,
+    remote_script,
+    rsync_argv,
+    ssh_argv,
+)
 from loraops.remote.settings import ConnectionFailed, RemoteError, RemoteSettings
 
 _SSH_FAILED = 255  # ssh's own exit status for connection and authentication errors
@@ -107,9 +115,9 @@ def wait_job(settings: RemoteSettings, job: str, follow: bool = True) -> int:
 
 
 def job_run(settings: RemoteSettings, job: str) -> str | None:
-    """The run folder (as the job printed it, relative to REMOTE_DIR) that a train job created."""
-    jdir = shlex.quote(f"{JOBS_DIR}/{job}")
-    out = _ssh(settings, remote_script(settings, f"cat {jdir}/run 2>/dev/null || true"), "reading the job's run")
+    """The run folder the job's command created or used (relative to REMOTE_DIR, or absolute); None if none."""
+    run_file = shlex.quote(f"{JOBS_DIR}/{job}/{JOB_RUN_FILE}")
+    out = _ssh(settings, remote_script(settings, f"cat {run_file} 2>/dev/null || true"), "reading the job's run")
     return out.strip() or None
 
 

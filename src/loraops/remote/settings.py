@@ -1,4 +1,4 @@
-"""Remote settings: from the environment, .env, or a `remote:` section of the config."""
+"""Remote settings: the environment, then .env, then the config's typed `remote:` section."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import os
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from dotenv import dotenv_values
 
+from loraops.config import RemoteConfig
 from loraops.errors import LoraopsError
 
 FORWARDED_ENV = ("CUDA_VISIBLE_DEVICES", "HF_HOME")
@@ -21,7 +21,6 @@ _KEYS = {"REMOTE_HOST": "host", "REMOTE_USER": "user", "REMOTE_DIR": "dir", "REM
          "REMOTE_SSH_KEY": "ssh_key", "REMOTE_SSH_OPTS": "ssh_options", "REMOTE_PYTHON": "python",
          "REMOTE_PACKAGES_FROM": "packages_from",
          "CUDA_VISIBLE_DEVICES": "cuda_visible_devices", "HF_HOME": "hf_home"}  # fmt: skip
-
 
 
 class RemoteError(LoraopsError):
@@ -56,43 +55,20 @@ class RemoteSettings:
         return "." if d in ("~", "~/") else d[2:] if d.startswith("~/") else d
 
 
-
 def read_dotenv(path: Path) -> dict[str, str]:
     """KEY=VALUE lines of a .env file; values stay in this dict, never in os.environ."""
     return {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
 
 
-def config_remote_section(config_dir: Path, config_name: str, fallback: str | None = "train") -> dict[str, Any]:
-    """The `remote:` mapping of configs/<name>.yaml, of a config in its `defaults`, else of train.yaml.
-
-    One `remote:` section in train.yaml then serves `loraops remote eval` and `pull` too.
-    """
-    path = Path(config_dir) / f"{config_name}.yaml"
-    data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
-    section = data.get("remote")
-    if section is None:
-        parents = [d for d in data.get("defaults", []) if isinstance(d, str) and d != "_self_"]
-        if fallback and fallback != config_name:
-            parents.append(fallback)
-        return next((s for s in (config_remote_section(config_dir, p, None) for p in parents) if s), {})
-    if not isinstance(section, dict):
-        raise RemoteError(f"{path}: `remote` must be a mapping")
-    unknown = sorted(set(section) - set(_KEYS.values()))
-    if unknown:
-        raise RemoteError(f"{path}: unknown key(s) remote.{', remote.'.join(unknown)}; "
-                          f"valid: {', '.join(_KEYS.values())}")  # fmt: skip
-    return section
-
-
 def load_settings(
     local_dir: Path | None = None,
-    config: Mapping[str, Any] | None = None,
+    config: RemoteConfig | Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> RemoteSettings:
     """Settings from the environment, then `<local_dir>/.env`, then the config's `remote:` section."""
     local_dir = Path(local_dir or Path.cwd()).resolve()
     sources = [dict(os.environ if environ is None else environ), read_dotenv(local_dir / ".env")]
-    section = dict(config or {})
+    section = asdict(config) if is_dataclass(config) else dict(config or {})  # type: ignore[arg-type]
 
     def get(name: str) -> Any:
         for source in sources:

@@ -1,0 +1,99 @@
+"""The data step: find, read, validate and encode the training data, and count what happened.
+
+`train` and `check` both call `prepare_data`, so what `check` reports is what training gets.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from loraops.data.datafiles import DataFile
+from loraops.data.formats import Example
+from loraops.data.sources import load_examples, resolve_training_files
+from loraops.data.tokenize import Encoded, encode, ensure_chat_template
+from loraops.errors import DataError
+
+if TYPE_CHECKING:
+    from loraops.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataStats:
+    """What went into training; stored in the run's metrics and shown by `check`."""
+
+    records: int = 0
+    examples: int = 0  # records that train: at least one label left after truncation
+    truncated: int = 0
+    dropped_all_masked: int = 0
+    tokens: int = 0  # of the examples that train, after truncation
+    trained_tokens: int = 0
+    formats: dict[str, int] = field(default_factory=dict)
+    files: dict[str, dict[str, int]] = field(default_factory=dict)  # file -> records per format
+    lengths: dict[str, float] = field(default_factory=dict)  # min, median, p95, max before truncation
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PreparedData:
+    files: list[DataFile]
+    source: dict[str, Any]  # where the files came from, for the manifest
+    examples: list[Example]  # every record, in file order
+    encoded: list[Encoded]  # one per example
+    rows: list[dict[str, Any]]  # what the Trainer gets: the examples with a trained token
+    stats: DataStats
+    template_added: bool  # the tokenizer had no chat template, so the ChatML fallback was added
+
+
+def length_summary(lengths: list[int]) -> dict[str, float]:
+    """min, median, p95 and max; the p95 is interpolated within the data, never beyond its maximum."""
+    p95 = statistics.quantiles(lengths, n=20, method="inclusive")[-1] if len(lengths) > 1 else lengths[0]
+    return {"min": min(lengths), "median": statistics.median(lengths), "p95": round(p95, 1), "max": max(lengths)}
+
+
+def _statistics(examples: list[Example], encoded: list[Encoded]) -> DataStats:
+    kept = [e for e in encoded if e.trained_tokens]
+    files: dict[str, Counter[str]] = {}
+    for example in examples:
+        files.setdefault(example.path, Counter())[example.format] += 1
+    return DataStats(
+        records=len(examples), examples=len(kept), truncated=sum(e.truncated for e in encoded),
+        dropped_all_masked=len(encoded) - len(kept), tokens=sum(len(e.input_ids) for e in kept),
+        trained_tokens=sum(e.trained_tokens for e in kept), formats=dict(Counter(e.format for e in examples)),
+        files={path: dict(counts) for path, counts in files.items()},
+        lengths=length_summary([e.original_length for e in encoded]),
+    )  # fmt: skip
+
+
+def _row(enc: Encoded) -> dict[str, Any]:
+    ids = enc.input_ids
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": enc.labels, "length": len(ids)}
+
+
+def encode_examples(tokenizer: Any, examples: list[Example], max_length: int) -> tuple[list[Encoded], DataStats]:
+    encoded = [encode(tokenizer, example.messages, max_length) for example in examples]
+    return encoded, _statistics(examples, encoded)
+
+
+def prepare_data(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
+    """Validate and encode the training data; raises DataError before anything heavy starts."""
+    training = resolve_training_files(cfg)
+    examples = load_examples(training.files, cfg.data_format)
+    template_added = ensure_chat_template(tokenizer)
+    encoded, stats = encode_examples(tokenizer, examples, cfg.max_length)
+    log.info(
+        "data: %d records from %d files -> %d examples, %d tokens (%d trained), %d truncated at %d, "
+        "%d dropped with every label masked", stats.records, len(training.files), stats.examples, stats.tokens,
+        stats.trained_tokens, stats.truncated, cfg.max_length, stats.dropped_all_masked,
+    )  # fmt: skip
+    if not stats.examples:
+        raise DataError(cfg.dataset_path, None, "every example lost all its assistant tokens to truncation; raise max_length")
+    rows = [_row(enc) for enc in encoded if enc.trained_tokens]
+    return PreparedData(training.files, training.source, examples, encoded, rows, stats, template_added)

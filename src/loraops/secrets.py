@@ -1,0 +1,47 @@
+"""What counts as a secret, and how it is kept out of records, messages and command lines.
+
+One place decides, so the run snapshot, the Hub and lakeFS errors and the remote command lines
+all agree on which names are secret (HF_TOKEN, LAKEFS_SECRET_ACCESS_KEY, api_key, ...).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+REDACTED = "<redacted>"
+_SECRET_NAME = re.compile(r"(token|secret|password|passwd|access_key|api_key|credential)", re.IGNORECASE)
+# Shorter values are too likely to occur by chance in a command line to be refused for it.
+_MIN_SECRET_LENGTH = 8
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name))
+
+
+def redact(value: Any) -> Any:
+    """Replace the values of secret-looking keys, recursively through dicts and lists."""
+    if isinstance(value, dict):
+        return {k: (REDACTED if is_secret_name(str(k)) and v else redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def scrub(text: str, secrets: Iterable[str | None]) -> str:
+    """`text` with every given secret value replaced by REDACTED."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def secret_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """Name -> value of the secret-looking variables worth looking for in outgoing text."""
+    return {k: v for k, v in environ.items() if is_secret_name(k) and len(v) >= _MIN_SECRET_LENGTH}
+
+
+def leaked_secret(text: str, environ: Mapping[str, str]) -> str | None:
+    """The name of the first secret variable whose value appears in `text`, or None."""
+    return next((name for name, value in secret_values(environ).items() if value in text), None)
