@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loraops.atomic import write_text_atomic
 from loraops.data.files import read_jsonl
 from loraops.data.formats import Message, to_example
 from loraops.errors import DataError, LoraopsError
-from loraops.runs import write_text_atomic
 
 OUTPUT_SUFFIX = ".converted.jsonl"
 _BROWSING_CONTENT = {"tether_browsing_display", "tether_quote", "system_error"}
