@@ -83,8 +83,18 @@ def test_rsync_push_command_line() -> None:
     assert "--protect-args" in argv and "--delete" in argv
     assert shlex.split(argv[argv.index("-e") + 1]) == remote.ssh_base(s)  # the key path keeps its space
     assert argv[-1] == "ana@gpu.example.org:my runs/"  # `~/` dropped: paths are relative to home anyway
-    for path in ("/.venv/", "/outputs/", "/artifacts/", "/.env", "__pycache__/"):
+    for path in ("/.venv/", "/outputs/", "/artifacts/", ".env*", "__pycache__/", "/.loraops-push"):
         assert path in remote.PUSH_EXCLUDES
+    options = remote.push_options(s)
+    assert "--delete" in options and options[-1] == "--filter=:- .gitignore"  # after the .env* exclude
+    assert "--filter=:- .gitignore" not in remote.push_options(settings(push_gitignored=True))
+    assert "--exclude=.env*" in remote.push_options(settings(push_gitignored=True))  # never pushed
+
+
+def test_home_and_root_are_never_push_targets(tmp_path: Path) -> None:
+    for value in ("~", "~/", "/", ".", "./"):
+        with pytest.raises(RemoteError, match="home folder"):
+            remote.load_settings(tmp_path, environ={"REMOTE_HOST": "h", "REMOTE_DIR": value})
 
 
 def test_commands_call_the_projects_front_end() -> None:

@@ -92,6 +92,10 @@ def laptop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(REPO, dest, symlinks=True, ignore=shutil.ignore_patterns(
         ".venv", "outputs", "artifacts", "models", ".git", "__pycache__", "*.egg-info", ".pytest_cache"))  # fmt: skip
     (dest / ".env").write_text("HF_TOKEN=hf_NeverLeavesTheLaptop1234\n")
+    (dest / ".env.local").write_text("HF_TOKEN=hf_NeverLeavesTheLaptop1234\n")
+    (dest / "data" / ".env").write_text("LAKEFS_SECRET_KEY=NeverLeavesTheLaptop\n")
+    (dest / ".gitignore").write_text((REPO / ".gitignore").read_text() + "*.scratch\n")
+    (dest / "data" / "notes.scratch").write_text("ignored by git, so never pushed\n")
     return dest
 
 
@@ -102,8 +106,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, sshd: dict[str, str], lapto
     s = remote.load_settings(laptop, environ={**sshd, "REMOTE_DIR": str(remote_dir), "HF_HOME": str(remote_dir / "hf")})
     assert remote.push(s) == 0
     assert (remote_dir / "src" / "loraops" / "remote" / "actions.py").is_file() and (remote_dir / "data" / "eval").is_dir()
-    for excluded in (".venv", "outputs", "artifacts", ".env"):
+    for excluded in (".venv", "outputs", "artifacts", ".env", ".env.local", "data/.env", "data/notes.scratch"):
         assert not (remote_dir / excluded).exists(), excluded
+    assert (remote_dir / remote.PUSH_MARKER).is_file()
     result = remote.init(s)
     assert result.exit_code == 0, result.log and result.log.read_text()[-3000:]
     assert (remote_dir / ".venv" / "bin" / "loraops").is_file()
@@ -190,6 +195,23 @@ def test_detached_job_survives_and_logs_follows_it(
     assert remote.logs(server, started.job, follow=False) == 0
     with pytest.raises(RemoteError, match="no job"):
         remote.logs(server, "no-such-job", follow=False)
+
+
+def test_push_never_deletes_what_it_did_not_put_there(sshd: dict[str, str], laptop: Path, tmp_path: Path) -> None:
+    target = tmp_path / "someone else's folder"
+    target.mkdir()
+    (target / "thesis.tex").write_text("years of work\n")
+    s = remote.load_settings(laptop, environ={**sshd, "REMOTE_DIR": str(target)})
+    with pytest.raises(RemoteError, match="already holds files that no loraops push put there.*touch"):
+        remote.push(s)
+    assert (target / "thesis.tex").read_text() == "years of work\n" and sorted(os.listdir(target)) == ["thesis.tex"]
+    home = remote.load_settings(laptop, environ={**sshd, "REMOTE_DIR": str(Path.home())})
+    with pytest.raises(RemoteError, match="is the home folder"):
+        remote.push(home)
+    # A folder an earlier push marked: a file the project no longer has is deleted there.
+    (target / remote.PUSH_MARKER).write_text("")
+    remote.push(s)
+    assert not (target / "thesis.tex").exists() and (target / "pyproject.toml").is_file()
 
 
 def test_unreachable_host(sshd: dict[str, str], laptop: Path) -> None:

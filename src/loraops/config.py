@@ -57,6 +57,9 @@ class RemoteConfig:
     )
     cuda_visible_devices: Optional[str] = _f(None, "GPUs the remote job may use (CUDA_VISIBLE_DEVICES there).")
     hf_home: Optional[str] = _f(None, "The server's Hugging Face cache folder (HF_HOME there).")
+    push_gitignored: bool = _f(
+        False, "Push files that .gitignore ignores too (REMOTE_PUSH_GITIGNORED); .env files are never pushed."
+    )
 
 
 def _remote_section() -> Any:

@@ -19,11 +19,13 @@ from loraops.remote.commands import (
     JOB_WRAPPER,
     JOBS_DIR,
     PUSH_EXCLUDES,
+    PUSH_MARKER,
     check_no_secrets,
     env_prefix,
     init_command,
     job_start_script,
     loraops_command,
+    push_options,
     remote_path,
     remote_script,
     rsync_argv,
@@ -42,9 +44,9 @@ from loraops.remote.settings import (
 )
 
 __all__ = [
-    "INIT_SCRIPT", "JOB_RUN_FILE", "JOB_WRAPPER", "JOBS_DIR", "FORWARDED_ENV", "PUSH_EXCLUDES", "ConnectionFailed",
+    "INIT_SCRIPT", "JOB_RUN_FILE", "JOB_WRAPPER", "JOBS_DIR", "FORWARDED_ENV", "PUSH_EXCLUDES", "PUSH_MARKER", "ConnectionFailed",
     "JobResult", "PullResult", "RemoteError", "RemoteSettings", "check_no_secrets", "env_prefix", "evaluate", "init",
-    "init_command", "job_start_script", "job_status", "load_settings", "logs", "loraops_command", "pull", "push",
+    "init_command", "job_start_script", "job_status", "load_settings", "logs", "loraops_command", "pull", "push", "push_options",
     "read_dotenv", "remote_path", "remote_script", "rsync_argv", "ssh_argv", "ssh_base", "start_job", "train",
     "validate", "wait_job",
 ]  # fmt: skip

@@ -15,8 +15,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loraops.config import EvalConfig, TrainConfig
-from loraops.remote.commands import JOBS_DIR, PUSH_EXCLUDES, init_command, loraops_command, remote_path, remote_script
-from loraops.remote.jobs import _rsync, _ssh, job_run, job_status, latest_job, pull_job, start_job, wait_job
+from loraops.remote.commands import (
+    JOBS_DIR,
+    PUSH_MARKER,
+    init_command,
+    loraops_command,
+    push_check_command,
+    push_options,
+    remote_path,
+    remote_script,
+)
+from loraops.remote.jobs import (
+    _rsync,
+    _run_checked,
+    _ssh,
+    job_run,
+    job_status,
+    latest_job,
+    pull_job,
+    start_job,
+    wait_job,
+)
 from loraops.remote.settings import RemoteError, RemoteSettings
 from loraops.runs import DEFAULT_RUNS_DIR, LATEST, RunDir
 
@@ -39,13 +58,36 @@ class PullResult:
 
 
 def push(settings: RemoteSettings) -> int:
-    """Sync the project to REMOTE_DIR (no .venv, outputs, artifacts, models, caches or .env); 0, or raises."""
-    _ssh(settings, f"mkdir -p -- {shlex.quote(settings.remote_dir)}", "creating REMOTE_DIR")
-    # --delete: a file removed here (a data file!) must not linger there; excluded paths are kept.
-    options = ["--delete", *(f"--exclude={pattern}" for pattern in PUSH_EXCLUDES)]
-    _rsync(settings, f"{settings.local_dir}/", remote_path(settings) + "/", "pushing the project", options)
+    """Sync the project to REMOTE_DIR (no .env files, nothing git ignores, no local state); 0, or raises.
+
+    A file removed here (a data file!) must not linger there, so the push deletes; it therefore only
+    ever goes to a folder that an earlier push marked as a loraops copy, or to an empty one.
+    """
+    _check_push_target(settings)
+    _rsync(settings, f"{settings.local_dir}/", remote_path(settings) + "/", "pushing the project",
+           push_options(settings))  # fmt: skip
     print(f"pushed {settings.local_dir} to {remote_path(settings)}")
     return 0
+
+
+def _check_push_target(settings: RemoteSettings) -> None:
+    where = f"{settings.destination}:{settings.remote_dir}"
+    answer = _run_checked(settings, push_check_command(settings), "checking REMOTE_DIR").strip()
+    if answer in ("new", "ours"):
+        return
+    if answer == "foreign":
+        raise RemoteError(
+            f"{where} already holds files that no loraops push put there, and a push deletes what the project "
+            f"does not have. Choose a new or empty folder (REMOTE_DIR=...), or, if it is a copy of this project "
+            f"pushed by an older loraops, mark it as one: ssh {settings.destination} touch "
+            f"{shlex.quote(settings.remote_dir + '/' + PUSH_MARKER)}"
+        )  # fmt: skip
+    if answer == "home":
+        raise RemoteError(f"{where} is the home folder (or /) on the server; a push needs a folder of its own, "
+                          "e.g. REMOTE_DIR=loraops")  # fmt: skip
+    if answer == "notdir":
+        raise RemoteError(f"{where} is a file, not a folder; choose another REMOTE_DIR")
+    raise RemoteError(f"checking {where} failed: unexpected answer {answer!r}")
 
 
 def init(settings: RemoteSettings, detach: bool = False) -> JobResult:

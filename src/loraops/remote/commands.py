@@ -13,9 +13,29 @@ from loraops.secrets import leaked_secret
 
 JOBS_DIR = "outputs/remote"  # on both sides: one folder per remote job (log, pid, exit code, run)
 JOB_RUN_FILE = "run"  # in the job folder: the path of the run folder the job's command created or used
-# Never synced: local state, caches, secrets, and what `make install` rebuilds on the server.
-PUSH_EXCLUDES = ("/.venv/", "/outputs/", "/artifacts/", "/models/", "/.env", "/build/", "/dist/",
-                 "__pycache__/", "*.pyc", "*.egg-info/", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/")  # fmt: skip
+# Written by the first push into REMOTE_DIR: a push deletes files there, so only a folder that
+# carries it (or an empty one) is ever pushed to. Excluded below, so --delete never removes it.
+PUSH_MARKER = ".loraops-push"
+# Never synced: secrets (.env, .env.local, data/.env, ... at any depth), local state, caches, and what
+# `make install` rebuilds on the server. Excluded paths on the server are also safe from --delete.
+PUSH_EXCLUDES = (".env*", f"/{PUSH_MARKER}", "/.venv/", "/outputs/", "/artifacts/", "/models/", "/build/",
+                 "/dist/", "__pycache__/", "*.pyc", "*.egg-info/", ".pytest_cache/", ".mypy_cache/",
+                 ".ruff_cache/", "/.git/")  # fmt: skip
+# Every .gitignore's patterns, in every folder, excluded too (rsync reads them as it goes).
+GITIGNORE_FILTER = "--filter=:- .gitignore"
+
+# Prints where the push would go: `new` (empty or missing folder, now marked), `ours` (marked by an
+# earlier push), `foreign` (holds files no push put there), `home` (the home folder or /), `notdir`.
+PUSH_CHECK_SCRIPT = r"""d=$1
+if [ -e "$d" ] && [ ! -d "$d" ]; then echo notdir; exit 0; fi
+mkdir -p -- "$d" && cd -- "$d" || exit 1
+here=$(pwd -P)
+if [ "$here" = / ] || [ "$here" = "$(cd && pwd -P)" ]; then echo home; exit 0; fi
+if [ -f {marker} ]; then echo ours; exit 0; fi
+if [ -n "$(ls -A)" ]; then echo foreign; exit 0; fi
+echo "A copy of a loraops project, kept in sync by 'loraops remote push', which deletes files here that the project does not have." >{marker}
+echo new
+""".format(marker=PUSH_MARKER)
 
 # Runs on the server as `sh -c JOB_WRAPPER sh <job dir> <command...>`: the command arrives as
 # positional arguments, never re-parsed by a shell. loraops writes the path of its run folder to
@@ -61,6 +81,18 @@ def remote_script(settings: RemoteSettings, *lines: str) -> str:
 def ssh_argv(settings: RemoteSettings, script: str) -> list[str]:
     # `sh -c` makes the script independent of the user's login shell (bash, zsh, fish...).
     argv = [*ssh_base(settings), settings.destination, shlex.join(["sh", "-c", script])]
+    check_no_secrets(argv)
+    return argv
+
+
+def push_options(settings: RemoteSettings) -> list[str]:
+    """rsync options of a push: delete what the project no longer has, never sync what must stay here."""
+    options = ["--delete", *(f"--exclude={pattern}" for pattern in PUSH_EXCLUDES)]
+    return options if settings.push_gitignored else [*options, GITIGNORE_FILTER]
+
+
+def push_check_command(settings: RemoteSettings) -> list[str]:
+    argv = [*ssh_base(settings), settings.destination, shlex.join(["sh", "-c", PUSH_CHECK_SCRIPT, "sh", settings.remote_dir])]
     check_no_secrets(argv)
     return argv
 

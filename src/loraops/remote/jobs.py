@@ -49,7 +49,12 @@ def _rsync(settings: RemoteSettings, source: str, dest: str, what: str, extra: S
 
 
 def _ssh(settings: RemoteSettings, script: str, what: str) -> str:
-    done = _run(ssh_argv(settings, script), what)
+    return _run_checked(settings, ssh_argv(settings, script), what)
+
+
+def _run_checked(settings: RemoteSettings, argv: list[str], what: str) -> str:
+    """stdout of an ssh command line; a non-zero exit status is a RemoteError naming `what`."""
+    done = _run(argv, what)
     if done.returncode != 0:
         raise RemoteError(f"{what} failed on {settings.destination}: {done.stderr.strip() or done.returncode}")
     return done.stdout

@@ -19,7 +19,7 @@ FORWARDED_ENV = ("CUDA_VISIBLE_DEVICES", "HF_HOME")
 # Settings keys: environment / .env name -> `remote:` config key.
 _KEYS = {"REMOTE_HOST": "host", "REMOTE_USER": "user", "REMOTE_DIR": "dir", "REMOTE_PORT": "port",
          "REMOTE_SSH_KEY": "ssh_key", "REMOTE_SSH_OPTS": "ssh_options", "REMOTE_PYTHON": "python",
-         "REMOTE_PACKAGES_FROM": "packages_from",
+         "REMOTE_PACKAGES_FROM": "packages_from", "REMOTE_PUSH_GITIGNORED": "push_gitignored",
          "CUDA_VISIBLE_DEVICES": "cuda_visible_devices", "HF_HOME": "hf_home"}  # fmt: skip
 
 
@@ -42,6 +42,7 @@ class RemoteSettings:
     python: str = "python3"  # the server's python that creates .venv
     packages_from: str | None = None  # a server python whose packages .venv may reuse
     forward_env: tuple[tuple[str, str], ...] = ()
+    push_gitignored: bool = False  # push what .gitignore ignores too (.env files never)
     local_dir: Path = field(default_factory=Path.cwd)  # the project pushed, and where results land
 
     @property
@@ -86,7 +87,7 @@ def load_settings(
         port=_port(get("REMOTE_PORT")), ssh_key=_str_or_none(get("REMOTE_SSH_KEY")),
         ssh_options=tuple(shlex.split(opts) if isinstance(opts, str) else map(str, opts)),
         python=str(get("REMOTE_PYTHON") or "python3"), packages_from=_str_or_none(get("REMOTE_PACKAGES_FROM")),
-        forward_env=forward, local_dir=local_dir,
+        forward_env=forward, local_dir=local_dir, push_gitignored=_flag(get("REMOTE_PUSH_GITIGNORED")),
     )  # fmt: skip
     validate(settings)
     return settings
@@ -94,6 +95,10 @@ def load_settings(
 
 def _str_or_none(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
+
+
+def _flag(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def _port(value: Any) -> int | None:
@@ -118,6 +123,7 @@ def validate(settings: RemoteSettings) -> None:
         raise RemoteError(f"REMOTE_HOST={settings.host!r} is not a host name or address")
     if settings.user is not None and not _USER.fullmatch(settings.user):
         raise RemoteError(f"REMOTE_USER={settings.user!r} is not a user name")
-    if not settings.remote_dir:
-        raise RemoteError("REMOTE_DIR is empty")
+    if settings.remote_dir.rstrip("/") in ("", "."):
+        raise RemoteError(f"REMOTE_DIR={settings.dir!r} is the remote home folder (or /) itself: a push deletes "
+                          "what the project does not have, so it needs a folder of its own, e.g. REMOTE_DIR=loraops")
 
