@@ -85,8 +85,6 @@ def test_every_key_has_help() -> None:
 
 def test_model_name_resolution(tmp_path: Path) -> None:
     from loraops.models import resolve_model_path
-
-    assert resolve_model_path("meta-llama/Meta-Llama-3-8B") == "meta-llama/Meta-Llama-3-8B"  # left to the HF cache
     (tmp_path / "folder").mkdir()
     for bad, fragment in [(str(tmp_path / "missing.gguf"), "does not exist"), (str(tmp_path / "folder"), "config.json"),
                           ("./no/such/model", "neither an existing folder nor a hub id"),
@@ -101,5 +99,31 @@ def test_legacy_transformers_cache_is_honoured(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("TRANSFORMERS_CACHE", "/data/hf-legacy")
     assert hub_kwargs() == {"cache_dir": "/data/hf-legacy"}
-    monkeypatch.setenv("HF_HUB_CACHE", "/data/hub")  # the current variable wins, through huggingface_hub itself
-    assert hub_kwargs() == {}
+    monkeypatch.setenv("HF_HUB_CACHE", "/data/hub")  # the current variable wins
+    assert hub_kwargs() == {"cache_dir": "/data/hub"}
+
+
+def test_hub_ids_fail_fast_offline_and_use_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     tiny_model_dir: Path) -> None:  # fmt: skip
+    import shutil
+    import socket
+
+    from loraops.models import resolve_model_path
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with socket.socket() as listening:  # a Hub that answers
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listening.getsockname()[1]}")
+        assert resolve_model_path("meta-llama/Meta-Llama-3-8B") == "meta-llama/Meta-Llama-3-8B"
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed.getsockname()[1]}")  # nothing listens
+    with pytest.raises(LoraopsError, match="not in the local Hugging Face cache, and http://127.0.0.1:.* cannot be"):
+        resolve_model_path("meta-llama/Meta-Llama-3-8B")
+    repo = tmp_path / "hub" / "models--acme--tiny"  # a cached download, as huggingface_hub lays it out
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    assert resolve_model_path("acme/tiny") == str(repo / "snapshots" / "abc123")

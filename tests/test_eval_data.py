@@ -29,7 +29,7 @@ def test_prompt_completion_and_messages_splits(tmp_path: Path) -> None:
         ([{"prompt": "p", "completion": "c"}, {"prompt": "p"}], ":2: cannot tell the format"),
         ([{"prompt": "p", "completion": 1}], ":1: field `completion` must be a string"),
         ([{"messages": [{"role": "user", "content": "u"}]}], ":1: the conversation has no assistant turn"),
-        ([{"messages": [{"role": "assistant", "content": "a"}]}], ":1: no user turn before the reference"),
+        ([{"messages": [{"role": "assistant", "content": "a"}]}], ":1: the conversation starts with an assistant turn"),
         ([], "the eval split is empty"),
     ],
 )

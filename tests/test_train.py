@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -172,6 +173,12 @@ def test_interrupted_run_resumes_from_its_checkpoint(tiny_overrides: list[str], 
     (run,) = [p for p in (tmp_path / "runs").iterdir()]
     assert RunDir(run).read_manifest()["status"] == "failed"
     assert (run / "checkpoints" / "checkpoint-2").is_dir() and not (tmp_path / "runs" / "latest").exists()
+    # kill -9 while the next checkpoint was being written: its weights are cut short.
+    broken = run / "checkpoints" / "checkpoint-4"
+    shutil.copytree(run / "checkpoints" / "checkpoint-2", broken)
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert RunDir(run).last_checkpoint() == str(run / "checkpoints" / "checkpoint-2")
 
     with pytest.raises(ConfigError, match=r"config changed since the run started \(lr: 0.005 -> 0.001\)"):
         run_tiny(overrides + [f"resume_from={run}", "lr=1e-3"])
@@ -183,3 +190,46 @@ def test_interrupted_run_resumes_from_its_checkpoint(tiny_overrides: list[str], 
     assert not (run / "checkpoints").exists()
     with pytest.raises(ConfigError, match="that run finished"):
         run_tiny(overrides + [f"resume_from={run}"])
+
+
+def test_checkpoint_problems_are_found(tmp_path: Path) -> None:
+    import torch
+
+    from loraops.runs import checkpoint_problem
+
+    checkpoint = tmp_path / "checkpoint-6"
+    checkpoint.mkdir()
+    assert "trainer_state.json is missing" in (checkpoint_problem(checkpoint) or "")
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 6}')
+    torch.save({"state": torch.zeros(1000)}, checkpoint / "optimizer.pt")
+    assert checkpoint_problem(checkpoint) is None
+    data = (checkpoint / "optimizer.pt").read_bytes()
+    (checkpoint / "optimizer.pt").write_bytes(data[: len(data) // 2])
+    assert "optimizer.pt is" in (checkpoint_problem(checkpoint) or "")
+
+
+@pytest.mark.slow
+def test_sigterm_records_interrupted_and_keeps_checkpoints(tiny_overrides: list[str], tmp_path: Path) -> None:
+    """docker stop, systemd and batch schedulers send SIGTERM: treated like Ctrl-C, exit status 143."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [*tiny_overrides, "epochs=500", "save_strategy=steps", "save_steps=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "loraops", "train", "--config-dir", str(CONFIGS), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    runs = tmp_path / "runs"
+    try:
+        for _ in range(600):  # up to a minute for the first checkpoint, however busy the machine
+            if any(runs.glob("*/checkpoints/checkpoint-*/trainer_state.json")) or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert "loraops: terminated" in err
+    (run,) = [p for p in runs.iterdir() if p.name != "latest"]
+    assert RunDir(run).status() == "interrupted" and RunDir(run).last_checkpoint() is not None

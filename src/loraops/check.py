@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from loraops.config import TrainConfig
+from loraops.data.datafiles import EVAL_DIRNAME
+from loraops.data.formats import Example
+from loraops.data.overlap import shared_prompts
 from loraops.data.prepare import DataStats, prepare_data
 from loraops.data.tokenize import IGNORE_INDEX, Encoded
 from loraops.errors import ConfigError
+from loraops.eval.data import find_splits, load_split
 from loraops.models import load_tokenizer, resolve_model_path
 
 TRAIN_OPEN, TRAIN_CLOSE = "[[", "]]"
@@ -21,6 +25,7 @@ TRAIN_OPEN, TRAIN_CLOSE = "[[", "]]"
 @dataclass
 class CheckReport:
     stats: DataStats
+    eval_overlap: dict[str, int]  # eval split -> training examples that ask what it asks
     max_length: int
     example: str  # one example rendered with its trained spans marked
     example_source: str
@@ -47,16 +52,27 @@ def _wrap(text: str, trained: bool) -> str:
 
 def check(cfg: TrainConfig, example_index: int = 0) -> CheckReport:
     """Run training's data step on the config and describe what it produced."""
-    tokenizer = load_tokenizer(resolve_model_path(cfg.model_name))
-    data = prepare_data(cfg, tokenizer)
+    model_path = resolve_model_path(cfg.model_name)
+    tokenizer = load_tokenizer(model_path)
+    data = prepare_data(cfg, tokenizer, model_path)
     if not 0 <= example_index < len(data.examples):
         raise ConfigError(f"--example {example_index}: the data has examples 0 to {len(data.examples) - 1}")
     shown = data.examples[example_index]
     return CheckReport(
-        stats=data.stats, max_length=cfg.max_length,
+        stats=data.stats, eval_overlap=_eval_overlap(cfg, data.examples), max_length=cfg.max_length,
         example=render_marked(tokenizer, data.encoded[example_index]),
         example_source=f"{shown.path}:{shown.line} ({shown.format})",
     )  # fmt: skip
+
+
+def _eval_overlap(cfg: TrainConfig, examples: list[Example]) -> dict[str, int]:
+    """Per split of <dataset_path>/eval: training examples whose prompt is one of the split's prompts."""
+    eval_dir = Path(cfg.dataset_path) / EVAL_DIRNAME
+    if cfg.data_source.type != "local" or not eval_dir.is_dir() or not any(eval_dir.glob("*.jsonl")):
+        return {}
+    training = [e.messages for e in examples]
+    return {name: shared_prompts(training, [e.prompt for e in load_split(path)])
+            for name, path in find_splits(str(eval_dir), "*.jsonl").items()}  # fmt: skip
 
 
 def format_report(r: CheckReport) -> str:
@@ -72,6 +88,8 @@ def format_report(r: CheckReport) -> str:
         f"max {length['max']:g}",
         f"truncated at max_length={r.max_length}: {s.truncated}",
         f"all labels masked (dropped): {s.dropped_all_masked}",
+        f"duplicate records (whitespace aside): {s.duplicates}",
+        *(f"training examples that ask what eval split {split!r} asks: {n}" for split, n in r.eval_overlap.items()),
         f"trained (assistant) tokens: {s.trained_tokens} of {s.tokens} ({100 * s.trained_tokens / max(1, s.tokens):.1f}%)",
         "",
         f"example {r.example_source}, as the model sees it ({TRAIN_OPEN} {TRAIN_CLOSE} = trained, the rest is masked):",

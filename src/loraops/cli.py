@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 from loraops import __version__
 from loraops.config import CompareConfig, EvalConfig, TrainConfig, help_rows, load_config
-from loraops.errors import USER_ERROR_EXIT, LoraopsError
+from loraops.errors import INTERRUPTED_EXIT, TERMINATED_EXIT, USER_ERROR_EXIT, LoraopsError, Terminated
 
 log = logging.getLogger("loraops")
 
@@ -294,14 +295,25 @@ def main(argv: list[str] | None = None) -> int:
     # peft 0.21 calls a transformers 5 alias deprecated in favour of is_activation_checkpointing; not ours to fix.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s loraops: %(message)s", datefmt="%H:%M:%S")
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args)
-    except LoraopsError as exc:
-        print(f"loraops: error: {exc}", file=sys.stderr)
+    except (LoraopsError, OSError) as exc:  # OSError: a path the system refused (permissions, a full disk)
+        # The message may quote the user's broken text: lone surrogates are shown escaped, never a crash.
+        print(f"loraops: error: {str(exc).encode('utf-8', 'backslashreplace').decode('utf-8')}", file=sys.stderr)
         return USER_ERROR_EXIT
+    except Terminated:
+        print("loraops: terminated", file=sys.stderr)
+        return TERMINATED_EXIT
     except KeyboardInterrupt:
         print("loraops: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED_EXIT
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ Each field's `help` is the single source for `--help`, the README reference and 
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -127,6 +129,7 @@ class TrainConfig:
              f"must be one of {', '.join(DATA_SOURCE_TYPES)}"),
             (self.data_source.type != "lakefs" or bool(self.data_source.repository), "data_source.repository",
              "must name the lakeFS repository when data_source.type is lakefs"),
+            (_relative_glob(self.dataset_pattern), "dataset_pattern", _GLOB_PROBLEM),
         ]  # fmt: skip
         _raise_first(self, checks)
 
@@ -161,6 +164,7 @@ class EvalConfig:
             (self.limit is None or self.limit >= 1, "limit", "must be null or at least 1"),
             (self.temperature > 0, "temperature", "must be positive"),
             (0 < self.top_p <= 1, "top_p", "must be in (0, 1]"),
+            (_relative_glob(self.eval_pattern), "eval_pattern", _GLOB_PROBLEM),
         ]
         _raise_first(self, checks)
 
@@ -200,7 +204,30 @@ class CompareConfig:
         _raise_first(self, checks)
 
 
+_GLOB_PROBLEM = "must be a non-empty glob relative to its folder, e.g. *.jsonl"
+
+
+def _relative_glob(pattern: str) -> bool:
+    return bool(pattern.strip()) and not Path(pattern).is_absolute() and ".." not in Path(pattern).parts
+
+
+def _non_finite(cfg: Any, prefix: str = "") -> str | None:
+    """The first float key holding inf or nan: comparisons with them pass checks they should fail."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if is_dataclass(value):
+            found = _non_finite(value, f"{prefix}{f.name}.")
+            if found:
+                return found
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"{prefix}{f.name}"
+    return None
+
+
 def _raise_first(cfg: Any, checks: list[tuple[bool, str, str]]) -> None:
+    bad = _non_finite(cfg)
+    if bad:
+        raise ConfigError(f"{bad}={getattr_dotted(cfg, bad)!r} must be a finite number")
     for ok, key, problem in checks:
         if not ok:
             raise ConfigError(f"{key}={getattr_dotted(cfg, key)!r} {problem}")
@@ -242,12 +269,12 @@ def _unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
     return ConfigError(f"unknown config key `{key}` ({where}){hint}")
 
 
-def _check_keys(cfg: DictConfig, valid: list[str], where: str, prefix: str = "") -> None:
+def _check_keys(cfg: dict[Any, Any], valid: list[str], where: str, prefix: str = "") -> None:
     for key, value in cfg.items():
         dotted = f"{prefix}{key}"
         if dotted not in valid:
             raise _unknown_key_error(dotted, valid, where)
-        if isinstance(value, DictConfig):
+        if isinstance(value, dict):
             _check_keys(value, valid, where, dotted + ".")
 
 
@@ -278,8 +305,16 @@ def compose(config_dir: Path, config_name: str, overrides: list[str]) -> DictCon
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base=None):
             return hydra_compose(config_name=config_name, overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"{config_dir / (config_name + '.yaml')}: {exc}") from exc
+    except yaml.YAMLError as exc:  # the message names the file, line and column
+        raise ConfigError(f"a config file is not valid YAML: {' '.join(str(exc).split())}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"a config file in {config_dir} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configs in {config_dir}: {exc}") from None
+    # Hydra reports a malformed `defaults` list with ValueError, TypeError or even AssertionError.
+    except (HydraException, OmegaConfBaseException, ValueError, TypeError, AssertionError) as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(f"{config_dir / (config_name + '.yaml')}: {detail}") from None
 
 
 SchemaT = TypeVar("SchemaT")
@@ -290,7 +325,8 @@ def load_config(schema: type[SchemaT], config_dir: Path, config_name: str, overr
     valid = schema_keys(schema)
     _parse_overrides(overrides, valid)
     raw = compose(config_dir, config_name, overrides)
-    _check_keys(raw, valid, f"{config_dir / config_name}.yaml")
+    # Unresolved: a broken interpolation is reported by the merge below, with its key.
+    _check_keys(OmegaConf.to_container(raw, resolve=False), valid, f"{config_dir / config_name}.yaml")  # type: ignore[arg-type]
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), raw)
         cfg = OmegaConf.to_object(merged)

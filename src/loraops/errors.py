@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 USER_ERROR_EXIT = 2
+INTERRUPTED_EXIT, TERMINATED_EXIT = 130, 143  # 128 + SIGINT, 128 + SIGTERM
 
 
 class LoraopsError(Exception):
@@ -20,3 +21,7 @@ class DataError(LoraopsError):
         self.path, self.line, self.problem = str(path), line, problem
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {problem}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (docker stop, systemd, batch schedulers): handled like Ctrl-C, so runs record `interrupted`."""

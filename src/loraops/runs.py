@@ -15,7 +15,9 @@ This module alone spells the names of the files in a run folder; every other mod
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +28,10 @@ from loraops.atomic import read_json, write_json, write_text_atomic
 from loraops.errors import LoraopsError
 from loraops.secrets import redact
 
+log = logging.getLogger(__name__)
+
 LATEST = "latest"
+_CHECKPOINT = re.compile(r"checkpoint-\d+")
 DEFAULT_RUNS_DIR = "outputs/runs"
 # A process that starts a run writes the run folder's path to the file this variable names;
 # the remote job wrapper sets it, so `remote pull` reads a file rather than a log line.
@@ -84,7 +89,7 @@ class RunDir:
     def create(cls, output_dir: str | Path, now: datetime | None = None) -> RunDir:
         """Make <output_dir>/YYYY-MM-DD_HH-MM-SS; runs started in the same second get a suffix."""
         root = Path(output_dir)
-        root.mkdir(parents=True, exist_ok=True)
+        check_runs_dir(root)
         stamp = (now or datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
         for n in range(1, 1000):
             candidate = root / (stamp if n == 1 else f"{stamp}_{n}")
@@ -93,6 +98,8 @@ class RunDir:
                 return cls(candidate)
             except FileExistsError:
                 continue
+            except OSError as exc:
+                raise LoraopsError(f"output_dir={output_dir}: cannot create a run folder there ({exc.strerror})") from None
         raise LoraopsError(f"could not create a run folder under {root}")
 
     @classmethod
@@ -159,9 +166,16 @@ class RunDir:
     # --- checkpoints and links ------------------------------------------------------------------
 
     def last_checkpoint(self) -> str | None:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        return get_last_checkpoint(str(self.checkpoints_dir)) if self.checkpoints_dir.is_dir() else None
+        """The newest complete checkpoint; one cut short (kill -9 while saving) is skipped, and said so."""
+        if not self.checkpoints_dir.is_dir():
+            return None
+        found = [p for p in self.checkpoints_dir.iterdir() if p.is_dir() and _CHECKPOINT.fullmatch(p.name)]
+        for checkpoint in sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+            problem = checkpoint_problem(checkpoint)
+            if problem is None:
+                return str(checkpoint)
+            log.warning("skipping %s: %s; falling back to the one before", checkpoint.name, problem)
+        return None
 
     def remove_checkpoints(self) -> None:
         shutil.rmtree(self.checkpoints_dir, ignore_errors=True)
@@ -173,7 +187,11 @@ class RunDir:
         tmp = root / f".{LATEST}.{os.getpid()}"
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(self.name)  # relative, so the outputs folder can be moved
-        os.replace(tmp, link)
+        try:
+            os.replace(tmp, link)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise LoraopsError(f"{link}: cannot point it at {self.name} ({exc.strerror})") from None
         return link
 
     def announce(self) -> None:
@@ -186,6 +204,47 @@ class RunDir:
         except ValueError:
             where = str(self.path.resolve())
         write_text_atomic(Path(target), where + "\n")
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why a Trainer checkpoint folder cannot be resumed from, or None when every file in it is whole."""
+    import json
+    import zipfile
+
+    from safetensors import SafetensorError, safe_open
+
+    state = checkpoint / "trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{state.name} is missing or broken ({type(exc).__name__})"
+    for path in sorted(checkpoint.iterdir()):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt"):
+                    pass
+            elif path.suffix in (".pt", ".pth", ".bin") and zipfile.ZipFile(path).testzip() is not None:
+                return f"{path.name} is damaged"
+        except (OSError, SafetensorError, zipfile.BadZipFile, ValueError) as exc:
+            return f"{path.name} is incomplete ({type(exc).__name__})"
+    return None
+
+
+def check_runs_dir(output_dir: str | Path) -> None:
+    """Fail now, before hours of training, if runs cannot be created in `output_dir` or `latest` cannot move."""
+    root = Path(output_dir)
+    if root.exists() and not root.is_dir():
+        raise LoraopsError(f"output_dir={output_dir} is a file, not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LoraopsError(f"output_dir={output_dir}: cannot create it ({exc.strerror})") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise LoraopsError(f"output_dir={output_dir} is not writable")
+    latest = root / LATEST
+    if latest.exists() and not latest.is_symlink():
+        raise LoraopsError(f"{latest} is a real {'folder' if latest.is_dir() else 'file'}, not the link loraops "
+                           "keeps to the newest run; move it away")  # fmt: skip
 
 
 def find_run(spec: str | Path, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> tuple[RunDir | None, Path | None]:

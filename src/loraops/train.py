@@ -14,7 +14,7 @@ from loraops.data.datafiles import dataset_sha256
 from loraops.data.prepare import PreparedData, prepare_data
 from loraops.errors import ConfigError
 from loraops.models import load_causal_lm, load_tokenizer, resolve_model_path
-from loraops.runs import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDir
+from loraops.runs import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDir, check_runs_dir
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     log.info("device: %s, precision: %s", env.device_name, env.precision)
     model_path = resolve_model_path(cfg.model_name)
     tokenizer = load_tokenizer(model_path)
-    data = prepare_data(cfg, tokenizer)  # all data errors surface here, before a run folder exists
+    data = prepare_data(cfg, tokenizer, model_path)  # all data errors surface here, before a run folder exists
     run, checkpoint = _resume_point(cfg, data) if cfg.resume_from else (RunDir.create(cfg.output_dir), None)
     run.announce()
     manifest = _manifest(cfg, env, model_path, data)  # once: it runs git and reads package metadata
@@ -185,6 +185,7 @@ _RESUMABLE_CHANGES = {"resume_from", "logging_steps", "save_strategy", "save_ste
 def _resume_point(cfg: TrainConfig, data: PreparedData) -> tuple[RunDir, str]:
     """The unfinished run to continue and its last checkpoint; refuses when config or data changed."""
     run = RunDir(Path(cfg.resume_from or "").resolve())
+    check_runs_dir(run.path.parent)  # `latest` moves when the resumed run finishes
     manifest = run.read_manifest()
     if not manifest:
         raise ConfigError(f"resume_from={cfg.resume_from}: not a run folder (it has no manifest)")
@@ -192,7 +193,7 @@ def _resume_point(cfg: TrainConfig, data: PreparedData) -> tuple[RunDir, str]:
         raise ConfigError(f"resume_from={cfg.resume_from}: that run finished; start a new one instead")
     checkpoint = run.last_checkpoint()
     if checkpoint is None:
-        raise ConfigError(f"resume_from={cfg.resume_from}: no checkpoint to resume from "
+        raise ConfigError(f"resume_from={cfg.resume_from}: no complete checkpoint to resume from "
                           "(it stopped before the first save, or save_strategy was no)")  # fmt: skip
     before, now = run.read_config(), _config_dict(cfg)
     changed = sorted(k for k in set(before) | set(now) if k not in _RESUMABLE_CHANGES and before.get(k) != now.get(k))

@@ -7,18 +7,20 @@ edits and regenerations are sibling branches, which are dropped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loraops.atomic import write_text_atomic
-from loraops.data.files import read_jsonl
+from loraops.atomic import read_json, write_json, write_text_atomic
+from loraops.data.files import check_encodable, read_jsonl
 from loraops.data.formats import Message, to_example
 from loraops.errors import DataError, LoraopsError
 
 OUTPUT_SUFFIX = ".converted.jsonl"
+LEDGER = ".loraops-converted"  # JSON: output name -> sha256 of what convert wrote there
 _BROWSING_CONTENT = {"tether_browsing_display", "tether_quote", "system_error"}
 
 
@@ -56,9 +58,30 @@ def is_chatgpt_export(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(c, dict) and "mapping" in c for c in value)
 
 
+class ExportShapeError(ValueError):
+    """A field of a ChatGPT export has the wrong type; the message names the field."""
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], field: str) -> Any:
+    if not isinstance(value, kind):
+        names = " or ".join(_JSON_NAMES[k] for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ExportShapeError(f"`{field}` must be {names}, got {_JSON_NAMES.get(type(value), type(value).__name__)}")
+    return value
+
+
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", type(None): "null", int: "a number",
+               float: "a number", bool: "true/false"}  # fmt: skip
+
+
 def _branch(conversation: dict[str, Any]) -> list[dict[str, Any]]:
     """The nodes from the root to `current_node`, following parent links (the visible branch)."""
-    mapping, node_id, seen = conversation["mapping"], conversation.get("current_node"), set()
+    mapping = _expect(conversation["mapping"], dict, "mapping")
+    for key, node in mapping.items():
+        name = key if key.isidentifier() else json.dumps(key)  # a key of spaces or newlines stays visible
+        _expect(node, dict, f"mapping.{name}")
+        _expect(node.get("parent"), (str, type(None)), f"mapping.{name}.parent")
+        _expect(node.get("message"), (dict, type(None)), f"mapping.{name}.message")
+    node_id, seen = _expect(conversation.get("current_node"), (str, type(None)), "current_node"), set()
     if node_id is None:  # very old exports: take the last node that has no children
         node_id = next((k for k, n in reversed(list(mapping.items())) if not n.get("children")), None)
     chain = []
@@ -71,22 +94,24 @@ def _branch(conversation: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _message_text(message: dict[str, Any], counts: Counter[str]) -> str | None:
     """The text of a node's message, or None (counted by reason) when it is not a chat turn."""
-    role = (message.get("author") or {}).get("role")
-    content = message.get("content") or {}
-    metadata = message.get("metadata") or {}
+    role = _expect(message.get("author") or {}, dict, "message.author").get("role")
+    content = _expect(message.get("content") or {}, dict, "message.content")
+    metadata = _expect(message.get("metadata") or {}, dict, "message.metadata")
     if role == "tool":
         counts["dropped tool messages"] += 1
         return None
     if role not in ("user", "assistant", "system"):
         counts[f"dropped {role or 'unknown'}-role messages"] += 1
         return None
-    if content.get("content_type") in _BROWSING_CONTENT or message.get("recipient", "all") != "all":
+    content_type = content.get("content_type")
+    if (isinstance(content_type, str) and content_type in _BROWSING_CONTENT) or message.get("recipient", "all") != "all":
         counts["dropped browsing and tool-call messages"] += 1
         return None
     if metadata.get("is_visually_hidden_from_conversation") or metadata.get("is_user_system_message"):
         counts["dropped hidden system messages"] += 1
         return None
-    parts = content.get("parts") if "parts" in content else [content.get("text", "")]
+    parts = _expect(content.get("parts") if "parts" in content else [content.get("text", "")], (list, type(None)),
+                    "message.content.parts")
     texts = [p for p in parts or [] if isinstance(p, str)]
     if len(texts) < len(parts or []):
         counts["dropped non-text parts (images, files)"] += len(parts) - len(texts)
@@ -127,10 +152,13 @@ def conversation_to_messages(conversation: dict[str, Any], counts: Counter[str])
     return turns
 
 
-def _records_from_export(conversations: list[dict[str, Any]], counts: Counter[str]) -> list[dict[str, Any]]:
+def _records_from_export(path: Path, conversations: list[dict[str, Any]], counts: Counter[str]) -> list[dict[str, Any]]:
     records = []
-    for conversation in conversations:
-        messages = conversation_to_messages(conversation, counts)
+    for i, conversation in enumerate(conversations):
+        try:
+            messages = conversation_to_messages(conversation, counts)
+        except ExportShapeError as exc:
+            raise DataError(path, None, f"conversation {i} of the ChatGPT export: {exc}") from None
         if messages is not None:
             records.append({"messages": messages, "title": conversation.get("title"),
                             "conversation_id": conversation.get("conversation_id") or conversation.get("id")})  # fmt: skip
@@ -144,6 +172,7 @@ def _records_from_json(path: Path, values: list[tuple[int, Any]]) -> list[dict[s
         for item in value if isinstance(value, list) else [value]:
             if not isinstance(item, dict):
                 raise DataError(path, line, f"expected JSON objects, got {type(item).__name__}")
+            check_encodable(item, path, line)
             to_example(item, "auto", path, line)  # same checks as training, with the object's line
             records.append(item)
     return records
@@ -167,31 +196,62 @@ def convert_file(path: Path, output_dir: Path) -> FileReport:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(path, None, f"not valid UTF-8 (byte offset {exc.start})") from None
+    except OSError as exc:
+        raise DataError(path, None, f"cannot read the file: {exc.strerror or exc}") from None
     values = parse_json_values(path, text)
     counts: Counter[str] = Counter()
     if len(values) == 1 and is_chatgpt_export(values[0][1]):
-        records, kind = _records_from_export(values[0][1], counts), "ChatGPT export"
+        records, kind = _records_from_export(path, values[0][1], counts), "ChatGPT export"
     else:
         records, kind = _records_from_json(path, values), "pretty-printed JSON"
     if not records:
         return FileReport(path, "skipped", f"{kind} with no usable records", counts=counts)
+    check_encodable(records, path, None)
     output = output_dir / (path.name.rsplit(".", 1)[0] + OUTPUT_SUFFIX)
     body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    unchanged = output.is_file() and output.read_text(encoding="utf-8") == body
-    if not unchanged:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(output, body)
+    unchanged = _write_output(path, output, body)
     action = "up to date" if unchanged else "converted"
     if path.suffix == ".jsonl":
         kind += "; move the source out of the training folder, it still matches *.jsonl"
     return FileReport(path, action, kind, output, len(records), counts)
 
 
+def _write_output(source: Path, output: Path, body: str) -> bool:
+    """Write `body` to `output` unless it is there already (True); never replace a file convert did not
+    write, or one edited since it wrote it: a ledger beside the outputs holds the hash of each one written."""
+    ledger_path = output.parent / LEDGER
+    ledger = read_json(ledger_path) if ledger_path.is_file() else {}
+    data = body.encode("utf-8")
+    if output.exists() or output.is_symlink():
+        if not output.is_file():
+            raise DataError(output, None, f"the output for {source.name} is in the way (not a file); move it away")
+        current = output.read_bytes()
+        if current == data:
+            return True
+        if ledger.get(output.name) != hashlib.sha256(current).hexdigest():
+            raise DataError(output, None, f"exists and was not written by `loraops convert`, or was edited since; "
+                                          f"move it away or delete it to convert {source.name} again")  # fmt: skip
+    try:
+        write_text_atomic(output, body)
+        write_json(ledger_path, {**ledger, output.name: hashlib.sha256(data).hexdigest()})
+    except OSError as exc:
+        raise DataError(output, None, f"cannot write the converted file: {exc.strerror or exc}") from None
+    return False
+
+
 def convert_folder(input_dir: Path, output_dir: Path | None = None) -> list[FileReport]:
     """Convert every .json/.jsonl file in `input_dir` (not recursive); outputs go beside them by default."""
     if not input_dir.is_dir():
         raise LoraopsError(f"{input_dir}: not a folder")
-    paths = sorted(p for p in input_dir.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl"))
+    if output_dir is not None:
+        if output_dir.exists() and not output_dir.is_dir():
+            raise LoraopsError(f"--output-dir {output_dir} is a file, not a folder")
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LoraopsError(f"--output-dir {output_dir}: cannot create it ({exc.strerror})") from None
+    paths = sorted(p for p in input_dir.iterdir()
+                   if p.is_file() and p.suffix in (".json", ".jsonl") and not p.name.startswith("."))  # fmt: skip
     if not paths:
         raise LoraopsError(f"{input_dir}: no .json or .jsonl files to convert")
     return [convert_file(p, output_dir or input_dir) for p in paths]

@@ -106,4 +106,8 @@ def to_example(record: dict[str, Any], data_format: str, path: Path, line: int) 
     messages = _CONVERTERS[fmt](record, where)
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError(path, line, "the conversation has no assistant turn, so nothing to learn")
+    first = next(i for i, m in enumerate(messages) if m["role"] != "system")
+    if messages[first]["role"] == "assistant":
+        raise DataError(path, line, f"the conversation starts with an assistant turn (messages[{first}]); "
+                                    "add the user turn it answers")  # fmt: skip
     return Example(messages=messages, format=fmt, path=str(path), line=line)

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from loraops.data.datafiles import DataFile
 from loraops.data.formats import Example
+from loraops.data.overlap import duplicates
 from loraops.data.sources import load_examples, resolve_training_files
 from loraops.data.tokenize import Encoded, encode, ensure_chat_template
-from loraops.errors import DataError
+from loraops.errors import ConfigError, DataError, LoraopsError
+from loraops.models import context_length
 
 if TYPE_CHECKING:
     from loraops.config import TrainConfig
@@ -34,6 +36,7 @@ class DataStats:
     tokens: int = 0  # of the examples that train, after truncation
     trained_tokens: int = 0
     formats: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0  # records that repeat an earlier record (whitespace aside): they weigh double
     files: dict[str, dict[str, int]] = field(default_factory=dict)  # file -> records per format
     lengths: dict[str, float] = field(default_factory=dict)  # min, median, p95, max before truncation
 
@@ -67,6 +70,7 @@ def _statistics(examples: list[Example], encoded: list[Encoded]) -> DataStats:
         records=len(examples), examples=len(kept), truncated=sum(e.truncated for e in encoded),
         dropped_all_masked=len(encoded) - len(kept), tokens=sum(len(e.input_ids) for e in kept),
         trained_tokens=sum(e.trained_tokens for e in kept), formats=dict(Counter(e.format for e in examples)),
+        duplicates=duplicates(e.messages for e in examples),
         files={path: dict(counts) for path, counts in files.items()},
         lengths=length_summary([e.original_length for e in encoded]),
     )  # fmt: skip
@@ -78,20 +82,37 @@ def _row(enc: Encoded) -> dict[str, Any]:
 
 
 def encode_examples(tokenizer: Any, examples: list[Example], max_length: int) -> tuple[list[Encoded], DataStats]:
-    encoded = [encode(tokenizer, example.messages, max_length) for example in examples]
+    encoded = [_encode(tokenizer, example, max_length) for example in examples]
     return encoded, _statistics(examples, encoded)
 
 
-def prepare_data(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
+def _encode(tokenizer: Any, example: Example, max_length: int) -> Encoded:
+    """One example's tokens; a conversation the chat template cannot render is that record's error."""
+    from jinja2 import TemplateError
+
+    try:
+        return encode(tokenizer, example.messages, max_length)
+    except LoraopsError as exc:
+        raise DataError(example.path, example.line, str(exc)) from None
+    except (TemplateError, ValueError, TypeError, KeyError, IndexError) as exc:  # what templates raise
+        raise DataError(example.path, example.line,
+                        f"the model's chat template cannot render this conversation: {exc}") from None  # fmt: skip
+
+
+def prepare_data(cfg: TrainConfig, tokenizer: Any, model_path: str) -> PreparedData:
     """Validate and encode the training data; raises DataError before anything heavy starts."""
+    limit = context_length(model_path)
+    if limit is not None and cfg.max_length > limit:
+        raise ConfigError(f"max_length={cfg.max_length} is longer than the model's context ({limit} tokens, "
+                          f"max_position_embeddings of {model_path}); lower max_length")  # fmt: skip
     training = resolve_training_files(cfg)
     examples = load_examples(training.files, cfg.data_format)
     template_added = ensure_chat_template(tokenizer)
     encoded, stats = encode_examples(tokenizer, examples, cfg.max_length)
     log.info(
         "data: %d records from %d files -> %d examples, %d tokens (%d trained), %d truncated at %d, "
-        "%d dropped with every label masked", stats.records, len(training.files), stats.examples, stats.tokens,
-        stats.trained_tokens, stats.truncated, cfg.max_length, stats.dropped_all_masked,
+        "%d dropped with every label masked, %d duplicates", stats.records, len(training.files), stats.examples, stats.tokens,
+        stats.trained_tokens, stats.truncated, cfg.max_length, stats.dropped_all_masked, stats.duplicates,
     )  # fmt: skip
     if not stats.examples:
         raise DataError(cfg.dataset_path, None, "every example lost all its assistant tokens to truncation; raise max_length")

@@ -3,11 +3,13 @@
 The text is rendered exactly as inference renders it (`apply_chat_template`), then
 split into segments at the assistant turns: each segment is tokenized on its own,
 so the prompt tokens match what the model sees at generation time, and only
-assistant tokens, ending with the end-of-turn/EOS token, carry labels.
+assistant tokens, ending with the end-of-turn/EOS token, carry labels. Message text
+is always tokenized as text: a control-token string typed into it stays text.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,10 +44,10 @@ def render(tokenizer: Any, messages: list[Message], add_generation_prompt: bool 
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
-def assistant_segments(tokenizer: Any, messages: list[Message]) -> list[tuple[str, bool]]:
-    """Split the rendered conversation into (text, trained) segments."""
+def assistant_segments(tokenizer: Any, messages: list[Message]) -> tuple[str, list[tuple[int, int, bool]]]:
+    """The rendered conversation and its (start, end, trained) segments, covering it in order."""
     full = render(tokenizer, messages)
-    segments: list[tuple[str, bool]] = []
+    segments: list[tuple[int, int, bool]] = []
     cursor = 0
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
@@ -58,10 +60,58 @@ def assistant_segments(tokenizer: Any, messages: list[Message]) -> list[tuple[st
                 f"so assistant turn {i} cannot be located for loss masking"
             )
         end = len(upto.rstrip())  # whitespace after the end-of-turn token is not the model's to learn
-        segments += [(full[cursor:start], False), (full[start:end], True)]
+        segments += [(cursor, start, False), (start, end, True)]
         cursor = end
-    segments.append((full[cursor:], False))
-    return [(text, trained) for text, trained in segments if text]
+    segments.append((cursor, len(full), False))
+    return full, [(a, b, trained) for a, b, trained in segments if b > a]
+
+
+def _special_strings(tokenizer: Any) -> re.Pattern[str] | None:
+    specials = sorted({t.content for t in tokenizer.added_tokens_decoder.values() if t.special}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, specials))) if specials else None
+
+
+def control_tokens(tokenizer: Any, text: str, messages: list[Message]) -> list[tuple[int, int]]:
+    """(start, end) of the template's own control tokens in `text`, the rendering of `messages`.
+
+    A control-token string inside a message's content (a user typing `<|im_end|>`) is not one of
+    them: it is text, and tokenizing it as a control token would let a record forge a turn.
+    """
+    pattern = _special_strings(tokenizer)
+    if pattern is None:
+        return []
+    content: list[tuple[int, int]] = []
+    cursor = 0
+    for message in messages:
+        at = text.find(message["content"], cursor) if message["content"] else -1
+        if at < 0:
+            if pattern.search(message["content"]):
+                raise LoraopsError("the chat template changes message text, so the control-token strings in it "
+                                   "cannot be told from the template's own")  # fmt: skip
+            continue
+        content.append((at, at + len(message["content"])))
+        cursor = at + len(message["content"])
+    inside = lambda a, b: any(s <= a and b <= e for s, e in content)  # noqa: E731
+    return [m.span() for m in pattern.finditer(text) if not inside(*m.span())]
+
+
+def tokenize_range(tokenizer: Any, text: str, start: int, end: int, controls: list[tuple[int, int]]) -> list[int]:
+    """Token ids of text[start:end]: the listed control tokens as such, everything else as plain text."""
+    ids: list[int] = []
+    pos = start
+    for a, b in [(a, b) for a, b in controls if start <= a and b <= end] + [(end, end)]:
+        if a > pos:
+            ids += tokenizer(text[pos:a], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        if b > a:
+            ids.append(tokenizer.convert_tokens_to_ids(text[a:b]))
+        pos = b
+    return ids
+
+
+def tokenize_prompt(tokenizer: Any, messages: list[Message]) -> list[int]:
+    """The token ids generation starts from: rendered with the generation prompt, tokenized as training does."""
+    text = render(tokenizer, messages, add_generation_prompt=True)
+    return tokenize_range(tokenizer, text, 0, len(text), control_tokens(tokenizer, text, messages))
 
 
 @dataclass
@@ -81,8 +131,10 @@ def encode(tokenizer: Any, messages: list[Message], max_length: int) -> Encoded:
     input_ids: list[int] = []
     labels: list[int] = []
     eos = tokenizer.eos_token_id
-    for text, trained in assistant_segments(tokenizer, messages):
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    full, segments = assistant_segments(tokenizer, messages)
+    controls = control_tokens(tokenizer, full, messages)
+    for start, end, trained in segments:
+        ids = tokenize_range(tokenizer, full, start, end, controls)
         if trained and eos is not None and (not ids or ids[-1] != eos):
             ids = ids + [eos]  # a template without EOS at end of turn would teach the model never to stop
         input_ids += ids

@@ -16,7 +16,7 @@ from loraops.eval.generate import Generation, GenerationSettings, generate
 from loraops.eval.metrics import example_scores, summarize
 from loraops.eval.records import OVERALL, MetricsRecords
 from loraops.eval.targets import EvalTarget, resolve_target
-from loraops.models import load_causal_lm, load_tokenizer, resolve_model_path
+from loraops.models import load_adapter, load_causal_lm, load_tokenizer, resolve_model_path
 from loraops.runs import RunDir
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,7 @@ def load_model(target: EvalTarget, env: environment.Environment, merge: bool) ->
     ensure_chat_template(tokenizer)  # a base without a template gets the same fallback training used
     model = load_causal_lm(base_path, env.torch_dtype)
     if target.adapter_dir is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(target.adapter_dir))
+        model = load_adapter(model, target.adapter_dir)
         if merge:
             model = model.merge_and_unload()
     model.to(env.device).eval()

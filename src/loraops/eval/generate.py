@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loraops.data.formats import Message
-from loraops.data.tokenize import render
+from loraops.data.tokenize import tokenize_prompt
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,7 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
 
 def encode_prompts(tokenizer: Any, prompts: list[list[Message]]) -> list[list[int]]:
     """Token ids of each prompt, rendered and tokenized exactly as training renders prompts."""
-    return [
-        tokenizer(render(tokenizer, messages, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
-        for messages in prompts
-    ]
+    return [tokenize_prompt(tokenizer, messages) for messages in prompts]
 
 
 def generate(model: Any, tokenizer: Any, prompts: list[list[Message]], settings: GenerationSettings,

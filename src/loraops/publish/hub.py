@@ -15,6 +15,7 @@ from typing import Any
 
 from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
+from loraops.models import hub_endpoint
 from loraops.publish.gate import check_gate
 from loraops.publish.stage import PublishResult, build_card, resolve_run, stage
 from loraops.reference import record_reference
@@ -22,7 +23,6 @@ from loraops.secrets import scrub
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
 # Files an earlier publish to the repository may have left that this one does not replace
 # (an adapter's files after a merged publish, a shard count that changed); other files are kept.
 STALE_MODEL_FILES = ["*.safetensors", "*.bin", "*.json", "*.jinja", "*.model", "*.txt"]
@@ -55,9 +55,6 @@ def hub_token(token: str | None = None) -> str:
     return found
 
 
-def hub_endpoint(endpoint: str | None = None) -> str:
-    # Read at call time: huggingface_hub reads HF_ENDPOINT once, at import.
-    return (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
@@ -145,7 +142,7 @@ def publish_hub(model_path: str = "outputs/runs/latest", *, repo_id: str | None 
 
     `token` and `endpoint` default to HF_TOKEN (or huggingface_hub's stored login) and HF_ENDPOINT.
     """
-    repo, secret, url_root = hub_repo_id(repo_id), hub_token(token), hub_endpoint(endpoint)  # before any work
+    repo, secret, url_root = hub_repo_id(repo_id), hub_token(token), (endpoint or hub_endpoint()).rstrip("/")  # before any work
     compare_cfg = compare_cfg or CompareConfig()
     run = resolve_run(model_path)
     gate = check_gate(run, compare_cfg, force=force)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from loraops.models import load_causal_lm, load_tokenizer, resolve_model_path
+from loraops.models import load_adapter, load_causal_lm, load_tokenizer, resolve_model_path
 from loraops.runs import RunDir
 
 log = logging.getLogger(__name__)
@@ -13,13 +13,11 @@ log = logging.getLogger(__name__)
 
 def merge_into(run: RunDir, dest: Path) -> None:
     """Write base + adapter, merged, as a plain transformers model folder (weights, config, tokenizer)."""
-    from peft import PeftModel
-
     base_name = run.base_model()
     log.info("merging %s into its base model %s", run.model_dir, base_name)
     # dtype "auto" keeps the base model's own dtype: a bf16 8B model stays 16 GB, not 32.
     base = load_causal_lm(resolve_model_path(base_name), "auto")
-    merged = PeftModel.from_pretrained(base, str(run.model_dir)).merge_and_unload()
+    merged = load_adapter(base, run.model_dir).merge_and_unload()
     merged.save_pretrained(dest)
     # The adapter's tokenizer carries the chat template training used (possibly a ChatML fallback).
     load_tokenizer(str(run.model_dir)).save_pretrained(dest)
