@@ -97,6 +97,8 @@ def test_resume_from_broken_runs(tmp_path: Path, tiny_overrides: list[str], run_
     run.write_manifest("failed", {})
     (run.checkpoints_dir / "checkpoint-2").mkdir(parents=True)  # never completed: no trainer_state.json
     assert "no complete checkpoint" in run_cli(*args, f"resume_from={run.path}")
+    run.config_path.unlink()
+    assert "config_used.yaml is missing" in run_cli(*args, f"resume_from={run.path}")
 
 
 def test_broken_adapters_and_records(tmp_path: Path, tiny_overrides: list[str], run_cli: Run) -> None:
@@ -170,6 +172,16 @@ def test_convert_never_overwrites_what_it_did_not_write(tmp_path: Path, run_cli:
     capsys.readouterr()
     (tmp_path / "out-file").write_text("")
     assert "is a file, not a folder" in run_cli("convert", str(tmp_path), "--output-dir", str(tmp_path / "out-file"))
+
+
+def test_convert_unreadable_source(tmp_path: Path, run_cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pairs.json").write_text(json.dumps(PC_RECORDS[:2]))
+
+    def refuse(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)  # root reads every file, so chmod cannot show this
+    assert "pairs.json: cannot read the file: Permission denied" in run_cli("convert", str(tmp_path))
 
 
 def test_duplicates_and_eval_overlap_are_counted(tmp_path: Path, tiny_model_dir: Path,

@@ -191,11 +191,12 @@ def _resume_point(cfg: TrainConfig, data: PreparedData) -> tuple[RunDir, str]:
         raise ConfigError(f"resume_from={cfg.resume_from}: not a run folder (it has no manifest)")
     if manifest.get("status") == FINISHED:
         raise ConfigError(f"resume_from={cfg.resume_from}: that run finished; start a new one instead")
+    before = run.read_config()
     checkpoint = run.last_checkpoint()
     if checkpoint is None:
         raise ConfigError(f"resume_from={cfg.resume_from}: no complete checkpoint to resume from "
                           "(it stopped before the first save, or save_strategy was no)")  # fmt: skip
-    before, now = run.read_config(), _config_dict(cfg)
+    now = _config_dict(cfg)
     changed = sorted(k for k in set(before) | set(now) if k not in _RESUMABLE_CHANGES and before.get(k) != now.get(k))
     if changed:
         detail = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
