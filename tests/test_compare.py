@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import CONFIGS, make_run
@@ -17,14 +18,35 @@ def fake_run(root: Path, name: str, model_name: str = "default") -> Path:
     return make_run(root / "runs", name, model_name=model_name)
 
 
-def fake_metrics(metrics_dir: Path, name: str, exact: dict[str, float]) -> None:
+def fake_metrics(metrics_dir: Path, name: str, exact: dict[str, float | list[bool]], n: int = 32,
+                 **fingerprint: Any) -> None:  # fmt: skip
+    """Eval records as `loraops eval` writes them: per split, `n` examples, the first ones answered right
+    (a share in %, or a list saying which), with a fingerprint that matches any other call's by default."""
     records = MetricsRecords.of(metrics_dir, name)
     summary = {}
     for split, value in exact.items():
-        metrics = {m: 0.5 for m in METRICS} | {"exact_match": value, "n": 10}
-        records.write_split(split, {"split": split, "metrics": metrics}, [])
+        right = value if isinstance(value, list) else [i < round(value / 100 * n) for i in range(n)]
+        rows = [_row(split, i, ok) for i, ok in enumerate(right)]
+        metrics = {m: sum(r["scores"][m] for r in rows) / len(rows) for m in METRICS if m != "exact_match"}
+        metrics |= {"exact_match": 100 * sum(right) / len(right), "n": len(right)}
+        print_ = {"examples_sha256": f"{split}-{len(right)}", "n": len(right), "generation": {"max_new_tokens": 64},
+                  "scoring": {"words": "unicode-words-1", "bleu_tokenize": "13a"},
+                  "base_model": {"name": "default", "revision": "r"}, "tokenizer_sha256": "t",
+                  "chat_template_sha256": "c"} | fingerprint  # fmt: skip
+        settings = {"eval_dir": "data/eval", "limit": None, "max_new_tokens": 64, "do_sample": False, "seed": 42}
+        records.write_split(split, {"split": split, "metrics": metrics, "fingerprint": print_, "settings": settings},
+                            rows)  # fmt: skip
         summary[split] = metrics
     records.write_summary({"metrics": {**summary, "overall": {}}})
+
+
+def _row(split: str, i: int, right: bool) -> dict[str, Any]:
+    reference = f"=FLOWROLL(A1:A{i + 9}, {i % 5 + 2})"
+    prediction = reference if right else "I do not know"
+    scores = {m: float(right) for m in METRICS} | {"bleu": 100.0 if right else 0.0}
+    return {"id": f"{split}-{i}", "path": f"data/eval/{split}.jsonl", "line": i + 1, "prompt": f"question {i}",
+            "messages": [{"role": "user", "content": f"question {i}"}], "reference": reference,
+            "prediction": prediction, "scores": scores}  # fmt: skip
 
 
 def run_compare(tmp_path: Path, run: Path, *extra: str) -> int:
@@ -38,10 +60,11 @@ def test_improvement_exits_0_and_writes_json(tmp_path: Path, capsys: pytest.Capt
     fake_metrics(tmp_path / "m", "baseline/default", {"test": 0.0, "dev": 0.0})
     assert run_compare(tmp_path, run) == 0
     out = capsys.readouterr().out
-    assert "verdict: IMPROVED on exact_match (test) against baseline/default" in out
-    assert "+80" in out
+    assert "verdict: IMPROVED against baseline/default" in out and "exact_match on test: +81.25" in out
+    assert "test: 26 fixed, 0 broken (by exact_match)" in out
     saved = json.loads((tmp_path / "m" / "r1" / "comparison.json").read_text())
-    assert saved["improved"] and saved["reference_kind"] == "base"
+    assert saved["verdict"] == "IMPROVED" and saved["reference_kind"] == "base"
+    assert len(saved["flips"]["test"]["fixed"]) == 26 and saved["flips"]["test"]["broken"] == []
     assert {(r["split"], r["metric"]) for r in saved["rows"]} == {(s, m) for s in ("test", "dev") for m in METRICS}
 
 
@@ -52,8 +75,8 @@ def test_no_improvement_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert run_compare(tmp_path, run) == 1
     assert "NOT IMPROVED" in capsys.readouterr().out
     assert run_compare(tmp_path, run, "primary_metric=rouge1") == 1  # equal is not better
-    fake_metrics(tmp_path / "m", "r1", {"test": 12.0})
-    assert run_compare(tmp_path, run, "min_delta=5") == 1
+    fake_metrics(tmp_path / "m", "r1", {"test": 40.0})
+    assert run_compare(tmp_path, run, "min_delta=35") == 1
     assert run_compare(tmp_path, run) == 0
 
 
@@ -81,7 +104,7 @@ def test_reference_missing_a_secondary_split_is_a_note(tmp_path: Path, capsys: p
 
 def test_published_run_becomes_the_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = fake_run(tmp_path, "r2")
-    fake_metrics(tmp_path / "m", "r2", {"test": 60.0})
+    fake_metrics(tmp_path / "m", "r2", {"test": 50.0})
     fake_metrics(tmp_path / "m", "r1", {"test": 80.0})
     fake_metrics(tmp_path / "m", "baseline/default", {"test": 0.0})
     assert run_compare(tmp_path, run, "against=published") == 2
@@ -101,3 +124,49 @@ def test_the_published_run_itself_is_compared_with_the_base(tmp_path: Path, caps
     assert "r1 vs baseline/default (base)" in capsys.readouterr().out
     assert run_compare(tmp_path, run, "against=published") == 2
     assert "is itself the published reference" in capsys.readouterr().err
+
+
+def test_a_smaller_sample_is_refused_with_the_command_that_fixes_it(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    run = fake_run(tmp_path, "r1")
+    fake_metrics(tmp_path / "m", "r1", {"test": 100.0}, n=1)  # `eval limit=1`
+    fake_metrics(tmp_path / "m", "baseline/default", {"test": 0.0}, n=64)
+    assert run_compare(tmp_path, run) == 2
+    err = capsys.readouterr().err
+    assert "split 'test' was not scored the same way on both sides" in err and "n: 1 vs 64" in err
+    assert f"loraops eval model={run.resolve()} eval_dir=data/eval limit=null max_new_tokens=64" in err
+    fake_metrics(tmp_path / "m", "r1", {"test": 100.0}, n=64, generation={"max_new_tokens": 8})
+    assert run_compare(tmp_path, run) == 2
+    assert "generation:" in capsys.readouterr().err
+
+
+def test_one_answer_on_32_is_inconclusive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = fake_run(tmp_path, "r1")
+    fake_metrics(tmp_path / "m", "r1", {"test": [True] * 20 + [False] * 12})
+    fake_metrics(tmp_path / "m", "baseline/default", {"test": [True] * 19 + [False] * 13})
+    assert run_compare(tmp_path, run) == 3
+    out = capsys.readouterr().out
+    assert "verdict: INCONCLUSIVE" in out and "p=1" in out and "test: 1 fixed, 0 broken" in out
+
+
+def test_a_guarded_split_that_collapses_refuses_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = fake_run(tmp_path, "r1")
+    fake_metrics(tmp_path / "m", "r1", {"test": 90.0, "dev": 10.0})
+    fake_metrics(tmp_path / "m", "baseline/default", {"test": 0.0, "dev": 90.0})
+    assert run_compare(tmp_path, run) == 1
+    out = capsys.readouterr().out
+    assert "verdict: NOT IMPROVED" in out and "guard dev/exact_match: dropped -81.25" in out
+    assert run_compare(tmp_path, run, "guards=[]") == 0  # unguarded, the primary split alone decides
+
+
+def test_flips_on_a_hand_built_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = fake_run(tmp_path, "r1")
+    fake_metrics(tmp_path / "m", "r1", {"test": [True, False, True, False]}, n=4)
+    fake_metrics(tmp_path / "m", "baseline/default", {"test": [False, True, True, False]}, n=4)
+    run_compare(tmp_path, run, "--flips", "5")
+    out = capsys.readouterr().out
+    assert "test: 1 fixed, 1 broken" in out
+    assert "fixed: 'question 0'" in out and "broken: 'question 1'" in out
+    flips = json.loads((tmp_path / "m" / "r1" / "comparison.json").read_text())["flips"]["test"]
+    assert [f["id"] for f in flips["fixed"]] == ["test-0"] and [f["id"] for f in flips["broken"]] == ["test-1"]
+    assert flips["broken"][0]["reference"] == flips["broken"][0]["expected"] != flips["broken"][0]["fine_tuned"]

@@ -36,7 +36,8 @@ def test_corpus_metrics() -> None:
     m = corpus_metrics(preds, refs)
     assert set(METRICS) <= set(m) and m["n"] == 3
     assert m["exact_match"] == pytest.approx(100 / 3, abs=1e-3)
-    assert m["jaccard"] == pytest.approx((1 + 1 / 3 + 0) / 3, abs=1e-5)
+    # Tokens: words and each punctuation mark; `=DRIFT(B1:B9, 2)` shares 8 of 10 distinct tokens with its reference.
+    assert m["jaccard"] == pytest.approx((1 + 8 / 10 + 0) / 3, abs=1e-5)
     assert m["bleu"] == pytest.approx(sacrebleu.corpus_bleu(preds, [refs]).score, abs=1e-3)
     assert corpus_metrics(refs, refs)["bleu"] == pytest.approx(100)
     assert corpus_metrics([], [])["n"] == 0
@@ -46,3 +47,30 @@ def test_example_scores_use_sentence_bleu() -> None:
     s = example_scores("=DRIFT(B1:B9, 2)", "=DRIFT(B1:B9, 4)")
     assert s["bleu"] == pytest.approx(sacrebleu.sentence_bleu("=DRIFT(B1:B9, 2)", ["=DRIFT(B1:B9, 4)"]).score)
     assert s["exact_match"] == 0.0 and 0 < s["rougeL"] < 1
+
+
+@pytest.mark.parametrize(
+    ("reference", "unrelated", "bleu_tokenizer"),
+    [
+        ("我的名字是小明，我是一个人工智能助手。", "今天北京下雨，气温很低。", "zh"),
+        ("私の名前はハナコです。よろしくお願いします。", "明日は雨が降るでしょう。", "char"),
+        ("Die Größe des Fußballfelds beträgt hundert Meter.", "Ich trinke morgens gern grünen Tee.", "intl"),
+        ("Launch the rocket 🚀 at dawn 🌅 please", "Bake bread 🍞 tonight 🌙 slowly", "13a"),
+    ],
+    ids=["chinese", "japanese", "german", "emoji"],
+)
+def test_scores_mean_the_same_in_every_language(reference: str, unrelated: str, bleu_tokenizer: str) -> None:
+    from loraops.eval.text import bleu_tokenizer as choose
+
+    assert choose([reference]) == bleu_tokenizer
+    same = example_scores(reference, reference, bleu_tokenizer)
+    assert same["exact_match"] == same["jaccard"] == same["rouge1"] == same["rougeL"] == 1.0
+    assert same["bleu"] == pytest.approx(100)
+    other = example_scores(unrelated, reference, bleu_tokenizer)
+    assert other["rouge1"] < 0.2 and other["rougeL"] < 0.2 and other["jaccard"] < 0.2 and other["bleu"] < 10
+    assert corpus_metrics([reference], [reference])["rougeL"] == 1.0
+
+
+def test_cjk_answers_score_partial_credit_by_character() -> None:
+    s = example_scores("我是小明", "我的名字是小明", "zh")
+    assert 0.5 < s["rouge1"] < 1 and 0.5 < s["jaccard"] < 1  # 4 of its 4 characters appear in the reference

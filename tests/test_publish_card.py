@@ -20,9 +20,12 @@ METRICS = {"global_steps": 105, "epochs_completed": 3.0, "first_logged_loss": 2.
            "formats": {"messages": 87}}, "eval": {"test": {"n": 64}, "adversarial": {"n": 32}}}  # fmt: skip
 MANIFEST = {"resolved_model": f"{PRIVATE}/models/SmolLM2", "data": {"dataset_sha256": "d" * 64, "files": [
     {"path": f"{PRIVATE}/data/train_messages.jsonl", "sha256": "1" * 64}, {"path": "data/train_pc.jsonl", "sha256": "2" * 64}]}}
-COMPARISON = Comparison("r1", "baseline/default", "base", "test", "exact_match", True, [
-    Row("test", "exact_match", 100.0, 0.0), Row("test", "rougeL", 1.0, 0.199), Row("test", "bleu", 100.0, 3.3),
-    Row("adversarial", "exact_match", 34.4, 0.0), Row("adversarial", "rougeL", 0.747, None)], {})  # fmt: skip
+COMPARISON = Comparison("r1", "baseline/default", "base", "test", "exact_match", "IMPROVED",
+                        ["exact_match on test: +100 [+100, +100], p=1.08e-19: significant at alpha=0.05"], [
+    Row("test", "exact_match", 100.0, 0.0, 100.0, 100.0, 100.0, 1.08e-19), Row("test", "rougeL", 1.0, 0.199),
+    Row("test", "bleu", 100.0, 3.3), Row("adversarial", "exact_match", 34.4, 0.0, 34.4, 18.8, 50.0, 0.0001),
+    Row("adversarial", "rougeL", 0.747, None)], {},
+    flips={"test": {"fixed": [{}] * 64, "broken": []}, "adversarial": {"fixed": [{}] * 11, "broken": []}})  # fmt: skip
 
 
 def inputs(**overrides: Any) -> CardInputs:
@@ -53,7 +56,8 @@ def test_body_has_training_hyperparameters_data_eval_and_usage() -> None:
     assert "Against `baseline/default` (base)" in card
     assert "| test (64) | 0 → 100 | 0.199 → 1 | 3.3 → 100 |" in card
     assert "| adversarial (32) | 0 → 34.4 | n/a → 0.747 | n/a |" in card
-    assert "Verdict: improved on exact_match (test)." in card
+    assert "Verdict: **IMPROVED** on exact_match (test)." in card and "p=1.08e-19" in card
+    assert "| test (64) | 0 → 100 |" in card and "+100 [+100, +100] | 1.08e-19 | 64 / 0 |" in card
     assert 'PeftModel.from_pretrained(base, "me/tabula")' in card
     assert 'AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")' in card
     assert render_card(inputs()) == card  # deterministic: a retried upload changes nothing

@@ -189,7 +189,7 @@ def test_missing_repo_or_token_fail_before_any_work(
 
 def test_gate_refuses_before_upload_and_force_marks_the_card(hub: FakeHub, run: Path, tmp_path: Path) -> None:
     fake_metrics(tmp_path / "m", "r1", {"test": 0.0})  # the base model scored 0.0 too
-    with pytest.raises(NotImprovedError, match="did not improve"):
+    with pytest.raises(NotImprovedError, match="did not beat its reference"):
         publish(tmp_path, run, repo_id=REPO)
     assert hub.requests == []
     result = publish(tmp_path, run, repo_id=REPO, force=True)

@@ -112,9 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--example", type=int, default=0, help="index of the example to render (default: 0)")
     _config_command(sub, "eval", "eval", EvalConfig, "evaluate an adapter (or, with eval_baseline, its base model)",
                     "Generate on data/eval/*.jsonl and score the answers.")
-    _config_command(sub, "compare", "compare", CompareConfig, "compare a run's eval metrics with the reference",
-                    "Fine-tuned against reference, per split and metric; exit 0 if it improved on the primary "
-                    "metric, 1 if not, 2 if metrics are missing.")  # fmt: skip
+    compare = _config_command(sub, "compare", "compare", CompareConfig,
+                              "compare a run's eval metrics with the reference, with intervals and a verdict",
+                              "Fine-tuned against reference, example by example, per split and metric. Exit status "
+                              "0: IMPROVED (significantly), 1: NOT IMPROVED (or a guard tripped), 3: INCONCLUSIVE, "
+                              "2: errors (metrics missing, or not comparable).")  # fmt: skip
+    compare.add_argument("--flips", type=int, default=None, metavar="N",
+                         help="print N fixed and N broken examples per split (default: show_flips)")  # fmt: skip
     _add_publish_parsers(sub)
     _add_remote_parser(sub, fmt)
 
@@ -159,11 +163,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from loraops.eval.compare import IMPROVED_EXIT, NOT_IMPROVED_EXIT, compare, format_table
+    from loraops.eval.compare import compare, format_table
 
-    result = compare(load_config(CompareConfig, args.config_dir, args.config_name, args.overrides))
-    print(format_table(result))
-    return IMPROVED_EXIT if result.improved else NOT_IMPROVED_EXIT
+    cfg = load_config(CompareConfig, args.config_dir, args.config_name, args.overrides)
+    result = compare(cfg)
+    print(format_table(result, cfg.show_flips if args.flips is None else args.flips))
+    return result.exit_code
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -190,15 +195,15 @@ def _gate_config(args: argparse.Namespace) -> CompareConfig:
 
 
 def _publish(args: argparse.Namespace, publish: Any, **kwargs: Any) -> int:
-    from loraops.eval.compare import NOT_IMPROVED_EXIT, format_table
+    from loraops.eval.compare import format_table
     from loraops.publish import NotImprovedError
 
     try:
         result = publish(args.model_path, merged=args.merged, force=args.force, compare_cfg=_gate_config(args),
                          **kwargs)  # fmt: skip
-    except NotImprovedError as exc:  # evaluated, and not better: like `compare`, exit 1
+    except NotImprovedError as exc:  # evaluated, and not (significantly) better: compare's exit status, 1 or 3
         print(f"loraops: {exc}", file=sys.stderr)
-        return NOT_IMPROVED_EXIT
+        return exc.exit_code
     if result.comparison is not None:
         print(format_table(result.comparison))
     if result.forced:

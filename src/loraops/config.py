@@ -173,12 +173,37 @@ COMPARE_AGAINST = ("auto", "base", "published")
 
 
 @dataclass
+class GuardConfig:
+    split: str = _f("test", "Split the guard watches.")
+    metric: str = _f("exact_match", "Metric it watches.")
+    max_drop: float = _f(5.0, "Largest drop allowed, in the metric's own scale (exact_match: points of %).")
+
+
+# Every shipped split is guarded: a significant drop beyond max_drop on any of them refuses the run.
+DEFAULT_GUARDS = [GuardConfig("test", "exact_match", 5.0), GuardConfig("dev", "exact_match", 5.0),
+                  GuardConfig("adversarial", "exact_match", 5.0), GuardConfig("canary", "rougeL", 0.1)]  # fmt: skip
+
+
+@dataclass
 class CompareConfig:
     run: str = _f("outputs/runs/latest", "The fine-tuned run to judge.")
     against: str = _f("auto", "Reference: auto (last published run, else the base model), base, or published.")
     primary_metric: str = _f("exact_match", "Metric that decides whether fine-tuning helped.")
     primary_split: str = _f("test", "Split that decides whether fine-tuning helped.")
     min_delta: float = _f(0.0, "The primary metric must rise by more than this.")
+    alpha: float = _f(0.05, "Significance level: IMPROVED needs p < alpha and the interval's low end above min_delta.")
+    bootstrap_resamples: int = _f(2000, "Paired bootstrap resamples for the intervals.")
+    seed: int = _f(42, "Seed of the bootstrap, so the same metrics always give the same verdict.")
+    guards: list[GuardConfig] = _f(
+        list(DEFAULT_GUARDS), "Splits that must not drop significantly by more than max_drop (split, metric, max_drop)."
+    )
+    show_flips: int = _f(3, "Fixed and broken examples printed per split (all of them are in comparison.json).")
+    verify_samples: int = _f(
+        16, "publish regenerates this many primary-split examples from the files it is about to publish (0: skip)."
+    )
+    max_overlap: float = _f(
+        0.0, "Share of a split's examples that may also be in the training data (exact or near) before publish refuses."
+    )
     artifacts_dir: str = _f("artifacts", "Folder of metrics, published models and the reference record.")
     metrics_dir: Optional[str] = _f(None, "Where `loraops eval` wrote metrics; null: <artifacts_dir>/metrics.")
     reference_file: Optional[str] = _f(
@@ -200,6 +225,13 @@ class CompareConfig:
             (self.against in COMPARE_AGAINST, "against", f"must be one of {', '.join(COMPARE_AGAINST)}"),
             (self.primary_metric in METRICS, "primary_metric", f"must be one of {', '.join(METRICS)}"),
             (self.min_delta >= 0, "min_delta", "must be >= 0"),
+            (0 < self.alpha < 1, "alpha", "must be in (0, 1)"),
+            (self.bootstrap_resamples >= 100, "bootstrap_resamples", "must be at least 100"),
+            (self.show_flips >= 0, "show_flips", "must be >= 0"),
+            (self.verify_samples >= 0, "verify_samples", "must be >= 0"),
+            (0 <= self.max_overlap <= 1, "max_overlap", "must be in [0, 1]"),
+            (all(g.metric in METRICS for g in self.guards), "guards", f"metrics must be among {', '.join(METRICS)}"),
+            (all(g.max_drop >= 0 for g in self.guards), "guards", "max_drop must be >= 0"),
         ]
         _raise_first(self, checks)
 

@@ -156,6 +156,20 @@ def _cached_snapshot(repo_id: str) -> str | None:
         return None
 
 
+def model_revision(model_path: str) -> str | None:
+    """A revision for a resolved model: the Hub commit of a cached snapshot, else a fingerprint of the
+    folder (its config and the names and sizes of its weight files: cheap even for a 16 GB model)."""
+    path = Path(model_path)
+    if not path.is_dir():
+        return None  # a hub id that transformers downloads: no revision known before loading
+    if path.parent.name == "snapshots":
+        return path.name
+    digest = hashlib.sha256((path / "config.json").read_bytes() if (path / "config.json").is_file() else b"")
+    for weights in sorted([*path.glob("*.safetensors"), *path.glob("*.bin")]):
+        digest.update(f"{weights.name}:{weights.stat().st_size}\n".encode())
+    return f"content:{digest.hexdigest()[:16]}"
+
+
 def context_length(model_path: str) -> int | None:
     """The longest sequence the model was built for (max_position_embeddings), if its config says."""
     from transformers import AutoConfig

@@ -30,3 +30,27 @@ def shared_prompts(training: Iterable[list[Message]], eval_prompts: Iterable[lis
     """How many training examples ask exactly what an eval example asks (whitespace aside)."""
     asked = {conversation_key(p) for p in eval_prompts}
     return sum(prompt_key(c) in asked for c in training)
+
+
+def _shingles(text: str, n: int = 3) -> set[str]:
+    words = " ".join(text.lower().split()).split(" ")
+    return {" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1))}
+
+
+def near_duplicates(training: Iterable[str], evaluated: Iterable[str], threshold: float = 0.8) -> list[bool]:
+    """For each evaluated text: is some training text a near duplicate (word-3-gram Jaccard >= threshold)?
+
+    An inverted index of the training shingles keeps this linear in practice: only texts that share
+    a shingle are ever compared.
+    """
+    sets = [_shingles(t) for t in training]
+    index: dict[str, list[int]] = {}
+    for i, shingles in enumerate(sets):
+        for shingle in shingles:
+            index.setdefault(shingle, []).append(i)
+    found = []
+    for text in evaluated:
+        mine = _shingles(text)
+        shared = Counter(i for shingle in mine for i in index.get(shingle, ()))
+        found.append(any(n / len(mine | sets[i]) >= threshold for i, n in shared.items()))
+    return found

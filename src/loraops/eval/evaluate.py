@@ -12,11 +12,13 @@ from loraops import environment
 from loraops.config import EvalConfig
 from loraops.data.tokenize import ensure_chat_template
 from loraops.eval.data import EvalExample, find_splits, load_split
+from loraops.eval.fingerprint import example_id, split_fingerprint
 from loraops.eval.generate import Generation, GenerationSettings, generate
 from loraops.eval.metrics import example_scores, summarize
 from loraops.eval.records import OVERALL, MetricsRecords
 from loraops.eval.targets import EvalTarget, resolve_target
-from loraops.models import load_adapter, load_causal_lm, load_tokenizer, resolve_model_path
+from loraops.eval.text import bleu_tokenizer
+from loraops.models import load_adapter, load_causal_lm, load_tokenizer, model_revision, resolve_model_path
 from loraops.runs import RunDir
 
 log = logging.getLogger(__name__)
@@ -43,17 +45,18 @@ def load_model(target: EvalTarget, env: environment.Environment, merge: bool) ->
     return model, tokenizer
 
 
-def _predictions(examples: list[EvalExample], generations: list[Generation]) -> list[dict[str, Any]]:
+def _predictions(examples: list[EvalExample], generations: list[Generation], bleu_tokenize: str) -> list[dict[str, Any]]:
     return [
-        {"path": e.path, "line": e.line, "prompt": e.prompt[-1]["content"], "messages": e.prompt,
+        {"id": example_id(e), "path": e.path, "line": e.line, "prompt": e.prompt[-1]["content"], "messages": e.prompt,
          "reference": e.reference, "prediction": g.text, "stopped_at_eos": g.stopped, "new_tokens": g.new_tokens,
-         "scores": example_scores(g.text, e.reference)}
+         "scores": example_scores(g.text, e.reference, bleu_tokenize)}
         for e, g in zip(examples, generations)
     ]  # fmt: skip
 
 
-def _split_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
-    metrics = summarize([r["scores"] for r in rows], [r["prediction"] for r in rows], [r["reference"] for r in rows])
+def _split_metrics(rows: list[dict[str, Any]], bleu_tokenize: str) -> dict[str, float]:
+    metrics = summarize([r["scores"] for r in rows], [r["prediction"] for r in rows], [r["reference"] for r in rows],
+                        bleu_tokenize)  # fmt: skip
     metrics["stopped_at_eos_pct"] = round(100 * sum(r["stopped_at_eos"] for r in rows) / max(1, len(rows)), 2)
     return metrics
 
@@ -71,23 +74,33 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     log.info("evaluating %s (base %s) on %s, %s", target.name, target.base_model, env.device_name, env.precision)
     set_seed(cfg.seed)
     model, tokenizer = load_model(target, env, cfg.merge_adapter)
-    settings = GenerationSettings(cfg.max_new_tokens, cfg.do_sample, cfg.temperature, cfg.top_p)
+    base_path = resolve_model_path(target.base_model)
+    base = {"name": target.base_model, "revision": model_revision(base_path)}
     records = MetricsRecords.of(cfg.output_dir, target.name)
     all_rows: list[dict[str, Any]] = []
     metrics: dict[str, dict[str, float]] = {}
     for name, examples in splits.items():
-        started = time.monotonic()
-        generations = generate(model, tokenizer, [e.prompt for e in examples], settings, cfg.batch_size)
-        rows = _predictions(examples, generations)
-        metrics[name] = {**_split_metrics(rows), "generation_s": round(time.monotonic() - started, 2)}
-        records.write_split(name, _split_record(name, target, cfg, metrics[name]), rows)
+        metrics[name], rows, fingerprint = _evaluate_split(model, tokenizer, examples, cfg, base)
+        records.write_split(name, _split_record(name, target, cfg, metrics[name], fingerprint), rows)
         log.info("%s: %s", name, _summary(metrics[name]))
         all_rows += rows
-    metrics[OVERALL] = _split_metrics(all_rows)
+    metrics[OVERALL] = _split_metrics(all_rows, bleu_tokenizer(r["reference"] for r in all_rows))
     records.write_summary({"model": asdict(target), "metrics": metrics})
     if target.run_dir is not None:
         _record_in_run(RunDir(target.run_dir), metrics)
     return EvalResult(target, records.folder, metrics)
+
+
+def _evaluate_split(model: Any, tokenizer: Any, examples: list[EvalExample], cfg: EvalConfig,
+                    base: dict[str, str | None]) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    """Generate and score one split; its metrics, per-example rows and fingerprint."""
+    settings = GenerationSettings(cfg.max_new_tokens, cfg.do_sample, cfg.temperature, cfg.top_p)
+    tokenize = bleu_tokenizer(e.reference for e in examples)  # chosen by the references, recorded
+    started = time.monotonic()
+    generations = generate(model, tokenizer, [e.prompt for e in examples], settings, cfg.batch_size)
+    rows = _predictions(examples, generations, tokenize)
+    metrics = {**_split_metrics(rows, tokenize), "generation_s": round(time.monotonic() - started, 2)}
+    return metrics, rows, split_fingerprint(examples, tokenizer, base, settings, cfg.seed, tokenize)
 
 
 def _summary(m: dict[str, float]) -> str:
@@ -95,9 +108,11 @@ def _summary(m: dict[str, float]) -> str:
             f"bleu {m['bleu']:.1f}  stopped at EOS {m['stopped_at_eos_pct']:.0f}%  (n={m['n']})")  # fmt: skip
 
 
-def _split_record(name: str, target: EvalTarget, cfg: EvalConfig, metrics: dict[str, float]) -> dict[str, Any]:
-    settings = ("batch_size", "max_new_tokens", "do_sample", "temperature", "top_p", "merge_adapter", "limit", "seed")
-    return {"split": name, "model": asdict(target), "metrics": metrics,
+def _split_record(name: str, target: EvalTarget, cfg: EvalConfig, metrics: dict[str, float],
+                  fingerprint: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    settings = ("eval_dir", "batch_size", "max_new_tokens", "do_sample", "temperature", "top_p", "merge_adapter",
+                "limit", "seed", "bf16")  # fmt: skip
+    return {"split": name, "model": asdict(target), "metrics": metrics, "fingerprint": fingerprint,
             "settings": {k: getattr(cfg, k) for k in settings}}  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from loraops.config import METRICS
+from loraops.eval.text import RougeTokenizer, bleu_tokenizer, tokens
 
 _ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -25,8 +26,8 @@ def exact_match(prediction: str, reference: str) -> float:
 
 
 def jaccard(prediction: str, reference: str) -> float:
-    """|A ∩ B| / |A ∪ B| over whitespace-token sets; two empty texts agree fully."""
-    a, b = set(prediction.split()), set(reference.split())
+    """|A ∩ B| / |A ∪ B| over token sets (words, CJK characters, punctuation); two empty texts agree fully."""
+    a, b = set(tokens(prediction)), set(tokens(reference))
     return 1.0 if not a and not b else len(a & b) / len(a | b)
 
 
@@ -37,7 +38,14 @@ def _rouge() -> Any:
     from rouge_score import rouge_scorer
 
     logging.getLogger("absl").setLevel(logging.WARNING)  # rouge-score announces its tokenizer on every start
-    return rouge_scorer.RougeScorer(list(_ROUGE_TYPES), use_stemmer=True)
+    return rouge_scorer.RougeScorer(list(_ROUGE_TYPES), tokenizer=RougeTokenizer())
+
+
+@lru_cache(maxsize=8)
+def bleu_metric(tokenize: str, sentence: bool = False) -> Any:
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(tokenize=tokenize, effective_order=sentence)
 
 
 def rouge(prediction: str, reference: str) -> dict[str, float]:
@@ -45,28 +53,36 @@ def rouge(prediction: str, reference: str) -> dict[str, float]:
     return {name: scores[name].fmeasure for name in _ROUGE_TYPES}
 
 
-def example_scores(prediction: str, reference: str) -> dict[str, float]:
-    """Per-example scores, for reading the worst cases."""
-    import sacrebleu
-
+def example_scores(prediction: str, reference: str, bleu_tokenize: str = "13a") -> dict[str, float]:
+    """Per-example scores, for reading the worst cases (BLEU: smoothed sentence BLEU)."""
     return {
         "exact_match": exact_match(prediction, reference),
         "jaccard": jaccard(prediction, reference),
         **rouge(prediction, reference),
-        "bleu": sacrebleu.sentence_bleu(prediction, [reference]).score,
+        "bleu": bleu_metric(bleu_tokenize, sentence=True).sentence_score(prediction, [reference]).score,
     }
 
 
 def corpus_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Split-level metrics: means of the per-example scores, and corpus BLEU."""
-    per = [example_scores(p, r) for p, r in zip(predictions, references)]
-    return summarize(per, predictions, references)
+    """Split-level metrics: means of the per-example scores, and corpus BLEU, tokenized for the references."""
+    tokenize = bleu_tokenizer(references)
+    per = [example_scores(p, r, tokenize) for p, r in zip(predictions, references)]
+    return summarize(per, predictions, references, tokenize)
 
 
-def summarize(per: list[dict[str, float]], predictions: list[str], references: list[str]) -> dict[str, float]:
+def bleu_stats(predictions: list[str], references: list[str], tokenize: str) -> list[list[int]]:
+    """Per-example BLEU sufficient statistics (n-gram matches and totals, lengths): summed, they give corpus BLEU."""
+    return bleu_metric(tokenize)._extract_corpus_statistics(predictions, [references])  # type: ignore[no-any-return]
+
+
+def bleu_from_stats(stats: Any) -> float:
+    """Corpus BLEU from summed statistics; a resample of a corpus is a resample of its rows."""
+    return float(bleu_metric("13a")._compute_score_from_stats(list(stats)).score)
+
+
+def summarize(per: list[dict[str, float]], predictions: list[str], references: list[str],
+              bleu_tokenize: str = "13a") -> dict[str, float]:  # fmt: skip
     """Split-level metrics from per-example scores already computed (by example_scores)."""
-    import sacrebleu
-
     n = len(per)
     if n == 0:
         return {**{m: 0.0 for m in METRICS}, "n": 0}
@@ -75,6 +91,6 @@ def summarize(per: list[dict[str, float]], predictions: list[str], references: l
         "exact_match": round(100 * mean("exact_match"), 4),
         "jaccard": round(mean("jaccard"), 6),
         **{name: round(mean(name), 6) for name in _ROUGE_TYPES},
-        "bleu": round(sacrebleu.corpus_bleu(predictions, [references]).score, 4),
+        "bleu": round(bleu_metric(bleu_tokenize).corpus_score(predictions, [references]).score, 4),
         "n": n,
     }

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loraops.atomic import read_json, write_json, write_text_atomic
+from loraops.errors import LoraopsError
 
 OVERALL = "overall"
 
@@ -47,6 +48,19 @@ class MetricsRecords:
     def write_comparison(self, record: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         write_json(self.folder / "comparison.json", record)
+
+    def split_record(self, split: str) -> dict[str, Any] | None:
+        """Everything recorded for one split (metrics, settings, fingerprint), or None if not evaluated."""
+        path = self.split_path(split)
+        return read_json(path) if path.is_file() else None
+
+    def predictions(self, split: str) -> list[dict[str, Any]]:
+        """The per-example rows of one split, in evaluation order."""
+        path = self.folder / f"{split}.predictions.jsonl"
+        try:
+            return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, ValueError) as exc:
+            raise LoraopsError(f"{path}: cannot read the predictions ({exc}); run the evaluation again") from None
 
     def split_metrics(self, split: str) -> dict[str, float] | None:
         """The scores of one split, or None if it was not evaluated."""

@@ -36,6 +36,7 @@ class CardInputs:
     comparison: Comparison | None
     forced_reason: str | None  # set when --force overrode the gate
     load_from: str  # repo id or folder the usage snippet loads
+    verification: str | None = None  # what reloading the published files showed
 
 
 def front_matter(text: str) -> dict[str, Any]:
@@ -117,17 +118,26 @@ def _eval_section(c: CardInputs) -> list[str]:
     if c.comparison is None:
         return lines + ["Not evaluated against a reference."]
     cmp = c.comparison
-    lines.append(f"Against `{cmp.reference}` ({cmp.reference_kind}); each cell is reference → fine-tuned.")
-    lines += ["", "| split | " + " | ".join(label for _, label in CARD_METRICS) + " |"]
-    lines.append("| --- |" + " --- |" * len(CARD_METRICS))
+    lines.append(f"Against `{cmp.reference}` ({cmp.reference_kind}); each cell is reference → fine-tuned, then "
+                 f"the paired delta of {cmp.primary_metric} with its {1 - cmp.alpha:.0%} bootstrap interval and p.")
+    lines += ["", "| split | " + " | ".join(label for _, label in CARD_METRICS) + " | delta [interval] | p | fixed / broken |"]
+    lines.append("| --- |" + " --- |" * (len(CARD_METRICS) + 3))
     for split in dict.fromkeys(r.split for r in cmp.rows):  # in the comparison's order, once each
         row = {r.metric: r for r in cmp.rows if r.split == split}
         cells = [f"{_fmt(row[m].reference)} → {_fmt(row[m].fine_tuned)}" if m in row else "n/a"
                  for m, _ in CARD_METRICS]  # fmt: skip
+        primary = row.get(cmp.primary_metric)
+        if primary is not None and primary.delta is not None:
+            cells += [f"{primary.delta:+.4g} [{primary.low:+.4g}, {primary.high:+.4g}]", f"{primary.p:.3g}"]
+        else:
+            cells += ["n/a", "n/a"]
+        flips = cmp.flips.get(split)
+        cells.append(f"{len(flips['fixed'])} / {len(flips['broken'])}" if flips else "n/a")
         n = c.metrics.get("eval", {}).get(split, {}).get("n")
         lines.append(f"| {split}" + (f" ({n})" if n else "") + " | " + " | ".join(cells) + " |")
-    verdict = "improved" if cmp.improved else "did NOT improve"
-    return lines + ["", f"Verdict: {verdict} on {cmp.primary_metric} ({cmp.primary_split})."]
+    lines += ["", f"Verdict: **{cmp.verdict}** on {cmp.primary_metric} ({cmp.primary_split}).", ""]
+    lines += [f"- {reason}" for reason in cmp.reasons]
+    return lines + (["", f"Published files checked: {c.verification}."] if c.verification else [])
 
 
 def _usage(c: CardInputs) -> list[str]:

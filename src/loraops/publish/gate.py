@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
-from loraops.eval.compare import Comparison, compare, format_table
+from loraops.eval.compare import Comparison, MissingMetricsError, compare, format_table
 from loraops.runs import RunDir
 
 
@@ -15,11 +15,13 @@ class GateError(LoraopsError):
 
 
 class NotImprovedError(GateError):
-    """The run was evaluated and compared, and did not beat its reference (CLI exit status 1)."""
+    """The run was compared and did not beat its reference significantly (CLI: compare's exit status, 1 or 3)."""
 
     def __init__(self, message: str, comparison: Comparison) -> None:
         super().__init__(message)
         self.comparison = comparison
+        # compare's own status (1 or 3), and 1 when it improved but its eval data leaked from training
+        self.exit_code = comparison.exit_code or 1
 
 
 class NotEvaluatedError(GateError):
@@ -33,30 +35,33 @@ class GateResult:
     reason: str | None  # why the gate would have refused, without paths: the model card quotes it when forced
 
 
-def _primary_numbers(result: Comparison, min_delta: float) -> str:
-    row = next(r for r in result.rows if r.split == result.primary_split and r.metric == result.primary_metric)
-    ref = "n/a" if row.reference is None else f"{row.reference:.4g}"
-    delta = "n/a" if row.delta is None else f"{row.delta:+.4g}"
-    return (f"{result.primary_metric} on {result.primary_split}: {row.fine_tuned:.4g} for {result.run} against "
-            f"{ref} for {result.reference} ({result.reference_kind}), delta {delta}, "
-            f"needs more than {min_delta:+g}")  # fmt: skip
-
-
 def check_gate(run: RunDir, compare_cfg: CompareConfig | None = None, *, force: bool = False) -> GateResult:
     """Compare the run with its reference; raise a GateError unless it improved or `force` is set."""
     cfg = replace(compare_cfg or CompareConfig(), run=str(run.path))
     try:
         result = compare(cfg)
-    except LoraopsError as exc:
+    except MissingMetricsError as exc:
         # No paths in the reason: the model card quotes it.
         reason = f"{run.name} was never compared with its reference (eval metrics are missing)"
         if not force:
-            raise NotEvaluatedError(f"refusing to publish: {reason}: {exc}; use --force to publish anyway") from None
+            raise NotEvaluatedError(f"refusing to publish: {exc}; use --force to publish anyway") from None
         return GateResult(None, True, reason)
-    if result.improved:
+    except LoraopsError as exc:  # not comparable, or a broken record: say exactly that
+        if not force:
+            raise GateError(f"refusing to publish: the comparison failed: {exc}; use --force to publish anyway") from None
+        return GateResult(None, True, f"{run.name} could not be compared with its reference")
+    problems = [f"{result.verdict}: {'; '.join(result.reasons)}"] if not result.improved else []
+    problems += _leakage(result, cfg.max_overlap)
+    if not problems:
         return GateResult(result, False, None)
-    reason = f"{run.name} did not improve on its reference: {_primary_numbers(result, cfg.min_delta)}"
+    reason = f"{run.name} did not beat its reference {result.reference} ({result.reference_kind}): {' / '.join(problems)}"
     if not force:
         message = f"refusing to publish: {reason}; use --force to publish anyway\n{format_table(result)}"
         raise NotImprovedError(message, result)
     return GateResult(result, True, reason)
+
+
+def _leakage(result: Comparison, max_overlap: float) -> list[str]:
+    """Splits whose examples are too often in the training data: their scores measure memory, not skill."""
+    return [f"{o['near']} of {o['n']} {split} examples are also training data (allowed: {max_overlap:.0%})"
+            for split, o in result.overlap.items() if o["share"] > max_overlap]  # fmt: skip

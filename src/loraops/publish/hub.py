@@ -17,7 +17,7 @@ from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
 from loraops.models import hub_endpoint
 from loraops.publish.gate import check_gate
-from loraops.publish.stage import PublishResult, build_card, resolve_run, stage
+from loraops.publish.stage import PublishResult, resolve_run, stage
 from loraops.reference import record_reference
 from loraops.secrets import scrub
 
@@ -146,12 +146,12 @@ def publish_hub(model_path: str = "outputs/runs/latest", *, repo_id: str | None 
     compare_cfg = compare_cfg or CompareConfig()
     run = resolve_run(model_path)
     gate = check_gate(run, compare_cfg, force=force)
-    card = build_card(run, merged=merged, gate=gate, load_from=repo)
     # Staged beside the artifacts rather than in /tmp: a merged 8B model is 16 GB.
     Path(compare_cfg.artifacts_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=compare_cfg.artifacts_dir, prefix=".hub-staging-") as tmp:
         folder = Path(tmp) / run.name
-        files = stage(run, folder, merged=merged, card=card, records=False, public=True)
+        files = stage(run, folder, merged=merged, gate=gate, compare_cfg=compare_cfg, load_from=repo,
+                      records=False, public=True)  # fmt: skip
         visibility = "public" if public else "private"
         log.info("uploading %d files of %s to %s (%s)", len(files), run.name, repo, visibility)
         message = f"loraops: publish run {run.name}"

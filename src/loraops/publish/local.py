@@ -9,7 +9,7 @@ from pathlib import Path
 
 from loraops.config import CompareConfig
 from loraops.publish.gate import check_gate
-from loraops.publish.stage import PublishResult, build_card, resolve_run, stage
+from loraops.publish.stage import PublishResult, resolve_run, stage
 from loraops.reference import portable_path, record_reference
 
 log = logging.getLogger(__name__)
@@ -66,11 +66,11 @@ def publish_local(model_path: str = "outputs/runs/latest", *, merged: bool = Fal
     dest = compare_cfg.models_dir / run.name
     dest.parent.mkdir(parents=True, exist_ok=True)
     _recover_leftovers(dest)
-    card = build_card(run, merged=merged, gate=gate, load_from=portable_path(dest))
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        files = stage(run, tmp, merged=merged, card=card, records=True, public=False)
+        files = stage(run, tmp, merged=merged, gate=gate, compare_cfg=compare_cfg, load_from=portable_path(dest),
+                      records=True, public=False)  # fmt: skip
         _swap_in(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-copied folder behind

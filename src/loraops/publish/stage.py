@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from loraops.atomic import read_json, write_json, write_text_atomic
+from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
 from loraops.eval.compare import Comparison
 from loraops.models import DEFAULT_MODEL
 from loraops.publish.card import DEFAULT_BASE_ID, DEFAULT_LICENSE, CardInputs, front_matter, render_card
 from loraops.publish.gate import GateResult
+from loraops.publish.verify import verify_published
 from loraops.runs import RunDir, find_run
 
 
@@ -72,19 +74,21 @@ def _cached_hub_readme(repo_id: str) -> str:
     return Path(cached).read_text(encoding="utf-8") if isinstance(cached, str) else ""
 
 
-def build_card(run: RunDir, *, merged: bool, gate: GateResult, load_from: str) -> str:
+def build_card(run: RunDir, *, merged: bool, gate: GateResult, load_from: str, verification: str | None) -> str:
     config = run.read_config()
     hub_id, label, license_ = base_model_info(run.base_model())
     inputs = CardInputs(
         run=run.name, config=config, metrics=run.read_metrics(), manifest=run.read_manifest(), base_model=hub_id,
         base_label=label, license=license_, merged=merged, comparison=gate.comparison,
-        forced_reason=gate.reason if gate.forced else None, load_from=load_from,
+        forced_reason=gate.reason if gate.forced else None, load_from=load_from, verification=verification,
     )  # fmt: skip
     return render_card(inputs)
 
 
-def stage(run: RunDir, dest: Path, *, merged: bool, card: str, records: bool, public: bool) -> list[str]:
-    """Fill the empty folder `dest` with the model, its card and (if `records`) the run's records.
+def stage(run: RunDir, dest: Path, *, merged: bool, gate: GateResult, compare_cfg: CompareConfig, load_from: str,
+          records: bool, public: bool) -> list[str]:  # fmt: skip
+    """Fill the empty folder `dest` with the model, prove it is the evaluated one, then add its card and
+    (if `records`) the run's records. Returns the staged files, relative to `dest`.
 
     `public` rewrites the adapter's base_model_name_or_path, which holds a path on this machine,
     to the base model's hub id (or bare name), so nothing private leaves with the upload.
@@ -100,6 +104,8 @@ def stage(run: RunDir, dest: Path, *, merged: bool, card: str, records: bool, pu
             shutil.copyfile(src, dest / src.name)  # umask permissions: artifacts are shared
         if public:
             _publish_adapter_config(dest / "adapter_config.json", run)
+    verification = verify_published(dest, run, merged, compare_cfg) if gate.comparison is not None else None
+    card = build_card(run, merged=merged, gate=gate, load_from=load_from, verification=verification)
     write_text_atomic(dest / "README.md", card)
     for record in run.records() if records else ():
         shutil.copyfile(record, dest / record.name)

@@ -1,0 +1,49 @@
+"""What a split's score depends on, recorded with it, so `compare` only compares like with like."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from loraops.eval.data import EvalExample
+from loraops.eval.generate import GenerationSettings
+from loraops.eval.text import WORDS_VERSION
+
+# What was asked and how it was scored: must match whatever the two sides are.
+DATA_FIELDS = ("examples_sha256", "n", "generation", "scoring")
+# How prompts became tokens: must match when a run is compared with its own base model.
+MODEL_FIELDS = ("base_model", "tokenizer_sha256", "chat_template_sha256")
+
+
+def _sha256(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+
+def example_id(example: EvalExample) -> str:
+    """Names an example by what it asks and expects, so two evaluations pair up example by example."""
+    return _sha256([example.prompt, example.reference])[:16]
+
+
+def split_fingerprint(examples: list[EvalExample], tokenizer: Any, base_model: dict[str, str | None],
+                      settings: GenerationSettings, seed: int, bleu_tokenize: str) -> dict[str, Any]:  # fmt: skip
+    sampling = {"temperature": settings.temperature, "top_p": settings.top_p, "seed": seed} if settings.do_sample else {}
+    return {
+        "examples_sha256": _sha256([example_id(e) for e in examples]),
+        "n": len(examples),
+        "generation": {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample, **sampling},
+        "scoring": {"words": WORDS_VERSION, "bleu_tokenize": bleu_tokenize},
+        "base_model": base_model,
+        "tokenizer_sha256": _sha256(sorted(tokenizer.get_vocab().items())),
+        "chat_template_sha256": hashlib.sha256(str(tokenizer.chat_template).encode()).hexdigest(),
+    }
+
+
+def differences(a: dict[str, Any], b: dict[str, Any], fields: tuple[str, ...]) -> list[str]:
+    """`field: a-value vs b-value` for every field that differs."""
+    return [f"{f}: {_short(a.get(f))} vs {_short(b.get(f))}" for f in fields if a.get(f) != b.get(f)]
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return text[:12] if isinstance(value, str) and len(value) == 64 else text

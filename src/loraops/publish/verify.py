@@ -1,0 +1,59 @@
+"""Prove that the files about to be published are the model that was evaluated.
+
+The staged folder is loaded exactly as a user would load it (`PeftModel.from_pretrained` on the base,
+or `AutoModelForCausalLM.from_pretrained` for a merged model), and a sample of the primary split is
+generated again, greedily; every answer must equal the evaluated prediction, or nothing is published.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from loraops import environment
+from loraops.config import CompareConfig
+from loraops.errors import LoraopsError
+from loraops.eval.generate import GenerationSettings, generate
+from loraops.eval.records import MetricsRecords
+from loraops.models import load_adapter, load_causal_lm, load_tokenizer, resolve_model_path
+from loraops.runs import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def _load_published(folder: Path, run: RunDir, merged: bool, env: environment.Environment) -> tuple[Any, Any]:
+    tokenizer = load_tokenizer(str(folder))
+    if merged:
+        model = load_causal_lm(str(folder), env.torch_dtype)
+    else:
+        model = load_adapter(load_causal_lm(resolve_model_path(run.base_model()), env.torch_dtype), folder)
+    return model.to(env.device).eval(), tokenizer
+
+
+def verify_published(folder: Path, run: RunDir, merged: bool, cfg: CompareConfig) -> str:
+    """Regenerate `cfg.verify_samples` evaluated examples from `folder`; a description of the check, or LoraopsError."""
+    if cfg.verify_samples == 0:
+        return "not checked (verify_samples=0)"
+    records = MetricsRecords.of(cfg.metrics_dir or "", run.name)
+    record = records.split_record(cfg.primary_split)
+    if record is None:
+        return "not checked: the run has no evaluated predictions to reproduce"
+    settings = record.get("settings", {})
+    if settings.get("do_sample"):
+        return "not checked: the evaluation sampled, so its answers cannot be reproduced"
+    rows = records.predictions(cfg.primary_split)[: cfg.verify_samples]
+    env = environment.detect(bool(settings.get("bf16", True)), None)
+    model, tokenizer = _load_published(folder, run, merged, env)
+    again = generate(model, tokenizer, [r["messages"] for r in rows], GenerationSettings(settings["max_new_tokens"]),
+                     batch_size=int(settings.get("batch_size", 16)), progress=False)  # fmt: skip
+    for row, new in zip(rows, again):
+        if new.text != row["prediction"]:
+            raise LoraopsError(f"the files to publish do not reproduce the evaluated model: {row.get('path')}:"
+                               f"{row.get('line')} was answered {row['prediction']!r} in evaluation, but "
+                               f"{new.text!r} by the staged {'merged model' if merged else 'adapter'}; nothing was "
+                               "published")  # fmt: skip
+    kind = "merged model" if merged else "adapter, on its base model"
+    log.info("published files verified on %d %s examples", len(rows), cfg.primary_split)
+    return (f"the {kind} was loaded from the published files and regenerated {len(rows)} {cfg.primary_split} "
+            "examples greedily; every answer matches the evaluated prediction")
