@@ -11,7 +11,7 @@ STAMP        := $(VENV)/.loraops-installed
 
 .DEFAULT_GOAL := help
 .PHONY: help venv install check convert train eval eval-baseline compare publish publish-hf bench \
-        push ssh-init ssh-train ssh-eval ssh-eval-baseline ssh-logs pull list-configs data test clean distclean
+        push ssh-init ssh-train ssh-eval ssh-eval-baseline ssh-logs pull list-configs data canary test clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ list-configs: install ## list the configs in configs/
 
 data: ## regenerate the sample data in data/ (deterministic)
 	$(PYTHON) scripts/make_sample_data.py --out data
+
+canary: install ## regenerate data/eval/canary.jsonl: general requests answered by the untouched default model
+	$(BIN)/python scripts/make_canary.py
 
 test: install ## run the test suite (CPU, about 4 minutes)
 	$(BIN)/python -m pytest tests $(ARGS)

@@ -33,19 +33,20 @@ def test_default_model_learns_the_sample_dsl_and_stops(tmp_path: Path, default_m
     adapter = json.loads((run / "model" / "adapter_config.json").read_text())
     assert adapter["r"] == 16 and len(adapter["target_modules"]) == 7
 
-    common = [f"model={runs / 'latest'}", f"output_dir={metrics}", "splits=[test]"]
+    # The base model cannot know the invented DSL: half the test split shows it, and both sides must be
+    # scored on the same examples with the same settings, or compare refuses.
+    common = [f"model={runs / 'latest'}", f"output_dir={metrics}", "splits=[test]", "limit=32", "max_new_tokens=32"]
     done = loraops("eval", *common)
     assert done.returncode == 0, done.stderr[-3000:]
-    # The base model cannot know the invented DSL; a sample of its answers is enough to show that.
-    done = loraops("eval", "--config-name", "eval_baseline", *common, "limit=16", "max_new_tokens=32")
+    done = loraops("eval", "--config-name", "eval_baseline", *common)
     assert done.returncode == 0, done.stderr[-3000:]
     done = loraops("compare", f"run={runs / 'latest'}", f"metrics_dir={metrics}",
                    f"reference_file={tmp_path / 'reference.json'}")  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    assert "verdict: IMPROVED on exact_match (test) against baseline/default" in done.stdout
+    assert "verdict: IMPROVED against baseline/default" in done.stdout and "significant at alpha=0.05" in done.stdout
 
     tuned = json.loads((metrics / run.name / "test.json").read_text())["metrics"]
     base = json.loads((metrics / "baseline" / "default" / "test.json").read_text())["metrics"]
-    assert tuned["n"] == 64
+    assert tuned["n"] == 32
     assert tuned["stopped_at_eos_pct"] >= 95, "the fine-tuned model must end its answers with EOS"
     assert tuned["exact_match"] >= 50 and base["exact_match"] <= 10
