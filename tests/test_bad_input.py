@@ -191,4 +191,4 @@ def test_duplicates_and_eval_overlap_are_counted(tmp_path: Path, tiny_model_dir:
     assert main(check_args(tiny_model_dir, tmp_path)) == 0
     out = capsys.readouterr().out
     assert "duplicate records (whitespace aside): 2" in out
-    assert "training examples that ask what eval split 'test' asks: 2" in out
+    assert "eval split 'test': 2 of 2 prompts are training prompts, 2 near duplicates" in out

@@ -170,3 +170,15 @@ def test_flips_on_a_hand_built_case(tmp_path: Path, capsys: pytest.CaptureFixtur
     flips = json.loads((tmp_path / "m" / "r1" / "comparison.json").read_text())["flips"]["test"]
     assert [f["id"] for f in flips["fixed"]] == ["test-0"] and [f["id"] for f in flips["broken"]] == ["test-1"]
     assert flips["broken"][0]["reference"] == flips["broken"][0]["expected"] != flips["broken"][0]["fine_tuned"]
+
+
+def test_training_data_that_holds_eval_examples_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text("".join(json.dumps({"prompt": f"question {i}", "completion": "x"}) + "\n" for i in range(4)))
+    run = make_run(tmp_path / "runs", "r1", manifest={"data": {"files": [{"path": str(train_file), "sha256": "x"}]}})
+    fake_metrics(tmp_path / "m", "r1", {"test": 100.0})
+    fake_metrics(tmp_path / "m", "baseline/default", {"test": 0.0})
+    assert run_compare(tmp_path, run) == 0  # compare reports; publish refuses (test_publish_local)
+    assert "leakage: 4 of 32 test examples are also in the training data (4 exactly)" in capsys.readouterr().out
+    overlap = json.loads((tmp_path / "m" / "r1" / "comparison.json").read_text())["overlap"]["test"]
+    assert overlap == {"n": 32, "exact": 4, "near": 4, "share": 0.125}

@@ -16,6 +16,7 @@ from loraops.eval.targets import baseline_name
 from loraops.publish import NotEvaluatedError, NotImprovedError, PublishResult, publish_local
 from loraops.publish import local as local_mod
 from loraops.publish.card import front_matter
+from loraops.runs import RunDir
 
 CONFIG = {"model_name": "default", "dataset_path": "/home/alice/private/data", "dataset_pattern": "*.jsonl", "epochs": 2,
           "max_steps": -1, "batch_size": 4, "gradient_accumulation_steps": 1, "lr": 0.005, "lr_scheduler_type": "cosine",
@@ -187,3 +188,15 @@ def test_merged_model_loads_without_peft_and_matches_base_plus_adapter(
     assert torch.equal(got, want)
     assert torch.allclose(logits_merged, logits_reference, atol=1e-4)
     assert not torch.allclose(logits_merged, base_only(**ids).logits, atol=1e-4)  # the adapter did change the model
+
+
+def test_leaked_eval_data_refuses_publishing(tmp_path: Path, tiny_adapter_dir: Path) -> None:
+    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text(json.dumps({"prompt": "question 0", "completion": "x"}) + "\n")
+    manifest = {**RunDir(run).read_manifest(), "data": {"files": [{"path": str(train_file), "sha256": "x"}]}}
+    RunDir(run).write_manifest("finished", {k: v for k, v in manifest.items() if k != "status"})
+    evaluated(tmp_path, run, 100.0, 0.0)
+    with pytest.raises(NotImprovedError, match=r"1 of 32 test examples are also training data \(allowed: 0%\)"):
+        publish(tmp_path, run)
+    assert publish(tmp_path, run, force=True).forced

@@ -12,7 +12,7 @@ from typing import Any
 from loraops.config import TrainConfig
 from loraops.data.datafiles import EVAL_DIRNAME
 from loraops.data.formats import Example
-from loraops.data.overlap import shared_prompts
+from loraops.data.overlap import near_duplicates, prompt_text, shared_prompts
 from loraops.data.prepare import DataStats, prepare_data
 from loraops.data.tokenize import IGNORE_INDEX, Encoded
 from loraops.errors import ConfigError
@@ -25,7 +25,7 @@ TRAIN_OPEN, TRAIN_CLOSE = "[[", "]]"
 @dataclass
 class CheckReport:
     stats: DataStats
-    eval_overlap: dict[str, int]  # eval split -> training examples that ask what it asks
+    eval_overlap: dict[str, dict[str, int]]  # eval split -> its examples also in training: exact, near, n
     max_length: int
     example: str  # one example rendered with its trained spans marked
     example_source: str
@@ -65,14 +65,19 @@ def check(cfg: TrainConfig, example_index: int = 0) -> CheckReport:
     )  # fmt: skip
 
 
-def _eval_overlap(cfg: TrainConfig, examples: list[Example]) -> dict[str, int]:
-    """Per split of <dataset_path>/eval: training examples whose prompt is one of the split's prompts."""
+def _eval_overlap(cfg: TrainConfig, examples: list[Example]) -> dict[str, dict[str, int]]:
+    """Per split of <dataset_path>/eval: its examples whose prompt training also asks, exactly or nearly."""
     eval_dir = Path(cfg.dataset_path) / EVAL_DIRNAME
     if cfg.data_source.type != "local" or not eval_dir.is_dir() or not any(eval_dir.glob("*.jsonl")):
         return {}
     training = [e.messages for e in examples]
-    return {name: shared_prompts(training, [e.prompt for e in load_split(path)])
-            for name, path in find_splits(str(eval_dir), "*.jsonl").items()}  # fmt: skip
+    texts = [prompt_text(m) for m in training]
+    overlap = {}
+    for name, path in find_splits(str(eval_dir), "*.jsonl").items():
+        prompts = [e.prompt for e in load_split(path)]
+        near = sum(near_duplicates(texts, [" ".join(m["content"] for m in p) for p in prompts]))
+        overlap[name] = {"exact": shared_prompts(prompts, training), "near": near, "n": len(prompts)}
+    return overlap
 
 
 def format_report(r: CheckReport) -> str:
@@ -89,7 +94,8 @@ def format_report(r: CheckReport) -> str:
         f"truncated at max_length={r.max_length}: {s.truncated}",
         f"all labels masked (dropped): {s.dropped_all_masked}",
         f"duplicate records (whitespace aside): {s.duplicates}",
-        *(f"training examples that ask what eval split {split!r} asks: {n}" for split, n in r.eval_overlap.items()),
+        *(f"eval split {split!r}: {o['exact']} of {o['n']} prompts are training prompts, {o['near']} near duplicates"
+          for split, o in r.eval_overlap.items()),
         f"trained (assistant) tokens: {s.trained_tokens} of {s.tokens} ({100 * s.trained_tokens / max(1, s.tokens):.1f}%)",
         "",
         f"example {r.example_source}, as the model sees it ({TRAIN_OPEN} {TRAIN_CLOSE} = trained, the rest is masked):",

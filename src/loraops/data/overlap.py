@@ -20,16 +20,22 @@ def prompt_key(messages: list[Message]) -> str:
     return conversation_key(messages[:last])
 
 
+def prompt_text(messages: list[Message]) -> str:
+    """The text of what a training conversation asks: every turn before its last assistant turn."""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return " ".join(m["content"] for m in messages[:last])
+
+
 def duplicates(conversations: Iterable[list[Message]]) -> int:
     """How many conversations repeat an earlier one."""
     counts = Counter(conversation_key(c) for c in conversations)
     return sum(n - 1 for n in counts.values())
 
 
-def shared_prompts(training: Iterable[list[Message]], eval_prompts: Iterable[list[Message]]) -> int:
-    """How many training examples ask exactly what an eval example asks (whitespace aside)."""
-    asked = {conversation_key(p) for p in eval_prompts}
-    return sum(prompt_key(c) in asked for c in training)
+def shared_prompts(eval_prompts: Iterable[list[Message]], training: Iterable[list[Message]]) -> int:
+    """How many eval prompts a training conversation asks exactly (whitespace aside)."""
+    trained = {prompt_key(c) for c in training}
+    return sum(conversation_key(p) in trained for p in eval_prompts)
 
 
 def _shingles(text: str, n: int = 3) -> set[str]:

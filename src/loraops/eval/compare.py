@@ -242,19 +242,17 @@ def _decide(result: Comparison, cfg: CompareConfig) -> None:
 
 def training_overlap(run: RunDir, records: MetricsRecords, splits: list[str]) -> dict[str, dict[str, Any]]:
     """Per split: how many of its examples the run's training data also holds (exact or near duplicates)."""
-    from loraops.data.overlap import conversation_key, near_duplicates, prompt_key
+    from loraops.data.overlap import near_duplicates, prompt_text, shared_prompts
 
     training = _training_conversations(run)
     if training is None:
         return {}
-    texts = [" ".join(m["content"] for m in c[: max(i for i, m in enumerate(c) if m["role"] == "assistant")])
-             for c in training]  # fmt: skip
-    keys = {prompt_key(c) for c in training}
+    texts = [prompt_text(c) for c in training]
     overlap = {}
     for split in splits:
         rows = records.predictions(split) if records.split_record(split) else []
         prompts = [row["messages"] for row in rows]
-        exact = sum(conversation_key(p) in keys for p in prompts)
+        exact = shared_prompts(prompts, training)
         near = sum(near_duplicates(texts, [" ".join(m["content"] for m in p) for p in prompts]))
         overlap[split] = {"n": len(rows), "exact": exact, "near": near, "share": round(near / max(1, len(rows)), 4)}
     return overlap
