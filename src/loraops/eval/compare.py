@@ -166,7 +166,7 @@ def _split_rows(split: str, tuned: dict[str, Any], pairs: list[tuple[dict[str, A
     for metric in (m for m in METRICS if m in tuned["metrics"]):
         d = _metric_delta(metric, pairs, tokenize, cfg)
         rows.append(Row(split, metric, tuned["metrics"][metric], ref["metrics"].get(metric),
-                        round(d.delta, 6), round(d.low, 6), round(d.high, 6), round(d.p, 6)))  # fmt: skip
+                        round(d.delta, 6), round(d.low, 6), round(d.high, 6), float(f"{d.p:.4g}")))  # fmt: skip
     return rows
 
 

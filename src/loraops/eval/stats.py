@@ -54,7 +54,8 @@ def bootstrap_delta(tuned: np.ndarray, reference: np.ndarray, statistic: Callabl
         result = bootstrap((np.arange(len(tuned)),), diff, vectorized=True, n_resamples=resamples,
                            confidence_level=1 - alpha, method="percentile", random_state=np.random.default_rng(seed))  # fmt: skip
     samples = np.asarray(result.bootstrap_distribution)
-    p = min(1.0, 2 * min(np.mean(samples <= 0), np.mean(samples >= 0)))
+    # Never 0: with B resamples, the bootstrap can only say p < 1/B.
+    p = min(1.0, max(1 / len(samples), 2 * min(np.mean(samples <= 0), np.mean(samples >= 0))))
     low = _finite(result.confidence_interval.low, delta)
     high = _finite(result.confidence_interval.high, delta)
     return PairedDelta(delta, low, high, float(p))
