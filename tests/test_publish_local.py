@@ -200,3 +200,14 @@ def test_leaked_eval_data_refuses_publishing(tmp_path: Path, tiny_adapter_dir: P
     with pytest.raises(NotImprovedError, match=r"1 of 32 test examples are also training data \(allowed: 0%\)"):
         publish(tmp_path, run)
     assert publish(tmp_path, run, force=True).forced
+
+
+def test_the_gate_says_what_went_wrong(tmp_path: Path, tiny_adapter_dir: Path) -> None:
+    from loraops.publish import GateError
+
+    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    fake_metrics(tmp_path / "m", "r1", {"test": 100.0}, n=1)  # `eval limit=1`
+    fake_metrics(tmp_path / "m", baseline_name("default"), {"test": 0.0})
+    with pytest.raises(GateError, match="the comparison failed: split 'test' was not scored the same way") as refused:
+        publish(tmp_path, run)
+    assert not isinstance(refused.value, NotEvaluatedError)  # it was evaluated: the two sides just differ
