@@ -24,6 +24,16 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def ensure_folder(path: Path, what: str) -> None:
+    """Create the folder `what` names (e.g. `output_dir=x`), or say why it cannot be one."""
+    if path.exists() and not path.is_dir():
+        raise LoraopsError(f"{what} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LoraopsError(f"{what}: cannot create it ({exc.strerror})") from None
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 

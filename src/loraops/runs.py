@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from loraops.atomic import read_json, write_json, write_text_atomic
+from loraops.atomic import ensure_folder, read_json, write_json, write_text_atomic
 from loraops.errors import LoraopsError
 from loraops.secrets import redact
 
@@ -233,12 +233,7 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
 def check_runs_dir(output_dir: str | Path) -> None:
     """Fail now, before hours of training, if runs cannot be created in `output_dir` or `latest` cannot move."""
     root = Path(output_dir)
-    if root.exists() and not root.is_dir():
-        raise LoraopsError(f"output_dir={output_dir} is a file, not a folder")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LoraopsError(f"output_dir={output_dir}: cannot create it ({exc.strerror})") from None
+    ensure_folder(root, f"output_dir={output_dir}")
     if not os.access(root, os.W_OK | os.X_OK):
         raise LoraopsError(f"output_dir={output_dir} is not writable")
     latest = root / LATEST

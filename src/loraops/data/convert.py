@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loraops.atomic import read_json, write_json, write_text_atomic
+from loraops.atomic import ensure_folder, read_json, write_json, write_text_atomic
 from loraops.data.files import check_encodable, read_jsonl
 from loraops.data.formats import Message, to_example
 from loraops.errors import DataError, LoraopsError
@@ -244,12 +244,7 @@ def convert_folder(input_dir: Path, output_dir: Path | None = None) -> list[File
     if not input_dir.is_dir():
         raise LoraopsError(f"{input_dir}: not a folder")
     if output_dir is not None:
-        if output_dir.exists() and not output_dir.is_dir():
-            raise LoraopsError(f"--output-dir {output_dir} is a file, not a folder")
-        try:
-            output_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LoraopsError(f"--output-dir {output_dir}: cannot create it ({exc.strerror})") from None
+        ensure_folder(output_dir, f"--output-dir {output_dir}")
     paths = sorted(p for p in input_dir.iterdir()
                    if p.is_file() and p.suffix in (".json", ".jsonl") and not p.name.startswith("."))  # fmt: skip
     if not paths:
