@@ -85,7 +85,7 @@ list-configs: install ## list the configs in configs/
 data: ## regenerate the sample data in data/ (deterministic)
 	$(PYTHON) scripts/make_sample_data.py --out data
 
-canary: install ## regenerate data/eval/canary.jsonl: general requests answered by the untouched default model
+canary: install ## regenerate data/train_general.jsonl: general requests answered by the untouched default model (replay)
 	$(BIN)/python scripts/make_canary.py
 
 test: install ## run the test suite (CPU, about 4 minutes)

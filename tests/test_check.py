@@ -18,9 +18,9 @@ def sample_config(*overrides: str) -> TrainConfig:
 
 
 def test_report_on_sample_data(default_model_dir: Path) -> None:
-    report = check(sample_config())
+    report = check(sample_config(), example_index=48)  # the first DSL record, after the 48 general ones
     stats = report.stats
-    assert len(stats.files) == 3 and sum(sum(c.values()) for c in stats.files.values()) == stats.records
+    assert len(stats.files) == 4 and sum(sum(c.values()) for c in stats.files.values()) == stats.records
     formats = {fmt for counts in stats.files.values() for fmt in counts}
     assert formats == {"messages", "prompt_completion", "instruction"}
     assert stats.truncated == 0 and stats.dropped_all_masked == 0 and stats.examples == stats.records
