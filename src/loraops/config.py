@@ -181,7 +181,7 @@ class GuardConfig:
 
 # Every shipped split is guarded: a significant drop beyond max_drop on any of them refuses the run.
 DEFAULT_GUARDS = [GuardConfig("test", "exact_match", 5.0), GuardConfig("dev", "exact_match", 5.0),
-                  GuardConfig("adversarial", "exact_match", 5.0), GuardConfig("canary", "rouge1", 0.1)]  # fmt: skip
+                  GuardConfig("adversarial", "exact_match", 5.0), GuardConfig("canary", "jaccard", 0.1)]  # fmt: skip
 
 
 @dataclass
