@@ -27,7 +27,8 @@ def test_default_model_learns_the_sample_dsl_and_stops(tmp_path: Path, default_m
     run = (runs / "latest").resolve()
     train_metrics = json.loads((run / "metrics.json").read_text())
     assert train_metrics["data"]["examples"] > 200 and train_metrics["data"]["dropped_all_masked"] == 0
-    assert train_metrics["final_logged_loss"] < train_metrics["first_logged_loss"] / 3
+    # The replayed general answers are long and varied: the loss falls less than on the DSL alone.
+    assert train_metrics["final_logged_loss"] < train_metrics["first_logged_loss"] / 1.5
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["model_name"] == "default" and Path(manifest["resolved_model"]) == default_model_dir
     adapter = json.loads((run / "model" / "adapter_config.json").read_text())
