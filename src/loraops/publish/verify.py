@@ -22,12 +22,15 @@ from loraops.runs import RunDir
 log = logging.getLogger(__name__)
 
 
-def _load_published(folder: Path, run: RunDir, merged: bool, env: environment.Environment) -> tuple[Any, Any]:
+def _load_published(folder: Path, run: RunDir, merged: bool, env: environment.Environment,
+                    merge_like_eval: bool) -> tuple[Any, Any]:  # fmt: skip
     tokenizer = load_tokenizer(str(folder))
     if merged:
         model = load_causal_lm(str(folder), env.torch_dtype)
     else:
         model = load_adapter(load_causal_lm(resolve_model_path(run.base_model()), env.torch_dtype), folder)
+        if merge_like_eval:  # eval merged the adapter: in bf16 the unmerged sum can round differently
+            model = model.merge_and_unload()
     return model.to(env.device).eval(), tokenizer
 
 
@@ -44,7 +47,7 @@ def verify_published(folder: Path, run: RunDir, merged: bool, cfg: CompareConfig
         return "not checked: the evaluation sampled, so its answers cannot be reproduced"
     rows = records.predictions(cfg.primary_split)[: cfg.verify_samples]
     env = environment.detect(bool(settings.get("bf16", True)), None)
-    model, tokenizer = _load_published(folder, run, merged, env)
+    model, tokenizer = _load_published(folder, run, merged, env, bool(settings.get("merge_adapter", True)))
     again = generate(model, tokenizer, [r["messages"] for r in rows], GenerationSettings(settings["max_new_tokens"]),
                      batch_size=int(settings.get("batch_size", 16)), progress=False)  # fmt: skip
     for row, new in zip(rows, again):
