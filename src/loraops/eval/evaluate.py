@@ -31,9 +31,10 @@ class EvalResult:
     metrics: dict[str, dict[str, float]]  # split (and "overall") -> metrics
 
 
-def load_model(target: EvalTarget, env: environment.Environment, merge: bool) -> tuple[Any, Any]:
+def load_model(target: EvalTarget, env: environment.Environment, merge: bool,
+               base_path: str | None = None) -> tuple[Any, Any]:  # fmt: skip
     """The base model, with the target's adapter applied (and merged, if asked)."""
-    base_path = resolve_model_path(target.base_model)
+    base_path = base_path or resolve_model_path(target.base_model)
     tokenizer = load_tokenizer(str(target.adapter_dir or base_path))
     ensure_chat_template(tokenizer)  # a base without a template gets the same fallback training used
     model = load_causal_lm(base_path, env.torch_dtype)
@@ -73,8 +74,8 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     env = environment.detect(cfg.bf16, cfg.cuda_visible_devices)
     log.info("evaluating %s (base %s) on %s, %s", target.name, target.base_model, env.device_name, env.precision)
     set_seed(cfg.seed)
-    model, tokenizer = load_model(target, env, cfg.merge_adapter)
-    base_path = resolve_model_path(target.base_model)
+    base_path = resolve_model_path(target.base_model)  # once: for a hub id it probes the network
+    model, tokenizer = load_model(target, env, cfg.merge_adapter, base_path)
     base = {"name": target.base_model, "revision": model_revision(base_path)}
     records = MetricsRecords.of(cfg.output_dir, target.name)
     all_rows: list[dict[str, Any]] = []
