@@ -10,7 +10,7 @@ BIN          := $(VENV)/bin
 STAMP        := $(VENV)/.loraops-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install check convert train eval eval-baseline compare publish publish-hf bench \
+.PHONY: help venv install check convert train eval eval-baseline compare publish publish-hf bench bench-validation \
         push ssh-init ssh-train ssh-eval ssh-eval-baseline ssh-logs pull list-configs data canary test clean distclean
 
 help: ## list the targets
@@ -78,6 +78,9 @@ pull: $(STAMP) ## bring the remote latest run and artifacts/metrics home; keeps 
 
 bench: install ## batched vs one-at-a-time generation speed, side by side
 	$(BIN)/python bench/generation_speed.py $(ARGS)
+
+bench-validation: install ## train with the defaults, then show the validation curve, the kept step and validation's share of the run
+	$(BIN)/python bench/validation_cost.py $(ARGS)
 
 list-configs: install ## list the configs in configs/
 	$(BIN)/loraops list-configs

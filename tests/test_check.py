@@ -30,9 +30,19 @@ def test_report_on_sample_data(default_model_dir: Path) -> None:
     for fragment in ("records per file and format:", "tokens per example: min", "p95", "truncated at max_length=256: 0",
                      "all labels masked (dropped): 0", "trained (assistant) tokens:"):  # fmt: skip
         assert fragment in text
+    assert report.validation is not None and report.validation.records == 32  # data/eval/dev.jsonl
+    assert f"validation: 32 records from {REPO / 'data' / 'eval' / 'dev.jsonl'}; 32 examples" in text
     # the answer and its end-of-turn token are trained; the prompt and system text are not
     assert '<|im_start|>assistant\n[[=GAPFILL(H4:H28, "mean")<|im_end|>]]' in report.example
     assert "[[" not in report.example.split("<|im_start|>assistant")[0]
+
+
+def test_report_counts_held_out_validation(default_model_dir: Path) -> None:
+    everything = check(sample_config()).stats.records
+    report = check(sample_config("val_fraction=0.1"))
+    assert report.validation is not None and report.stats.records + report.validation.records == everything
+    assert "validation: " in format_report(report) and "held out from the training files (val_fraction=0.1)" in format_report(report)
+    assert "validation: none" in format_report(check(sample_config("val_path=null")))
 
 
 def test_truncation_and_masking_are_counted(default_model_dir: Path) -> None:

@@ -57,8 +57,10 @@ def test_truncation_is_counted_and_all_masked_examples_are_dropped(tokenizer: An
         Example(CONVERSATION, "messages", "f.jsonl", 1),
         Example(long_prompt["messages"], "messages", "f.jsonl", 2),
     ]
-    encoded, stats = encode_examples(tokenizer, examples, max_length=128)
+    encoded_set = encode_examples(tokenizer, examples, max_length=128)
+    encoded, stats = encoded_set.encoded, encoded_set.stats
     kept = [e for e in encoded if e.trained_tokens]
+    assert len(encoded_set.rows) == 1
     assert stats.records == 2 and stats.examples == 1 == len(kept)
     assert stats.truncated == 1 and stats.dropped_all_masked == 1
     assert all(len(e.input_ids) <= 128 for e in encoded)

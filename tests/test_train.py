@@ -82,13 +82,13 @@ def test_adapter_is_trained_and_loads_with_peft(tiny_overrides: list[str], tiny_
 
 def test_hyperparameters_reach_the_trainer(tmp_path: Path) -> None:
     from loraops.environment import Environment
-    from loraops.train import _training_arguments
+    from loraops.trainer import training_arguments
 
     cfg = load_config(TrainConfig, CONFIGS, "train", [
         "lr=3e-4", "lr_scheduler_type=linear", "warmup_ratio=0.1", "weight_decay=0.01", "gradient_accumulation_steps=2",
         "seed=7", "gradient_checkpointing=true", "batch_size=3", "epochs=4", "max_steps=11",
     ])  # fmt: skip
-    args = _training_arguments(cfg, RunDir(tmp_path), Environment("cpu", "cpu", "fp32", None))
+    args = training_arguments(cfg, RunDir(tmp_path), Environment("cpu", "cpu", "fp32", None), validating=False)
     assert (args.learning_rate, args.lr_scheduler_type.value, args.warmup_steps) == (3e-4, "linear", 0.1)
     assert (args.weight_decay, args.gradient_accumulation_steps, args.seed) == (0.01, 2, 7)
     assert (args.per_device_train_batch_size, args.num_train_epochs, args.max_steps) == (3, 4, 11)

@@ -11,7 +11,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from loraops.config import METRICS
+
 log = logging.getLogger(__name__)
+_SHOWN = ("loss", *METRICS)
 
 
 class LossLogCallback(TrainerCallback):
@@ -20,9 +23,11 @@ class LossLogCallback(TrainerCallback):
 
     def __init__(self) -> None:
         self.tokens_at_start = 0  # after a resume, the restored state already counts earlier tokens
+        self.step_at_start = 0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.tokens_at_start = int(state.num_input_tokens_seen or 0)
+        self.step_at_start = int(state.global_step or 0)
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         control.should_log = True
@@ -33,6 +38,10 @@ class LossLogCallback(TrainerCallback):
             log.info("step %d/%d epoch %.2f loss %.4f lr %.3g grad_norm %.3f", state.global_step, state.max_steps,
                      state.epoch or 0, float(logs["loss"]), float(logs.get("learning_rate", 0)),
                      float(logs.get("grad_norm", 0)))  # fmt: skip
+        if logs and "eval_loss" in logs:
+            scores = "  ".join(f"{k[5:]} {v:.4g}" for k, v in logs.items() if k.startswith("eval_") and k[5:] in _SHOWN)
+            log.info("validation at step %d epoch %.2f: %s (%.1f s)", state.global_step, state.epoch or 0, scores,
+                     float(logs.get("eval_runtime", 0)))  # fmt: skip
 
 
 def loss_entries(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:

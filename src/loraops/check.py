@@ -29,6 +29,8 @@ class CheckReport:
     max_length: int
     example: str  # one example rendered with its trained spans marked
     example_source: str
+    validation: DataStats | None = None
+    validation_source: str = ""
 
 
 def render_marked(tokenizer: Any, enc: Encoded) -> str:
@@ -62,7 +64,15 @@ def check(cfg: TrainConfig, example_index: int = 0) -> CheckReport:
         stats=data.stats, eval_overlap=_eval_overlap(cfg, data.examples), max_length=cfg.max_length,
         example=render_marked(tokenizer, data.encoded[example_index]),
         example_source=f"{shown.path}:{shown.line} ({shown.format})",
+        validation=data.validation.stats if data.validation else None,
+        validation_source=_validation_source(data.validation.source) if data.validation else "",
     )  # fmt: skip
+
+
+def _validation_source(source: dict[str, Any]) -> str:
+    if source.get("type") == "held_out":
+        return f"held out from the training files (val_fraction={source['fraction']})"
+    return str(source.get("path"))
 
 
 def _eval_overlap(cfg: TrainConfig, examples: list[Example]) -> dict[str, dict[str, int]]:
@@ -78,6 +88,14 @@ def _eval_overlap(cfg: TrainConfig, examples: list[Example]) -> dict[str, dict[s
         near = sum(near_duplicates(texts, [" ".join(m["content"] for m in p) for p in prompts]))
         overlap[name] = {"exact": shared_prompts(prompts, training), "near": near, "n": len(prompts)}
     return overlap
+
+
+def _validation_line(r: CheckReport) -> str:
+    v = r.validation
+    if v is None:
+        return "validation: none (the last checkpoint is kept; set val_path or val_fraction to keep the best)"
+    return (f"validation: {v.records} records from {r.validation_source}; {v.examples} examples, "
+            f"{v.tokens} tokens ({v.trained_tokens} scored), {v.truncated} truncated")
 
 
 def format_report(r: CheckReport) -> str:
@@ -97,6 +115,7 @@ def format_report(r: CheckReport) -> str:
         *(f"eval split {split!r}: {o['exact']} of {o['n']} prompts are training prompts, {o['near']} near duplicates"
           for split, o in r.eval_overlap.items()),
         f"trained (assistant) tokens: {s.trained_tokens} of {s.tokens} ({100 * s.trained_tokens / max(1, s.tokens):.1f}%)",
+        _validation_line(r),
         "",
         f"example {r.example_source}, as the model sees it ({TRAIN_OPEN} {TRAIN_CLOSE} = trained, the rest is masked):",
         r.example,

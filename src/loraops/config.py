@@ -24,6 +24,7 @@ SCHEDULERS = (
     "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
 )  # fmt: skip
 SAVE_STRATEGIES = ("epoch", "steps", "no")
+EVAL_STRATEGIES = SAVE_STRATEGIES
 # Scores of `loraops eval`, each the mean of a per-example score of the same name (BLEU: corpus BLEU).
 METRICS = ("exact_match", "jaccard", "rouge1", "rouge2", "rougeL", "bleu")
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -98,8 +99,34 @@ class TrainConfig:
     cuda_visible_devices: Optional[str] = _f(None, "GPUs to use, e.g. \"0,1\" (null: leave CUDA_VISIBLE_DEVICES as it is).")
     seed: int = _f(42, "Random seed for initialisation, shuffling and dropout.")
     logging_steps: int = _f(5, "Log loss, learning rate and grad norm every this many steps.")
-    save_strategy: str = _f("epoch", "When to checkpoint for resuming: epoch, steps (every save_steps) or no.")
+    save_strategy: str = _f(
+        "epoch", "When to checkpoint for resuming: epoch, steps (every save_steps) or no. "
+        "With validation, checkpoints follow eval_strategy instead (the best one must be kept).",
+    )
     save_steps: int = _f(100, "Checkpoint interval in optimizer steps, with save_strategy=steps.")
+    val_path: Optional[str] = _f(
+        "auto", "Validation file (any training format): auto = <dataset_path>/eval/dev.jsonl when it exists; "
+        "null: none. Validation records never train.",
+    )
+    val_fraction: float = _f(
+        0.0, "Share of the training records held out for validation instead of val_path, chosen by a hash of "
+        "each record (the same records on every run and on resume).",
+    )
+    eval_strategy: str = _f("epoch", "When to validate: epoch, steps (every eval_steps) or no.")
+    eval_steps: int = _f(50, "Validation interval in optimizer steps, with eval_strategy=steps.")
+    val_metrics: list[str] = _f(
+        ["exact_match"], "Generation metrics computed on the validation split at each validation ([]: loss only)."
+    )
+    val_limit: Optional[int] = _f(32, "Generate for at most this many validation examples (the loss uses all).")
+    val_max_new_tokens: int = _f(64, "Token limit of each validation answer.")
+    select_metric: str = _f(
+        "loss", "Validation metric that picks the adapter kept in model/: loss (lowest wins) or a generation "
+        "metric such as exact_match (highest wins).",
+    )
+    early_stopping_patience: Optional[int] = _f(
+        None, "Stop after this many validations in a row without select_metric improving (null: never stop early)."
+    )
+    early_stopping_min_delta: float = _f(0.0, "Smallest change of select_metric that counts as an improvement.")
     resume_from: Optional[str] = _f(
         None, "An unfinished run folder to continue from its last checkpoint (same config and data required)."
     )
@@ -130,8 +157,34 @@ class TrainConfig:
             (self.data_source.type != "lakefs" or bool(self.data_source.repository), "data_source.repository",
              "must name the lakeFS repository when data_source.type is lakefs"),
             (_relative_glob(self.dataset_pattern), "dataset_pattern", _GLOB_PROBLEM),
+            *self._validation_checks(),
         ]  # fmt: skip
         _raise_first(self, checks)
+
+    def _validation_checks(self) -> list[tuple[bool, str, str]]:
+        selectable = ("loss", *METRICS)
+        return [
+            (self.eval_strategy in EVAL_STRATEGIES, "eval_strategy", f"must be one of {', '.join(EVAL_STRATEGIES)}"),
+            (self.eval_steps >= 1, "eval_steps", "must be at least 1"),
+            (0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)"),
+            (all(m in METRICS for m in self.val_metrics), "val_metrics", f"must be among {', '.join(METRICS)}"),
+            (self.val_limit is None or self.val_limit >= 1, "val_limit", "must be null or at least 1"),
+            (self.val_max_new_tokens >= 1, "val_max_new_tokens", "must be at least 1"),
+            (self.select_metric in selectable, "select_metric", f"must be one of {', '.join(selectable)}"),
+            (self.early_stopping_patience is None or self.early_stopping_patience >= 1, "early_stopping_patience",
+             "must be null or at least 1"),
+            (self.early_stopping_min_delta >= 0, "early_stopping_min_delta", "must be >= 0"),
+            (self.eval_strategy != "no" or self.early_stopping_patience is None, "early_stopping_patience",
+             "needs validation, but eval_strategy is no"),
+            (self.eval_strategy != "no" or self.select_metric == "loss", "select_metric",
+             "needs validation, but eval_strategy is no"),
+        ]  # fmt: skip
+
+    @property
+    def generation_metrics(self) -> list[str]:
+        """The generation metrics each validation computes: val_metrics and a generation select_metric."""
+        chosen = [*self.val_metrics, *([self.select_metric] if self.select_metric in METRICS else [])]
+        return list(dict.fromkeys(chosen))
 
 
 @dataclass

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 REDACTED = "<redacted>"
-_SECRET_NAME = re.compile(r"(token|secret|password|passwd|access_key|api_key|credential)", re.IGNORECASE)
+# "token" but not "tokens": max_new_tokens counts tokens, HF_TOKEN is one.
+_SECRET_NAME = re.compile(r"(token(?!s)|secret|password|passwd|access_key|api_key|credential)", re.IGNORECASE)
 # Shorter values are too likely to occur by chance in a command line to be refused for it.
 _MIN_SECRET_LENGTH = 8
 

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loraops import environment, provenance
+from loraops import environment, provenance, selection
 from loraops.config import TrainConfig
 from loraops.data.datafiles import dataset_sha256
 from loraops.data.prepare import PreparedData, prepare_data
 from loraops.errors import ConfigError
 from loraops.models import load_causal_lm, load_tokenizer, resolve_model_path
 from loraops.runs import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDir, check_runs_dir
+from loraops.trainer import LoraopsTrainer, training_arguments, validation_generator
 
 log = logging.getLogger(__name__)
 
@@ -46,65 +47,53 @@ def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment)
     return model
 
 
-def _training_arguments(cfg: TrainConfig, run: RunDir, env: environment.Environment) -> Any:
-    from transformers import TrainingArguments
-
-    return TrainingArguments(
-        output_dir=str(run.checkpoints_dir),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=cfg.lr,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,  # transformers reads a value below 1 as a ratio
-        weight_decay=cfg.weight_decay,
-        bf16=env.precision == "bf16",
-        fp16=env.precision == "fp16",
-        use_cpu=env.device == "cpu",
-        activation_checkpointing=cfg.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
-        seed=cfg.seed,
-        logging_steps=cfg.logging_steps,
-        logging_first_step=True,
-        # Checkpoints exist to resume an interrupted run; the finished adapter goes to the model folder.
-        save_strategy=cfg.save_strategy,
-        save_steps=cfg.save_steps,
-        save_total_limit=1,
-        report_to="none",  # TensorBoard is wired to the run's logs folder by hand below
-        train_sampling_strategy="group_by_length",  # similar lengths per batch: less padding
-        include_num_input_tokens_seen="non_padding",
-        remove_unused_columns=False,
-        disable_tqdm=False,
-    )
-
-
 def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any, tokenizer: Any,
          data: PreparedData, checkpoint: str | None) -> dict[str, Any]:  # fmt: skip
     from datasets import Dataset
     from torch.utils.tensorboard import SummaryWriter
-    from transformers import DataCollatorForSeq2Seq, Trainer
+    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback
     from transformers.integrations import TensorBoardCallback
 
-    from loraops.callbacks import LossLogCallback, epoch_losses, loss_entries
+    from loraops.callbacks import LossLogCallback
 
+    validation = data.validation
     progress = LossLogCallback()
     writer = SummaryWriter(log_dir=str(run.logs_dir))
-    trainer = Trainer(
+    callbacks = [TensorBoardCallback(tb_writer=writer), progress]
+    if validation is not None and cfg.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_min_delta))
+    trainer = LoraopsTrainer(
         model=model,
-        args=_training_arguments(cfg, run, env),
+        args=training_arguments(cfg, run, env, validating=validation is not None),
         train_dataset=Dataset.from_list(data.rows),
+        eval_dataset=Dataset.from_list(validation.rows) if validation else None,
         # Pads each batch to its longest member; label padding is -100 by position, never by token id.
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
         processing_class=tokenizer,
-        callbacks=[TensorBoardCallback(tb_writer=writer), progress],
+        callbacks=callbacks,
+        generator=validation_generator(cfg, tokenizer, validation.examples) if validation else None,
+        precision=env.precision,
     )
     started = time.monotonic()
-    trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        writer.close()
     runtime = time.monotonic() - started
-    writer.close()
-    entries = loss_entries(trainer.state.log_history)
-    tokens = int(trainer.state.num_input_tokens_seen)
+    fit = _training_summary(trainer.state, progress, checkpoint, runtime)
+    if validation is not None:
+        stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)), None)
+        fit["validation"] = {**selection.summary(trainer.state, cfg, stopper, progress.step_at_start),
+                             "data": validation.stats.as_dict()}  # fmt: skip
+        fit["validation"]["share_of_runtime"] = round(fit["validation"]["seconds"] / runtime, 4) if runtime else None
+    return fit
+
+
+def _training_summary(state: Any, progress: Any, checkpoint: str | None, runtime: float) -> dict[str, Any]:
+    from loraops.callbacks import epoch_losses, loss_entries
+
+    entries = loss_entries(state.log_history)
+    tokens = int(state.num_input_tokens_seen)
     session_tokens = tokens - progress.tokens_at_start
     return {
         "train_loss": round(sum(e["loss"] * e["steps"] for e in entries) / max(1, sum(e["steps"] for e in entries)), 6),
@@ -112,8 +101,8 @@ def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any
         "final_logged_loss": entries[-1]["loss"] if entries else None,
         "epoch_train_loss": epoch_losses(entries),
         "loss_history": [{"step": e["step"], "loss": e["loss"]} for e in entries],
-        "global_steps": trainer.state.global_step,
-        "epochs_completed": round(trainer.state.epoch or 0.0, 4),
+        "global_steps": state.global_step,
+        "epochs_completed": round(state.epoch or 0.0, 4),
         "resumed_from": checkpoint,
         "runtime_s": round(runtime, 2),
         "train_tokens": tokens,
@@ -131,6 +120,7 @@ def _manifest(cfg: TrainConfig, env: environment.Environment, model_path: str, d
             "files": [{"name": f.name, "path": str(f.path), "sha256": f.sha256} for f in data.files],
             "dataset_sha256": dataset_sha256(data.files),
         },
+        "validation": data.validation.source if data.validation else None,
         "chat_template": "chatml fallback (the model has none)" if data.template_added else "the model's own",
         "environment": env.as_dict(),
         "libraries": provenance.library_versions(),

@@ -16,6 +16,7 @@ from loraops.data.formats import Example
 from loraops.data.overlap import duplicates
 from loraops.data.sources import load_examples, resolve_training_files
 from loraops.data.tokenize import Encoded, encode, ensure_chat_template
+from loraops.data.validation import select_validation
 from loraops.errors import ConfigError, DataError, LoraopsError
 from loraops.models import context_length
 
@@ -45,14 +46,24 @@ class DataStats:
 
 
 @dataclass
-class PreparedData:
-    files: list[DataFile]
-    source: dict[str, Any]  # where the files came from, for the manifest
+class EncodedSet:
     examples: list[Example]  # every record, in file order
     encoded: list[Encoded]  # one per example
     rows: list[dict[str, Any]]  # what the Trainer gets: the examples with a trained token
     stats: DataStats
-    template_added: bool  # the tokenizer had no chat template, so the ChatML fallback was added
+
+
+@dataclass
+class ValidationData(EncodedSet):
+    source: dict[str, Any] = field(default_factory=dict)  # a file, or the held-out records: for the manifest
+
+
+@dataclass
+class PreparedData(EncodedSet):
+    files: list[DataFile] = field(default_factory=list)
+    source: dict[str, Any] = field(default_factory=dict)  # where the files came from, for the manifest
+    template_added: bool = False  # the tokenizer had no chat template, so the ChatML fallback was added
+    validation: ValidationData | None = None  # None: no validation during training
 
 
 def length_summary(lengths: list[int]) -> dict[str, float]:
@@ -81,9 +92,10 @@ def _row(enc: Encoded) -> dict[str, Any]:
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": enc.labels, "length": len(ids)}
 
 
-def encode_examples(tokenizer: Any, examples: list[Example], max_length: int) -> tuple[list[Encoded], DataStats]:
+def encode_examples(tokenizer: Any, examples: list[Example], max_length: int) -> EncodedSet:
     encoded = [_encode(tokenizer, example, max_length) for example in examples]
-    return encoded, _statistics(examples, encoded)
+    rows = [_row(enc) for enc in encoded if enc.trained_tokens]
+    return EncodedSet(examples, encoded, rows, _statistics(examples, encoded))
 
 
 def _encode(tokenizer: Any, example: Example, max_length: int) -> Encoded:
@@ -106,9 +118,10 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any, model_path: str) -> PreparedD
         raise ConfigError(f"max_length={cfg.max_length} is longer than the model's context ({limit} tokens, "
                           f"max_position_embeddings of {model_path}); lower max_length")  # fmt: skip
     training = resolve_training_files(cfg)
-    examples = load_examples(training.files, cfg.data_format)
+    selection = select_validation(cfg, load_examples(training.files, cfg.data_format), training.files)
     template_added = ensure_chat_template(tokenizer)
-    encoded, stats = encode_examples(tokenizer, examples, cfg.max_length)
+    data = encode_examples(tokenizer, selection.training, cfg.max_length)
+    stats = data.stats
     log.info(
         "data: %d records from %d files -> %d examples, %d tokens (%d trained), %d truncated at %d, "
         "%d dropped with every label masked, %d duplicates", stats.records, len(training.files), stats.examples, stats.tokens,
@@ -116,5 +129,18 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any, model_path: str) -> PreparedD
     )  # fmt: skip
     if not stats.examples:
         raise DataError(cfg.dataset_path, None, "every example lost all its assistant tokens to truncation; raise max_length")
-    rows = [_row(enc) for enc in encoded if enc.trained_tokens]
-    return PreparedData(training.files, training.source, examples, encoded, rows, stats, template_added)
+    validation = _validation(tokenizer, selection.validation, selection.source, cfg.max_length)
+    return PreparedData(data.examples, data.encoded, data.rows, stats, training.files, training.source,
+                        template_added, validation)  # fmt: skip
+
+
+def _validation(tokenizer: Any, examples: list[Example], source: dict[str, Any], max_length: int) -> ValidationData | None:
+    if not examples:
+        return None
+    data = encode_examples(tokenizer, examples, max_length)
+    where = source.get("path") or f"{len(examples)} records held out (val_fraction={source.get('fraction')})"
+    log.info("validation: %d records from %s -> %d examples, %d tokens (%d scored)", data.stats.records, where,
+             data.stats.examples, data.stats.tokens, data.stats.trained_tokens)  # fmt: skip
+    if not data.rows:
+        raise DataError(where, None, "every validation example lost all its assistant tokens to truncation; raise max_length")
+    return ValidationData(data.examples, data.encoded, data.rows, data.stats, source)

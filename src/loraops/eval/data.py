@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loraops.data.files import read_jsonl
-from loraops.data.formats import Message, to_example
+from loraops.data.formats import Example, Message, to_example
 from loraops.errors import DataError
 
 
@@ -18,13 +18,16 @@ class EvalExample:
     line: int
 
 
+def as_eval_example(example: Example) -> EvalExample:
+    """The conversation up to its last assistant turn is the prompt; that turn is the reference."""
+    messages = example.messages
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")  # a user turn comes first
+    return EvalExample(messages[:last], messages[last]["content"], example.path, example.line)
+
+
 def load_split(path: Path) -> list[EvalExample]:
     """Read one split with the training data's validation; the last assistant turn is the reference."""
-    examples = []
-    for line, record in read_jsonl(path):
-        messages = to_example(record, "auto", path, line).messages
-        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")  # a user turn comes first
-        examples.append(EvalExample(messages[:last], messages[last]["content"], str(path), line))
+    examples = [as_eval_example(to_example(record, "auto", path, line)) for line, record in read_jsonl(path)]
     if not examples:
         raise DataError(path, None, "the eval split is empty (no records)")
     return examples

@@ -1,0 +1,135 @@
+"""The Trainer of a run: its arguments, validation with generation metrics, and a stop on divergence.
+
+Selection of the best checkpoint and early stopping are the Trainer's own (`load_best_model_at_end`,
+`EarlyStoppingCallback`); loraops adds the generation metrics to each evaluation, so the metric that
+decides publication can also pick the checkpoint, and refuses to go on once the loss is not a number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import Trainer
+
+from loraops import environment
+from loraops.config import TrainConfig
+from loraops.errors import LoraopsError
+from loraops.eval.data import EvalExample, as_eval_example
+from loraops.eval.generate import GenerationSettings
+from loraops.runs import RunDir
+
+
+class TrainingDiverged(LoraopsError):
+    """The loss or gradient norm stopped being a finite number: every later step would be garbage."""
+
+    def __init__(self, step: int, what: str, value: float, lr: float, precision: str) -> None:
+        self.step = step
+        super().__init__(
+            f"training diverged at step {step}: the {what} is {value}. Likely causes: a learning rate too high "
+            f"for this model and data (lr={lr:g}; try 10x lower, or more warmup), or an overflow in {precision} "
+            "(fp16 overflows far sooner than bf16 or fp32). The run is recorded as failed and `latest` is unchanged."
+        )
+
+
+@dataclass
+class ValidationGenerator:
+    """Generation metrics on (a capped part of) the validation split, through `loraops eval`'s scorer."""
+
+    tokenizer: Any
+    examples: list[EvalExample]
+    metrics: list[str]
+    settings: GenerationSettings
+    batch_size: int
+
+    def __call__(self, model: Any) -> dict[str, float]:
+        from loraops.eval.evaluate import generate_and_score  # eval's module imports the model loaders
+
+        scores, _ = generate_and_score(model, self.tokenizer, self.examples, self.settings, self.batch_size, False)
+        return {metric: scores[metric] for metric in self.metrics}
+
+
+class LoraopsTrainer(Trainer):
+    def __init__(self, *args: Any, generator: ValidationGenerator | None = None, precision: str = "fp32",
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        self.generator, self.precision = generator, precision
+
+    def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        import torch
+
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():  # the Trainer's own NaN filter would average it away
+            raise self._diverged("loss", float(loss.detach().float().mean()))
+        return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # A NaN gradient norm with a finite loss: the next update would make every weight NaN.
+        norm = logs.get("grad_norm")
+        if norm is not None and not math.isfinite(norm) and self.precision != "fp16":  # fp16's scaler skips those
+            raise self._diverged("gradient norm", norm)
+        super().log(logs, start_time)
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        output = super().evaluation_loop(*args, **kwargs)
+        if self.generator is not None:
+            prefix = kwargs.get("metric_key_prefix", "eval")
+            output.metrics.update({f"{prefix}_{k}": v for k, v in self.generator(self.model).items()})
+        return output
+
+    def _diverged(self, what: str, value: float) -> TrainingDiverged:
+        return TrainingDiverged(self.state.global_step + 1, what, value, self.args.learning_rate, self.precision)
+
+
+def training_arguments(cfg: TrainConfig, run: RunDir, env: environment.Environment, validating: bool) -> Any:
+    from transformers import TrainingArguments
+
+    # With validation, a checkpoint is saved at each evaluation: the best one must exist to be kept.
+    save_strategy, save_steps = (cfg.eval_strategy, cfg.eval_steps) if validating else (cfg.save_strategy, cfg.save_steps)
+    return TrainingArguments(
+        output_dir=str(run.checkpoints_dir),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.lr,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # transformers reads a value below 1 as a ratio
+        weight_decay=cfg.weight_decay,
+        bf16=env.precision == "bf16",
+        fp16=env.precision == "fp16",
+        use_cpu=env.device == "cpu",
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN loss is reported (and stops the run), never averaged away
+        eval_strategy=cfg.eval_strategy if validating else "no",
+        eval_steps=cfg.eval_steps,
+        prediction_loss_only=True,  # the loss needs no logits gathered: 49k floats per token add up
+        load_best_model_at_end=validating,
+        metric_for_best_model=f"eval_{cfg.select_metric}" if validating else None,
+        greater_is_better=cfg.select_metric != "loss",
+        restore_callback_states_from_checkpoint=True,  # early stopping's patience survives a resume
+        # Checkpoints exist to resume an interrupted run and to keep the best; the adapter goes to model/.
+        save_strategy=save_strategy,
+        save_steps=save_steps,
+        save_total_limit=1,  # with a best checkpoint, the Trainer keeps it as well as the last
+        report_to="none",  # TensorBoard is wired to the run's logs folder by hand
+        train_sampling_strategy="group_by_length",  # similar lengths per batch: less padding
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        disable_tqdm=False,
+    )
+
+
+def validation_generator(cfg: TrainConfig, tokenizer: Any, examples: list[Any]) -> ValidationGenerator | None:
+    """The generation part of each validation, or None when only the loss is asked for."""
+    if not cfg.generation_metrics:
+        return None
+    chosen = [as_eval_example(e) for e in examples[: cfg.val_limit] if any(m["role"] == "assistant" for m in e.messages)]
+    settings = GenerationSettings(max_new_tokens=cfg.val_max_new_tokens)
+    return ValidationGenerator(tokenizer, chosen, cfg.generation_metrics, settings, max(cfg.batch_size, 16))
