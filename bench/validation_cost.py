@@ -20,6 +20,17 @@ from pathlib import Path
 from loraops.runs import RunDir, find_run
 
 
+def _mean_loss(history: list[dict[str, float]], after: int, upto: int) -> str:
+    """Step-weighted mean of the logged training losses over the steps (after, upto]."""
+    total, steps, last = 0.0, 0, 0
+    for entry in history:
+        covered = entry["step"] - last
+        if after < entry["step"] <= upto:
+            total, steps = total + entry["loss"] * covered, steps + covered
+        last = entry["step"]
+    return f"{total / steps:.4f}" if steps else "-"
+
+
 def report(run: RunDir) -> str:
     metrics = run.read_metrics()
     validation = metrics.get("validation")
@@ -27,15 +38,15 @@ def report(run: RunDir) -> str:
         return f"{run.path}: the run did not validate (no validation data, or eval_strategy=no)"
     curve = validation["curve"]
     shown = [k for k in curve[0] if k not in ("step", "epoch", "seconds")]
-    train_losses = {e["step"]: e["loss"] for e in metrics.get("loss_history", [])}
     lines = [f"run {run.name}: {metrics['global_steps']} steps, {metrics['runtime_s']:.0f} s",
-             "| step | epoch | train loss (last logged) | " + " | ".join(f"validation {k}" for k in shown)
+             "| step | epoch | train loss since the last validation | " + " | ".join(f"validation {k}" for k in shown)
              + " | seconds |", "|" + " --- |" * (len(shown) + 4)]  # fmt: skip
+    previous = 0
     for point in curve:
-        logged = max((s for s in train_losses if s <= point["step"]), default=None)
-        train = f"{train_losses[logged]:.4f}" if logged is not None else "-"
+        train = _mean_loss(metrics.get("loss_history", []), previous, point["step"])
         values = " | ".join(f"{point[k]:.4f}" if k == "loss" else f"{point[k]:.2f}" for k in shown)
         lines.append(f"| {point['step']} | {point['epoch']:.2f} | {train} | {values} | {point['seconds']:.1f} |")
+        previous = point["step"]
     best = validation["best"]
     lines.append(f"kept: step {best['step']} ({validation['select_metric']} {best['value']:.4f})"
                  + (f"; stopped early at step {validation['stopped_early']['step']}" if validation["stopped_early"] else ""))
