@@ -5,6 +5,11 @@ Endpoints: POST /api/repos/create, GET /api/models/<repo>[/revision/<rev>], POST
 GET /api/models/<repo>/tree/<rev>, POST /api/models/<repo>/preupload/<rev>,
 POST /<repo>.git/info/lfs/objects/batch, PUT /lfs/<oid>, POST /<repo>.git/info/lfs/objects/verify,
 POST /api/models/<repo>/commit/<rev> (NDJSON).
+
+Dataset repositories, for `snapshot_download(repo_type="dataset")` (add them with `FakeHub.add_dataset`):
+GET /api/datasets/<repo>[/revision/<rev>], GET /api/datasets/<repo>/tree/<rev>[/<path>],
+HEAD and GET /datasets/<repo>/resolve/<rev>/<path>. They are readable without a token unless private,
+and every file is served as a plain git blob (no LFS redirect, no Xet, no Range requests).
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Mapping
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
@@ -47,6 +52,27 @@ class Repo:
         return hashlib.sha1(str(len(self.commits)).encode()).hexdigest()
 
 
+@dataclass
+class DatasetRepo:
+    """Each commit is a whole file tree; refs (branches or tags) name commits."""
+
+    private: bool
+    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # sha -> path -> content
+    refs: dict[str, str] = field(default_factory=dict)  # branch or tag -> sha
+
+    def resolve(self, rev: str) -> str | None:
+        """The commit sha `rev` names: a ref, or a full commit sha."""
+        return self.refs.get(rev) or (rev if rev in self.commits else None)
+
+
+@dataclass
+class Raw:
+    """A response body that is a file, not JSON."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
 def git_blob_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
@@ -54,11 +80,12 @@ def git_blob_oid(data: bytes) -> str:
 class FakeHub:
     """Start with `FakeHub(token).start()`; `url` is the endpoint; `fail[name] = (status, message)` fails
     the next request of that endpoint once (names: create, info, validate, tree, preupload, lfs_batch,
-    lfs_upload, lfs_verify, commit)."""
+    lfs_upload, lfs_verify, commit; for datasets: dataset_info, dataset_tree, dataset_file)."""
 
     def __init__(self, token: str) -> None:
         self.token = token
         self.repos: dict[str, Repo] = {}
+        self.datasets: dict[str, DatasetRepo] = {}
         self.lfs_store: dict[str, bytes] = {}
         self.requests: list[Request] = []
         self.fail: dict[str, tuple[int, str]] = {}
@@ -84,6 +111,22 @@ class FakeHub:
     def tree(self, repo_id: str) -> dict[str, bytes]:
         return {path: self.file(repo_id, path) for path in self.repos[repo_id].files}
 
+    def add_dataset(self, repo_id: str, files: Mapping[str, bytes | str], *, revision: str = "main",
+                    private: bool = False) -> str:  # fmt: skip
+        """Commit `files` (the whole tree: earlier files are gone) to `revision` of dataset `repo_id`, creating
+        the repository or the branch when new; `private` applies when the repository is created. Returns the
+        commit sha, as the Hub's API and X-Repo-Commit report it."""
+        tree = {path: data.encode() if isinstance(data, str) else data for path, data in files.items()}
+        with self.lock:
+            repo = self.datasets.setdefault(repo_id, DatasetRepo(private=private))
+            digest = hashlib.sha1(f"{repo_id}\0{len(repo.commits)}\0".encode())
+            for path in sorted(tree):
+                digest.update(f"{path}\0{git_blob_oid(tree[path])}\0".encode())
+            sha = digest.hexdigest()
+            repo.commits[sha] = tree
+            repo.refs[revision] = sha
+        return sha
+
 
 ROUTES = [
     ("POST", r"/api/repos/create", "create"),
@@ -95,14 +138,21 @@ ROUTES = [
     ("POST", r"/(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch", "lfs_batch"),
     ("POST", r"/(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/verify", "lfs_verify"),
     ("PUT", r"/lfs/(?P<oid>[0-9a-f]{64})", "lfs_upload"),
+    ("GET", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(/(?P<path>.+))?", "dataset_tree"),
+    ("GET", r"/api/datasets/(?P<repo>[^/]+/[^/]+)(/revision/(?P<rev>[^/]+))?", "dataset_info"),
+    ("HEAD", r"/datasets/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "dataset_file"),
+    ("GET", r"/datasets/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "dataset_file"),
 ]
 NO_AUTH = {"lfs_upload"}  # a pre-signed storage URL on the real Hub: no Authorization header
+# Public datasets are readable without a token; `_dataset` checks the token for private ones.
+AUTH_OPTIONAL = {"dataset_tree", "dataset_info", "dataset_file"}
 
 
 class HubError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
         super().__init__(message)
-        self.status, self.message, self.code = status, message, code
+        self.status, self.message, self.code, self.headers = status, message, code, headers or {}
 
 
 def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
@@ -135,26 +185,31 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 status, payload = self._route(urlsplit(self.path), body, auth)
             except HubError as exc:
                 extra = {"X-Error-Message": exc.message, **({"X-Error-Code": exc.code} if exc.code else {})}
+                extra.update(exc.headers)
                 return self._send(exc.status, {"error": exc.message}, extra)
             self._send(status, payload)
 
-        do_GET = do_POST = do_PUT = _handle
+        do_GET = do_POST = do_PUT = do_HEAD = _handle
 
         def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(payload).encode()
+            if isinstance(payload, Raw):
+                data, headers = payload.body, {"Content-Type": "application/octet-stream", **payload.headers}
+            else:
+                data, headers = json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})}
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for key, value in (headers or {}).items():
+            self.send_header("Content-Length", str(len(data)))  # for HEAD too: the size of what GET sends
+            for key, value in headers.items():
                 self.send_header(key, value)
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":  # a body after HEAD would be read as the next response on this connection
+                self.wfile.write(data)
 
         def _route(self, url: Any, body: bytes, auth: str | None) -> tuple[int, Any]:
             for method, pattern, name in ROUTES:
                 match = re.fullmatch(pattern, url.path)
                 if method == self.command and match:
-                    if name not in NO_AUTH and auth != f"Bearer {hub.token}":
+                    # A token that is sent must be right, even where none is needed (as on the Hub).
+                    if name not in NO_AUTH and auth != f"Bearer {hub.token}" and (auth or name not in AUTH_OPTIONAL):
                         raise HubError(401, "Invalid credentials in Authorization header")
                     if name in hub.fail:
                         raise HubError(*hub.fail.pop(name))
@@ -166,6 +221,56 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if repo_id not in hub.repos:
                 raise HubError(404, "Repository not found", "RepoNotFound")
             return hub.repos[repo_id]
+
+        def _dataset(self, repo_id: str) -> DatasetRepo:
+            # Like the Hub: a private repository is "not found" to anyone without the token (401, not 403).
+            repo = hub.datasets.get(repo_id)
+            if repo is None:
+                raise HubError(404, "Repository not found", "RepoNotFound")
+            if repo.private and self.headers.get("Authorization") != f"Bearer {hub.token}":
+                raise HubError(401, "Invalid username or password.", "RepoNotFound")
+            return repo
+
+        def _dataset_commit(self, repo: DatasetRepo, rev: str | None) -> str:
+            sha = repo.resolve(unquote(rev or "main"))
+            if sha is None:
+                raise HubError(404, f"Invalid rev id: {unquote(rev or 'main')}", "RevisionNotFound")
+            return sha
+
+        def _dataset_info(self, m: dict, _: dict, __: bytes) -> tuple[int, Any]:
+            repo = self._dataset(m["repo"])
+            sha = self._dataset_commit(repo, m["rev"])
+            siblings = [{"rfilename": path} for path in sorted(repo.commits[sha])]
+            return 200, {"id": m["repo"], "sha": sha, "private": repo.private, "siblings": siblings}
+
+        def _dataset_tree(self, m: dict, query: dict, __: bytes) -> tuple[int, Any]:
+            repo = self._dataset(m["repo"])
+            files = repo.commits[self._dataset_commit(repo, m["rev"])]
+            recursive = query.get("recursive", ["False"])[0].lower() == "true"
+            prefix = f"{unquote(m['path']).strip('/')}/" if m["path"] else ""
+            entries: dict[str, dict[str, Any]] = {}
+            for path, data in sorted(files.items()):
+                if not path.startswith(prefix):
+                    continue
+                parts = path[len(prefix):].split("/")
+                folders = parts[:-1] if recursive else parts[:1] if len(parts) > 1 else []
+                for depth in range(1, len(folders) + 1):  # folders are listed too, as the Hub does
+                    folder = prefix + "/".join(folders[:depth])
+                    oid = git_blob_oid(folder.encode())  # a stand-in: nothing reads a folder's oid
+                    entries.setdefault(folder, {"type": "directory", "path": folder, "oid": oid})
+                if recursive or len(parts) == 1:
+                    entries[path] = {"type": "file", "path": path, "size": len(data), "oid": git_blob_oid(data)}
+            if prefix and not entries:
+                raise HubError(404, f"{prefix} does not exist", "EntryNotFound")
+            return 200, list(entries.values())
+
+        def _dataset_file(self, m: dict, _: dict, __: bytes) -> tuple[int, Any]:
+            repo = self._dataset(m["repo"])
+            sha = self._dataset_commit(repo, m["rev"])
+            data = repo.commits[sha].get(unquote(m["path"]))
+            if data is None:  # X-Repo-Commit lets huggingface_hub cache the file's absence at this commit
+                raise HubError(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": sha})
+            return 200, Raw(data, {"X-Repo-Commit": sha, "ETag": f'"{git_blob_oid(data)}"'})
 
         def _create(self, _: dict, __: dict, body: bytes) -> tuple[int, Any]:
             req = json.loads(body)

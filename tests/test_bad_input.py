@@ -23,13 +23,15 @@ Run = Callable[..., str]
 
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str]) -> Run:
-    """Run `loraops ARGS`, assert exit status 2 and no traceback, return what it printed to stderr."""
+    """Run `loraops ARGS`, assert exit status 2 and no traceback; return what it printed (convert reports
+    each failed file on stdout, then ends with the error line on stderr)."""
 
     def run(*args: str) -> str:
         assert main([*args]) == 2, capsys.readouterr()
-        err = capsys.readouterr().err
-        assert err.strip().splitlines()[-1].startswith("loraops: error: ") and "Traceback" not in err
-        return err
+        printed = capsys.readouterr()
+        assert printed.err.strip().splitlines()[-1].startswith("loraops: error: ")
+        assert "Traceback" not in printed.err + printed.out
+        return printed.out + printed.err
 
     return run
 
@@ -147,7 +149,7 @@ def _export(mapping: object = None, parts: object = None) -> list[dict[str, obje
 def test_convert_export_of_the_wrong_shape(tmp_path: Path, run_cli: Run, export: object, fragment: str) -> None:
     (tmp_path / "conversations.json").write_text(json.dumps(export))
     err = run_cli("convert", str(tmp_path))
-    assert "conversations.json: conversation 0 of the ChatGPT export: " in err and fragment in err
+    assert "conversations.json: failed (conversation 0 of the ChatGPT export: " in err and fragment in err
 
 
 def test_convert_never_overwrites_what_it_did_not_write(tmp_path: Path, run_cli: Run,
@@ -181,7 +183,7 @@ def test_convert_unreadable_source(tmp_path: Path, run_cli: Run, monkeypatch: py
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "read_bytes", refuse)  # root reads every file, so chmod cannot show this
-    assert "pairs.json: cannot read the file: Permission denied" in run_cli("convert", str(tmp_path))
+    assert "pairs.json: failed (cannot read the file: Permission denied)" in run_cli("convert", str(tmp_path))
 
 
 def test_duplicates_and_eval_overlap_are_counted(tmp_path: Path, tiny_model_dir: Path,

@@ -14,7 +14,7 @@ from loraops.errors import ConfigError, LoraopsError
 
 def test_defaults_train_the_embedded_model_on_sample_data() -> None:
     cfg = load_config(TrainConfig, CONFIGS, "train", [])
-    assert cfg.model_name == "default" and cfg.dataset_path == "data" and cfg.dataset_pattern == "*.jsonl"
+    assert cfg.model_name == "default" and cfg.dataset_path == "data" and cfg.dataset_pattern == "*"
     assert cfg.data_source.type == "local"
 
 

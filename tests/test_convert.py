@@ -123,11 +123,89 @@ def test_bad_json_names_file_and_line(tmp_path: Path, text: str, line: int, frag
     assert not (tmp_path / "bad.converted.jsonl").exists()
 
 
+def trailing_question_conversation() -> dict[str, Any]:
+    """Answered once, then asked again with no reply (the chat was abandoned): the last question is trimmed."""
+    nodes = [node("r", None, ["u1"]), node("u1", "r", ["a1"], "user", ["first?"]),
+             node("a1", "u1", ["u2"], "assistant", ["answer"]), node("u2", "a1", [], "user", ["and then?"])]  # fmt: skip
+    return {"title": "abandoned", "conversation_id": "c3", "current_node": "u2", "mapping": {n["id"]: n for n in nodes}}
+
+
+def dataset_registry() -> dict[str, Any]:
+    """LLaMA-Factory's dataset_info.json: dataset names mapped to where and how to read them."""
+    return {
+        "alpaca_en": {"file_name": "alpaca_en.json", "formatting": "alpaca",
+                      "columns": {"prompt": "instruction", "query": "input", "response": "output"}},
+        "chats": {"file_name": "chats.json", "formatting": "sharegpt", "columns": {"messages": "conversations"}},
+    }  # fmt: skip
+
+
 def test_cli_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "conversations.json").write_text(json.dumps([export_conversation(), unanswered_conversation()]))
     assert main(["convert", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "conversations.json: converted (ChatGPT export)" in out and "1 skipped conversations" in out
-    (tmp_path / "broken.json").write_text("{")
+
+
+def test_cli_convert_reports_each_file_and_fails_at_the_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "conversations.json").write_text(json.dumps([export_conversation()], indent=2))
+    (tmp_path / "broken.json").write_text('[\n  {"prompt": "p", "completion": "c"},\n  {"prompt": \n]')
+    (tmp_path / "dataset_info.json").write_text(json.dumps(dataset_registry(), indent=2))
     assert main(["convert", str(tmp_path)]) == 2
-    assert "broken.json:1: invalid JSON" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "conversations.json: converted (ChatGPT export)" in captured.out  # sorted after broken.json, still done
+    assert f"{tmp_path / 'broken.json'}:4: failed (invalid JSON" in captured.out
+    assert "dataset_info.json: skipped (not data: a dataset registry" in captured.out
+    assert "1 of 3 files failed" in captured.err
+    assert (tmp_path / "conversations.converted.jsonl").is_file()
+    assert not (tmp_path / "broken.converted.jsonl").exists()
+    assert not (tmp_path / "dataset_info.converted.jsonl").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".broken")]  # no temporary file left behind
+    assert main(["convert", str(tmp_path)]) == 2  # a rerun changes nothing and still says the folder is not done
+    assert "conversations.json: up to date" in capsys.readouterr().out
+
+
+def test_failed_rerun_names_the_earlier_output(tmp_path: Path) -> None:
+    src = tmp_path / "one.json"
+    src.write_text(json.dumps({"prompt": "p", "completion": "c"}))
+    convert_folder(tmp_path)
+    src.write_text("{")  # a newer download came in broken: the old records must not train unnoticed
+    (report,) = [r for r in convert_folder(tmp_path) if r.path == src]
+    assert report.action == "failed" and report.line == 1
+    assert "the earlier one.converted.jsonl is left as it was" in report.reason
+
+
+def test_report_leaves_out_zero_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plain = [node("r", None, ["u"]), node("u", "r", ["a"], "user", ["q"]), node("a", "u", [], "assistant", ["a"])]
+    conversation = {"title": "plain", "current_node": "a", "mapping": {n["id"]: n for n in plain}}
+    (tmp_path / "conversations.json").write_text(json.dumps([conversation]))
+    assert main(["convert", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "converted (ChatGPT export)" in out and "1 records" in out
+    assert not [line for line in out.splitlines() if line.strip().startswith("0 ")]
+    assert "dropped" not in out and "trimmed" not in out
+
+
+def test_trailing_user_turns_are_trimmed_and_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conversations = [trailing_question_conversation(), trailing_question_conversation(), unanswered_conversation()]
+    (tmp_path / "conversations.json").write_text(json.dumps(conversations))
+    report = convert_file(tmp_path / "conversations.json", tmp_path)
+    assert report.records == 2
+    assert report.counts["trailing user turns trimmed"] == 2  # the unanswered one is skipped, not trimmed
+    assert report.counts["skipped conversations without an assistant reply"] == 1
+    record = json.loads(report.output.read_text().splitlines()[0])  # type: ignore[union-attr]
+    assert [m["role"] for m in record["messages"]] == ["user", "assistant"]
+    assert main(["convert", str(tmp_path)]) == 0
+    assert "    2 trailing user turns trimmed" in capsys.readouterr().out
+
+
+def test_ledger_write_failure_leaves_no_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "one.json").write_text(json.dumps({"prompt": "p", "completion": "c"}))
+
+    def full_disk(path: Path, data: dict[str, Any]) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("loraops.data.convert.write_json", full_disk)
+    (report,) = convert_folder(tmp_path)
+    assert report.action == "failed" and "No space left on device" in report.reason
+    # an output the ledger does not vouch for would make every rerun refuse to replace it
+    assert not (tmp_path / "one.converted.jsonl").exists()

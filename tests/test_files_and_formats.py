@@ -57,7 +57,7 @@ def test_each_format_becomes_chat_messages() -> None:
         ({"messages": [{"role": "user", "content": ["x"]}]}, "auto", "`messages[0].content` must be a string"),
         ({"messages": [{"role": "user", "content": "x"}]}, "auto", "no assistant turn"),
         ({"messages": []}, "messages", "must be a non-empty list"),
-        ({"text": "x"}, "auto", "cannot tell the format (fields: text)"),
+        ({"txt": "x"}, "auto", "cannot tell the format: the record has fields `txt`"),
         ({"prompt": "u", "completion": "a"}, "messages", "missing field `messages`"),
     ],
 )

@@ -107,7 +107,7 @@ def test_old_servers_that_echo_the_ref_as_commit_id_still_resolve(server: FakeLa
         ("datasets", "**/*.jsonl", ["datasets/more/train_c.jsonl", "datasets/more-2/train_d.jsonl",
                                     "datasets/train_a.jsonl", "datasets/train_b.jsonl"]),
         ("datasets", "more/*.jsonl", ["datasets/more/train_c.jsonl"]),
-        ("datasets", "*", ["datasets/notes.txt", "datasets/train_a.jsonl", "datasets/train_b.jsonl"]),
+        ("datasets", "*", ["datasets/train_a.jsonl", "datasets/train_b.jsonl"]),  # notes.txt is not data
         ("", "**/train_*.jsonl", ["datasets/more/train_c.jsonl", "datasets/more-2/train_d.jsonl",
                                   "datasets/train_a.jsonl", "datasets/train_b.jsonl", "datasets-old/train_z.jsonl"]),
     ],

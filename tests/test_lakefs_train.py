@@ -43,7 +43,7 @@ def test_train_from_lakefs_records_the_commit(lakefs: FakeLakeFS, tiny_overrides
     source = RunDir(run).read_manifest()["data"]
     head = lakefs.repos["dsl-data"].branches["main"]
     assert source["source"] == {"type": "lakefs", "repository": "dsl-data", "ref": "main", "commit_id": head,
-                                "prefix": "sft", "dataset_pattern": "*.jsonl"}  # fmt: skip
+                                "prefix": "sft", "dataset_pattern": "*"}  # fmt: skip
     assert [f["name"] for f in source["files"]] == ["train.jsonl"] and len(source["files"][0]["sha256"]) == 64
     assert len(source["dataset_sha256"]) == 64
     recorded = [p.read_bytes() for p in run.rglob("*") if p.is_file()] + [capsys.readouterr().err.encode()]

@@ -127,7 +127,7 @@ def test_bad_data_exits_2_before_any_run_folder(tiny_overrides: list[str], small
     write_jsonl(small_dataset / "zz.jsonl", [{"prompt": "a", "completion": "b"}, {"prompt": "a", "completoin": "b"}])
     assert main(["train", "--config-dir", str(CONFIGS), *tiny_overrides]) == 2
     err = capsys.readouterr().err
-    assert f"{small_dataset / 'zz.jsonl'}:2: cannot tell the format (fields: completoin, prompt)" in err
+    assert f"{small_dataset / 'zz.jsonl'}:2: cannot tell the format: the record has fields `completoin`, `prompt`" in err
     assert not (tmp_path / "runs").exists()
 
 

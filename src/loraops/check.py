@@ -11,9 +11,11 @@ from typing import Any
 
 from loraops.config import TrainConfig
 from loraops.data.datafiles import EVAL_DIRNAME
+from loraops.data.files import is_data_file
 from loraops.data.formats import Example
 from loraops.data.overlap import near_duplicates, prompt_text, shared_prompts
 from loraops.data.prepare import DataStats, prepare_data
+from loraops.data.sources import format_options
 from loraops.data.tokenize import IGNORE_INDEX, Encoded
 from loraops.errors import ConfigError
 from loraops.eval.data import find_splits, load_split
@@ -78,13 +80,13 @@ def _validation_source(source: dict[str, Any]) -> str:
 def _eval_overlap(cfg: TrainConfig, examples: list[Example]) -> dict[str, dict[str, int]]:
     """Per split of <dataset_path>/eval: its examples whose prompt training also asks, exactly or nearly."""
     eval_dir = Path(cfg.dataset_path) / EVAL_DIRNAME
-    if cfg.data_source.type != "local" or not eval_dir.is_dir() or not any(eval_dir.glob("*.jsonl")):
+    if cfg.data_source.type != "local" or not eval_dir.is_dir() or not any(map(is_data_file, eval_dir.iterdir())):
         return {}
     training = [e.messages for e in examples]
     texts = [prompt_text(m) for m in training]
     overlap = {}
-    for name, path in find_splits(str(eval_dir), "*.jsonl").items():
-        prompts = [e.prompt for e in load_split(path)]
+    for name, path in find_splits(str(eval_dir), "*").items():
+        prompts = [e.prompt for e in load_split(path, format_options(cfg))]
         near = sum(near_duplicates(texts, [" ".join(m["content"] for m in p) for p in prompts]))
         overlap[name] = {"exact": shared_prompts(prompts, training), "near": near, "n": len(prompts)}
     return overlap

@@ -124,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = sub.add_parser("convert", help="turn pretty-printed JSON and ChatGPT exports into JSONL",
                              description="Convert every .json/.jsonl file in a folder that is not already JSONL "
-                                         "in a supported format; sources are never modified.")  # fmt: skip
+                                         "in a supported format; sources are never modified. Each file is "
+                                         "reported as converted, skipped or failed; exit status 2 if any "
+                                         "failed.")  # fmt: skip
     convert.add_argument("input_dir", nargs="?", type=Path, default=Path("data"), help="folder to scan (default: data)")
     convert.add_argument("--output-dir", type=Path, default=None, help="where to write (default: beside the sources)")
 
@@ -172,9 +174,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from loraops.data.convert import convert_folder, format_reports
+    from loraops.data.convert import convert_folder, failed, format_reports
 
-    print(format_reports(convert_folder(args.input_dir, args.output_dir)))
+    reports = convert_folder(args.input_dir, args.output_dir)
+    print(format_reports(reports))
+    # The other files are done; the status still says the folder is not all converted, for make and CI.
+    if bad := failed(reports):
+        print(f"loraops: error: {len(bad)} of {len(reports)} files failed to convert (see above)", file=sys.stderr)
+        return USER_ERROR_EXIT
     return 0
 
 

@@ -15,10 +15,11 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from loraops.data.formats import COLUMN_TARGETS, PREFERENCE_USES
+from loraops.data.formats import FORMATS as DATA_FORMATS
 from loraops.errors import ConfigError
 
-DATA_FORMATS = ("auto", "messages", "prompt_completion", "instruction")
-DATA_SOURCE_TYPES = ("local", "lakefs")
+DATA_SOURCE_TYPES = ("local", "lakefs", "hub")
 SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
     "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
@@ -38,10 +39,14 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class DataSourceConfig:
-    type: str = _f("local", "Where data files come from: `local` (under dataset_path) or `lakefs`.")
+    type: str = _f("local", "Where data files come from: `local` (under dataset_path), `lakefs` or `hub`.")
     repository: Optional[str] = _f(None, "lakeFS repository (type: lakefs).")
     ref: str = _f("main", "lakeFS branch, tag or commit id; resolved to a commit id recorded in the manifest.")
     path: str = _f("", "lakeFS path prefix; dataset_pattern is matched below it (its eval/ folder is skipped).")
+    repo_id: Optional[str] = _f(None, "Hugging Face Hub dataset, e.g. `databricks/databricks-dolly-15k` (type: hub).")
+    split: str = _f("train", "Hub dataset split (type: hub).")
+    revision: Optional[str] = _f(None, "Hub branch, tag or commit (null: main); resolved to a commit in the manifest.")
+    subset: Optional[str] = _f(None, "Hub dataset subset (configuration name), where it has several.")
 
 
 @dataclass
@@ -76,8 +81,18 @@ class TrainConfig:
         "Base model: `default` (embedded SmolLM2-135M-Instruct), a local HF folder, a .gguf file, or a hub id.",
     )
     dataset_path: str = _f("data", "Folder holding the training files (its eval/ subfolder is never training data).")
-    dataset_pattern: str = _f("*.jsonl", "Glob, relative to dataset_path, selecting the training files.")
-    data_format: str = _f("auto", "Record format: auto (detected per record), messages, prompt_completion, instruction.")
+    dataset_pattern: str = _f(
+        "*", "Glob, relative to dataset_path, selecting the training files (.jsonl, .json, .parquet, .csv)."
+    )
+    data_format: str = _f("auto", "Record format: auto (detected per record) or one of: " + ", ".join(DATA_FORMATS[1:]) + ".")
+    columns: Optional[dict[str, str]] = _f(
+        None, "Your fields onto loraops' names, e.g. {prompt: question, completion: answer} or "
+        "{instruction: instruction, input: context, output: response}; also for the validation file.",
+    )
+    system_prompt: Optional[str] = _f(None, "System turn added to conversations that have none.")
+    skip_non_text: bool = _f(False, "Drop (and count) records with images, audio or other non-text parts instead of refusing them.")
+    preference: str = _f("refuse", "Preference data (chosen/rejected, KTO labels): refuse, or chosen (train on the preferred answers).")
+    dedup: bool = _f(False, "Drop records that repeat an earlier one (whitespace aside) before training; counted.")
     data_source: DataSourceConfig = field(
         default_factory=DataSourceConfig, metadata={"help": "Where the data comes from."}
     )
@@ -151,11 +166,15 @@ class TrainConfig:
             (self.save_strategy in SAVE_STRATEGIES, "save_strategy", f"must be one of {', '.join(SAVE_STRATEGIES)}"),
             (self.save_steps >= 1, "save_steps", "must be at least 1"),
             (self.data_format in DATA_FORMATS, "data_format", f"must be one of {', '.join(DATA_FORMATS)}"),
+            (self.preference in PREFERENCE_USES, "preference", f"must be one of {', '.join(PREFERENCE_USES)}"),
+            (_known_columns(self.columns), "columns", _COLUMNS_PROBLEM),
             (self.lr_scheduler_type in SCHEDULERS, "lr_scheduler_type", f"must be one of {', '.join(SCHEDULERS)}"),
             (self.data_source.type in DATA_SOURCE_TYPES, "data_source.type",
              f"must be one of {', '.join(DATA_SOURCE_TYPES)}"),
             (self.data_source.type != "lakefs" or bool(self.data_source.repository), "data_source.repository",
              "must name the lakeFS repository when data_source.type is lakefs"),
+            (self.data_source.type != "hub" or bool(self.data_source.repo_id), "data_source.repo_id",
+             "must name the Hub dataset when data_source.type is hub"),
             (_relative_glob(self.dataset_pattern), "dataset_pattern", _GLOB_PROBLEM),
             *self._validation_checks(),
         ]  # fmt: skip
@@ -195,7 +214,10 @@ class EvalConfig:
         None, "Base model (as in train's model_name); null: the one the run was trained on."
     )
     eval_dir: str = _f("data/eval", "Folder of eval splits, one JSONL file per split.")
-    eval_pattern: str = _f("*.jsonl", "Glob selecting the split files in eval_dir.")
+    eval_pattern: str = _f("*", "Glob selecting the split files in eval_dir (.jsonl, .json, .parquet, .csv).")
+    data_format: str = _f("auto", "Record format of the split files, as in train (auto: detected per record).")
+    columns: Optional[dict[str, str]] = _f(None, "Field mapping of the split files, as in train's `columns`.")
+    system_prompt: Optional[str] = _f(None, "System turn for prompts without one; use the one the run trained with.")
     splits: Optional[list[str]] = _f(None, "Only these splits (file stems); null: every file.")
     limit: Optional[int] = _f(None, "Evaluate at most this many examples per split (null: all).")
     batch_size: int = _f(16, "Prompts generated together.")
@@ -218,6 +240,8 @@ class EvalConfig:
             (self.temperature > 0, "temperature", "must be positive"),
             (0 < self.top_p <= 1, "top_p", "must be in (0, 1]"),
             (_relative_glob(self.eval_pattern), "eval_pattern", _GLOB_PROBLEM),
+            (self.data_format in DATA_FORMATS, "data_format", f"must be one of {', '.join(DATA_FORMATS)}"),
+            (_known_columns(self.columns), "columns", _COLUMNS_PROBLEM),
         ]
         _raise_first(self, checks)
 
@@ -292,6 +316,13 @@ class CompareConfig:
 _GLOB_PROBLEM = "must be a non-empty glob relative to its folder, e.g. *.jsonl"
 
 
+_COLUMNS_PROBLEM = f"must map some of {', '.join(COLUMN_TARGETS)} to your field names, e.g. {{prompt: question}}"
+
+
+def _known_columns(columns: dict[str, str] | None) -> bool:
+    return not columns or all(k in COLUMN_TARGETS and isinstance(v, str) and v for k, v in columns.items())
+
+
 def _relative_glob(pattern: str) -> bool:
     return bool(pattern.strip()) and not Path(pattern).is_absolute() and ".." not in Path(pattern).parts
 
@@ -359,7 +390,7 @@ def _check_keys(cfg: dict[Any, Any], valid: list[str], where: str, prefix: str =
         dotted = f"{prefix}{key}"
         if dotted not in valid:
             raise _unknown_key_error(dotted, valid, where)
-        if isinstance(value, dict):
+        if isinstance(value, dict) and any(k.startswith(dotted + ".") for k in valid):  # a section, not a mapping value
             _check_keys(value, valid, where, dotted + ".")
 
 

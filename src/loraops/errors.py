@@ -19,7 +19,8 @@ class DataError(LoraopsError):
 
     def __init__(self, path: str, line: int | None, problem: str) -> None:
         self.path, self.line, self.problem = str(path), line, problem
-        where = f"{self.path}:{line}" if line is not None else self.path
+        row = self.path.endswith((".parquet", ".csv"))  # tables are numbered by row, not by line
+        where = self.path if line is None else f"{self.path}, row {line}" if row else f"{self.path}:{line}"
         super().__init__(f"{where}: {problem}")
 
 

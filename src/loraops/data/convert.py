@@ -3,6 +3,9 @@
 A ChatGPT export (`conversations.json`) is a list of conversations, each a tree of message
 nodes (`mapping`, linked by `parent`/`children`) whose visible branch ends at `current_node`;
 edits and regenerations are sibling branches, which are dropped.
+
+Each file is handled on its own: `convert_folder` reports a broken one as failed and goes on,
+so one bad download does not hold back the rest of the folder.
 """
 
 from __future__ import annotations
@@ -22,16 +25,19 @@ from loraops.errors import DataError, LoraopsError
 OUTPUT_SUFFIX = ".converted.jsonl"
 LEDGER = ".loraops-converted"  # JSON: output name -> sha256 of what convert wrote there
 _BROWSING_CONTENT = {"tether_browsing_display", "tether_quote", "system_error"}
+# Where a LLaMA-Factory `dataset_info.json` entry says its data lives: such a file describes datasets, it is not one.
+_REGISTRY_KEYS = {"file_name", "hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name"}
 
 
 @dataclass
 class FileReport:
     path: Path
-    action: str  # "skipped", "converted", "up to date"
+    action: str  # "skipped", "converted", "up to date", "failed"
     reason: str
     output: Path | None = None
     records: int = 0
     counts: Counter[str] = field(default_factory=Counter)
+    line: int | None = None  # where in `path` a failure is, so the report reads like the DataError did
 
 
 def _line_of(text: str, offset: int) -> int:
@@ -50,12 +56,24 @@ def parse_json_values(path: Path, text: str) -> list[tuple[int, Any]]:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             raise DataError(path, exc.lineno, f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+        except RecursionError:  # a hostile or corrupt file must fail alone, not crash the whole run
+            raise DataError(path, _line_of(text, pos), "the JSON is nested too deeply to read") from None
         values.append((_line_of(text, pos), value))
         pos = end
 
 
 def is_chatgpt_export(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(c, dict) and "mapping" in c for c in value)
+
+
+def is_dataset_registry(value: Any) -> bool:
+    """A name -> {file_name, formatting, columns, ...} map (LLaMA-Factory's dataset_info.json): metadata.
+
+    Judged by shape, not by name, so a renamed registry is skipped too; no training record looks like this,
+    since every field of one holds text or a list of turns, never an object naming a file."""
+    return isinstance(value, dict) and bool(value) and all(
+        isinstance(entry, dict) and bool(_REGISTRY_KEYS & entry.keys()) for entry in value.values()
+    )
 
 
 class ExportShapeError(ValueError):
@@ -143,13 +161,21 @@ def conversation_to_messages(conversation: dict[str, Any], counts: Counter[str])
         text = _message_text(message, counts) if message else None
         if text is not None:
             turns.append({"role": message["author"]["role"], "content": text})
-    turns = _merge_turns(turns)
-    while turns and turns[-1]["role"] != "assistant":  # a final unanswered question teaches nothing
-        turns.pop()
+    turns, trimmed = _trim_unanswered(_merge_turns(turns))
     if not any(t["role"] == "assistant" for t in turns) or not any(t["role"] == "user" for t in turns):
         counts["skipped conversations without an assistant reply"] += 1
         return None
+    counts.update(trimmed)  # only for kept conversations: a skipped one is counted once, above
     return turns
+
+
+def _trim_unanswered(turns: list[Message]) -> tuple[list[Message], Counter[str]]:
+    """Drop the turns after the last assistant reply (a final unanswered question teaches nothing),
+    counted by role so the report says how much of the export was cut."""
+    trimmed: Counter[str] = Counter()
+    while turns and turns[-1]["role"] != "assistant":
+        trimmed[f"trailing {turns.pop()['role']} turns trimmed"] += 1
+    return turns, trimmed
 
 
 def _records_from_export(path: Path, conversations: list[dict[str, Any]], counts: Counter[str]) -> list[dict[str, Any]]:
@@ -199,6 +225,8 @@ def convert_file(path: Path, output_dir: Path) -> FileReport:
     except OSError as exc:
         raise DataError(path, None, f"cannot read the file: {exc.strerror or exc}") from None
     values = parse_json_values(path, text)
+    if len(values) == 1 and is_dataset_registry(values[0][1]):
+        return FileReport(path, "skipped", "not data: a dataset registry, like LLaMA-Factory's dataset_info.json")
     counts: Counter[str] = Counter()
     if len(values) == 1 and is_chatgpt_export(values[0][1]):
         records, kind = _records_from_export(path, values[0][1], counts), "ChatGPT export"
@@ -207,13 +235,17 @@ def convert_file(path: Path, output_dir: Path) -> FileReport:
     if not records:
         return FileReport(path, "skipped", f"{kind} with no usable records", counts=counts)
     check_encodable(records, path, None)
-    output = output_dir / (path.name.rsplit(".", 1)[0] + OUTPUT_SUFFIX)
+    output = output_path(path, output_dir)
     body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     unchanged = _write_output(path, output, body)
     action = "up to date" if unchanged else "converted"
     if path.suffix == ".jsonl":
         kind += "; move the source out of the training folder, it still matches *.jsonl"
     return FileReport(path, action, kind, output, len(records), counts)
+
+
+def output_path(source: Path, output_dir: Path) -> Path:
+    return output_dir / (source.name.rsplit(".", 1)[0] + OUTPUT_SUFFIX)
 
 
 def _write_output(source: Path, output: Path, body: str) -> bool:
@@ -233,9 +265,14 @@ def _write_output(source: Path, output: Path, body: str) -> bool:
                                           f"move it away or delete it to convert {source.name} again")  # fmt: skip
     try:
         write_text_atomic(output, body)
-        write_json(ledger_path, {**ledger, output.name: hashlib.sha256(data).hexdigest()})
     except OSError as exc:
         raise DataError(output, None, f"cannot write the converted file: {exc.strerror or exc}") from None
+    try:
+        write_json(ledger_path, {**ledger, output.name: hashlib.sha256(data).hexdigest()})
+    except OSError as exc:
+        # An output the ledger does not vouch for would block every rerun ("not written by convert"): remove it.
+        output.unlink(missing_ok=True)
+        raise DataError(ledger_path, None, f"cannot record {output.name} in the ledger: {exc.strerror or exc}") from None
     return False
 
 
@@ -249,15 +286,41 @@ def convert_folder(input_dir: Path, output_dir: Path | None = None) -> list[File
                    if p.is_file() and p.suffix in (".json", ".jsonl") and not p.name.startswith("."))  # fmt: skip
     if not paths:
         raise LoraopsError(f"{input_dir}: no .json or .jsonl files to convert")
-    return [convert_file(p, output_dir or input_dir) for p in paths]
+    return [_convert_or_fail(p, output_dir or input_dir) for p in paths]
+
+
+def _convert_or_fail(path: Path, output_dir: Path) -> FileReport:
+    """One file's report; its failure is reported rather than raised, so the rest of the folder still converts.
+    Outputs are only ever replaced atomically and after every check, so a failed file leaves nothing half-written."""
+    try:
+        return convert_file(path, output_dir)
+    except (LoraopsError, OSError) as exc:  # OSError: a file the system refused (permissions, a full disk)
+        return _failure(path, output_path(path, output_dir), exc)
+
+
+def _failure(path: Path, output: Path, exc: Exception) -> FileReport:
+    if isinstance(exc, DataError) and exc.path == str(path):
+        line, reason = exc.line, exc.problem  # the report line already names the file
+    else:
+        line, reason = None, str(exc)
+    about_output = isinstance(exc, DataError) and exc.path == str(output)
+    if output.is_file() and not about_output:  # say so, or the stale records would train unnoticed
+        reason += f"; the earlier {output.name} is left as it was"
+    return FileReport(path, "failed", reason, line=line)
 
 
 def format_reports(reports: list[FileReport]) -> str:
     lines = []
     for r in reports:
-        head = f"{r.path}: {r.action} ({r.reason})"
+        where = f"{r.path}:{r.line}" if r.line is not None else str(r.path)
+        head = f"{where}: {r.action} ({r.reason})"
         if r.output is not None:
             head += f" -> {r.output}, {r.records} records"
         lines.append(head)
-        lines += [f"    {n} {reason}" for reason, n in sorted(r.counts.items())]
+        # a zero says nothing happened: only what actually changed is listed
+        lines += [f"    {n} {reason}" for reason, n in sorted(r.counts.items()) if n > 0]
     return "\n".join(lines)
+
+
+def failed(reports: list[FileReport]) -> list[FileReport]:
+    return [r for r in reports if r.action == "failed"]

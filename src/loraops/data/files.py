@@ -1,4 +1,8 @@
-"""Read JSONL files line by line, with errors that name the file and line."""
+"""Read data files (JSONL, JSON, Parquet, CSV) record by record, with errors that name the file and line.
+
+JSON is parsed here, value by value, so an error names the record's own line rather than
+"line 1, column 1"; Parquet and CSV go through the `datasets` library and are numbered by row.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,111 @@ from typing import Any
 from loraops.errors import DataError
 
 _BOM = b"\xef\xbb\xbf"
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+# Files in data folders that describe datasets rather than hold records (LLaMA-Factory's registry).
+NOT_DATA = ("dataset_info.json",)
+CONVERTED_SUFFIX = ".converted.jsonl"  # what `loraops convert` writes next to an export
+
+
+def is_data_file(path: Path) -> bool:
+    """A file training reads: a data suffix, not a registry, and not an export `convert` already turned into JSONL."""
+    if path.suffix not in DATA_SUFFIXES or path.name in NOT_DATA:
+        return False
+    return not (path.suffix == ".json" and path.with_name(path.name.rsplit(".", 1)[0] + CONVERTED_SUFFIX).is_file())
+
+
+def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line or row number, object) for each record of a data file, whatever its type."""
+    if path.suffix == ".json":
+        return read_json(path)
+    if path.suffix in (".parquet", ".csv"):
+        return read_table(path)
+    return read_jsonl(path)
+
+
+def read_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """An array of records, one record, or one record per line; each with the line it starts on."""
+    try:
+        text = path.read_bytes().removeprefix(_BOM).decode("utf-8")
+    except OSError as exc:
+        raise DataError(path, None, f"cannot read the file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(path, text_line(path, exc.start), f"not valid UTF-8 (byte {exc.start})") from None
+    stripped = text.lstrip()
+    start = len(text) - len(stripped)
+    values = _array_items(path, text, start + 1) if stripped.startswith("[") else _values(path, text, start)
+    if values and all(isinstance(v, dict) and "mapping" in v for _, v in values):
+        raise DataError(path, None, "this is a ChatGPT export; turn it into JSONL first: loraops convert "
+                                    f"{path.parent} (make convert)")  # fmt: skip
+    for line, value in values:
+        if not isinstance(value, dict):
+            raise DataError(path, line, f"expected a JSON object, got {type(value).__name__}")
+        check_encodable(value, path, line)
+        yield line, value
+
+
+def text_line(path: Path, offset: int) -> int:
+    return path.read_bytes()[:offset].count(b"\n") + 1
+
+
+def _values(path: Path, text: str, pos: int) -> list[tuple[int, Any]]:
+    """JSON values one after another (one object, or JSON Lines saved as .json)."""
+    decoder, values = json.JSONDecoder(), []
+    while pos < len(text):
+        value, pos = _decode(path, decoder, text, pos)
+        values.append(value)
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return values
+
+
+def _array_items(path: Path, text: str, pos: int) -> list[tuple[int, Any]]:
+    """The items of a top-level array, each with its own line."""
+    decoder, items = json.JSONDecoder(), []
+    pos = _skip(text, pos)
+    if pos < len(text) and text[pos] == "]":
+        return items
+    while True:
+        item, pos = _decode(path, decoder, text, pos)
+        items.append(item)
+        pos = _skip(text, pos)
+        if pos < len(text) and text[pos] == ",":
+            pos = _skip(text, pos + 1)
+            continue
+        if pos < len(text) and text[pos] == "]":
+            return items
+        line = text.count("\n", 0, pos) + 1
+        raise DataError(path, line, "invalid JSON: expected `,` or `]` after an array item")
+
+
+def _skip(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _decode(path: Path, decoder: json.JSONDecoder, text: str, pos: int) -> tuple[tuple[int, Any], int]:
+    line = text.count("\n", 0, pos) + 1
+    try:
+        value, end = decoder.raw_decode(text, pos)
+    except json.JSONDecodeError as exc:
+        raise DataError(path, exc.lineno, f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise DataError(path, line, "the JSON is nested too deeply to read") from None
+    return (line, value), end
+
+
+def read_table(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of a Parquet or CSV file, through `datasets`, numbered from 1."""
+    from datasets import Dataset
+
+    try:
+        table = Dataset.from_parquet(str(path), keep_in_memory=True) if path.suffix == ".parquet" else \
+            Dataset.from_csv(str(path), keep_in_memory=True)  # fmt: skip
+    except Exception as exc:  # pyarrow and pandas raise many kinds; each means the file cannot be read
+        raise DataError(path, None, f"cannot read the {path.suffix[1:]} file: {' '.join(str(exc).split())[:300]}") from None
+    for row, record in enumerate(table, start=1):
+        yield row, {k: v for k, v in record.items() if v is not None}
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -1,113 +1,252 @@
-"""Turn records in the supported formats into chat messages.
+"""Turn records in the supported formats into chat messages (or raw text).
 
-Formats: `messages` (OpenAI-style chat), `prompt_completion`, `instruction`
-(Alpaca: instruction, optional input, output) and `auto` (detected per record).
+Formats, detected per record with `data_format=auto` or chosen by name:
+  messages            OpenAI chat (`messages`: role/content, content parts, `weight`, tool calls)
+  sharegpt            `conversations` of `from`/`value` turns (human, gpt, system, function_call, observation)
+  prompt_completion   `prompt` and `completion`: two strings, or two lists of messages (TRL's conversational form)
+  instruction         Alpaca: `instruction`, optional `input`, `output`
+  question_answer, input_output, instruction_response, dolly: common column layouts, mapped onto the above
+  text                `text`: continued pre-training, a loss on every token
+Any other layout is read through a `columns` mapping. Preference, multimodal and unlabelled
+records are refused with the way out, never trained as something they are not.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loraops.data.messages import Message, NonText, RecordProblem, Turns, content_text, parse_tools, parse_turns
 from loraops.errors import DataError
 
-ROLES = ("system", "user", "assistant")
-Message = dict[str, str]
+__all__ = ["Example", "FormatOptions", "Message", "Skipped", "detect_format", "to_example"]
+
+TEXT = "text"
+# Common column layouts: (format name, the fields that identify it, how they map onto a base format).
+PRESETS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "question_answer": (("question", "answer"), {"prompt": "question", "completion": "answer"}),
+    "instruction_response": (("instruction", "response"), {"instruction": "instruction", "output": "response"}),
+    "dolly": (("instruction", "context", "response"), {"instruction": "instruction", "input": "context",
+                                                       "output": "response"}),
+    "input_output": (("input", "output"), {"prompt": "input", "completion": "output"}),
+}  # fmt: skip
+BASE_FORMATS = ("messages", "sharegpt", "prompt_completion", "instruction", TEXT)
+FORMATS = ("auto", *BASE_FORMATS, *PRESETS)
+PREFERENCE_USES = ("refuse", "chosen")
+# The names `columns` may map a record's fields onto.
+COLUMN_TARGETS = ("messages", "conversations", "prompt", "completion", "instruction", "input", "output", "system",
+                  "text", "tools", "chosen", "rejected", "label")  # fmt: skip
+_MEDIA_FIELDS = ("images", "image", "videos", "video", "audios", "audio")
+_MEDIA_PLACEHOLDERS = ("<image>", "<video>", "<audio>")
 
 
 @dataclass(frozen=True)
 class Example:
-    """One record as chat messages, with where it came from."""
+    """One record as chat messages (or raw text), with where it came from."""
 
     messages: list[Message]
     format: str
     path: str
     line: int
+    untrained: frozenset[int] = frozenset()  # assistant turns kept as context only: weight 0, prompt side
+    tools: list[dict[str, Any]] | None = None
+
+    @property
+    def is_text(self) -> bool:
+        """The `text` format: one `text` turn, no chat template, every token trained."""
+        return self.format == TEXT
+
+    @property
+    def trains_tools(self) -> bool:
+        return self.tools is not None or any(m["role"] == "tool" or m.get("tool_calls") for m in self.messages)
+
+
+@dataclass(frozen=True)
+class FormatOptions:
+    data_format: str = "auto"
+    columns: dict[str, str] = field(default_factory=dict)  # loraops field -> the record's field
+    system_prompt: str | None = None  # added to conversations that have no system turn
+    skip_non_text: bool = False  # drop (and count) records with images or audio instead of refusing them
+    preference: str = "refuse"  # chosen: train on the preferred answers of preference data
+
+
+class Skipped(Exception):
+    """A record left out on purpose (skip_non_text, a rejected preference answer); counted, not an error."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def detect_format(record: dict[str, Any]) -> str | None:
-    if "messages" in record:
-        return "messages"
-    if "prompt" in record and "completion" in record:
-        return "prompt_completion"
-    if "instruction" in record and "output" in record:
-        return "instruction"
-    return None
+    for name, keys in (("preference", ("chosen", "rejected")), ("messages", ("messages",)), ("sharegpt", ("conversations",)),
+                       ("prompt_completion", ("prompt", "completion")), ("instruction", ("instruction", "output"))):  # fmt: skip
+        if all(k in record for k in keys):
+            return name
+    for name, (keys, _) in PRESETS.items():  # the most specific layout first: dolly before instruction_response
+        if all(k in record for k in keys) and not (name == "instruction_response" and "context" in record):
+            return name
+    return TEXT if TEXT in record else None
 
 
-def _text(record: dict[str, Any], key: str, where: tuple[Path, int], optional: bool = False) -> str | None:
-    if key not in record or (optional and record[key] is None):
-        if optional:
-            return None
-        raise DataError(*where, f"missing field `{key}`")
-    value = record[key]
-    if not isinstance(value, str):
-        raise DataError(*where, f"field `{key}` must be a string, got {type(value).__name__}")
-    return value
+def to_example(record: dict[str, Any], data_format: str | FormatOptions, path: Path | str, line: int) -> Example:
+    """Convert one record; raise DataError naming file, line and field when it does not fit."""
+    options = data_format if isinstance(data_format, FormatOptions) else FormatOptions(data_format)
+    mapping = dict(options.columns)
+    try:
+        record = _mapped(record, options.columns)
+        _refuse_unsupported(record, options)
+        fmt = (detect_format(record) if options.data_format == "auto" else options.data_format) or _unknown(record)
+        if fmt in PRESETS:
+            record, mapping = _mapped(record, PRESETS[fmt][1]), {**mapping, **PRESETS[fmt][1]}
+        return _convert(record, fmt, options, str(path), line)
+    except NonText as exc:
+        if options.skip_non_text:
+            raise Skipped("non-text content (skip_non_text)") from None
+        raise DataError(path, line, f"{exc}; loraops trains on text only. Remove such records, or set "
+                                    "skip_non_text=true to drop them (they are counted)") from None  # fmt: skip
+    except RecordProblem as exc:
+        raise DataError(path, line, _in_their_names(str(exc), mapping)) from None
 
 
-def _with_system(record: dict[str, Any], where: tuple[Path, int], turns: list[Message]) -> list[Message]:
-    system = _text(record, "system", where, optional=True)
+def _in_their_names(message: str, mapping: dict[str, str]) -> str:
+    """A problem with a mapped field, told with the record's own field name."""
+    for target, source in mapping.items():
+        message = message.replace(f"`{target}`", f"`{source}`")
+    return message
+
+
+def _mapped(record: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
+    """The record with its fields renamed as `columns` says (loraops name -> the record's name)."""
+    if not columns:
+        return record
+    missing = [f"`{source}` (columns.{target})" for target, source in columns.items() if source not in record]
+    if missing:
+        have = ", ".join(f"`{k}`" for k in sorted(record)) or "no fields"
+        raise RecordProblem(f"missing field {', '.join(missing)}; the record has {have}")
+    renamed = {target: record[source] for target, source in columns.items()}
+    return {**{k: v for k, v in record.items() if k not in columns.values()}, **renamed}
+
+
+def _refuse_unsupported(record: dict[str, Any], options: FormatOptions) -> None:
+    if any(record.get(k) for k in _MEDIA_FIELDS):
+        field_name = next(k for k in _MEDIA_FIELDS if record.get(k))
+        raise NonText(f"the record has `{field_name}`: it is multimodal")
+    if "chosen" in record and "rejected" in record and options.preference != "chosen":
+        raise RecordProblem("this is preference data (`chosen`/`rejected`, for DPO); loraops trains supervised "
+                            "fine-tuning. Set preference=chosen to train on the chosen answers only")  # fmt: skip
+    if _is_kto(record) and options.preference != "chosen":
+        raise RecordProblem("this is preference data (KTO: a `label` on each completion); loraops trains "
+                            "supervised fine-tuning. Set preference=chosen to train on the completions "
+                            "labelled true only (the others are skipped and counted)")  # fmt: skip
+
+
+def _is_kto(record: dict[str, Any]) -> bool:
+    """KTO data: one answer per record with a bool `label` (TRL: prompt/completion; LLaMA-Factory: messages)."""
+    return isinstance(record.get("label"), bool) and any(k in record for k in ("completion", "messages", "conversations"))
+
+
+def _unknown(record: dict[str, Any]) -> str:
+    keys = ", ".join(f"`{k}`" for k in sorted(record)) or "none"
+    raise RecordProblem(
+        f"cannot tell the format: the record has fields {keys}, and none of the known layouts "
+        "(messages, conversations, prompt+completion, instruction+output, question+answer, input+output, "
+        "instruction+response, text). Map your fields onto one with `columns`, for example "
+        "columns='{prompt: my_question, completion: my_answer}', and add system_prompt=... if you want one"
+    )
+
+
+def _convert(record: dict[str, Any], fmt: str, options: FormatOptions, path: str, line: int) -> Example:
+    if "chosen" in record and "rejected" in record:
+        turns = _chosen(record)
+    elif fmt == TEXT:
+        return Example([{"role": TEXT, "content": content_text(_field(record, TEXT), TEXT)}], TEXT, path, line)
+    elif _is_kto(record) and not record["label"]:
+        raise Skipped("completion labelled false (preference=chosen)")
+    else:
+        turns = _CONVERTERS[fmt if fmt in _CONVERTERS else _base(fmt)](record)
+    messages = _with_system(record, turns.messages, options.system_prompt)
+    shift = len(messages) - len(turns.messages)
+    _check_order(messages)
+    tools = parse_tools(record.get("tools"))
+    return Example(messages, fmt, path, line, frozenset(i + shift for i in turns.untrained), tools)
+
+
+def _base(fmt: str) -> str:
+    return "prompt_completion" if "prompt" in PRESETS[fmt][1] else "instruction"
+
+
+def _field(record: dict[str, Any], key: str) -> Any:
+    if key not in record:
+        raise RecordProblem(f"missing field `{key}`")
+    return record[key]
+
+
+def _text(record: dict[str, Any], key: str, optional: bool = False) -> str:
+    if optional and record.get(key) is None:
+        return ""
+    return content_text(_field(record, key), key)
+
+
+def _from_messages(record: dict[str, Any]) -> Turns:
+    return parse_turns(_field(record, "messages"), "messages")
+
+
+def _from_sharegpt(record: dict[str, Any]) -> Turns:
+    return parse_turns(_field(record, "conversations"), "conversations")
+
+
+def _from_prompt_completion(record: dict[str, Any]) -> Turns:
+    prompt, completion = _field(record, "prompt"), _field(record, "completion")
+    if isinstance(prompt, list) or isinstance(completion, list):  # TRL's conversational prompt/completion
+        asked = parse_turns(prompt, "prompt") if isinstance(prompt, list) else Turns([{"role": "user", "content": prompt}])
+        answer = parse_turns(completion, "completion") if isinstance(completion, list) else Turns(
+            [{"role": "assistant", "content": content_text(completion, "completion")}])  # fmt: skip
+        # Only the completion trains, as in TRL: assistant turns inside the prompt are context.
+        context = {i for i, m in enumerate(asked.messages) if m["role"] == "assistant"}
+        offset = len(asked.messages)
+        return Turns(asked.messages + answer.messages, context | {i + offset for i in answer.untrained})
+    return Turns([{"role": "user", "content": _text(record, "prompt")},
+                  {"role": "assistant", "content": _text(record, "completion")}])  # fmt: skip
+
+
+def _from_instruction(record: dict[str, Any]) -> Turns:
+    # An empty instruction (real Alpaca-style data has them) must not leave the prompt starting with blank lines.
+    parts = [p for p in (_text(record, "instruction"), _text(record, "input", optional=True)) if p.strip()]
+    if not parts:
+        raise RecordProblem("`instruction` and `input` are both empty: there is no question to answer")
+    return Turns([{"role": "user", "content": "\n\n".join(parts)}, {"role": "assistant", "content": _text(record, "output")}])
+
+
+def _chosen(record: dict[str, Any]) -> Turns:
+    """Preference data with preference=chosen: the prompt and its chosen answer."""
+    chosen = record["chosen"]
+    for key in ("conversations", "messages"):  # LLaMA-Factory: the prompt's turns, then one chosen turn
+        if key in record:
+            answer = [chosen] if isinstance(chosen, dict) else chosen
+            return parse_turns([*record[key], *answer] if isinstance(record[key], list) else record[key], key)
+    if isinstance(chosen, list) and "prompt" not in record:  # implicit prompt: the whole chat is in chosen
+        return parse_turns(chosen, "chosen")
+    return _from_prompt_completion({"prompt": record.get("prompt", ""), "completion": chosen})
+
+
+_CONVERTERS = {"messages": _from_messages, "sharegpt": _from_sharegpt, "prompt_completion": _from_prompt_completion,
+               "instruction": _from_instruction}  # fmt: skip
+
+
+def _with_system(record: dict[str, Any], turns: list[Message], default: str | None) -> list[Message]:
+    if turns and turns[0]["role"] == "system":
+        return turns
+    system = _text(record, "system", optional=True) or default
     return ([{"role": "system", "content": system}] if system else []) + turns
 
 
-def _from_messages(record: dict[str, Any], where: tuple[Path, int]) -> list[Message]:
-    if "messages" not in record:
-        raise DataError(*where, "missing field `messages`")
-    messages = record["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise DataError(*where, "field `messages` must be a non-empty list")
-    out: list[Message] = []
-    for i, message in enumerate(messages):
-        field = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise DataError(*where, f"`{field}` must be an object with `role` and `content`")
-        role = message.get("role")
-        if role not in ROLES:
-            raise DataError(*where, f"`{field}.role` is {role!r}; expected one of {', '.join(ROLES)}")
-        content = message.get("content")
-        if not isinstance(content, str):
-            raise DataError(*where, f"`{field}.content` must be a string, got {type(content).__name__}")
-        out.append({"role": role, "content": content})
-    return out
-
-
-def _from_prompt_completion(record: dict[str, Any], where: tuple[Path, int]) -> list[Message]:
-    prompt, completion = _text(record, "prompt", where), _text(record, "completion", where)
-    return _with_system(record, where, [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}])  # type: ignore[dict-item]
-
-
-def _from_instruction(record: dict[str, Any], where: tuple[Path, int]) -> list[Message]:
-    instruction, output = _text(record, "instruction", where), _text(record, "output", where)
-    extra = _text(record, "input", where, optional=True)
-    prompt = f"{instruction}\n\n{extra}" if extra else instruction
-    return _with_system(record, where, [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}])  # type: ignore[dict-item]
-
-
-_CONVERTERS = {
-    "messages": _from_messages,
-    "prompt_completion": _from_prompt_completion,
-    "instruction": _from_instruction,
-}
-
-
-def to_example(record: dict[str, Any], data_format: str, path: Path, line: int) -> Example:
-    """Convert one record; raise DataError naming file, line and field when it does not fit."""
-    where = (path, line)
-    fmt = detect_format(record) if data_format == "auto" else data_format
-    if fmt is None:
-        keys = ", ".join(sorted(record)) or "none"
-        raise DataError(
-            path, line,
-            f"cannot tell the format (fields: {keys}); expected `messages`, "
-            "`prompt`+`completion`, or `instruction`+`output`",
-        )  # fmt: skip
-    messages = _CONVERTERS[fmt](record, where)
+def _check_order(messages: list[Message]) -> None:
     if not any(m["role"] == "assistant" for m in messages):
-        raise DataError(path, line, "the conversation has no assistant turn, so nothing to learn")
-    first = next(i for i, m in enumerate(messages) if m["role"] != "system")
-    if messages[first]["role"] == "assistant":
-        raise DataError(path, line, f"the conversation starts with an assistant turn (messages[{first}]); "
-                                    "add the user turn it answers")  # fmt: skip
-    return Example(messages=messages, format=fmt, path=str(path), line=line)
+        raise RecordProblem("the conversation has no assistant turn, so nothing to learn")
+    first = next((i for i, m in enumerate(messages) if m["role"] != "system"), None)
+    if first is not None and messages[first]["role"] == "assistant":
+        raise RecordProblem(f"the conversation starts with an assistant turn (turn {first}); add the user turn it answers")
+    if any(p in m["content"] for m in messages for p in _MEDIA_PLACEHOLDERS):
+        raise NonText("a turn holds an <image>/<video>/<audio> placeholder: the record is multimodal")

@@ -32,6 +32,7 @@ from lakefs.exceptions import (
 )
 
 from loraops.data.datafiles import EVAL_DIRNAME
+from loraops.data.files import DATA_SUFFIXES, NOT_DATA
 from loraops.errors import DataError, LoraopsError
 from loraops.secrets import REDACTED, scrub
 
@@ -185,7 +186,8 @@ def _relative(path: str, prefix: str) -> str:
 def _is_training_file(relative: str, pattern: str) -> bool:
     """Same rule as the local source: matches the glob, and is not under the prefix's eval/ folder."""
     parts = relative.split("/")
-    return parts[0] != EVAL_DIRNAME and _glob_match(parts, pattern.strip("/").split("/"))
+    data = Path(relative).suffix in DATA_SUFFIXES and Path(relative).name not in NOT_DATA
+    return data and parts[0] != EVAL_DIRNAME and _glob_match(parts, pattern.strip("/").split("/"))
 
 
 def _glob_match(parts: list[str], pattern: list[str]) -> bool:

@@ -11,19 +11,24 @@ from loraops.data.formats import Message
 
 def conversation_key(messages: list[Message]) -> str:
     """Equal for conversations that differ only in whitespace."""
-    return json.dumps([(m["role"], " ".join(m["content"].split())) for m in messages], ensure_ascii=False)
+    return json.dumps([(m["role"], " ".join(m["content"].split()), m.get("tool_calls")) for m in messages],
+                      ensure_ascii=False, sort_keys=True)
+
+
+def _asked(messages: list[Message]) -> list[Message]:
+    """The turns before the last assistant turn; all of a raw-text record (it may quote any question)."""
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
+    return messages[:last]
 
 
 def prompt_key(messages: list[Message]) -> str:
     """The conversation before its last assistant turn: what the model is asked."""
-    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    return conversation_key(messages[:last])
+    return conversation_key(_asked(messages))
 
 
 def prompt_text(messages: list[Message]) -> str:
     """The text of what a training conversation asks: every turn before its last assistant turn."""
-    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    return " ".join(m["content"] for m in messages[:last])
+    return " ".join(m["content"] for m in _asked(messages))
 
 
 def duplicates(conversations: Iterable[list[Message]]) -> int:

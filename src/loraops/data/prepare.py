@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from loraops.data.datafiles import DataFile
 from loraops.data.formats import Example
-from loraops.data.overlap import duplicates
-from loraops.data.sources import load_examples, resolve_training_files
-from loraops.data.tokenize import Encoded, encode, ensure_chat_template
+from loraops.data.overlap import conversation_key, duplicates
+from loraops.data.sources import format_options, load_examples, resolve_training_files
+from loraops.data.tokenize import Encoded, encode, encode_text, ensure_chat_template, renders_tools
 from loraops.data.validation import select_validation
 from loraops.errors import ConfigError, DataError, LoraopsError
 from loraops.models import context_length
@@ -38,6 +38,8 @@ class DataStats:
     trained_tokens: int = 0
     formats: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0  # records that repeat an earlier record (whitespace aside): they weigh double
+    deduplicated: int = 0  # of those, dropped by dedup=true
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> records left out on purpose
     files: dict[str, dict[str, int]] = field(default_factory=dict)  # file -> records per format
     lengths: dict[str, float] = field(default_factory=dict)  # min, median, p95, max before truncation
 
@@ -102,8 +104,13 @@ def _encode(tokenizer: Any, example: Example, max_length: int) -> Encoded:
     """One example's tokens; a conversation the chat template cannot render is that record's error."""
     from jinja2 import TemplateError
 
+    if example.is_text:
+        return encode_text(tokenizer, example.messages[0]["content"], max_length)
+    if example.trains_tools and not renders_tools(tokenizer):
+        raise DataError(example.path, example.line, "the record has tool calls, and this model's chat template "
+                        "cannot render tool calls; use a model whose template supports tools, or drop these records")  # fmt: skip
     try:
-        return encode(tokenizer, example.messages, max_length)
+        return encode(tokenizer, example.messages, max_length, example.untrained, example.tools)
     except LoraopsError as exc:
         raise DataError(example.path, example.line, str(exc)) from None
     except (TemplateError, ValueError, TypeError, KeyError, IndexError) as exc:  # what templates raise
@@ -118,10 +125,15 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any, model_path: str) -> PreparedD
         raise ConfigError(f"max_length={cfg.max_length} is longer than the model's context ({limit} tokens, "
                           f"max_position_embeddings of {model_path}); lower max_length")  # fmt: skip
     training = resolve_training_files(cfg)
-    selection = select_validation(cfg, load_examples(training.files, cfg.data_format), training.files)
+    loaded = load_examples(training.files, format_options(cfg))
+    selection = select_validation(cfg, loaded.examples, training.files)
     template_added = ensure_chat_template(tokenizer)
-    data = encode_examples(tokenizer, selection.training, cfg.max_length)
+    kept = _deduplicated(selection.training) if cfg.dedup else selection.training
+    data = encode_examples(tokenizer, kept, cfg.max_length)
     stats = data.stats
+    stats.duplicates += len(selection.training) - len(kept)  # counted before dedup removed them
+    stats.deduplicated, stats.skipped = len(selection.training) - len(kept), dict(loaded.skipped)
+    _log_formats(stats, cfg.columns or {})
     log.info(
         "data: %d records from %d files -> %d examples, %d tokens (%d trained), %d truncated at %d, "
         "%d dropped with every label masked, %d duplicates", stats.records, len(training.files), stats.examples, stats.tokens,
@@ -132,6 +144,35 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any, model_path: str) -> PreparedD
     validation = _validation(tokenizer, selection.validation, selection.source, cfg.max_length)
     return PreparedData(data.examples, data.encoded, data.rows, stats, training.files, training.source,
                         template_added, validation)  # fmt: skip
+
+
+def _deduplicated(examples: list[Example]) -> list[Example]:
+    """The first of each group of records equal but for whitespace."""
+    seen: set[str] = set()
+    kept = []
+    for example in examples:
+        key = conversation_key(example.messages)
+        if key not in seen:
+            seen.add(key)
+            kept.append(example)
+    return kept
+
+
+def _log_formats(stats: DataStats, columns: dict[str, str]) -> None:
+    """Say how each file was read, mappings included, so a misread layout shows before training."""
+    from loraops.data.formats import PRESETS
+
+    mapped = f", columns {_mapping(columns)}" if columns else ""
+    for path, formats in stats.files.items():
+        read_as = ", ".join(f"{n} as {fmt}" + (f" ({_mapping(PRESETS[fmt][1])})" if fmt in PRESETS else "")
+                            for fmt, n in sorted(formats.items()))  # fmt: skip
+        log.info("data: %s: %s%s", path, read_as, mapped)
+    for reason, n in stats.skipped.items():
+        log.info("data: skipped %d records: %s", n, reason)
+
+
+def _mapping(columns: dict[str, str]) -> str:
+    return ", ".join(f"{target}={source}" for target, source in columns.items())
 
 
 def _validation(tokenizer: Any, examples: list[Example], source: dict[str, Any], max_length: int) -> ValidationData | None:

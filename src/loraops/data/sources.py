@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loraops.data.datafiles import EVAL_DIRNAME, DataFile, fingerprint
-from loraops.data.files import read_jsonl
-from loraops.data.formats import Example, to_example
+from loraops.data.files import DATA_SUFFIXES, is_data_file, read_records
+from loraops.data.formats import Example, FormatOptions, Skipped, to_example
 from loraops.errors import DataError
 
 if TYPE_CHECKING:
     from loraops.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 def lakefs_cache_dir() -> Path:
     """Where lakeFS files are cached: LORAOPS_CACHE_DIR/lakefs, else ~/.cache/loraops/lakefs."""
@@ -27,11 +31,15 @@ def find_training_files(dataset_path: str, pattern: str) -> list[DataFile]:
     if not root.is_dir():
         raise DataError(root, None, "dataset_path is not a folder")
     eval_dir = (root / EVAL_DIRNAME).resolve()
-    paths = sorted(
-        p for p in root.glob(pattern) if p.is_file() and eval_dir not in p.resolve().parents
-    )
+    matched = sorted(p for p in root.glob(pattern) if p.is_file() and eval_dir not in p.resolve().parents)
+    paths = [p for p in matched if is_data_file(p)]
+    ignored = [p.relative_to(root).as_posix() for p in matched if p not in paths and not p.name.startswith(".")]
+    if ignored:
+        log.info("not training data (%s only; no dataset registries or already converted exports): %s",
+                 ", ".join(DATA_SUFFIXES), ", ".join(ignored))  # fmt: skip
     if not paths:
-        raise DataError(root, None, f"no training files match dataset_pattern {pattern!r}")
+        raise DataError(root, None, f"no training files match dataset_pattern {pattern!r} "
+                                    f"(data files are {', '.join(DATA_SUFFIXES)})")  # fmt: skip
     return fingerprint(paths, root)
 
 
@@ -50,15 +58,37 @@ def resolve_training_files(cfg: "TrainConfig") -> TrainingData:
         snap = fetch_lakefs(src.repository or "", src.ref, src.path, cfg.dataset_pattern, lakefs_cache_dir())
         files = fingerprint(snap.files, lakefs_cache_dir() / snap.repository / snap.commit_id / snap.prefix)
         return TrainingData(files, {"type": "lakefs", **snap.manifest_entry(), "dataset_pattern": cfg.dataset_pattern})
+    if cfg.data_source.type == "hub":
+        from loraops.data.hub_source import fetch_hub_dataset  # datasets and the hub client: only when used
+
+        src = cfg.data_source
+        hub = fetch_hub_dataset(src.repo_id or "", src.split, src.revision, src.subset)
+        return TrainingData(fingerprint(hub.files, hub.root), {"type": "hub", **hub.manifest_entry()})
     files = find_training_files(cfg.dataset_path, cfg.dataset_pattern)
     return TrainingData(files, {"type": "local", "dataset_path": cfg.dataset_path, "dataset_pattern": cfg.dataset_pattern})
 
 
-def load_examples(files: list[DataFile], data_format: str) -> list[Example]:
+@dataclass
+class Loaded:
+    examples: list[Example]
+    skipped: Counter[str]  # reason -> records left out on purpose (skip_non_text, preference=chosen)
+
+
+def load_examples(files: list[DataFile], options: FormatOptions | str = "auto") -> Loaded:
     """Read and validate every record; raise on the first bad one, or on an empty dataset."""
-    examples = [
-        to_example(record, data_format, f.path, line) for f in files for line, record in read_jsonl(f.path)
-    ]
+    options = options if isinstance(options, FormatOptions) else FormatOptions(options)
+    examples, skipped = [], Counter[str]()
+    for f in files:
+        for line, record in read_records(f.path):
+            try:
+                examples.append(to_example(record, options, f.path, line))
+            except Skipped as skip:
+                skipped[skip.reason] += 1
     if not examples:
-        raise DataError(", ".join(str(f.path) for f in files), None, "the dataset is empty (no records)")
-    return examples
+        what = f"every record was skipped ({dict(skipped)})" if skipped else "the dataset is empty (no records)"
+        raise DataError(", ".join(str(f.path) for f in files), None, what)
+    return Loaded(examples, skipped)
+
+
+def format_options(cfg: TrainConfig) -> FormatOptions:
+    return FormatOptions(cfg.data_format, dict(cfg.columns or {}), cfg.system_prompt, cfg.skip_non_text, cfg.preference)

@@ -40,27 +40,36 @@ def ensure_chat_template(tokenizer: Any) -> bool:
     return True
 
 
-def render(tokenizer: Any, messages: list[Message], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+def render(tokenizer: Any, messages: list[Message], add_generation_prompt: bool = False,
+           tools: list[dict[str, Any]] | None = None) -> str:  # fmt: skip
+    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
-def assistant_segments(tokenizer: Any, messages: list[Message]) -> tuple[str, list[tuple[int, int, bool]]]:
+def renders_tools(tokenizer: Any) -> bool:
+    """Whether the chat template knows tool calls at all: one that ignores them would drop them silently."""
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else str(tokenizer.chat_template)
+    return "tool_calls" in template or "tools" in template
+
+
+def assistant_segments(tokenizer: Any, messages: list[Message], untrained: frozenset[int] = frozenset(),
+                       tools: list[dict[str, Any]] | None = None) -> tuple[str, list[tuple[int, int, bool]]]:  # fmt: skip
     """The rendered conversation and its (start, end, trained) segments, covering it in order."""
-    full = render(tokenizer, messages)
+    full = render(tokenizer, messages, tools=tools)
     segments: list[tuple[int, int, bool]] = []
     cursor = 0
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        start = len(render(tokenizer, messages[:i], add_generation_prompt=True))
-        upto = render(tokenizer, messages[: i + 1])
-        if not (full.startswith(upto) and upto.startswith(full[:start])):
+        prompt = render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools)
+        start = len(prompt)
+        upto = render(tokenizer, messages[: i + 1], tools=tools)
+        if not (full.startswith(upto) and upto.startswith(prompt)):
             raise LoraopsError(
                 "the chat template does not render conversations prefix by prefix, "
                 f"so assistant turn {i} cannot be located for loss masking"
             )
         end = len(upto.rstrip())  # whitespace after the end-of-turn token is not the model's to learn
-        segments += [(cursor, start, False), (start, end, True)]
+        segments += [(cursor, start, False), (start, end, i not in untrained)]
         cursor = end
     segments.append((cursor, len(full), False))
     return full, [(a, b, trained) for a, b, trained in segments if b > a]
@@ -83,14 +92,15 @@ def control_tokens(tokenizer: Any, text: str, messages: list[Message]) -> list[t
     content: list[tuple[int, int]] = []
     cursor = 0
     for message in messages:
-        at = text.find(message["content"], cursor) if message["content"] else -1
+        body = message.get("content") or ""
+        at = text.find(body, cursor) if body else -1
         if at < 0:
-            if pattern.search(message["content"]):
+            if pattern.search(body):
                 raise LoraopsError("the chat template changes message text, so the control-token strings in it "
                                    "cannot be told from the template's own")  # fmt: skip
             continue
-        content.append((at, at + len(message["content"])))
-        cursor = at + len(message["content"])
+        content.append((at, at + len(body)))
+        cursor = at + len(body)
     inside = lambda a, b: any(s <= a and b <= e for s, e in content)  # noqa: E731
     return [m.span() for m in pattern.finditer(text) if not inside(*m.span())]
 
@@ -108,9 +118,9 @@ def tokenize_range(tokenizer: Any, text: str, start: int, end: int, controls: li
     return ids
 
 
-def tokenize_prompt(tokenizer: Any, messages: list[Message]) -> list[int]:
+def tokenize_prompt(tokenizer: Any, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
     """The token ids generation starts from: rendered with the generation prompt, tokenized as training does."""
-    text = render(tokenizer, messages, add_generation_prompt=True)
+    text = render(tokenizer, messages, add_generation_prompt=True, tools=tools)
     return tokenize_range(tokenizer, text, 0, len(text), control_tokens(tokenizer, text, messages))
 
 
@@ -126,12 +136,21 @@ class Encoded:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
 
 
-def encode(tokenizer: Any, messages: list[Message], max_length: int) -> Encoded:
-    """Token ids and labels for one conversation; labels are IGNORE_INDEX outside assistant turns."""
+def encode_text(tokenizer: Any, text: str, max_length: int) -> Encoded:
+    """Raw text (continued pre-training): every token trained, ending with EOS so documents stay apart."""
+    ids = tokenizer(text, add_special_tokens=True, split_special_tokens=True)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        ids = ids + [tokenizer.eos_token_id]
+    return Encoded(ids[:max_length], ids[:max_length], len(ids) > max_length, len(ids))
+
+
+def encode(tokenizer: Any, messages: list[Message], max_length: int, untrained: frozenset[int] = frozenset(),
+           tools: list[dict[str, Any]] | None = None) -> Encoded:  # fmt: skip
+    """Token ids and labels for one conversation; labels are IGNORE_INDEX outside trained assistant turns."""
     input_ids: list[int] = []
     labels: list[int] = []
     eos = tokenizer.eos_token_id
-    full, segments = assistant_segments(tokenizer, messages)
+    full, segments = assistant_segments(tokenizer, messages, untrained, tools)
     controls = control_tokens(tokenizer, full, messages)
     for start, end, trained in segments:
         ids = tokenize_range(tokenizer, full, start, end, controls)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from loraops.data.datafiles import EVAL_DIRNAME, DataFile, fingerprint
 from loraops.data.formats import Example
-from loraops.data.sources import load_examples
+from loraops.data.sources import format_options, load_examples
 from loraops.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def select_validation(cfg: TrainConfig, examples: list[Example], files: list[Dat
         return Selection(examples, [], {})
     (val_file,) = fingerprint([path], path.parent)
     source = {"type": "file", "path": str(path), "sha256": val_file.sha256}
-    return Selection(examples, load_examples([val_file], "auto"), source)
+    return Selection(examples, load_examples([val_file], format_options(cfg)).examples, source)
 
 
 def _hold_out(examples: list[Example], fraction: float, files: list[DataFile]) -> Selection:

@@ -263,6 +263,7 @@ def _training_conversations(run: RunDir) -> list[list[dict[str, str]]] | None:
     from pathlib import Path
 
     from loraops.data.datafiles import DataFile
+    from loraops.data.formats import FormatOptions
     from loraops.data.sources import load_examples
 
     files = run.read_manifest().get("data", {}).get("files", [])
@@ -270,7 +271,10 @@ def _training_conversations(run: RunDir) -> list[list[dict[str, str]]] | None:
     if not paths or not all(p.is_file() for p in paths):
         return None
     try:
-        examples = load_examples([DataFile(p, "", p.name) for p in paths], "auto")
+        cfg = run.read_config()  # read the files as the run read them: same format and column mapping
+        options = FormatOptions(cfg.get("data_format", "auto"), dict(cfg.get("columns") or {}), cfg.get("system_prompt"),
+                                True, cfg.get("preference", "refuse"))  # fmt: skip
+        examples = load_examples([DataFile(p, "", p.name) for p in paths], options).examples
     except LoraopsError:
         return None
     return [e.messages for e in examples]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from loraops.data.files import read_jsonl
-from loraops.data.formats import Example, Message, to_example
+from loraops.data.files import is_data_file, read_records
+from loraops.data.formats import Example, FormatOptions, Message, to_example
 from loraops.errors import DataError
 
 
@@ -21,13 +21,16 @@ class EvalExample:
 def as_eval_example(example: Example) -> EvalExample:
     """The conversation up to its last assistant turn is the prompt; that turn is the reference."""
     messages = example.messages
+    if example.is_text:
+        raise DataError(example.path, example.line, "a raw `text` record has no question and answer to evaluate")
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")  # a user turn comes first
     return EvalExample(messages[:last], messages[last]["content"], example.path, example.line)
 
 
-def load_split(path: Path) -> list[EvalExample]:
+def load_split(path: Path, options: FormatOptions | None = None) -> list[EvalExample]:
     """Read one split with the training data's validation; the last assistant turn is the reference."""
-    examples = [as_eval_example(to_example(record, "auto", path, line)) for line, record in read_jsonl(path)]
+    options = options or FormatOptions()
+    examples = [as_eval_example(to_example(record, options, path, line)) for line, record in read_records(path)]
     if not examples:
         raise DataError(path, None, "the eval split is empty (no records)")
     return examples
@@ -36,7 +39,7 @@ def load_split(path: Path) -> list[EvalExample]:
 def find_splits(eval_dir: str, pattern: str, only: list[str] | None = None) -> dict[str, Path]:
     """Split name (file stem) -> file, sorted; `only` keeps the named splits and checks they exist."""
     root = Path(eval_dir)
-    found = {p.stem: p for p in sorted(root.glob(pattern)) if p.is_file()}
+    found = {p.stem: p for p in sorted(root.glob(pattern)) if p.is_file() and is_data_file(p)}
     if not found:
         raise DataError(root, None, f"no eval files match {pattern!r}")
     if only:

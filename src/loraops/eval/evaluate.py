@@ -10,6 +10,7 @@ from typing import Any
 
 from loraops import environment
 from loraops.config import EvalConfig
+from loraops.data.formats import FormatOptions
 from loraops.data.tokenize import ensure_chat_template
 from loraops.eval.data import EvalExample, find_splits, load_split
 from loraops.eval.fingerprint import example_id, split_fingerprint
@@ -69,7 +70,9 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     target = resolve_target(cfg.model, cfg.model_name, cfg.baseline)
     if target.run_dir is not None:
         RunDir(target.run_dir).announce()
-    splits = {name: load_split(path) for name, path in find_splits(cfg.eval_dir, cfg.eval_pattern, cfg.splits).items()}
+    options = FormatOptions(cfg.data_format, dict(cfg.columns or {}), cfg.system_prompt)
+    found = find_splits(cfg.eval_dir, cfg.eval_pattern, cfg.splits)
+    splits = {name: load_split(path, options) for name, path in found.items()}
     splits = {name: examples[: cfg.limit] if cfg.limit else examples for name, examples in splits.items()}
     env = environment.detect(cfg.bf16, cfg.cuda_visible_devices)
     log.info("evaluating %s (base %s) on %s, %s", target.name, target.base_model, env.device_name, env.precision)
