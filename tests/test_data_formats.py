@@ -226,3 +226,32 @@ def test_columns_from_the_command_line(capsys: pytest.CaptureFixture[str], caplo
     assert "4 as prompt_completion, columns prompt=question, completion=answer" in caplog.text
     assert main([*args, "columns={question: q}"]) == 2
     assert "columns={'question': 'q'} must map some of messages" in capsys.readouterr().err
+
+
+def test_eval_splits_in_json_and_csv(tmp_path: Path) -> None:
+    from datasets import Dataset
+
+    from loraops.eval.data import find_splits
+
+    records = [json.loads(line) for line in (FORMATS / "question_answer.jsonl").read_text().splitlines()]
+    (tmp_path / "test.json").write_text(json.dumps(records, indent=1))
+    Dataset.from_list(records[:2]).to_csv(tmp_path / "dev.csv", index=False)
+    (tmp_path / "README.md").write_text("not a split")
+    splits = find_splits(str(tmp_path), "*")
+    assert list(splits) == ["dev", "test"]
+    assert [len(load_split(p)) for p in splits.values()] == [2, 4]
+    assert load_split(splits["test"])[0].reference == records[0]["answer"]
+
+
+def test_check_reports_skipped_and_deduplicated_records(tmp_path: Path, default_model_dir: Path) -> None:
+    from loraops.check import check, format_report
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("content_image.jsonl", "content_parts.jsonl"):
+        (data / name).write_bytes((FORMATS / name).read_bytes())
+    (data / "again.jsonl").write_bytes((FORMATS / "content_parts.jsonl").read_bytes())
+    cfg = load_config(TrainConfig, CONFIGS, "train", [f"dataset_path={data}", "skip_non_text=true", "dedup=true"])
+    text = format_report(check(cfg))
+    assert "duplicate records (whitespace aside): 3, 3 dropped by dedup" in text
+    assert "skipped on purpose: 2 (non-text content (skip_non_text))" in text

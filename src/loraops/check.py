@@ -113,7 +113,8 @@ def format_report(r: CheckReport) -> str:
         f"max {length['max']:g}",
         f"truncated at max_length={r.max_length}: {s.truncated}",
         f"all labels masked (dropped): {s.dropped_all_masked}",
-        f"duplicate records (whitespace aside): {s.duplicates}",
+        f"duplicate records (whitespace aside): {s.duplicates}" + (f", {s.deduplicated} dropped by dedup" if s.deduplicated else ""),
+        *(f"skipped on purpose: {n} ({reason})" for reason, n in s.skipped.items()),
         *(f"eval split {split!r}: {o['exact']} of {o['n']} prompts are training prompts, {o['near']} near duplicates"
           for split, o in r.eval_overlap.items()),
         f"trained (assistant) tokens: {s.trained_tokens} of {s.tokens} ({100 * s.trained_tokens / max(1, s.tokens):.1f}%)",
