@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from loraops import __version__
+from loraops import __version__, distributed
 from loraops.config import CompareConfig, EvalConfig, TrainConfig, help_rows, load_config
 from loraops.errors import INTERRUPTED_EXIT, TERMINATED_EXIT, USER_ERROR_EXIT, LoraopsError, Terminated
 
@@ -143,8 +143,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from loraops.train import train
 
     cfg = load_config(TrainConfig, args.config_dir, args.config_name, args.overrides)
+    if cfg.num_processes > 1 and not distributed.under_launcher():
+        argv = ["train", "--config-dir", str(args.config_dir), "--config-name", args.config_name, *args.overrides]
+        return distributed.relaunch(cfg.num_processes, cfg.accelerate_config, argv)
     result = train(cfg)
-    print(f"run: {result.run_dir}")
+    if distributed.is_main():
+        print(f"run: {result.run_dir}")
     return 0
 
 
@@ -304,6 +308,8 @@ def _load_dotenv() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _load_dotenv()
+    if not distributed.is_main():  # the other ranks of a multi-process run: their log would repeat the main one
+        logging.getLogger("loraops").setLevel(logging.WARNING)
     # peft 0.21 calls a transformers 5 alias deprecated in favour of is_activation_checkpointing; not ours to fix.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s loraops: %(message)s", datefmt="%H:%M:%S")

@@ -112,6 +112,11 @@ class TrainConfig:
     lora_dropout: float = _f(0.05, "Dropout on the LoRA path, in [0, 1).")
     lora_target_modules: list[str] = _f(list(ALL_PROJECTIONS), "Module names that get LoRA adapters.")
     cuda_visible_devices: Optional[str] = _f(None, "GPUs to use, e.g. \"0,1\" (null: leave CUDA_VISIBLE_DEVICES as it is).")
+    num_processes: int = _f(1, "Training processes on this machine (one per GPU): >1 launches them with torchrun (DDP).")
+    accelerate_config: Optional[str] = _f(
+        None, "With num_processes>1: launch with `accelerate launch` and this config: ddp, fsdp, deepspeed_zero2, "
+        "deepspeed_zero3 (configs/accelerate/) or a file of yours.",
+    )
     seed: int = _f(42, "Random seed for initialisation, shuffling and dropout.")
     logging_steps: int = _f(5, "Log loss, learning rate and grad norm every this many steps.")
     save_strategy: str = _f(
@@ -163,6 +168,7 @@ class TrainConfig:
             (0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)"),
             (len(self.lora_target_modules) > 0, "lora_target_modules", "must name at least one module"),
             (self.logging_steps >= 1, "logging_steps", "must be at least 1"),
+            (self.num_processes >= 1, "num_processes", "must be at least 1"),
             (self.save_strategy in SAVE_STRATEGIES, "save_strategy", f"must be one of {', '.join(SAVE_STRATEGIES)}"),
             (self.save_steps >= 1, "save_steps", "must be at least 1"),
             (self.data_format in DATA_FORMATS, "data_format", f"must be one of {', '.join(DATA_FORMATS)}"),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loraops import environment, provenance, selection
+from loraops import distributed, environment, provenance, selection
 from loraops.config import TrainConfig
 from loraops.data.datafiles import dataset_sha256
 from loraops.data.prepare import PreparedData, prepare_data
@@ -58,8 +58,11 @@ def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any
 
     validation = data.validation
     progress = LossLogCallback()
-    writer = SummaryWriter(log_dir=str(run.logs_dir))
+    writer = SummaryWriter(log_dir=str(run.logs_dir)) if distributed.is_main() else None
     callbacks = [TensorBoardCallback(tb_writer=writer), progress]
+    processes = distributed.world_size()
+    log.info("global batch: %d per device x %d accumulation x %d processes = %d examples per step", cfg.batch_size,
+             cfg.gradient_accumulation_steps, processes, cfg.batch_size * cfg.gradient_accumulation_steps * processes)  # fmt: skip
     if validation is not None and cfg.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_min_delta))
     trainer = LoraopsTrainer(
@@ -78,8 +81,10 @@ def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     runtime = time.monotonic() - started
+    _save_adapter(trainer, run)
     fit = _training_summary(trainer.state, progress, checkpoint, runtime)
     if validation is not None:
         stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)), None)
@@ -87,6 +92,13 @@ def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any
                              "data": validation.stats.as_dict()}  # fmt: skip
         fit["validation"]["share_of_runtime"] = round(fit["validation"]["seconds"] / runtime, 4) if runtime else None
     return fit
+
+
+def _save_adapter(trainer: Any, run: RunDir) -> None:
+    """The kept adapter and tokenizer into model/; through the Trainer, which gathers FSDP and ZeRO-3 shards."""
+    trainer.save_model(str(run.model_dir))  # every process takes part; the main one writes
+    if distributed.is_main():
+        (run.model_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle, and the run keeps its config
 
 
 def _training_summary(state: Any, progress: Any, checkpoint: str | None, runtime: float) -> dict[str, Any]:
@@ -128,38 +140,54 @@ def _manifest(cfg: TrainConfig, env: environment.Environment, model_path: str, d
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    """Run one training job end to end and return its run folder and metrics."""
+    """Run one training job end to end and return its run folder and metrics.
+
+    Under a launcher every process runs this; only the main one writes the run's records and moves `latest`.
+    """
+    distributed.init()
     env = environment.detect(cfg.bf16, cfg.cuda_visible_devices)
-    log.info("device: %s, precision: %s", env.device_name, env.precision)
+    log.info("device: %s, precision: %s, processes: %d", env.device_name, env.precision, distributed.world_size())
     model_path = resolve_model_path(cfg.model_name)
     tokenizer = load_tokenizer(model_path)
     data = prepare_data(cfg, tokenizer, model_path)  # all data errors surface here, before a run folder exists
-    run, checkpoint = _resume_point(cfg, data) if cfg.resume_from else (RunDir.create(cfg.output_dir), None)
-    run.announce()
+    run, checkpoint = _resume_point(cfg, data) if cfg.resume_from else (_new_run(cfg.output_dir), None)
+    main = distributed.is_main()
     manifest = _manifest(cfg, env, model_path, data)  # once: it runs git and reads package metadata
-    log_handler = _log_to_file(run.train_log)
+    log_handler = _log_to_file(run.train_log) if main else None
     log.info("run folder: %s%s", run.path, f" (resuming from {checkpoint})" if checkpoint else "")
     try:
-        run.write_config(_config_dict(cfg))
-        run.write_manifest(RUNNING, manifest)
+        if main:
+            run.write_config(_config_dict(cfg))
+            run.write_manifest(RUNNING, manifest)
         model = _lora_model(cfg, model_path, env)
         fit = _fit(cfg, run, env, model, tokenizer, data, checkpoint)
-        model.save_pretrained(run.model_dir)
-        tokenizer.save_pretrained(run.model_dir)
-        run.remove_checkpoints()  # they only serve resuming; the finished adapter is in model/
-        metrics = {**fit, "data": data.stats.as_dict(), "precision": env.precision, "device": env.device_name}
-        run.write_metrics(metrics)
-        run.write_manifest(FINISHED, manifest)
+        metrics = {**fit, "data": data.stats.as_dict(), "precision": env.precision, "device": env.device_name,
+                   "processes": distributed.world_size()}  # fmt: skip
+        if main:
+            run.remove_checkpoints()  # they only serve resuming; the finished adapter is in model/
+            run.write_metrics(metrics)
+            run.write_manifest(FINISHED, manifest)
     except BaseException as exc:
-        run.write_manifest(INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED, manifest, repr(exc))
+        if main:
+            run.write_manifest(INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED, manifest, repr(exc))
         raise
     finally:
-        logging.getLogger("loraops").removeHandler(log_handler)
-        log_handler.close()
-    run.mark_latest()
+        if log_handler is not None:
+            logging.getLogger("loraops").removeHandler(log_handler)
+            log_handler.close()
+    if main:
+        run.mark_latest()
     log.info("finished: train loss %.4f -> %.4f; adapter in %s", fit["first_logged_loss"] or 0,
              fit["final_logged_loss"] or 0, run.model_dir)  # fmt: skip
     return TrainResult(run.path, metrics)
+
+
+def _new_run(output_dir: str) -> RunDir:
+    """A new run folder, made by the main process; every process gets its path."""
+    created = RunDir.create(output_dir) if distributed.is_main() else None
+    if created is not None:
+        created.announce()
+    return RunDir(Path(distributed.share(str(created.path) if created else None)))
 
 
 def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -193,6 +221,8 @@ def _resume_point(cfg: TrainConfig, data: PreparedData) -> tuple[RunDir, str]:
         raise ConfigError(f"resume_from={cfg.resume_from}: the config changed since the run started ({detail})")
     if manifest.get("data", {}).get("dataset_sha256") != dataset_sha256(data.files):
         raise ConfigError(f"resume_from={cfg.resume_from}: the training data changed since the run started")
+    if distributed.is_main():
+        run.announce()
     return run, checkpoint
 
 

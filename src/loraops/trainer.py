@@ -122,6 +122,7 @@ def training_arguments(cfg: TrainConfig, run: RunDir, env: environment.Environme
         train_sampling_strategy="group_by_length",  # similar lengths per batch: less padding
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
+        ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient; the search costs a graph walk per step
         disable_tqdm=False,
     )
 
