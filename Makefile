@@ -5,6 +5,8 @@ PYTHON       ?= python3
 VENV         ?= .venv
 TRAIN_CONFIG ?= train
 ARGS         ?=
+NPROC        ?=
+NPROC_ARG    := $(if $(NPROC),num_processes=$(NPROC))
 CONVERT_DIR  ?= data
 BIN          := $(VENV)/bin
 STAMP        := $(VENV)/.loraops-installed
@@ -37,8 +39,8 @@ check: install ## validate config and data, show token stats and one example as 
 convert: install ## convert pretty-printed JSON and ChatGPT exports in CONVERT_DIR (default data) to JSONL
 	$(BIN)/loraops convert $(CONVERT_DIR)
 
-train: install ## train a LoRA adapter (TRAIN_CONFIG=name, ARGS="key=value ...")
-	$(BIN)/loraops train --config-name $(TRAIN_CONFIG) $(ARGS)
+train: install ## train a LoRA adapter (TRAIN_CONFIG=name, ARGS="key=value ...", NPROC=4 for 4 GPUs)
+	$(BIN)/loraops train --config-name $(TRAIN_CONFIG) $(NPROC_ARG) $(ARGS)
 
 eval: install ## evaluate outputs/runs/latest on data/eval/*.jsonl (ARGS="model=outputs/runs/<run> ...")
 	$(BIN)/loraops eval $(ARGS)
@@ -58,11 +60,11 @@ publish-hf: install ## upload to the Hugging Face Hub; HF_TOKEN, HF_REPO_ID from
 push: $(STAMP) ## sync the project to REMOTE_USER@REMOTE_HOST:REMOTE_DIR (rsync over ssh; no .venv, outputs, artifacts, .env)
 	$(BIN)/loraops remote push
 
-ssh-init: $(STAMP) ## push, then create the remote .venv and install there (default model included)
+ssh-init: $(STAMP) ## push, then create the remote .venv and install there (default model included); reports its GPUs
 	$(BIN)/loraops remote init
 
 ssh-train: $(STAMP) ## push, train on the server, pull the run back (TRAIN_CONFIG=name, ARGS="key=value ...")
-	$(BIN)/loraops remote train --config-name $(TRAIN_CONFIG) $(ARGS)
+	$(BIN)/loraops remote train --config-name $(TRAIN_CONFIG) $(NPROC_ARG) $(ARGS)
 
 ssh-eval: $(STAMP) ## push, evaluate the remote latest run there, pull the metrics back (ARGS="limit=20 ...")
 	$(BIN)/loraops remote eval $(ARGS)

@@ -63,3 +63,9 @@ def test_dotenv_is_read_without_overriding_the_environment(tmp_path: Path, monke
     assert os.environ["LORAOPS_TEST_FROM_DOTENV"] == "from-file"
     assert os.environ["LORAOPS_TEST_SET"] == "from-env"
     os.environ.pop("LORAOPS_TEST_FROM_DOTENV")  # set by the code under test, so monkeypatch does not know it
+
+
+def test_devices_reports_gpus_and_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("GPUs: ") and "\nCPU: " in out

@@ -111,6 +111,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, sshd: dict[str, str], lapto
     assert (remote_dir / remote.PUSH_MARKER).is_file()
     result = remote.init(s)
     assert result.exit_code == 0, result.log and result.log.read_text()[-3000:]
+    assert result.log is not None and "GPUs: none (no CUDA device visible)" in result.log.read_text()  # reported
     assert (remote_dir / ".venv" / "bin" / "loraops").is_file()
     assert (remote_dir / "models" / "SmolLM2-135M-Instruct" / "config.json").is_file()
     return s

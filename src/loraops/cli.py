@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("prepare-model", help="convert the embedded default model once (make install runs it)",
                    description="Convert the embedded SmolLM2-135M-Instruct GGUF to a Hugging Face folder.")  # fmt: skip
     sub.add_parser("version", help="print versions", description="Print loraops and library versions.")
+    sub.add_parser("devices", help="list this machine's GPUs (count, memory, bf16) and CPU",
+                   description="What training can use here: `remote init` runs it on the server.")  # fmt: skip
     return parser
 
 
@@ -283,6 +285,13 @@ def cmd_prepare_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_devices(args: argparse.Namespace) -> int:
+    from loraops.environment import describe_devices
+
+    print(describe_devices())
+    return 0
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     from loraops.provenance import library_versions
 
@@ -295,6 +304,7 @@ COMMANDS = {
     "train": cmd_train, "check": cmd_check, "eval": cmd_eval, "compare": cmd_compare, "convert": cmd_convert,
     "publish": cmd_publish, "publish-hf": cmd_publish_hf, "remote": cmd_remote,
     "list-configs": cmd_list_configs, "prepare-model": cmd_prepare_model, "version": cmd_version,
+    "devices": cmd_devices,
 }  # fmt: skip
 
 

@@ -26,6 +26,7 @@ SCHEDULERS = (
 )  # fmt: skip
 SAVE_STRATEGIES = ("epoch", "steps", "no")
 EVAL_STRATEGIES = SAVE_STRATEGIES
+LORA_INITS = ("default", "gaussian", "pissa", "olora")
 # Scores of `loraops eval`, each the mean of a per-example score of the same name (BLEU: corpus BLEU).
 METRICS = ("exact_match", "jaccard", "rouge1", "rouge2", "rougeL", "bleu")
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -111,6 +112,18 @@ class TrainConfig:
     lora_alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = _f(0.05, "Dropout on the LoRA path, in [0, 1).")
     lora_target_modules: list[str] = _f(list(ALL_PROJECTIONS), "Module names that get LoRA adapters.")
+    use_dora: bool = _f(False, "DoRA: LoRA on the direction, with a trained magnitude per output (PEFT use_dora).")
+    use_rslora: bool = _f(False, "rsLoRA: scale by alpha/sqrt(r) instead of alpha/r, stabler at high rank.")
+    lora_init: str = _f(
+        "default", "LoRA initialisation: default (B=0), gaussian, pissa, olora (pissa and olora are saved as a "
+        "plain LoRA for the untouched base).",
+    )
+    lora_modules_to_save: Optional[list[str]] = _f(
+        None, "Modules trained in full and saved with the adapter, e.g. [lm_head, embed_tokens] for new tokens."
+    )
+    load_in_4bit: bool = _f(
+        False, "QLoRA: the frozen base in 4 bits (bitsandbytes NF4, double quantisation, bf16 compute); CUDA only."
+    )
     cuda_visible_devices: Optional[str] = _f(None, "GPUs to use, e.g. \"0,1\" (null: leave CUDA_VISIBLE_DEVICES as it is).")
     num_processes: int = _f(1, "Training processes on this machine (one per GPU): >1 launches them with torchrun (DDP).")
     accelerate_config: Optional[str] = _f(
@@ -167,6 +180,7 @@ class TrainConfig:
             (self.lora_alpha > 0, "lora_alpha", "must be positive"),
             (0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)"),
             (len(self.lora_target_modules) > 0, "lora_target_modules", "must name at least one module"),
+            (self.lora_init in LORA_INITS, "lora_init", f"must be one of {', '.join(LORA_INITS)}"),
             (self.logging_steps >= 1, "logging_steps", "must be at least 1"),
             (self.num_processes >= 1, "num_processes", "must be at least 1"),
             (self.save_strategy in SAVE_STRATEGIES, "save_strategy", f"must be one of {', '.join(SAVE_STRATEGIES)}"),
@@ -232,6 +246,9 @@ class EvalConfig:
     temperature: float = _f(1.0, "Sampling temperature (only with do_sample).")
     top_p: float = _f(1.0, "Nucleus sampling threshold (only with do_sample).")
     merge_adapter: bool = _f(True, "Merge LoRA weights into the base before generating (faster, same results).")
+    load_in_4bit: Optional[bool] = _f(
+        None, "Generate on a 4-bit base (QLoRA; CUDA only, never merged); null: as the run trained."
+    )
     bf16: bool = _f(True, "Generate in bf16 on GPUs that support it; always fp32 on CPU.")
     cuda_visible_devices: Optional[str] = _f(None, "GPUs to use (null: leave CUDA_VISIBLE_DEVICES alone).")
     seed: int = _f(42, "Seed for sampling.")

@@ -29,6 +29,10 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def is_main() -> bool:
     """The process that owns the run folder, its records, the adapter and `latest`."""
     return rank() == 0

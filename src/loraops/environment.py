@@ -59,3 +59,19 @@ def _cpu_name() -> str:
     import platform
 
     return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+
+
+def describe_devices() -> str:
+    """The GPUs (index, name, memory, bf16) and the CPU, one per line: to choose num_processes and precision."""
+    import torch
+
+    lines = [f"CPU: {_cpu_name()}"]
+    if not torch.cuda.is_available():
+        return "\n".join(["GPUs: none (no CUDA device visible): training runs on the CPU, in fp32", *lines])
+    count = torch.cuda.device_count()
+    lines.insert(0, f"GPUs: {count} (num_processes={count} trains on all of them)")
+    for i in range(count):
+        props = torch.cuda.get_device_properties(i)
+        bf16 = "bf16" if torch.cuda.get_device_capability(i) >= (8, 0) else "no bf16 (fp16 instead)"
+        lines.insert(i + 1, f"  cuda:{i} {props.name}, {props.total_memory / 2**30:.0f} GiB, {bf16}")
+    return "\n".join(lines)

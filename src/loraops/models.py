@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from loraops.errors import LoraopsError
+from loraops.errors import ConfigError, LoraopsError
 
 log = logging.getLogger(__name__)
 
@@ -198,11 +198,41 @@ def load_tokenizer(model_path: str) -> Any:
         raise LoraopsError(f"cannot load the tokenizer of {model_path!r}: {exc}") from exc
 
 
-def load_causal_lm(model_path: str, dtype: Any) -> Any:
+def check_4bit_supported() -> None:
+    """QLoRA needs bitsandbytes' CUDA kernels: say so before anything heavy, not deep inside a load."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("load_in_4bit=true: QLoRA needs a CUDA GPU for bitsandbytes' 4-bit kernels, and this "
+                          "machine has none; set load_in_4bit=false, or train on a GPU server (make ssh-train)")  # fmt: skip
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("load_in_4bit=true needs bitsandbytes: pip install bitsandbytes (in .venv)")
+
+
+def quantization_kwargs(load_in_4bit: bool) -> dict[str, Any]:
+    """from_pretrained arguments for a QLoRA base: NF4, double quantisation, bf16 compute (fp16 without bf16)."""
+    if not load_in_4bit:
+        return {}
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    from loraops import distributed
+
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                bnb_4bit_compute_dtype=compute)  # fmt: skip
+    # 4-bit weights are placed at load time, each process on its own GPU.
+    return {"quantization_config": config, "device_map": {"": distributed.local_rank()}}
+
+
+def load_causal_lm(model_path: str, dtype: Any, load_in_4bit: bool = False) -> Any:
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, **hub_kwargs())
+        return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, **hub_kwargs(),
+                                                    **quantization_kwargs(load_in_4bit))  # fmt: skip
     except (OSError, ValueError) as exc:
         raise LoraopsError(f"cannot load model {model_path!r}: {exc}") from exc
 

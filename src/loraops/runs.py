@@ -72,6 +72,11 @@ class RunDir:
         return self.path / "checkpoints"
 
     @property
+    def initial_adapter_dir(self) -> Path:
+        """PiSSA/OLoRA's starting adapter, kept until the run is saved (a checkpoint-like, removed with them)."""
+        return self.checkpoints_dir / "initial-adapter"
+
+    @property
     def train_log(self) -> Path:
         return self.path / "train.log"
 

@@ -13,7 +13,7 @@ from loraops.config import TrainConfig
 from loraops.data.datafiles import dataset_sha256
 from loraops.data.prepare import PreparedData, prepare_data
 from loraops.errors import ConfigError
-from loraops.models import load_causal_lm, load_tokenizer, resolve_model_path
+from loraops.models import check_4bit_supported, load_causal_lm, load_tokenizer, resolve_model_path
 from loraops.runs import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDir, check_runs_dir
 from loraops.trainer import LoraopsTrainer, training_arguments, validation_generator
 
@@ -26,25 +26,49 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
-def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment) -> Any:
-    from peft import LoraConfig, get_peft_model
+# Initialisations that change the base weights: the adapter is converted on save to a plain LoRA for the untouched base.
+_MUTATING_INITS = ("pissa", "olora")
+
+
+def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment, run: RunDir) -> Any:
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import set_seed
 
     set_seed(cfg.seed)  # LoRA's initial weights are random
-    model = load_causal_lm(model_path, env.torch_dtype)
+    model = load_causal_lm(model_path, env.torch_dtype, cfg.load_in_4bit)
     model.config.use_cache = False  # the cache is for generation; in training it only costs memory
+    if cfg.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})  # fmt: skip
     lora = LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM", bias="none",
+        use_dora=cfg.use_dora, use_rslora=cfg.use_rslora, modules_to_save=cfg.lora_modules_to_save,
+        init_lora_weights=True if cfg.lora_init == "default" else cfg.lora_init,
+        ensure_weight_tying=bool(cfg.lora_modules_to_save),  # lm_head trained in full stays tied to the embeddings
     )  # fmt: skip
     try:
         model = get_peft_model(model, lora)
-    except ValueError as exc:
-        raise ConfigError(f"lora_target_modules={list(cfg.lora_target_modules)}: {exc}") from exc
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"LoRA settings (lora_target_modules={list(cfg.lora_target_modules)}, "
+                          f"lora_init={cfg.lora_init}, use_dora={cfg.use_dora}): {exc}") from exc  # fmt: skip
+    if cfg.lora_init in _MUTATING_INITS and distributed.is_main():
+        _save_initial_adapter(model, run)
     trainable, total = model.get_nb_trainable_parameters()
-    log.info("LoRA r=%d on %s: %d trainable of %d parameters (%.2f%%)",
-             cfg.lora_r, ",".join(cfg.lora_target_modules), trainable, total, 100 * trainable / total)  # fmt: skip
+    variant = "".join(f", {name}" for name, on in (("DoRA", cfg.use_dora), ("rsLoRA", cfg.use_rslora),
+                                                  (f"{cfg.lora_init} init", cfg.lora_init != "default"),
+                                                  ("4-bit base (QLoRA)", cfg.load_in_4bit)) if on)  # fmt: skip
+    log.info("LoRA r=%d on %s%s: %d trainable of %d parameters (%.2f%%)", cfg.lora_r,
+             ",".join(cfg.lora_target_modules), variant, trainable, total, 100 * trainable / total)  # fmt: skip
     return model
+
+
+def _save_initial_adapter(model: Any, run: RunDir) -> None:
+    """PiSSA/OLoRA start from the base's own singular vectors; their start is kept to convert the result."""
+    config = model.peft_config["default"]
+    chosen, config.init_lora_weights = config.init_lora_weights, True  # saved as a plain LoRA starting point
+    model.save_pretrained(str(run.initial_adapter_dir))
+    config.init_lora_weights = chosen
 
 
 def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any, tokenizer: Any,
@@ -84,7 +108,7 @@ def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any
         if writer is not None:
             writer.close()
     runtime = time.monotonic() - started
-    _save_adapter(trainer, run)
+    _save_adapter(trainer, run, converted=cfg.lora_init in _MUTATING_INITS)
     fit = _training_summary(trainer.state, progress, checkpoint, runtime)
     if validation is not None:
         stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)), None)
@@ -94,11 +118,15 @@ def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any
     return fit
 
 
-def _save_adapter(trainer: Any, run: RunDir) -> None:
+def _save_adapter(trainer: Any, run: RunDir, converted: bool) -> None:
     """The kept adapter and tokenizer into model/; through the Trainer, which gathers FSDP and ZeRO-3 shards."""
     trainer.save_model(str(run.model_dir))  # every process takes part; the main one writes
     if distributed.is_main():
         (run.model_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle, and the run keeps its config
+    if converted and distributed.is_main():
+        # As a plain LoRA (rank 2r) on the untouched base, so PeftModel.from_pretrained(base, model/) just works.
+        trainer.model.save_pretrained(str(run.model_dir),
+                                      path_initial_model_for_weight_conversion=str(run.initial_adapter_dir))  # fmt: skip
 
 
 def _training_summary(state: Any, progress: Any, checkpoint: str | None, runtime: float) -> dict[str, Any]:
@@ -146,6 +174,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     """
     distributed.init()
     env = environment.detect(cfg.bf16, cfg.cuda_visible_devices)
+    if cfg.load_in_4bit:
+        check_4bit_supported()
     log.info("device: %s, precision: %s, processes: %d", env.device_name, env.precision, distributed.world_size())
     model_path = resolve_model_path(cfg.model_name)
     tokenizer = load_tokenizer(model_path)
@@ -159,7 +189,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         if main:
             run.write_config(_config_dict(cfg))
             run.write_manifest(RUNNING, manifest)
-        model = _lora_model(cfg, model_path, env)
+        model = _lora_model(cfg, model_path, env, run)
         fit = _fit(cfg, run, env, model, tokenizer, data, checkpoint)
         metrics = {**fit, "data": data.stats.as_dict(), "precision": env.precision, "device": env.device_name,
                    "processes": distributed.world_size()}  # fmt: skip

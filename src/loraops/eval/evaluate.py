@@ -19,7 +19,14 @@ from loraops.eval.metrics import example_scores, summarize
 from loraops.eval.records import OVERALL, MetricsRecords
 from loraops.eval.targets import EvalTarget, resolve_target
 from loraops.eval.text import bleu_tokenizer
-from loraops.models import load_adapter, load_causal_lm, load_tokenizer, model_revision, resolve_model_path
+from loraops.models import (
+    check_4bit_supported,
+    load_adapter,
+    load_causal_lm,
+    load_tokenizer,
+    model_revision,
+    resolve_model_path,
+)
 from loraops.runs import RunDir
 
 log = logging.getLogger(__name__)
@@ -33,18 +40,28 @@ class EvalResult:
 
 
 def load_model(target: EvalTarget, env: environment.Environment, merge: bool,
-               base_path: str | None = None) -> tuple[Any, Any]:  # fmt: skip
-    """The base model, with the target's adapter applied (and merged, if asked)."""
+               base_path: str | None = None, load_in_4bit: bool = False) -> tuple[Any, Any]:  # fmt: skip
+    """The base model, with the target's adapter applied (and merged, if asked; never into 4-bit weights)."""
     base_path = base_path or resolve_model_path(target.base_model)
     tokenizer = load_tokenizer(str(target.adapter_dir or base_path))
     ensure_chat_template(tokenizer)  # a base without a template gets the same fallback training used
-    model = load_causal_lm(base_path, env.torch_dtype)
+    model = load_causal_lm(base_path, env.torch_dtype, load_in_4bit)
     if target.adapter_dir is not None:
         model = load_adapter(model, target.adapter_dir)
-        if merge:
+        if merge and not load_in_4bit:
             model = model.merge_and_unload()
-    model.to(env.device).eval()
-    return model, tokenizer
+    if not load_in_4bit:  # 4-bit weights were placed on their GPU at load time
+        model.to(env.device)
+    return model.eval(), tokenizer
+
+
+def _four_bit(cfg: EvalConfig, target: EvalTarget) -> bool:
+    """Generate on the base the run trained on: 4-bit for a QLoRA run, unless the config says otherwise."""
+    trained = RunDir(target.run_dir).read_config().get("load_in_4bit", False) if target.run_dir else False
+    four_bit = bool(trained if cfg.load_in_4bit is None else cfg.load_in_4bit)
+    if four_bit:
+        check_4bit_supported()
+    return four_bit
 
 
 def _predictions(examples: list[EvalExample], generations: list[Generation], bleu_tokenize: str) -> list[dict[str, Any]]:
@@ -74,18 +91,19 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     found = find_splits(cfg.eval_dir, cfg.eval_pattern, cfg.splits)
     splits = {name: load_split(path, options) for name, path in found.items()}
     splits = {name: examples[: cfg.limit] if cfg.limit else examples for name, examples in splits.items()}
+    four_bit = _four_bit(cfg, target)  # before anything heavy: QLoRA needs CUDA
     env = environment.detect(cfg.bf16, cfg.cuda_visible_devices)
     log.info("evaluating %s (base %s) on %s, %s", target.name, target.base_model, env.device_name, env.precision)
     set_seed(cfg.seed)
     base_path = resolve_model_path(target.base_model)  # once: for a hub id it probes the network
-    model, tokenizer = load_model(target, env, cfg.merge_adapter, base_path)
+    model, tokenizer = load_model(target, env, cfg.merge_adapter, base_path, four_bit)
     base = {"name": target.base_model, "revision": model_revision(base_path)}
     records = MetricsRecords.of(cfg.output_dir, target.name)
     all_rows: list[dict[str, Any]] = []
     metrics: dict[str, dict[str, float]] = {}
     for name, examples in splits.items():
         metrics[name], rows, fingerprint = _evaluate_split(model, tokenizer, examples, cfg, base)
-        records.write_split(name, _split_record(name, target, cfg, metrics[name], fingerprint), rows)
+        records.write_split(name, _split_record(name, target, cfg, metrics[name], fingerprint, four_bit), rows)
         log.info("%s: %s", name, _summary(metrics[name]))
         all_rows += rows
     metrics[OVERALL] = _split_metrics(all_rows, bleu_tokenizer(r["reference"] for r in all_rows))
@@ -123,11 +141,11 @@ def _summary(m: dict[str, float]) -> str:
 
 
 def _split_record(name: str, target: EvalTarget, cfg: EvalConfig, metrics: dict[str, float],
-                  fingerprint: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+                  fingerprint: dict[str, Any], four_bit: bool) -> dict[str, Any]:  # fmt: skip
     settings = ("eval_dir", "batch_size", "max_new_tokens", "do_sample", "temperature", "top_p", "merge_adapter",
                 "limit", "seed", "bf16")  # fmt: skip
     return {"split": name, "model": asdict(target), "metrics": metrics, "fingerprint": fingerprint,
-            "settings": {k: getattr(cfg, k) for k in settings}}  # fmt: skip
+            "settings": {**{k: getattr(cfg, k) for k in settings}, "load_in_4bit": four_bit}}  # fmt: skip
 
 
 def _record_in_run(run: RunDir, metrics: dict[str, dict[str, float]]) -> None:

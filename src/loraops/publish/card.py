@@ -18,7 +18,8 @@ DEFAULT_BASE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_LICENSE = "apache-2.0"
 # The metrics shown per split; the rest are in the run's metrics and the comparison record.
 CARD_METRICS = (("exact_match", "exact match %"), ("rougeL", "ROUGE-L"), ("bleu", "BLEU"))
-HYPERPARAMETERS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "epochs", "max_steps", "batch_size",
+HYPERPARAMETERS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "use_dora", "use_rslora",
+                   "lora_init", "lora_modules_to_save", "load_in_4bit", "epochs", "max_steps", "batch_size",
                    "gradient_accumulation_steps", "lr", "lr_scheduler_type", "warmup_ratio", "weight_decay",
                    "max_length", "seed")  # fmt: skip
 

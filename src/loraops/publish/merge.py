@@ -15,6 +15,9 @@ def merge_into(run: RunDir, dest: Path) -> None:
     """Write base + adapter, merged, as a plain transformers model folder (weights, config, tokenizer)."""
     base_name = run.base_model()
     log.info("merging %s into its base model %s", run.model_dir, base_name)
+    if run.read_config().get("load_in_4bit"):
+        # Merging into 4-bit weights would round the LoRA update away; the published model is a 16-bit one.
+        log.info("the run trained on a 4-bit (QLoRA) base: merging into the base loaded in 16 bits instead")
     # dtype "auto" keeps the base model's own dtype: a bf16 8B model stays 16 GB, not 32.
     base = load_causal_lm(resolve_model_path(base_name), "auto")
     merged = load_adapter(base, run.model_dir).merge_and_unload()

@@ -16,21 +16,22 @@ from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
 from loraops.eval.generate import GenerationSettings, generate
 from loraops.eval.records import MetricsRecords
-from loraops.models import load_adapter, load_causal_lm, load_tokenizer, resolve_model_path
+from loraops.models import check_4bit_supported, load_adapter, load_causal_lm, load_tokenizer, resolve_model_path
 from loraops.runs import RunDir
 
 log = logging.getLogger(__name__)
 
 
 def _load_published(folder: Path, run: RunDir, merged: bool, env: environment.Environment,
-                    merge_like_eval: bool) -> tuple[Any, Any]:  # fmt: skip
+                    merge_like_eval: bool, four_bit: bool) -> tuple[Any, Any]:  # fmt: skip
     tokenizer = load_tokenizer(str(folder))
     if merged:
-        model = load_causal_lm(str(folder), env.torch_dtype)
-    else:
-        model = load_adapter(load_causal_lm(resolve_model_path(run.base_model()), env.torch_dtype), folder)
-        if merge_like_eval:  # eval merged the adapter: in bf16 the unmerged sum can round differently
-            model = model.merge_and_unload()
+        return load_causal_lm(str(folder), env.torch_dtype).to(env.device).eval(), tokenizer
+    model = load_adapter(load_causal_lm(resolve_model_path(run.base_model()), env.torch_dtype, four_bit), folder)
+    if four_bit:  # eval generated on the 4-bit base, unmerged, and so does this
+        return model.eval(), tokenizer
+    if merge_like_eval:  # eval merged the adapter: in bf16 the unmerged sum can round differently
+        model = model.merge_and_unload()
     return model.to(env.device).eval(), tokenizer
 
 
@@ -45,9 +46,15 @@ def verify_published(folder: Path, run: RunDir, merged: bool, cfg: CompareConfig
     settings = record.get("settings", {})
     if settings.get("do_sample"):
         return "not checked: the evaluation sampled, so its answers cannot be reproduced"
+    four_bit = bool(settings.get("load_in_4bit"))
+    if four_bit and merged:
+        return ("not checked: eval generated on the 4-bit (QLoRA) base, and the merged model is 16-bit, so "
+                "their answers may differ; evaluate the published folder to measure it")  # fmt: skip
+    if four_bit:
+        check_4bit_supported()
     rows = records.predictions(cfg.primary_split)[: cfg.verify_samples]
     env = environment.detect(bool(settings.get("bf16", True)), None)
-    model, tokenizer = _load_published(folder, run, merged, env, bool(settings.get("merge_adapter", True)))
+    model, tokenizer = _load_published(folder, run, merged, env, bool(settings.get("merge_adapter", True)), four_bit)
     again = generate(model, tokenizer, [r["messages"] for r in rows], GenerationSettings(settings["max_new_tokens"]),
                      batch_size=int(settings.get("batch_size", 16)), progress=False)  # fmt: skip
     for row, new in zip(rows, again):

@@ -57,7 +57,8 @@ if [ -n "$2" ] && [ ! -x .venv/bin/python ]; then
   site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   "$2" -c 'import site; print("\n".join(site.getsitepackages()))' >"$site/_loraops_shared_packages.pth"
 fi
-exec make install PYTHON="$1"
+make install PYTHON="$1"
+exec .venv/bin/loraops devices
 """
 
 
