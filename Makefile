@@ -12,7 +12,7 @@ BIN          := $(VENV)/bin
 STAMP        := $(VENV)/.loraops-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install check convert train eval eval-baseline compare publish publish-hf bench bench-validation \
+.PHONY: help venv install check convert train eval eval-baseline compare publish publish-hf bench bench-train bench-validation \
         push ssh-init ssh-train ssh-eval ssh-eval-baseline ssh-logs pull list-configs data canary test clean distclean
 
 help: ## list the targets
@@ -80,6 +80,10 @@ pull: $(STAMP) ## bring the remote latest run and artifacts/metrics home; keeps 
 
 bench: install ## batched vs one-at-a-time generation speed, side by side
 	$(BIN)/python bench/generation_speed.py $(ARGS)
+
+bench-train: install ## training speed: loraops vs the plain Trainer+PEFT recipe vs TRL, side by side, with the matmul peak
+	$(BIN)/pip install --quiet 'trl==1.16.0'
+	$(BIN)/python bench/train_speed.py $(ARGS)
 
 bench-validation: install ## train with the defaults, then show the validation curve, the kept step and validation's share of the run
 	$(BIN)/python bench/validation_cost.py $(ARGS)

@@ -108,9 +108,15 @@ class TrainConfig:
     max_length: int = _f(256, "Token limit per example; longer examples are truncated and counted.")
     bf16: bool = _f(True, "Train in bf16 where the GPU supports it (fp16 on older GPUs; always fp32 on CPU).")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% slower.")
+    labelled_logits_only: bool = _f(
+        True, "Apply the LM head and the loss only where a label is trained: the same loss and gradients, less work."
+    )
     lora_r: int = _f(16, "LoRA rank.")
     lora_alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r).")
-    lora_dropout: float = _f(0.05, "Dropout on the LoRA path, in [0, 1).")
+    lora_dropout: float = _f(
+        0.0, "Dropout on the LoRA path, in [0, 1). 0 by default: on the sample data 0.05 cost ~26% of the step "
+        "time and gained nothing (README, Performance).",
+    )
     lora_target_modules: list[str] = _f(list(ALL_PROJECTIONS), "Module names that get LoRA adapters.")
     use_dora: bool = _f(False, "DoRA: LoRA on the direction, with a trained magnitude per output (PEFT use_dora).")
     use_rslora: bool = _f(False, "rsLoRA: scale by alpha/sqrt(r) instead of alpha/r, stabler at high rank.")

@@ -100,6 +100,7 @@ def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any
         callbacks=callbacks,
         generator=validation_generator(cfg, tokenizer, validation.examples) if validation else None,
         precision=env.precision,
+        labelled_logits_only=cfg.labelled_logits_only,
     )
     started = time.monotonic()
     try:

@@ -50,11 +50,63 @@ class ValidationGenerator:
         return {metric: scores[metric] for metric in self.metrics}
 
 
+IGNORE_INDEX = -100
+
+
+class LabelledPositions:
+    """Makes the LM head see only the hidden states whose next token is trained.
+
+    About three positions in four carry no label (prompts, padding), yet the standard path projects
+    every one onto the 49k-word vocabulary and takes its log-softmax. A pre-hook on the head gathers
+    the labelled positions first; with no mask set (generation, eval) the head sees everything.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.mask: Any = None
+        self.handle = model.get_output_embeddings().register_forward_pre_hook(self._gather)
+
+    def _gather(self, module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if self.mask is None:
+            return None
+        return (args[0][self.mask], *args[1:])
+
+    def set_from(self, labels: Any) -> None:
+        """The positions that predict a trained token: the labels shifted by one, as the causal loss is."""
+        import torch
+
+        mask = torch.zeros_like(labels, dtype=torch.bool)
+        mask[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+        self.mask = mask
+
+
+def labelled_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+    """Cross-entropy of the gathered logits against the trained labels, reduced as the model's own loss is."""
+    import torch.nn.functional as F
+
+    shifted = labels[:, 1:]
+    targets = shifted[shifted != IGNORE_INDEX]  # row-major, the order the mask gathered the hidden states in
+    logits = outputs["logits"].float()
+    if num_items_in_batch is None:
+        return F.cross_entropy(logits, targets)
+    return F.cross_entropy(logits, targets, reduction="sum") / num_items_in_batch
+
+
 class LoraopsTrainer(Trainer):
     def __init__(self, *args: Any, generator: ValidationGenerator | None = None, precision: str = "fp32",
-                 **kwargs: Any) -> None:  # fmt: skip
-        super().__init__(*args, **kwargs)
+                 labelled_logits_only: bool = True, **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(*args, compute_loss_func=labelled_loss if labelled_logits_only else None, **kwargs)
         self.generator, self.precision = generator, precision
+        self.positions = LabelledPositions(self.model) if labelled_logits_only else None
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:  # fmt: skip
+        if self.positions is None or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        self.positions.set_from(inputs["labels"])
+        try:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            self.positions.mask = None
 
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
         import torch
