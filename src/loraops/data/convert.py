@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from loraops.atomic import ensure_folder, read_json, write_json, write_text_atomic
-from loraops.data.files import check_encodable, read_jsonl
+from loraops.data.files import check_encodable, json_values, read_jsonl
 from loraops.data.formats import Message, to_example
 from loraops.errors import DataError, LoraopsError
 
@@ -38,28 +38,6 @@ class FileReport:
     records: int = 0
     counts: Counter[str] = field(default_factory=Counter)
     line: int | None = None  # where in `path` a failure is, so the report reads like the DataError did
-
-
-def _line_of(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
-
-
-def parse_json_values(path: Path, text: str) -> list[tuple[int, Any]]:
-    """Every JSON value in `text` (one, an array, or several one after another) with its start line."""
-    decoder, values, pos = json.JSONDecoder(), [], 0
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos >= len(text):
-            return values
-        try:
-            value, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, exc.lineno, f"invalid JSON: {exc.msg} at column {exc.colno}") from None
-        except RecursionError:  # a hostile or corrupt file must fail alone, not crash the whole run
-            raise DataError(path, _line_of(text, pos), "the JSON is nested too deeply to read") from None
-        values.append((_line_of(text, pos), value))
-        pos = end
 
 
 def is_chatgpt_export(value: Any) -> bool:
@@ -224,7 +202,7 @@ def convert_file(path: Path, output_dir: Path) -> FileReport:
         raise DataError(path, None, f"not valid UTF-8 (byte offset {exc.start})") from None
     except OSError as exc:
         raise DataError(path, None, f"cannot read the file: {exc.strerror or exc}") from None
-    values = parse_json_values(path, text)
+    values = json_values(path, text)
     if len(values) == 1 and is_dataset_registry(values[0][1]):
         return FileReport(path, "skipped", "not data: a dataset registry, like LLaMA-Factory's dataset_info.json")
     counts: Counter[str] = Counter()

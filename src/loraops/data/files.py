@@ -46,7 +46,7 @@ def read_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise DataError(path, text_line(path, exc.start), f"not valid UTF-8 (byte {exc.start})") from None
     stripped = text.lstrip()
     start = len(text) - len(stripped)
-    values = _array_items(path, text, start + 1) if stripped.startswith("[") else _values(path, text, start)
+    values = _array_items(path, text, start + 1) if stripped.startswith("[") else json_values(path, text)
     if values and all(isinstance(v, dict) and "mapping" in v for _, v in values):
         raise DataError(path, None, "this is a ChatGPT export; turn it into JSONL first: loraops convert "
                                     f"{path.parent} (make convert)")  # fmt: skip
@@ -61,14 +61,14 @@ def text_line(path: Path, offset: int) -> int:
     return path.read_bytes()[:offset].count(b"\n") + 1
 
 
-def _values(path: Path, text: str, pos: int) -> list[tuple[int, Any]]:
-    """JSON values one after another (one object, or JSON Lines saved as .json)."""
+def json_values(path: Path, text: str) -> list[tuple[int, Any]]:
+    """Every JSON value in `text` (one, or several one after another, as JSON Lines) with its start line."""
     decoder, values = json.JSONDecoder(), []
+    pos = _skip(text, 0)
     while pos < len(text):
         value, pos = _decode(path, decoder, text, pos)
         values.append(value)
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
+        pos = _skip(text, pos)
     return values
 
 
