@@ -84,9 +84,10 @@ def _eval_overlap(cfg: TrainConfig, examples: list[Example]) -> dict[str, dict[s
         return {}
     training = [e.messages for e in examples]
     texts = [prompt_text(m) for m in training]
+    options = format_options(cfg)  # eval files are read with the training data's mapping
     overlap = {}
     for name, path in find_splits(str(eval_dir), "*").items():
-        prompts = [e.prompt for e in load_split(path, format_options(cfg))]
+        prompts = [e.prompt for e in load_split(path, options)]
         near = sum(near_duplicates(texts, [" ".join(m["content"] for m in p) for p in prompts]))
         overlap[name] = {"exact": shared_prompts(prompts, training), "near": near, "n": len(prompts)}
     return overlap

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from loraops.atomic import ensure_folder, read_json, write_json, write_text_atomic
-from loraops.data.files import check_encodable, json_values, read_jsonl
+from loraops.data.files import check_encodable, is_chatgpt_export, json_values, read_jsonl
 from loraops.data.formats import Message, to_example
 from loraops.errors import DataError, LoraopsError
 
@@ -38,10 +38,6 @@ class FileReport:
     records: int = 0
     counts: Counter[str] = field(default_factory=Counter)
     line: int | None = None  # where in `path` a failure is, so the report reads like the DataError did
-
-
-def is_chatgpt_export(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(c, dict) and "mapping" in c for c in value)
 
 
 def is_dataset_registry(value: Any) -> bool:

@@ -47,7 +47,7 @@ def read_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     stripped = text.lstrip()
     start = len(text) - len(stripped)
     values = _array_items(path, text, start + 1) if stripped.startswith("[") else json_values(path, text)
-    if values and all(isinstance(v, dict) and "mapping" in v for _, v in values):
+    if is_chatgpt_export([value for _, value in values]):
         raise DataError(path, None, "this is a ChatGPT export; turn it into JSONL first: loraops convert "
                                     f"{path.parent} (make convert)")  # fmt: skip
     for line, value in values:
@@ -55,6 +55,11 @@ def read_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             raise DataError(path, line, f"expected a JSON object, got {type(value).__name__}")
         check_encodable(value, path, line)
         yield line, value
+
+
+def is_chatgpt_export(value: Any) -> bool:
+    """A list of conversations with a `mapping` tree each: what ChatGPT's data export holds."""
+    return isinstance(value, list) and bool(value) and all(isinstance(c, dict) and "mapping" in c for c in value)
 
 
 def text_line(path: Path, offset: int) -> int:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from loraops.data.datafiles import DataFile
-from loraops.data.formats import Example
+from loraops.data.formats import PRESETS, Example
 from loraops.data.overlap import conversation_key, duplicates
 from loraops.data.sources import format_options, load_examples, resolve_training_files
 from loraops.data.tokenize import Encoded, encode, encode_text, ensure_chat_template, renders_tools
@@ -160,8 +160,6 @@ def _deduplicated(examples: list[Example]) -> list[Example]:
 
 def _log_formats(stats: DataStats, columns: dict[str, str]) -> None:
     """Say how each file was read, mappings included, so a misread layout shows before training."""
-    from loraops.data.formats import PRESETS
-
     mapped = f", columns {_mapping(columns)}" if columns else ""
     for path, formats in stats.files.items():
         read_as = ", ".join(f"{n} as {fmt}" + (f" ({_mapping(PRESETS[fmt][1])})" if fmt in PRESETS else "")

@@ -8,13 +8,13 @@ Identical records hash alike and land on the same side, so a duplicate cannot le
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loraops.data.datafiles import EVAL_DIRNAME, DataFile, fingerprint
 from loraops.data.formats import Example
+from loraops.data.overlap import conversation_key
 from loraops.data.sources import format_options, load_examples
 from loraops.errors import ConfigError, DataError
 
@@ -26,8 +26,11 @@ DEV_SPLIT = "dev.jsonl"
 
 
 def held_out(example: Example, fraction: float) -> bool:
-    """Whether the record belongs to the validation share: its content hash, read as a number in [0, 1)."""
-    content = json.dumps(example.messages, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    """Whether the record belongs to the validation share: its content hash, read as a number in [0, 1).
+
+    The content is the key duplicates are counted by, so records equal but for whitespace stay together.
+    """
+    content = conversation_key(example.messages).encode("utf-8", "surrogatepass")
     return int.from_bytes(hashlib.sha256(content).digest()[:8], "big") / 2**64 < fraction
 
 

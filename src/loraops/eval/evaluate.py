@@ -114,12 +114,13 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
 
 
 def generate_and_score(model: Any, tokenizer: Any, examples: list[EvalExample], settings: GenerationSettings,
-                       batch_size: int, progress: bool = True) -> tuple[dict[str, float], list[dict[str, Any]]]:  # fmt: skip
+                       batch_size: int, progress: bool = True,
+                       tokenize: str | None = None) -> tuple[dict[str, float], list[dict[str, Any]]]:  # fmt: skip
     """Generate an answer to every example and score it: the split's metrics and per-example rows.
 
     `loraops eval` and the validation during training both score through here, so their numbers agree.
     """
-    tokenize = bleu_tokenizer(e.reference for e in examples)  # chosen by the references, recorded
+    tokenize = tokenize or bleu_tokenizer(e.reference for e in examples)  # chosen by the references, recorded
     started = time.monotonic()
     generations = generate(model, tokenizer, [e.prompt for e in examples], settings, batch_size, progress)
     rows = _predictions(examples, generations, tokenize)
@@ -130,8 +131,8 @@ def _evaluate_split(model: Any, tokenizer: Any, examples: list[EvalExample], cfg
                     base: dict[str, str | None]) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     """Generate and score one split; its metrics, per-example rows and fingerprint."""
     settings = GenerationSettings(cfg.max_new_tokens, cfg.do_sample, cfg.temperature, cfg.top_p)
-    metrics, rows = generate_and_score(model, tokenizer, examples, settings, cfg.batch_size)
     tokenize = bleu_tokenizer(e.reference for e in examples)
+    metrics, rows = generate_and_score(model, tokenizer, examples, settings, cfg.batch_size, tokenize=tokenize)
     return metrics, rows, split_fingerprint(examples, tokenizer, base, settings, cfg.seed, tokenize)
 
 
