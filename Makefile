@@ -12,8 +12,8 @@ BIN          := $(VENV)/bin
 STAMP        := $(VENV)/.loraops-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install check convert train eval eval-baseline compare publish publish-hf bench bench-train bench-validation \
-        push ssh-init ssh-train ssh-eval ssh-eval-baseline ssh-logs pull list-configs data canary test clean distclean
+.PHONY: help venv install check convert train eval eval-baseline compare report publish publish-hf chat serve bench bench-train bench-validation \
+        push ssh-init ssh-train ssh-eval ssh-eval-baseline ssh-logs pull mlflow-ui list-configs data canary test clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,11 +51,20 @@ eval-baseline: install ## evaluate the run's untouched base model on the same sp
 compare: install ## fine-tuned vs reference per split and metric; fails when it did not improve
 	$(BIN)/loraops compare $(ARGS)
 
+report: install ## HTML report of outputs/runs/latest in artifacts/reports/, opens offline (ARGS="<run> <run> ..." side by side)
+	$(BIN)/loraops report $(ARGS)
+
 publish: install ## copy outputs/runs/latest to artifacts/models/<run>/ with a model card (ARGS="outputs/runs/<run> --merged --force")
 	$(BIN)/loraops publish $(ARGS)
 
 publish-hf: install ## upload to the Hugging Face Hub; HF_TOKEN, HF_REPO_ID from the environment or .env (ARGS="--repo me/name --public --merged")
 	$(BIN)/loraops publish-hf $(ARGS)
+
+chat: install ## chat with outputs/runs/latest in the terminal (ARGS="default", "artifacts/models/<run> --temperature 0.7")
+	$(BIN)/loraops chat $(ARGS)
+
+serve: install ## OpenAI-compatible API for outputs/runs/latest at http://127.0.0.1:8000/v1 (ARGS="<run> --port 8001")
+	$(BIN)/loraops serve $(ARGS)
 
 push: $(STAMP) ## sync the project to REMOTE_USER@REMOTE_HOST:REMOTE_DIR (rsync over ssh; no .venv, outputs, artifacts, .env)
 	$(BIN)/loraops remote push
@@ -87,6 +96,9 @@ bench-train: install ## training speed: loraops vs the plain Trainer+PEFT recipe
 
 bench-validation: install ## train with the defaults, then show the validation curve, the kept step and validation's share of the run
 	$(BIN)/python bench/validation_cost.py $(ARGS)
+
+mlflow-ui: $(STAMP) ## MLflow's UI on the embedded store mlruns/ (runs, evals, verdicts, registered models): http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
 list-configs: install ## list the configs in configs/
 	$(BIN)/loraops list-configs

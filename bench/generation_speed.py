@@ -4,7 +4,8 @@
 Reports generated tokens per second for both and their ratio (machines are noisy, so compare
 the ratio, not the absolute figures), and checks that greedy outputs agree.
 
-    .venv/bin/python bench/generation_speed.py [--model outputs/runs/latest] [--prompts 32] [--batch-size 16]
+    .venv/bin/python bench/generation_speed.py [--model outputs/runs/latest] [--prompts 32] [--batch-size 16,32]
+    .venv/bin/python bench/generation_speed.py --baseline --model-name default [--static-cache]   # no run needed
 """
 
 from __future__ import annotations
@@ -31,13 +32,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="outputs/runs/latest", help="run or adapter folder")
     parser.add_argument("--baseline", action="store_true", help="benchmark the run's base model instead")
+    parser.add_argument("--model-name", help="with --baseline and no run: the base model (e.g. default)")
     parser.add_argument("--split", default="data/eval/test.jsonl")
     parser.add_argument("--prompts", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", default="16", help="one or more, comma-separated (e.g. 16,32)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--static-cache", action="store_true",
+                        help="also time the batched runs with a static KV cache (transformers compiles the "
+                             "decoding step with it on CUDA)")  # fmt: skip
     args = parser.parse_args()
 
-    target = resolve_target(args.model, None, args.baseline)
+    target = resolve_target(args.model, args.model_name, args.baseline)
     env = environment.detect(bf16_requested=False)
     model, tokenizer = load_model(target, env, merge=True)
     prompts = [e.prompt for e in load_split(Path(args.split))][: args.prompts]
@@ -45,13 +50,17 @@ def main() -> None:
     generate(model, tokenizer, prompts[:2], settings, batch_size=2, progress=False)  # warm-up
 
     single, single_tps = timed(model, tokenizer, prompts, settings, 1)
-    batched, batched_tps = timed(model, tokenizer, prompts, settings, args.batch_size)
-    same = sum(a.text == b.text for a, b in zip(single, batched))
     print(f"model: {target.name} on {env.device_name}, {len(prompts)} prompts, max_new_tokens {args.max_new_tokens}")
     print(f"one at a time : {single_tps:8.1f} generated tokens/s")
-    print(f"batch of {args.batch_size:<5}: {batched_tps:8.1f} generated tokens/s")
-    print(f"speed-up      : {batched_tps / single_tps:8.2f}x")
-    print(f"same greedy output for {same}/{len(prompts)} prompts")
+    caches = [None, "static"] if args.static_cache else [None]
+    for cache in caches:
+        model.generation_config.cache_implementation = cache
+        for size in (int(b) for b in args.batch_size.split(",")):
+            batched, batched_tps = timed(model, tokenizer, prompts, settings, size)
+            same = sum(a.text == b.text for a, b in zip(single, batched))
+            label = f"batch of {size}" + (f", {cache} cache" if cache else "")
+            print(f"{label:<14}: {batched_tps:8.1f} generated tokens/s, {batched_tps / single_tps:5.2f}x, "
+                  f"same greedy output for {same}/{len(prompts)} prompts")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ One command, one machine, one after another: the same model (the embedded defaul
 the seven projections; one loraops row with dropout 0.05 shows what dropout costs), the same number of optimizer steps of the same batch size, fp32 on CPU.
 Each trainer runs in its own process so its peak memory is its own. Tokens are counted identically
 for everyone, from the batches the collator hands the model: real tokens (attention mask 1, or every
-token of a padding-free packed row), supervised tokens (labels not -100), and the padding share.
+token of a packed row but its padding, found by position), supervised tokens (labels not -100), and the padding share.
 A matrix-product peak is measured in the same run, and loraops' share of it is estimated at 4 FLOPs
 per parameter per real token (forward, and backward through the frozen weights).
 
@@ -30,6 +30,8 @@ TRAINERS = {
     "loraops": "loraops (defaults)",
     "loraops-full-head": "loraops, labelled_logits_only=false",
     "loraops-dropout": "loraops, lora_dropout=0.05",
+    "loraops-packing": "loraops, packing=true",
+    "loraops-compile": "loraops, torch_compile=true",
     "plain": "Trainer + PEFT, padded to max_length",
     "trl": "TRL SFTTrainer",
     "trl-packing": "TRL SFTTrainer, packing",
@@ -46,11 +48,15 @@ class Meter:
         self.real = self.supervised = self.slots = 0
         self.started = self.ended = 0.0
 
-    def wrap(self, collator: Any) -> Any:
+    def wrap(self, collator: Any, pad_token_id: int | None) -> Any:
+        from loraops.data.packing import real_token_mask
+
         def counted(features: list[Any]) -> Any:
             batch = collator(features)
             ids = batch["input_ids"]
             mask = batch.get("attention_mask")
+            if mask is None and "position_ids" in batch and "labels" in batch:  # packed rows: padding by position
+                mask = real_token_mask(batch, pad_token_id)
             self.real += int(mask.sum()) if mask is not None else int(ids.numel())
             self.slots += int(ids.numel())
             if "labels" in batch:
@@ -99,12 +105,13 @@ def run_loraops(name: str, steps: int, batch: int, meter: Meter) -> None:
 
     class Measured(base):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["data_collator"] = meter.wrap(kwargs["data_collator"])
+            kwargs["data_collator"] = meter.wrap(kwargs["data_collator"], kwargs["processing_class"].pad_token_id)
             super().__init__(*args, **kwargs)
             self.add_callback(meter.callback())
 
     loraops_train.LoraopsTrainer = Measured
-    extra = {"loraops-full-head": ["labelled_logits_only=false"], "loraops-dropout": ["lora_dropout=0.05"]}.get(name, [])
+    extra = {"loraops-full-head": ["labelled_logits_only=false"], "loraops-dropout": ["lora_dropout=0.05"],
+             "loraops-packing": ["packing=true"], "loraops-compile": ["torch_compile=true"]}.get(name, [])  # fmt: skip
     with tempfile.TemporaryDirectory() as out:
         cfg = load_config(TrainConfig, Path("configs"), "train", [f"max_steps={steps}", f"batch_size={batch}",
                           "eval_strategy=no", f"output_dir={out}", "save_strategy=no", *extra])  # fmt: skip
@@ -125,7 +132,7 @@ def run_plain(steps: int, batch: int, meter: Meter) -> None:
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(path), LoraConfig(task_type="CAUSAL_LM", **LORA))
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(model=model, args=TrainingArguments(**args_for(out, steps, batch)), train_dataset=data,
-                          data_collator=meter.wrap(DataCollatorForLanguageModeling(tokenizer, mlm=False)),
+                          data_collator=meter.wrap(DataCollatorForLanguageModeling(tokenizer, mlm=False), tokenizer.pad_token_id),
                           callbacks=[meter.callback()])  # fmt: skip
         trainer.train()
 
@@ -144,7 +151,7 @@ def run_trl(packing: bool, steps: int, batch: int, meter: Meter) -> None:
         trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(path), args=config,
                              train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                              peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA), callbacks=[meter.callback()])  # fmt: skip
-        trainer.data_collator = meter.wrap(trainer.data_collator)
+        trainer.data_collator = meter.wrap(trainer.data_collator, tokenizer.pad_token_id)
         trainer.train()
 
 

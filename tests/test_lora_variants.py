@@ -89,3 +89,23 @@ def test_qlora_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert q.bnb_4bit_compute_dtype == torch.bfloat16 and kwargs["device_map"] == {"": 3}
     cfg = load_config(TrainConfig, CONFIGS, "train_llama3_8b_qlora", [])
     assert cfg.load_in_4bit and cfg.gradient_checkpointing and cfg.model_name == "meta-llama/Meta-Llama-3-8B"
+
+
+def test_liger_without_cuda_stops_before_anything_heavy(tiny_overrides: list[str], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    assert main(["train", *tiny_overrides, "liger_kernel=true"]) == 2
+    assert "liger_kernel=true: Liger's kernels run on CUDA GPUs only" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_liger_and_compile_reach_the_trainer_arguments(tmp_path: Path) -> None:
+    from loraops import environment
+    from loraops.runs import RunDir
+    from loraops.trainer import training_arguments
+
+    cfg = load_config(TrainConfig, CONFIGS, "train", ["liger_kernel=true", "torch_compile=true"])
+    env = environment.detect(False)
+    args = training_arguments(cfg, RunDir(tmp_path / "run"), env, validating=False)
+    assert args.use_liger_kernel and args.torch_compile
+    defaults = training_arguments(load_config(TrainConfig, CONFIGS, "train", []), RunDir(tmp_path), env, False)
+    assert not defaults.use_liger_kernel and not defaults.torch_compile

@@ -45,12 +45,15 @@ class LossLogCallback(TrainerCallback):
 
 
 def loss_entries(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
-    """The logged training losses: step, epoch, loss, and how many steps each log covers."""
+    """The logged training losses: step, epoch, loss, learning rate, and how many steps each log covers."""
     entries, last_step = [], 0
     for item in log_history:
         if "loss" in item and "step" in item:
-            entries.append({"step": item["step"], "epoch": item.get("epoch", 0.0), "loss": float(item["loss"]),
-                            "steps": item["step"] - last_step})  # fmt: skip
+            entry = {"step": item["step"], "epoch": item.get("epoch", 0.0), "loss": float(item["loss"]),
+                     "steps": item["step"] - last_step}  # fmt: skip
+            if "learning_rate" in item:  # the report draws the schedule from metrics.json
+                entry["learning_rate"] = float(item["learning_rate"])
+            entries.append(entry)
             last_step = item["step"]
     return entries
 

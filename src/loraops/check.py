@@ -18,6 +18,7 @@ from loraops.data.prepare import DataStats, prepare_data
 from loraops.data.sources import format_options
 from loraops.data.tokenize import IGNORE_INDEX, Encoded
 from loraops.errors import ConfigError
+from loraops.estimate import Estimate, for_training, format_estimate
 from loraops.eval.data import find_splits, load_split
 from loraops.models import load_tokenizer, resolve_model_path
 
@@ -33,6 +34,7 @@ class CheckReport:
     example_source: str
     validation: DataStats | None = None
     validation_source: str = ""
+    estimate: Estimate | None = None  # predicted peak memory and time per epoch on this machine
 
 
 def render_marked(tokenizer: Any, enc: Encoded) -> str:
@@ -68,6 +70,7 @@ def check(cfg: TrainConfig, example_index: int = 0) -> CheckReport:
         example_source=f"{shown.path}:{shown.line} ({shown.format})",
         validation=data.validation.stats if data.validation else None,
         validation_source=_validation_source(data.validation.source) if data.validation else "",
+        estimate=for_training(cfg, model_path, data.rows),
     )  # fmt: skip
 
 
@@ -119,9 +122,12 @@ def format_report(r: CheckReport) -> str:
         *(f"eval split {split!r}: {o['exact']} of {o['n']} prompts are training prompts, {o['near']} near duplicates"
           for split, o in r.eval_overlap.items()),
         f"trained (assistant) tokens: {s.trained_tokens} of {s.tokens} ({100 * s.trained_tokens / max(1, s.tokens):.1f}%)",
+        *([f"packing: {s.packing['examples']} examples into {s.packing['rows']} rows of {s.packing['capacity']} "
+           f"tokens ({100 * s.packing['fill']:.1f}% filled)"] if s.packing else []),
         _validation_line(r),
         "",
         f"example {r.example_source}, as the model sees it ({TRAIN_OPEN} {TRAIN_CLOSE} = trained, the rest is masked):",
         r.example,
+        *(["", *format_estimate(r.estimate)] if r.estimate else []),
     ]  # fmt: skip
     return "\n".join(lines)

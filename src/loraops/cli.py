@@ -63,6 +63,32 @@ def _add_publish_parsers(sub: argparse._SubParsersAction) -> None:
                             help="folder holding compare.yaml, whose settings the gate uses (default: configs)")  # fmt: skip
 
 
+_MODEL_HELP = ("a run folder (default: outputs/runs/latest) or run name, a published folder "
+               "(artifacts/models/<run>), a model folder, or a model name (`default`: the untouched default model)")
+
+
+def _add_model_parsers(sub: argparse._SubParsersAction) -> None:
+    chat = sub.add_parser("chat", help="chat with a run, a published model or a base model in the terminal",
+                          description="Replies stream as they are generated; the conversation is rendered with "
+                                      "the chat template as in training. /reset, /system TEXT, /exit; "
+                                      "Ctrl-C stops a reply, Ctrl-D or Ctrl-C at the prompt quits.")  # fmt: skip
+    chat.add_argument("--system", help="system prompt (default: the one the run trained with)")
+    chat.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); above 0: sampling")
+    chat.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1.0)")
+    chat.add_argument("--do-sample", action="store_true", help="sample (at temperature 1.0 unless --temperature)")
+    chat.add_argument("--seed", type=int, default=None, help="seed for sampling, for repeatable replies")
+    serve = sub.add_parser("serve", help="serve a run, a published model or a base model over an OpenAI-compatible API",
+                           description="GET /v1/models and POST /v1/chat/completions (streamed or not) at "
+                                       "http://HOST:PORT/v1; the model id is the run's name. With LORAOPS_API_KEY "
+                                       "set (environment or .env), requests need `Authorization: Bearer <key>`.")  # fmt: skip
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    for parser in (chat, serve):
+        parser.add_argument("model", nargs="?", default="outputs/runs/latest", metavar="RUN", help=_MODEL_HELP)
+        parser.add_argument("--max-new-tokens", type=int, default=256,
+                            help="longest reply in tokens (default: 256; serve: for requests without max_tokens)")  # fmt: skip
+
+
 REMOTE_ACTIONS = {
     "push": "sync the project (no .venv, outputs, artifacts, models, caches or .env) to REMOTE_DIR",
     "init": "push, then create the remote .venv and install there (`make install`, default model included)",
@@ -97,6 +123,21 @@ def _add_remote_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpF
     actions.choices["logs"].add_argument("--no-follow", action="store_true", help="print the log so far and return")
 
 
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
+    report = sub.add_parser("report", help="write an HTML report of a run (curves, metrics, verdict, examples, lineage)",
+                            description="One self-contained HTML file under <artifacts_dir>/reports/ that opens "
+                                        "offline: training and validation curves, eval metrics against the "
+                                        "reference with intervals, the verdict, flips and predictions, lineage. "
+                                        "Several runs: one page with them side by side.")  # fmt: skip
+    report.add_argument("runs", nargs="*", metavar="RUN",
+                        help="run folders or run names (default: outputs/runs/latest)")  # fmt: skip
+    report.add_argument("--samples", type=int, default=8, help="predictions shown per split (default: 8)")
+    report.add_argument("--artifacts-dir", default=None,
+                        help="folder of metrics and reports/ (default: compare.yaml's artifacts_dir, artifacts)")  # fmt: skip
+    report.add_argument("--config-dir", type=Path, default=Path("configs"),
+                        help="folder holding compare.yaml, which says where the metrics are (default: configs)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loraops", description=__doc__ and "LoRA fine-tuning pipeline for causal LMs.")
     parser.add_argument("--version", action="version", version=f"loraops {__version__}")
@@ -108,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = _config_command(sub, "check", "train", TrainConfig,
                             "validate config and data and show what training would see",
                             "Validate the training config and data without training: counts, token lengths, "
-                            "truncation, masking, and one example as the model sees it.")  # fmt: skip
+                            "truncation, masking, one example as the model sees it, and the predicted peak memory and "
+                            "time per epoch on this machine.")  # fmt: skip
     check.add_argument("--example", type=int, default=0, help="index of the example to render (default: 0)")
     _config_command(sub, "eval", "eval", EvalConfig, "evaluate an adapter (or, with eval_baseline, its base model)",
                     "Generate on data/eval/*.jsonl and score the answers.")
@@ -120,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--flips", type=int, default=None, metavar="N",
                          help="print N fixed and N broken examples per split (default: show_flips)")  # fmt: skip
     _add_publish_parsers(sub)
+    _add_model_parsers(sub)
     _add_remote_parser(sub, fmt)
+    _add_report_parser(sub)
 
     convert = sub.add_parser("convert", help="turn pretty-printed JSON and ChatGPT exports into JSONL",
                              description="Convert every .json/.jsonl file in a folder that is not already JSONL "
@@ -268,6 +312,23 @@ def cmd_remote(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    from loraops.chat import chat, check_settings
+    from loraops.eval.generate import GenerationSettings
+
+    check_settings(args.temperature, args.top_p, args.max_new_tokens)
+    settings = GenerationSettings.sampling(args.max_new_tokens, args.temperature, args.top_p, args.do_sample)
+    chat(args.model, settings, args.system, args.seed)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from loraops.serve import serve
+
+    serve(args.model, args.host, args.port, args.max_new_tokens)
+    return 0
+
+
 def cmd_list_configs(args: argparse.Namespace) -> int:
     paths = sorted(Path(args.config_dir).glob("*.yaml"))
     if not paths:
@@ -275,6 +336,17 @@ def cmd_list_configs(args: argparse.Namespace) -> int:
     for path in paths:
         first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
         print(f"{path.stem:<20} {first}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from loraops.report import build_report
+
+    if args.samples < 0:
+        raise LoraopsError(f"--samples {args.samples}: must be 0 or more")
+    overrides = [f"artifacts_dir={args.artifacts_dir}"] if args.artifacts_dir else []
+    cfg = _config_or_defaults(CompareConfig, args.config_dir, "compare", overrides)
+    print(f"report: {build_report(args.runs, cfg.artifacts_dir, cfg.metrics_dir, args.samples)}")
     return 0
 
 
@@ -302,9 +374,9 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": cmd_train, "check": cmd_check, "eval": cmd_eval, "compare": cmd_compare, "convert": cmd_convert,
-    "publish": cmd_publish, "publish-hf": cmd_publish_hf, "remote": cmd_remote,
+    "publish": cmd_publish, "publish-hf": cmd_publish_hf, "remote": cmd_remote, "chat": cmd_chat, "serve": cmd_serve,
     "list-configs": cmd_list_configs, "prepare-model": cmd_prepare_model, "version": cmd_version,
-    "devices": cmd_devices,
+    "devices": cmd_devices, "report": cmd_report,
 }  # fmt: skip
 
 

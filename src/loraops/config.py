@@ -30,6 +30,8 @@ LORA_INITS = ("default", "gaussian", "pissa", "olora")
 # Scores of `loraops eval`, each the mean of a per-example score of the same name (BLEU: corpus BLEU).
 METRICS = ("exact_match", "jaccard", "rouge1", "rouge2", "rougeL", "bleu")
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# Where runs, evaluations, verdicts and publications are tracked (loraops.tracking).
+TRACKING_MODES = ("tensorboard", "mlflow", "both")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -75,6 +77,33 @@ def _remote_section() -> Any:
     return field(default_factory=RemoteConfig, metadata={"help": "Settings of `loraops remote` (SSH server)."})
 
 
+def _tracking_field() -> Any:
+    return _f("tensorboard", "Experiment tracking: tensorboard (event files in the run's logs/), mlflow (MLFLOW_TRACKING_URI, "
+              "else the embedded store mlruns/mlflow.db), or both.")
+
+
+def _experiment_field() -> Any:
+    return _f("loraops", "MLflow experiment that runs and evaluations are logged under (with tracking mlflow or both).")
+
+
+def _tracking_checks(cfg: Any) -> list[tuple[bool, str, str]]:
+    return [
+        (cfg.tracking in TRACKING_MODES, "tracking", f"must be one of {', '.join(TRACKING_MODES)}"),
+        (cfg.tracking == "tensorboard" or _installed("mlflow"), "tracking",
+         "needs MLflow, which is not installed: pip install 'loraops[mlflow]'"),
+        (bool(cfg.mlflow_experiment.strip()), "mlflow_experiment", "must name an experiment"),
+    ]  # fmt: skip
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules, i.e. blocked
+        return False
+
+
 @dataclass
 class TrainConfig:
     model_name: str = _f(
@@ -107,10 +136,17 @@ class TrainConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     max_length: int = _f(256, "Token limit per example; longer examples are truncated and counted.")
     bf16: bool = _f(True, "Train in bf16 where the GPU supports it (fp16 on older GPUs; always fp32 on CPU).")
+    packing: bool = _f(
+        False, "Fill rows of max_length with several examples, each attending only to itself; batch_size then "
+        "counts rows. Pays off when examples are much shorter than max_length (see make bench-train).")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% slower.")
     labelled_logits_only: bool = _f(
         True, "Apply the LM head and the loss only where a label is trained: the same loss and gradients, less work."
     )
+    liger_kernel: bool = _f(
+        False, "CUDA: Liger's Triton kernels (RMSNorm, SwiGLU, RoPE, and a fused linear cross-entropy that never "
+        "materialises the logits); pip install liger-kernel. Takes over from labelled_logits_only.")
+    torch_compile: bool = _f(False, "Compile the model with torch.compile (measured slower on CPU: make bench-train).")
     lora_r: int = _f(16, "LoRA rank.")
     lora_alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = _f(
@@ -170,6 +206,8 @@ class TrainConfig:
         None, "An unfinished run folder to continue from its last checkpoint (same config and data required)."
     )
     output_dir: str = _f("outputs/runs", "Where run folders (and the `latest` link) are created.")
+    tracking: str = _tracking_field()
+    mlflow_experiment: str = _experiment_field()
     remote: RemoteConfig = _remote_section()
 
     def validate(self) -> None:
@@ -203,6 +241,7 @@ class TrainConfig:
              "must name the Hub dataset when data_source.type is hub"),
             (_relative_glob(self.dataset_pattern), "dataset_pattern", _GLOB_PROBLEM),
             *self._validation_checks(),
+            *_tracking_checks(self),
         ]  # fmt: skip
         _raise_first(self, checks)
 
@@ -259,6 +298,8 @@ class EvalConfig:
     cuda_visible_devices: Optional[str] = _f(None, "GPUs to use (null: leave CUDA_VISIBLE_DEVICES alone).")
     seed: int = _f(42, "Seed for sampling.")
     output_dir: str = _f("artifacts/metrics", "Where metrics and predictions are written.")
+    tracking: str = _tracking_field()
+    mlflow_experiment: str = _experiment_field()
     remote: RemoteConfig = _remote_section()
 
     def validate(self) -> None:
@@ -271,6 +312,7 @@ class EvalConfig:
             (_relative_glob(self.eval_pattern), "eval_pattern", _GLOB_PROBLEM),
             (self.data_format in DATA_FORMATS, "data_format", f"must be one of {', '.join(DATA_FORMATS)}"),
             (_known_columns(self.columns), "columns", _COLUMNS_PROBLEM),
+            *_tracking_checks(self),
         ]
         _raise_first(self, checks)
 
@@ -315,6 +357,12 @@ class CompareConfig:
     reference_file: Optional[str] = _f(
         None, "Record of the published reference run (written by publish); null: <artifacts_dir>/reference.json."
     )
+    tracking: str = _tracking_field()
+    mlflow_experiment: str = _experiment_field()
+    registered_model: Optional[str] = _f(
+        None, "MLflow registered model that publish adds versions to (alias `champion`: the published reference); "
+        "null: loraops-<base model name>.",
+    )
 
     def __post_init__(self) -> None:
         # Derived here, so one artifacts_dir override moves metrics, reference and models together.
@@ -338,6 +386,7 @@ class CompareConfig:
             (0 <= self.max_overlap <= 1, "max_overlap", "must be in [0, 1]"),
             (all(g.metric in METRICS for g in self.guards), "guards", f"metrics must be among {', '.join(METRICS)}"),
             (all(g.max_drop >= 0 for g in self.guards), "guards", "max_drop must be >= 0"),
+            *_tracking_checks(self),
         ]
         _raise_first(self, checks)
 

@@ -75,3 +75,43 @@ def describe_devices() -> str:
         bf16 = "bf16" if torch.cuda.get_device_capability(i) >= (8, 0) else "no bf16 (fp16 instead)"
         lines.insert(i + 1, f"  cuda:{i} {props.name}, {props.total_memory / 2**30:.0f} GiB, {bf16}")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    memory_total: int  # bytes: the machine's RAM, or cuda:0's memory
+    memory_available: int  # bytes free now
+    matmul_flops: float  # a square matrix product's rate in the training precision, measured now
+
+
+def capacity(env: Environment, seconds: float = 0.3) -> Capacity:
+    """Memory and a brief matmul benchmark of the device `env` trains on (the best of `seconds` of repeats)."""
+    import time
+
+    import torch
+
+    if env.device == "cuda":
+        free, total = torch.cuda.mem_get_info(0)
+        device, n = torch.device("cuda", 0), 4096
+    else:
+        free, total = _cpu_memory()
+        device, n = torch.device("cpu"), 2048
+    a, b = (torch.randn(n, n, device=device, dtype=env.torch_dtype) for _ in range(2))
+    best, end = 0.0, time.perf_counter() + seconds
+    while True:
+        started = time.perf_counter()
+        torch.mm(a, b)
+        if env.device == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        best = max(best, 2 * n**3 / (now - started))
+        if now > end:
+            return Capacity(total, free, best)
+
+
+def _cpu_memory() -> tuple[int, int]:
+    """(available, total) bytes of RAM, as the kernel counts MemAvailable."""
+    import psutil
+
+    memory = psutil.virtual_memory()
+    return memory.available, memory.total

@@ -105,11 +105,15 @@ def resolve_model_path(model_name: str) -> str:
         if not (path / "config.json").is_file():
             raise LoraopsError(f"model_name: {path} is a folder without config.json, not a Hugging Face model")
         return str(path.resolve())
-    # A hub id is `name` or `owner/name`; anything path-like that does not exist is a mistyped path,
-    # which would otherwise surface as a confusing download error.
-    if model_name.startswith((".", "/", "~")) or model_name.count("/") > 1:
+    # A mistyped path would otherwise surface as a confusing download error.
+    if looks_like_path(model_name):
         raise LoraopsError(f"model_name: {model_name} is neither an existing folder nor a hub id")
     return _hub_model(model_name)
+
+
+def looks_like_path(name: str) -> bool:
+    """Not a hub id (`name` or `owner/name`): a path, even when nothing is there."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
 
 
 def hub_endpoint() -> str:
@@ -209,6 +213,19 @@ def check_4bit_supported() -> None:
                           "machine has none; set load_in_4bit=false, or train on a GPU server (make ssh-train)")  # fmt: skip
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError("load_in_4bit=true needs bitsandbytes: pip install bitsandbytes (in .venv)")
+
+
+def check_liger_supported() -> None:
+    """Liger's kernels are Triton kernels: CUDA only, and an optional package."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("liger_kernel=true: Liger's kernels run on CUDA GPUs only, and this machine has none; "
+                          "set liger_kernel=false (labelled_logits_only already spares the logits on CPU)")  # fmt: skip
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise ConfigError("liger_kernel=true needs Liger: pip install liger-kernel (in .venv)")
 
 
 def quantization_kwargs(load_in_4bit: bool) -> dict[str, Any]:

@@ -8,6 +8,7 @@ This module alone spells the names of the files in a run folder; every other mod
       manifest.json       status, data lineage, git commit, environment, library versions
       metrics.json        training metrics, and eval scores once `loraops eval` ran
       logs/               TensorBoard event files
+      tracking.json       the run's MLflow run: id, experiment, tracking URI (tracking=mlflow or both)
       checkpoints/        for resume_from; removed once the run finished
       train.log           the run's log
       remote.log          the remote job's whole log, for runs trained over SSH
@@ -66,6 +67,11 @@ class RunDir:
     @property
     def logs_dir(self) -> Path:
         return self.path / "logs"
+
+    @property
+    def tracking_path(self) -> Path:
+        """Which MLflow run holds this run's tracking (written by loraops.tracking)."""
+        return self.path / "tracking.json"
 
     @property
     def checkpoints_dir(self) -> Path:

@@ -8,12 +8,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loraops import distributed, environment, provenance, selection
+from loraops import distributed, environment, provenance, selection, tracking
 from loraops.config import TrainConfig
 from loraops.data.datafiles import dataset_sha256
+from loraops.data.packing import PackedCollator
 from loraops.data.prepare import PreparedData, prepare_data
 from loraops.errors import ConfigError
-from loraops.models import check_4bit_supported, load_causal_lm, load_tokenizer, resolve_model_path
+from loraops.models import (
+    check_4bit_supported,
+    check_liger_supported,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_model_path,
+)
 from loraops.runs import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDir, check_runs_dir
 from loraops.trainer import LoraopsTrainer, training_arguments, validation_generator
 
@@ -36,7 +43,8 @@ def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment,
 
     set_seed(cfg.seed)  # LoRA's initial weights are random
     model = load_causal_lm(model_path, env.torch_dtype, cfg.load_in_4bit)
-    model.config.use_cache = False  # the cache is for generation; in training it only costs memory
+    # The cache is for generation; in training it costs memory, and it hides packed rows' boundaries.
+    model.config.use_cache = False
     if cfg.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})  # fmt: skip
@@ -72,18 +80,20 @@ def _save_initial_adapter(model: Any, run: RunDir) -> None:
 
 
 def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any, tokenizer: Any,
-         data: PreparedData, checkpoint: str | None) -> dict[str, Any]:  # fmt: skip
+         data: PreparedData, checkpoint: str | None, tracker: tracking.Tracker) -> dict[str, Any]:  # fmt: skip
     from datasets import Dataset
     from torch.utils.tensorboard import SummaryWriter
-    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback
+    from transformers import EarlyStoppingCallback
     from transformers.integrations import TensorBoardCallback
 
     from loraops.callbacks import LossLogCallback
 
     validation = data.validation
     progress = LossLogCallback()
-    writer = SummaryWriter(log_dir=str(run.logs_dir)) if distributed.is_main() else None
-    callbacks = [TensorBoardCallback(tb_writer=writer), progress]
+    tensorboard = distributed.is_main() and tracking.Settings.of(cfg).tensorboard
+    writer = SummaryWriter(log_dir=str(run.logs_dir)) if tensorboard else None
+    callbacks: list[Any] = [TensorBoardCallback(tb_writer=writer)] if writer else []
+    callbacks += [progress, *tracking.trainer_callbacks(tracker)]
     processes = distributed.world_size()
     log.info("global batch: %d per device x %d accumulation x %d processes = %d examples per step", cfg.batch_size,
              cfg.gradient_accumulation_steps, processes, cfg.batch_size * cfg.gradient_accumulation_steps * processes)  # fmt: skip
@@ -94,13 +104,13 @@ def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any
         args=training_arguments(cfg, run, env, validating=validation is not None),
         train_dataset=Dataset.from_list(data.rows),
         eval_dataset=Dataset.from_list(validation.rows) if validation else None,
-        # Pads each batch to its longest member; label padding is -100 by position, never by token id.
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        data_collator=_collator(tokenizer, model),
         processing_class=tokenizer,
         callbacks=callbacks,
         generator=validation_generator(cfg, tokenizer, validation.examples) if validation else None,
         precision=env.precision,
-        labelled_logits_only=cfg.labelled_logits_only,
+        # Liger's fused linear cross-entropy takes the loss from the hidden states: there are no logits to gather.
+        labelled_logits_only=cfg.labelled_logits_only and not cfg.liger_kernel,
     )
     started = time.monotonic()
     try:
@@ -117,6 +127,16 @@ def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any
                              "data": validation.stats.as_dict()}  # fmt: skip
         fit["validation"]["share_of_runtime"] = round(fit["validation"]["seconds"] / runtime, 4) if runtime else None
     return fit
+
+
+def _collator(tokenizer: Any, model: Any) -> PackedCollator:
+    from transformers import DataCollatorForSeq2Seq
+
+    # Pads each batch to its longest member; label padding is -100 by position, never by token id.
+    unpacked = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    # Flash attention reads packed boundaries only from one flattened row; sdpa and eager from each row's positions.
+    flatten = str(getattr(model.config, "_attn_implementation", "")).startswith("flash_attention")
+    return PackedCollator(tokenizer.pad_token_id, unpacked, flatten)
 
 
 def _save_adapter(trainer: Any, run: RunDir, converted: bool) -> None:
@@ -141,7 +161,7 @@ def _training_summary(state: Any, progress: Any, checkpoint: str | None, runtime
         "first_logged_loss": entries[0]["loss"] if entries else None,
         "final_logged_loss": entries[-1]["loss"] if entries else None,
         "epoch_train_loss": epoch_losses(entries),
-        "loss_history": [{"step": e["step"], "loss": e["loss"]} for e in entries],
+        "loss_history": [{k: e[k] for k in ("step", "loss", "learning_rate") if k in e} for e in entries],
         "global_steps": state.global_step,
         "epochs_completed": round(state.epoch or 0.0, 4),
         "resumed_from": checkpoint,
@@ -177,6 +197,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     env = environment.detect(cfg.bf16, cfg.cuda_visible_devices)
     if cfg.load_in_4bit:
         check_4bit_supported()
+    if cfg.liger_kernel:
+        check_liger_supported()
     log.info("device: %s, precision: %s, processes: %d", env.device_name, env.precision, distributed.world_size())
     model_path = resolve_model_path(cfg.model_name)
     tokenizer = load_tokenizer(model_path)
@@ -186,21 +208,25 @@ def train(cfg: TrainConfig) -> TrainResult:
     manifest = _manifest(cfg, env, model_path, data)  # once: it runs git and reads package metadata
     log_handler = _log_to_file(run.train_log) if main else None
     log.info("run folder: %s%s", run.path, f" (resuming from {checkpoint})" if checkpoint else "")
+    tracker = tracking.OFF
     try:
         if main:
             run.write_config(_config_dict(cfg))
             run.write_manifest(RUNNING, manifest)
+            tracker = tracking.start_training(run, tracking.Settings.of(cfg))
         model = _lora_model(cfg, model_path, env, run)
-        fit = _fit(cfg, run, env, model, tokenizer, data, checkpoint)
+        fit = _fit(cfg, run, env, model, tokenizer, data, checkpoint, tracker)
         metrics = {**fit, "data": data.stats.as_dict(), "precision": env.precision, "device": env.device_name,
                    "processes": distributed.world_size()}  # fmt: skip
         if main:
             run.remove_checkpoints()  # they only serve resuming; the finished adapter is in model/
             run.write_metrics(metrics)
             run.write_manifest(FINISHED, manifest)
+            tracking.finish_training(tracker, run)
     except BaseException as exc:
         if main:
             run.write_manifest(INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED, manifest, repr(exc))
+            tracking.finish_training(tracker, run)
         raise
     finally:
         if log_handler is not None:
@@ -228,7 +254,8 @@ def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 # Keys that may change when resuming: they do not alter what the run computes.
-_RESUMABLE_CHANGES = {"resume_from", "logging_steps", "save_strategy", "save_steps", "output_dir", "remote"}
+_RESUMABLE_CHANGES = {"resume_from", "logging_steps", "save_strategy", "save_steps", "output_dir", "remote",
+                      "tracking", "mlflow_experiment"}
 
 
 def _resume_point(cfg: TrainConfig, data: PreparedData) -> tuple[RunDir, str]:

@@ -15,6 +15,8 @@ from transformers import Trainer
 
 from loraops import environment
 from loraops.config import TrainConfig
+from loraops.data.packing import real_token_mask
+from loraops.data.tokenize import IGNORE_INDEX
 from loraops.errors import LoraopsError
 from loraops.eval.data import EvalExample, as_eval_example
 from loraops.eval.generate import GenerationSettings
@@ -48,9 +50,6 @@ class ValidationGenerator:
 
         scores, _ = generate_and_score(model, self.tokenizer, self.examples, self.settings, self.batch_size, False)
         return {metric: scores[metric] for metric in self.metrics}
-
-
-IGNORE_INDEX = -100
 
 
 class LabelledPositions:
@@ -100,6 +99,9 @@ class LoraopsTrainer(Trainer):
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:  # fmt: skip
+        if "position_ids" in inputs:
+            # Packed rows: transformers finds the examples' boundaries only when no KV cache is in play.
+            inputs = {**inputs, "use_cache": False}
         if self.positions is None or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         self.positions.set_from(inputs["labels"])
@@ -122,6 +124,13 @@ class LoraopsTrainer(Trainer):
         if norm is not None and not math.isfinite(norm) and self.precision != "fp16":  # fp16's scaler skips those
             raise self._diverged("gradient norm", norm)
         super().log(logs, start_time)
+
+    def _track_num_input_tokens(self, inputs: dict[str, Any]) -> None:
+        # Packed batches have no attention mask, and the pad token is often EOS: the Trainer would count
+        # every EOS as padding. The collator's padding is told apart by position instead.
+        if "position_ids" in inputs and "attention_mask" not in inputs:
+            inputs = {**inputs, "attention_mask": real_token_mask(inputs, self.processing_class.pad_token_id)}
+        super()._track_num_input_tokens(inputs)
 
     def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
         output = super().evaluation_loop(*args, **kwargs)
@@ -174,6 +183,8 @@ def training_arguments(cfg: TrainConfig, run: RunDir, env: environment.Environme
         train_sampling_strategy="group_by_length",  # similar lengths per batch: less padding
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
+        use_liger_kernel=cfg.liger_kernel,
+        torch_compile=cfg.torch_compile,
         ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient; the search costs a graph walk per step
         disable_tqdm=False,
     )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from loraops.data.datafiles import DataFile
 from loraops.data.formats import PRESETS, Example
 from loraops.data.overlap import conversation_key, duplicates
+from loraops.data.packing import pack_rows, packing_stats
 from loraops.data.sources import format_options, load_examples, resolve_training_files
 from loraops.data.tokenize import Encoded, encode, encode_text, ensure_chat_template, renders_tools
 from loraops.data.validation import select_validation
@@ -42,6 +43,7 @@ class DataStats:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> records left out on purpose
     files: dict[str, dict[str, int]] = field(default_factory=dict)  # file -> records per format
     lengths: dict[str, float] = field(default_factory=dict)  # min, median, p95, max before truncation
+    packing: dict[str, Any] | None = None  # examples, rows, capacity, fill; None: one example per row
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,8 +144,17 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any, model_path: str) -> PreparedD
     if not stats.examples:
         raise DataError(cfg.dataset_path, None, "every example lost all its assistant tokens to truncation; raise max_length")
     validation = _validation(tokenizer, selection.validation, selection.source, cfg.max_length)
-    return PreparedData(data.examples, data.encoded, data.rows, stats, training.files, training.source,
+    rows = _packed(data.rows, cfg.max_length, stats) if cfg.packing else data.rows
+    return PreparedData(data.examples, data.encoded, rows, stats, training.files, training.source,
                         template_added, validation)  # fmt: skip
+
+
+def _packed(rows: list[dict[str, Any]], capacity: int, stats: DataStats) -> list[dict[str, Any]]:
+    packed = pack_rows(rows, capacity)
+    stats.packing = packing_stats(rows, packed, capacity).as_dict()
+    log.info("packing: %d examples into %d rows of %d tokens (%.1f%% filled)", len(rows), len(packed), capacity,
+             100 * stats.packing["fill"])  # fmt: skip
+    return packed
 
 
 def _deduplicated(examples: list[Example]) -> list[Example]:

@@ -20,8 +20,10 @@ from loraops.eval.metrics import bleu_from_stats, bleu_stats
 from loraops.eval.records import MetricsRecords
 from loraops.eval.stats import PairedDelta, bootstrap_delta, mcnemar_p, mean_of_rows
 from loraops.eval.targets import baseline_name
-from loraops.reference import read_reference, reference_run_dir
+from loraops.reference import published_reference, reference_run_dir
 from loraops.runs import RunDir, find_run
+from loraops.tracking import Settings
+from loraops.tracking.results import record_comparison
 
 IMPROVED, NOT_IMPROVED, INCONCLUSIVE = "IMPROVED", "NOT IMPROVED", "INCONCLUSIVE"
 IMPROVED_EXIT, NOT_IMPROVED_EXIT, INCONCLUSIVE_EXIT = 0, 1, 3
@@ -76,7 +78,7 @@ class Comparison:
 
 def _reference(cfg: CompareConfig, run: RunDir) -> tuple[str, str, str]:
     """(metrics name, kind, command that produces its metrics)."""
-    published = read_reference(cfg.reference_file or "") if cfg.against != "base" else None
+    published = published_reference(cfg, run) if cfg.against != "base" else None
     if cfg.against == "published" and published is None:
         raise LoraopsError(f"against=published, but no run has been published yet ({cfg.reference_file} is missing)")
     if cfg.against == "auto" and published is not None and published["run"] == run.name:
@@ -212,6 +214,7 @@ def compare(cfg: CompareConfig) -> Comparison:
     _decide(result, cfg)
     result.overlap = training_overlap(run, tuned_side.records, splits)
     tuned_side.records.write_comparison(result.as_dict())
+    record_comparison(run, result.as_dict(), Settings.of(cfg))
     return result
 
 

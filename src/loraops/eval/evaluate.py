@@ -28,6 +28,8 @@ from loraops.models import (
     resolve_model_path,
 )
 from loraops.runs import RunDir
+from loraops.tracking import Settings
+from loraops.tracking.results import record_eval, record_model_eval
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,10 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     metrics[OVERALL] = _split_metrics(all_rows, bleu_tokenizer(r["reference"] for r in all_rows))
     records.write_summary({"model": asdict(target), "metrics": metrics})
     if target.run_dir is not None:
-        _record_in_run(RunDir(target.run_dir), metrics)
+        _record_in_run(RunDir(target.run_dir), metrics, records.folder, Settings.of(cfg))
+    else:  # the base model (or a bare adapter): an MLflow run of its own
+        record_model_eval(target.name, target.base_model, "baseline" if cfg.baseline else "adapter", metrics,
+                          records.folder, Settings.of(cfg))  # fmt: skip
     return EvalResult(target, records.folder, metrics)
 
 
@@ -149,11 +154,14 @@ def _split_record(name: str, target: EvalTarget, cfg: EvalConfig, metrics: dict[
             "settings": {**{k: getattr(cfg, k) for k in settings}, "load_in_4bit": four_bit}}  # fmt: skip
 
 
-def _record_in_run(run: RunDir, metrics: dict[str, dict[str, float]]) -> None:
-    """Add the scores to the run's metrics and its TensorBoard logs."""
+def _record_in_run(run: RunDir, metrics: dict[str, dict[str, float]], folder: Path, tracking: Settings) -> None:
+    """Add the scores to the run's metrics, its TensorBoard logs and its MLflow run, as `tracking` says."""
     from torch.utils.tensorboard import SummaryWriter
 
     step = run.record_eval(metrics)
+    record_eval(run, metrics, step, folder, tracking)
+    if not tracking.tensorboard:
+        return
     writer = SummaryWriter(log_dir=str(run.logs_dir))
     for split, values in metrics.items():
         for key, value in values.items():

@@ -16,6 +16,13 @@ class GenerationSettings:
     temperature: float = 1.0
     top_p: float = 1.0
 
+    @classmethod
+    def sampling(cls, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+                 do_sample: bool = False) -> GenerationSettings:  # fmt: skip
+        """OpenAI's convention: temperature 0 is greedy, above 0 samples (as does do_sample, at 1.0 then)."""
+        sample = do_sample or temperature > 0
+        return cls(max_new_tokens, sample, temperature if temperature > 0 else 1.0, top_p)
+
     def kwargs(self) -> dict[str, Any]:
         sampling = {"temperature": self.temperature, "top_p": self.top_p} if self.do_sample else {}
         return {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, **sampling}

@@ -45,9 +45,17 @@ class MetricsRecords:
     def write_summary(self, record: dict[str, Any]) -> None:
         write_json(self.summary_path, record)
 
+    @property
+    def comparison_path(self) -> Path:
+        return self.folder / "comparison.json"
+
     def write_comparison(self, record: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_json(self.folder / "comparison.json", record)
+        write_json(self.comparison_path, record)
+
+    def comparison(self) -> dict[str, Any] | None:
+        """The last `loraops compare` of this model (Comparison.as_dict), or None if it was never compared."""
+        return read_json(self.comparison_path) if self.comparison_path.is_file() else None
 
     def split_record(self, split: str) -> dict[str, Any] | None:
         """Everything recorded for one split (metrics, settings, fingerprint), or None if not evaluated."""

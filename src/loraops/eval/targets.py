@@ -1,4 +1,4 @@
-"""What `loraops eval` evaluates: a run's adapter or a base model, and the name its metrics go under."""
+"""What `loraops eval` evaluates (and `chat` and `serve` load): a run's adapter or a base model, and its name."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loraops.errors import LoraopsError
-from loraops.runs import find_run
+from loraops.models import looks_like_path
+from loraops.runs import RunDir, find_run
 
 BASELINE = "baseline"
 
@@ -39,7 +40,29 @@ def resolve_target(model: str, model_name: str | None, baseline: bool) -> EvalTa
     if baseline:
         return EvalTarget(baseline_name(base), base, None, None)
     assert adapter is not None
+    return _adapter_target(run, adapter, base)
+
+
+def _adapter_target(run: RunDir | None, adapter: Path, base: str) -> EvalTarget:
     return EvalTarget(run.name if run else adapter.name, base, adapter, run.path if run else None)
+
+
+def resolve_model(spec: str) -> EvalTarget:
+    """What `loraops chat` and `serve` load: a run or adapter folder (a published one too) on its base, a
+    model folder (a published merged model, any Hugging Face folder), a .gguf file, or a model name
+    (`default`, a hub id). The name is the run's, the folder's or the model name as given."""
+    path = Path(spec).expanduser()
+    if (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        return EvalTarget(path.resolve().name, str(path.resolve()), None, None)
+    if path.is_file() and path.suffix == ".gguf":
+        return EvalTarget(path.stem, str(path.resolve()), None, None)
+    run, adapter = find_run(spec)
+    if adapter is not None:
+        return _adapter_target(run, adapter, run.base_model() if run else _adapter_base(adapter))
+    if looks_like_path(spec):
+        raise LoraopsError(f"{spec}: no run, adapter or model folder there; train a run first (`make train`), "
+                           "or name a model instead, e.g. `default` for the untouched default model")  # fmt: skip
+    return EvalTarget(spec, spec, None, None)  # a model name: resolve_model_path finds it
 
 
 def _adapter_base(adapter: Path) -> str:

@@ -20,6 +20,7 @@ from loraops.publish.gate import check_gate
 from loraops.publish.stage import PublishResult, resolve_run, stage
 from loraops.reference import record_reference
 from loraops.secrets import scrub
+from loraops.tracking.registry import Publication, register
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,9 @@ def publish_hub(model_path: str = "outputs/runs/latest", *, repo_id: str | None 
         log.info("uploading %d files of %s to %s (%s)", len(files), run.name, repo, visibility)
         message = f"loraops: publish run {run.name}"
         repo = upload(folder, repo, public=public, token=secret, endpoint=url_root, message=message)
-    reference = record_reference(run, f"hf:{repo}", compare_cfg.reference_file or "")
+        published = Publication(folder, merged, gate.comparison, gate.forced, f"hf:{repo}", f"{url_root}/{repo}")
+        registered = register(run, published, compare_cfg)  # inside: a merged model is logged from `folder`
+    reference = record_reference(run, f"hf:{repo}", compare_cfg.reference_file or "", registered)
     forced = " (forced past the gate)" if gate.forced else ""
     log.info("published %s to %s/%s%s", run.name, url_root, repo, forced)
     return PublishResult(run.name, run.path, f"hf:{repo}", merged, gate.forced, gate.comparison, files,

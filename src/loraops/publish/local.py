@@ -11,6 +11,7 @@ from loraops.config import CompareConfig
 from loraops.publish.gate import check_gate
 from loraops.publish.stage import PublishResult, resolve_run, stage
 from loraops.reference import portable_path, record_reference
+from loraops.tracking.registry import Publication, register
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ def publish_local(model_path: str = "outputs/runs/latest", *, merged: bool = Fal
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-copied folder behind
         raise
     destination = f"local:{portable_path(dest)}"
-    reference = record_reference(run, destination, compare_cfg.reference_file or "")
+    registered = register(run, Publication(dest, merged, gate.comparison, gate.forced, destination), compare_cfg)
+    reference = record_reference(run, destination, compare_cfg.reference_file or "", registered)
     log.info("published %s to %s%s", run.name, dest, " (forced past the gate)" if gate.forced else "")
     return PublishResult(run.name, run.path, destination, merged, gate.forced, gate.comparison, files,
                          path=dest, reference=reference)  # fmt: skip

@@ -8,8 +8,10 @@ on the server, so a dropped connection never kills them; the local side only fol
 Safety rules kept here, and tested:
 - every value that reaches a remote shell goes through shlex.quote (or is passed as a positional
   argument to a fixed script), so a path with spaces or `$(...)` is data, never code;
-- only CUDA_VISIBLE_DEVICES and HF_HOME are forwarded; tokens and keys (HF_TOKEN, LAKEFS_*) never
-  reach a remote command line or a log, and a final check refuses any command that contains one.
+- only CUDA_VISIBLE_DEVICES, HF_HOME and (when it names a tracking server, without credentials)
+  MLFLOW_TRACKING_URI are forwarded; tokens and keys (HF_TOKEN, LAKEFS_*) never reach a remote
+  command line or a log, and a final check refuses any command that contains one.
+- runs pulled home with MLflow tracking get their MLflow run here (loraops.tracking.importer).
 """
 
 from loraops.remote.actions import JobResult, PullResult, evaluate, init, logs, pull, push, train

@@ -38,6 +38,7 @@ from loraops.remote.jobs import (
 )
 from loraops.remote.settings import RemoteError, RemoteSettings
 from loraops.runs import DEFAULT_RUNS_DIR, LATEST, RunDir
+from loraops.tracking.importer import import_pulled
 
 _RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -141,6 +142,8 @@ def pull(
     run_dir = _pull_run(settings, where) if where else None
     if run_dir and job:
         _attach_job_log(pull_job(settings, job), run_dir)
+    if run_dir:
+        import_pulled(RunDir(run_dir))
     updated = bool(run_dir) and _update_local_latest(run_dir)  # type: ignore[arg-type]
     metrics = _pull_metrics(settings, metrics_dir or EvalConfig().output_dir)
     if run_dir:
@@ -181,6 +184,7 @@ def _job(
     if where:
         run_dir = _pull_run(settings, where)
         _attach_job_log(log, run_dir)
+        import_pulled(RunDir(run_dir))
         _update_local_latest(run_dir)
     if metrics_dir:
         _pull_metrics(settings, metrics_dir)

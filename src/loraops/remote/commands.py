@@ -18,7 +18,7 @@ JOB_RUN_FILE = "run"  # in the job folder: the path of the run folder the job's 
 PUSH_MARKER = ".loraops-push"
 # Never synced: secrets (.env, .env.local, data/.env, ... at any depth), local state, caches, and what
 # `make install` rebuilds on the server. Excluded paths on the server are also safe from --delete.
-PUSH_EXCLUDES = (".env*", f"/{PUSH_MARKER}", "/.venv/", "/outputs/", "/artifacts/", "/models/", "/build/",
+PUSH_EXCLUDES = (".env*", f"/{PUSH_MARKER}", "/.venv/", "/outputs/", "/artifacts/", "/models/", "/mlruns/", "/build/",
                  "/dist/", "__pycache__/", "*.pyc", "*.egg-info/", ".pytest_cache/", ".mypy_cache/",
                  ".ruff_cache/", "/.git/")  # fmt: skip
 # Every .gitignore's patterns, in every folder, excluded too (rsync reads them as it goes).

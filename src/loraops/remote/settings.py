@@ -82,6 +82,7 @@ def load_settings(
         raise RemoteError("no remote host: set REMOTE_HOST (environment or .env) or `remote.host` in the config")
     opts = get("REMOTE_SSH_OPTS") or ()
     forward = tuple((name, str(get(name))) for name in FORWARDED_ENV if get(name) not in (None, ""))
+    forward += _tracking_server(sources)
     settings = RemoteSettings(
         host=str(host), dir=str(get("REMOTE_DIR") or "loraops"), user=_str_or_none(get("REMOTE_USER")),
         port=_port(get("REMOTE_PORT")), ssh_key=_str_or_none(get("REMOTE_SSH_KEY")),
@@ -91,6 +92,14 @@ def load_settings(
     )  # fmt: skip
     validate(settings)
     return settings
+
+
+def _tracking_server(sources: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
+    """MLFLOW_TRACKING_URI, when it names a server the job can log to itself (see loraops.tracking.importer)."""
+    from loraops.tracking.store import forwardable_uri
+
+    uri = forwardable_uri(next((s["MLFLOW_TRACKING_URI"] for s in sources if s.get("MLFLOW_TRACKING_URI")), None))
+    return (("MLFLOW_TRACKING_URI", uri),) if uri else ()
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -1,0 +1,207 @@
+"""A model loaded once for interactive use (`loraops chat`, `loraops serve`), its replies streamed as generated.
+
+Prompts are rendered and tokenized exactly as training renders them (eval/generate.py, data/tokenize.py).
+Each reply is generated in a thread feeding a TextIteratorStreamer; one lock keeps two replies from ever
+sharing the model, so concurrent callers queue and each gets the answer it would get alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+from loraops import environment
+from loraops.data.formats import Message
+from loraops.errors import LoraopsError
+from loraops.eval.generate import GenerationSettings, encode_prompts, stop_token_ids
+from loraops.eval.targets import EvalTarget, resolve_model
+from loraops.runs import RunDir
+
+log = logging.getLogger(__name__)
+
+STOP, LENGTH = "stop", "length"  # why a reply ended, in OpenAI's words
+
+
+class StopScanner:
+    """Cuts streamed text at the first stop string, holding back a tail that may be the start of one."""
+
+    def __init__(self, stops: Iterable[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+        self.hit = False
+
+    def feed(self, text: str) -> str:
+        """The text safe to show now; nothing more once a stop string was seen (`hit`)."""
+        if self.hit:
+            return ""
+        self.pending += text
+        found = [at for at in (self.pending.find(s) for s in self.stops) if at >= 0]
+        if found:
+            self.hit = True
+            out, self.pending = self.pending[: min(found)], ""
+            return out
+        keep = max((n for s in self.stops for n in range(1, len(s)) if self.pending.endswith(s[:n])), default=0)
+        cut = len(self.pending) - keep
+        out, self.pending = self.pending[:cut], self.pending[cut:]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+class _CountingStreamer(TextIteratorStreamer):
+    """A TextIteratorStreamer that also keeps the generated token ids, for usage counts and the finish reason."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.generated: list[int] = []
+
+    def put(self, value: Any) -> None:
+        if not self.next_tokens_are_prompt:
+            self.generated += value.reshape(-1).tolist()
+        super().put(value)
+
+
+class _Cancelled(StoppingCriteria):
+    """Ends generation early once the reader is gone (a closed stream, a dropped connection, Ctrl-C)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class Reply:
+    """One reply: `stream()` yields its text as it is generated; text, token counts and finish_reason
+    are complete once the stream ends."""
+
+    def __init__(self, model: ChatModel, prompt_ids: list[int], settings: GenerationSettings, stops: list[str],
+                 seed: int | None) -> None:  # fmt: skip
+        self.model, self.prompt_ids, self.settings, self.stops, self.seed = model, prompt_ids, settings, stops, seed
+        self.text = ""
+        self.completion_tokens = 0
+        self.finish_reason: str | None = None
+        self._failure: BaseException | None = None
+        self._cancel = threading.Event()
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    def cancel(self) -> None:
+        """Stop generating at the next token (the reader is gone); safe from any thread."""
+        self._cancel.set()
+
+    def stream(self) -> Iterator[str]:
+        streamer, scanner = _CountingStreamer(self.model.tokenizer), StopScanner(self.stops)
+        worker = threading.Thread(target=self._generate, args=(streamer,), daemon=True)
+        worker.start()
+        try:
+            for piece in streamer:
+                if out := scanner.feed(piece):
+                    self.text += out
+                    yield out
+                if scanner.hit:
+                    break
+            if out := scanner.flush():
+                self.text += out
+                yield out
+        finally:
+            # The reader may stop early (a stop string, a closed stream, Ctrl-C): generation then ends at its
+            # next token. No waiting for that here, as this may run in any thread (even the worker's, when the
+            # garbage collector closes the stream); the lock keeps the next reply waiting meanwhile.
+            self.cancel()
+        worker.join()  # it has ended the streamer: done, or about to be
+        if self._failure is not None:
+            raise self._failure
+        self.completion_tokens = len(streamer.generated)
+        self.finish_reason = self._finish(scanner.hit, streamer.generated)
+
+    def complete(self) -> str:
+        """Generate the whole reply; its text."""
+        for _ in self.stream():
+            pass
+        return self.text
+
+    def _finish(self, hit_stop_string: bool, generated: list[int]) -> str:
+        if hit_stop_string or (generated and generated[-1] in self.model.stops):
+            return STOP
+        return LENGTH if len(generated) >= self.settings.max_new_tokens else STOP
+
+    def _generate(self, streamer: _CountingStreamer) -> None:
+        try:
+            with self.model.generating:
+                if not self._cancel.is_set():  # the reader left while this reply waited for the model
+                    self.model.generate(self, streamer, self._cancel)
+                    return
+        except BaseException as exc:  # handed to the reader, which raises it
+            self._failure = exc
+        streamer.end()
+
+
+class ChatModel:
+    """A model, its tokenizer and its name (the id clients see), loaded once."""
+
+    def __init__(self, name: str, model: Any, tokenizer: Any, system_prompt: str | None = None) -> None:
+        self.name, self.model, self.tokenizer, self.system_prompt = name, model, tokenizer, system_prompt
+        self.stops = stop_token_ids(model, tokenizer)
+        self.generating = threading.Lock()  # one reply at a time on the model
+        self._encoding = threading.Lock()  # a fast tokenizer is not safe to call from two threads at once
+
+    @classmethod
+    def load(cls, spec: str) -> ChatModel:
+        """A run, published folder, model folder or model name (see eval/targets.py resolve_model)."""
+        import torch
+
+        from loraops.eval.evaluate import load_model
+
+        target = resolve_model(spec)
+        env = environment.detect(torch.cuda.is_available())  # bf16 where the GPU has it; no warning on CPU
+        base = f" (base {target.base_model})" if target.adapter_dir else ""
+        log.info("loading %s%s on %s, %s", target.name, base, env.device_name, env.precision)
+        model, tokenizer = load_model(target, env, merge=True)
+        return cls(target.name, model, tokenizer, trained_system_prompt(target))
+
+    def reply(self, messages: list[Message], settings: GenerationSettings, stops: Iterable[str] = (),
+              seed: int | None = None) -> Reply:  # fmt: skip
+        """A reply to `messages`, not generated yet; a prompt the chat template refuses fails here, at once."""
+        from jinja2 import TemplateError
+
+        try:
+            with self._encoding:
+                prompt = encode_prompts(self.tokenizer, [messages])[0]
+        except TemplateError as exc:
+            raise LoraopsError(f"the model's chat template refused these messages: {exc}") from None
+        return Reply(self, prompt, settings, list(stops), seed)
+
+    def generate(self, reply: Reply, streamer: _CountingStreamer, cancel: threading.Event) -> None:
+        import torch
+        from transformers import set_seed
+
+        if reply.seed is not None:
+            set_seed(reply.seed)
+        ids = torch.tensor([reply.prompt_ids], device=next(self.model.parameters()).device)
+        with torch.inference_mode():
+            self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                                **reply.settings.kwargs(), eos_token_id=self.stops,
+                                pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
+                                stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]),
+                                stop_strings=reply.stops or None, tokenizer=self.tokenizer)  # fmt: skip
+
+
+def trained_system_prompt(target: EvalTarget) -> str | None:
+    """The system prompt the model was trained with: from the run's config, or the copy a published folder holds."""
+    for folder in (target.run_dir, target.adapter_dir, Path(target.base_model)):
+        if folder is not None and RunDir(folder).config_path.is_file():
+            value = RunDir(folder).read_config().get("system_prompt")
+            return str(value) if value else None
+    return None

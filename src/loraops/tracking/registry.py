@@ -1,0 +1,140 @@
+"""The MLflow Model Registry: publish adds a version and moves alias `champion` to it; compare asks for the champion.
+
+A version's source is an artifact of the run's MLflow run: the adapter (model/) that training logged,
+or, for `--merged`, the merged model logged at publish time (published/merged/). Its description is
+the model card; its tags carry the verdict, where it was published, and the run folder behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loraops.reference import portable_path
+from loraops.runs import RunDir
+from loraops.tracking.link import open_run
+from loraops.tracking.records import RUN_DIR_TAG, RUN_TAG
+from loraops.tracking.settings import Settings
+from loraops.tracking.store import Tracker, clean
+
+if TYPE_CHECKING:
+    from loraops.config import CompareConfig
+    from loraops.eval.compare import Comparison
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+DESTINATION_TAG, PUBLISHED_AT_TAG, HUB_URL_TAG = "loraops.destination", "loraops.published_at", "hub_url"
+_DESCRIPTION_LIMIT = 5000  # the registry's description column (MLflow's SQL schema)
+
+
+@dataclass(frozen=True)
+class Publication:
+    """What publish hands the registry: the staged folder (its README.md is the card) and how it got there."""
+
+    folder: Path
+    merged: bool
+    comparison: Comparison | None
+    forced: bool
+    destination: str  # "local:<path>" or "hf:<repo>", as the reference record holds it
+    url: str | None = None  # the Hub repository's page
+
+
+def model_name(configured: str | None, run: RunDir) -> str:
+    """The registered model: `registered_model`, else loraops-<base model name> (one champion per base model)."""
+    if configured:
+        return configured
+    from loraops.publish.stage import base_model_info  # the one owner of a base model's public name
+
+    label = base_model_info(run.base_model())[1]
+    return "loraops-" + re.sub(
+        r"[^A-Za-z0-9._-]+", "-", Path(label).stem if label.endswith(".gguf") else Path(label).name
+    )
+
+
+def register(run: RunDir, publication: Publication, cfg: CompareConfig) -> dict[str, Any] | None:
+    """Register the published model as a new version and point `champion` at it; {model, version, alias},
+    or None when tracking is off or MLflow failed (said once; the publish itself stands)."""
+    tracker = open_run(run, Settings.of(cfg))
+    if not tracker.logging:
+        return None
+    source = "model"
+    if publication.merged:
+        source = "published/merged"
+        tracker.log_folder(publication.folder, source)
+    card = (publication.folder / "README.md").read_text(encoding="utf-8")
+    tracker.log_text(card, "published/README.md")
+    name = model_name(cfg.registered_model, run)
+    version = tracker.call(f"registering a version of {name}", _new_version, tracker, name, source,
+                           _version_tags(run, publication), clean(card, tracker.uri)[:_DESCRIPTION_LIMIT])  # fmt: skip
+    if version is None:
+        return None
+    tracker.call(f"moving {name}@{CHAMPION}", tracker.client.set_registered_model_alias, name, CHAMPION, version)
+    if not tracker.active:
+        return None
+    log.info("registered %s version %s in MLflow (%s); alias %s points at it", name, version, tracker.uri, CHAMPION)
+    return {"model": name, "version": version, "alias": CHAMPION}
+
+
+def _new_version(tracker: Tracker, name: str, source: str, tags: dict[str, str], description: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tracker.client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        tracker.client.create_registered_model(name, description="LoRA adapters published by loraops")
+    created = tracker.client.create_model_version(name, f"runs:/{tracker.run_id}/{source}", tracker.run_id, tags=tags,
+                                                  description=description)  # fmt: skip
+    return str(created.version)
+
+
+def _version_tags(run: RunDir, publication: Publication) -> dict[str, str]:
+    comparison = publication.comparison
+    tags = {
+        RUN_TAG: run.name, RUN_DIR_TAG: portable_path(run.path), DESTINATION_TAG: publication.destination,
+        PUBLISHED_AT_TAG: datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "loraops.verdict": comparison.verdict if comparison else "not compared",
+        "loraops.compared_with": comparison.reference if comparison else "",
+        "loraops.forced": str(publication.forced).lower(), "loraops.merged": str(publication.merged).lower(),
+        **({HUB_URL_TAG: publication.url} if publication.url else {}),
+    }  # fmt: skip
+    return {k: v for k, v in tags.items() if v}
+
+
+def champion(settings: Settings, name: str) -> dict[str, Any] | None:
+    """The version `champion` points at, as a reference record (run, run_dir, destination, published_at,
+    registry); None when there is none, or when the registry cannot be asked (said once, as a warning)."""
+    if not settings.mlflow:
+        return None
+    tracker = Tracker.connect()
+    return tracker.call(f"finding {name}@{CHAMPION}", _champion, tracker, name)
+
+
+def _champion(tracker: Tracker, name: str) -> dict[str, Any] | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = tracker.client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    version = (model.aliases or {}).get(CHAMPION)
+    if version is None:
+        return None
+    found = tracker.client.get_model_version(name, str(version))
+    tags = dict(found.tags or {})
+    if RUN_TAG not in tags and found.run_id:  # a version registered by hand: its run names the run folder
+        tags = {**dict(tracker.client.get_run(found.run_id).data.tags), **tags}
+    if RUN_TAG not in tags:
+        log.warning("%s@%s (version %s) names no loraops run; it cannot be compared against", name, CHAMPION, version)
+        return None
+    return {"run": tags[RUN_TAG], "run_dir": tags.get(RUN_DIR_TAG), "destination": tags.get(DESTINATION_TAG),
+            "published_at": tags.get(PUBLISHED_AT_TAG), "registry": {"model": name, "version": str(version),
+                                                                   "alias": CHAMPION}}  # fmt: skip
