@@ -109,7 +109,7 @@ data: ## regenerate the sample data in data/ (deterministic)
 canary: install ## regenerate data/train_general.jsonl: general requests answered by the untouched default model (replay)
 	$(BIN)/python scripts/make_canary.py
 
-test: install ## run the test suite (CPU, about 7 minutes)
+test: install ## run the test suite (CPU, about 8 minutes)
 	$(BIN)/python -m pytest tests $(ARGS)
 
 clean: ## remove caches and build files (keeps .venv, models/, outputs/, artifacts/)

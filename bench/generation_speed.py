@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--model-name", help="with --baseline and no run: the base model (e.g. default)")
     parser.add_argument("--split", default="data/eval/test.jsonl")
     parser.add_argument("--prompts", type=int, default=32)
-    parser.add_argument("--batch-size", default="16", help="one or more, comma-separated (e.g. 16,32)")
+    parser.add_argument("--batch-size", default="16,32", help="one or more, comma-separated (e.g. 16,32)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--static-cache", action="store_true",
                         help="also time the batched runs with a static KV cache (transformers compiles the "

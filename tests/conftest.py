@@ -27,23 +27,28 @@ def tokenizer(default_model_dir: Path) -> Any:
     return load_tokenizer(str(default_model_dir))
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
-    """A 2-layer, 64-wide Llama with the real tokenizer and chat template: trains in seconds."""
+def save_random_llama(path: Path, tokenizer: Any, hidden: int, intermediate: int, layers: int,
+                      context: int = 512) -> Path:
+    """A randomly initialised Llama of the given size with the real tokenizer and chat template, saved at `path`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
     )  # fmt: skip
-    path = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
+    """A 2-layer, 64-wide Llama with the real tokenizer and chat template: trains in seconds."""
+    return save_random_llama(tmp_path_factory.mktemp("tiny-llama"), tokenizer, 64, 128, 2)
 
 
 def write_jsonl(path: Path, records: list[Any]) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONFIGS, REPO, write_jsonl
+from conftest import CONFIGS, REPO, save_random_llama, write_jsonl
 
 from loraops.check import check, format_report
 from loraops.cli import main
@@ -169,20 +169,7 @@ def test_check_prints_the_estimate(tiny_overrides: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def small_llama_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
-    )  # fmt: skip
-    path = tmp_path_factory.mktemp("small-llama")
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_random_llama(tmp_path_factory.mktemp("small-llama"), tokenizer, 256, 768, 4, context=1024)
 
 
 @pytest.fixture(scope="module")

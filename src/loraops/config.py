@@ -285,7 +285,7 @@ class EvalConfig:
     system_prompt: Optional[str] = _f(None, "System turn for prompts without one; use the one the run trained with.")
     splits: Optional[list[str]] = _f(None, "Only these splits (file stems); null: every file.")
     limit: Optional[int] = _f(None, "Evaluate at most this many examples per split (null: all).")
-    batch_size: int = _f(16, "Prompts generated together.")
+    batch_size: int = _f(32, "Prompts generated together.")
     max_new_tokens: int = _f(64, "Generation stops here if no EOS came first.")
     do_sample: bool = _f(False, "Sample instead of greedy decoding.")
     temperature: float = _f(1.0, "Sampling temperature (only with do_sample).")

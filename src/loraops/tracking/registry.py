@@ -19,7 +19,7 @@ from loraops.runs import RunDir
 from loraops.tracking.link import open_run
 from loraops.tracking.records import RUN_DIR_TAG, RUN_TAG
 from loraops.tracking.settings import Settings
-from loraops.tracking.store import Tracker, clean
+from loraops.tracking.store import Tracker, clean, missing_as_none, public_uri
 
 if TYPE_CHECKING:
     from loraops.config import CompareConfig
@@ -76,18 +76,13 @@ def register(run: RunDir, publication: Publication, cfg: CompareConfig) -> dict[
     tracker.call(f"moving {name}@{CHAMPION}", tracker.client.set_registered_model_alias, name, CHAMPION, version)
     if not tracker.active:
         return None
-    log.info("registered %s version %s in MLflow (%s); alias %s points at it", name, version, tracker.uri, CHAMPION)
+    log.info("registered %s version %s in MLflow (%s); alias %s points at it", name, version, public_uri(tracker.uri),
+             CHAMPION)  # fmt: skip
     return {"model": name, "version": version, "alias": CHAMPION}
 
 
 def _new_version(tracker: Tracker, name: str, source: str, tags: dict[str, str], description: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        tracker.client.get_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
+    if missing_as_none(tracker.client.get_registered_model, name) is None:
         tracker.client.create_registered_model(name, description="LoRA adapters published by loraops")
     created = tracker.client.create_model_version(name, f"runs:/{tracker.run_id}/{source}", tracker.run_id, tags=tags,
                                                   description=description)  # fmt: skip
@@ -117,15 +112,8 @@ def champion(settings: Settings, name: str) -> dict[str, Any] | None:
 
 
 def _champion(tracker: Tracker, name: str) -> dict[str, Any] | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = tracker.client.get_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-    version = (model.aliases or {}).get(CHAMPION)
+    model = missing_as_none(tracker.client.get_registered_model, name)
+    version = (model.aliases or {}).get(CHAMPION) if model is not None else None
     if version is None:
         return None
     found = tracker.client.get_model_version(name, str(version))

@@ -147,24 +147,22 @@ class Tracker:
             self._batch("logging metrics", metrics=metrics[start : start + _METRICS_PER_BATCH])
 
     def log_params(self, params: Mapping[str, str]) -> None:
-        if not self.logging:
-            return
-        from mlflow.entities import Param
-        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
-
-        items = [Param(k, clean(str(v), self.uri)[:MAX_PARAM_VAL_LENGTH]) for k, v in params.items()]
-        for start in range(0, len(items), _PARAMS_PER_BATCH):
-            self._batch("logging params", params=items[start : start + _PARAMS_PER_BATCH])
+        self._log_pairs("logging params", "params", params)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
+        self._log_pairs("setting tags", "tags", tags)
+
+    def _log_pairs(self, what: str, kind: str, pairs: Mapping[str, str]) -> None:
+        """Params or tags, scrubbed of secrets and cut to MLflow's length limit, in batches."""
         if not self.logging:
             return
-        from mlflow.entities import RunTag
-        from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+        from mlflow.entities import Param, RunTag
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
-        items = [RunTag(k, clean(str(v), self.uri)[:MAX_TAG_VAL_LENGTH]) for k, v in tags.items()]
+        entity, limit = (Param, MAX_PARAM_VAL_LENGTH) if kind == "params" else (RunTag, MAX_TAG_VAL_LENGTH)
+        items = [entity(k, clean(str(v), self.uri)[:limit]) for k, v in pairs.items()]
         for start in range(0, len(items), _PARAMS_PER_BATCH):
-            self._batch("setting tags", tags=items[start : start + _PARAMS_PER_BATCH])
+            self._batch(what, **{kind: items[start : start + _PARAMS_PER_BATCH]})
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """A text artifact, scrubbed of every secret value first."""
@@ -221,14 +219,19 @@ def find_run(tracker: Tracker, run_id: str | None) -> Any:
         return None
 
     def lookup() -> Any:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            found = tracker.client.get_run(run_id)
-        except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return None
-            raise
-        return found if found.info.lifecycle_stage == "active" else None
+        found = missing_as_none(tracker.client.get_run, run_id)
+        return found if found is not None and found.info.lifecycle_stage == "active" else None
 
     return tracker.call("finding the run", lookup)
+
+
+def missing_as_none(fn: Callable[..., T], *args: Any) -> T | None:
+    """fn(*args), or None when MLflow says the thing asked for does not exist; other errors propagate."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return fn(*args)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
