@@ -94,7 +94,7 @@ def test_qlora_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_liger_without_cuda_stops_before_anything_heavy(tiny_overrides: list[str], tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     assert main(["train", *tiny_overrides, "liger_kernel=true"]) == 2
-    assert "liger_kernel=true: Liger's kernels run on CUDA GPUs only" in capsys.readouterr().err
+    assert "liger_kernel=true: Liger's kernels are Triton kernels and run on CUDA GPUs only" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 

@@ -202,30 +202,28 @@ def load_tokenizer(model_path: str) -> Any:
         raise LoraopsError(f"cannot load the tokenizer of {model_path!r}: {exc}") from exc
 
 
-def check_4bit_supported() -> None:
-    """QLoRA needs bitsandbytes' CUDA kernels: say so before anything heavy, not deep inside a load."""
+def _require_cuda(setting: str, why: str, instead: str, module: str, install: str) -> None:
+    """Say before anything heavy, not deep inside a load, that `setting` needs a GPU and a package."""
     import importlib.util
 
     import torch
 
     if not torch.cuda.is_available():
-        raise ConfigError("load_in_4bit=true: QLoRA needs a CUDA GPU for bitsandbytes' 4-bit kernels, and this "
-                          "machine has none; set load_in_4bit=false, or train on a GPU server (make ssh-train)")  # fmt: skip
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError("load_in_4bit=true needs bitsandbytes: pip install bitsandbytes (in .venv)")
+        raise ConfigError(f"{setting}: {why}, and this machine has none; {instead}")
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{setting} needs {install} (in .venv)")
+
+
+def check_4bit_supported() -> None:
+    _require_cuda("load_in_4bit=true", "QLoRA needs a CUDA GPU for bitsandbytes' 4-bit kernels",
+                  "set load_in_4bit=false, or train on a GPU server (make ssh-train)", "bitsandbytes",
+                  "bitsandbytes: pip install bitsandbytes")  # fmt: skip
 
 
 def check_liger_supported() -> None:
-    """Liger's kernels are Triton kernels: CUDA only, and an optional package."""
-    import importlib.util
-
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ConfigError("liger_kernel=true: Liger's kernels run on CUDA GPUs only, and this machine has none; "
-                          "set liger_kernel=false (labelled_logits_only already spares the logits on CPU)")  # fmt: skip
-    if importlib.util.find_spec("liger_kernel") is None:
-        raise ConfigError("liger_kernel=true needs Liger: pip install liger-kernel (in .venv)")
+    _require_cuda("liger_kernel=true", "Liger's kernels are Triton kernels and run on CUDA GPUs only",
+                  "set liger_kernel=false (labelled_logits_only already spares the logits on CPU)", "liger_kernel",
+                  "Liger: pip install liger-kernel")  # fmt: skip
 
 
 def quantization_kwargs(load_in_4bit: bool) -> dict[str, Any]:

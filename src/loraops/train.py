@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,23 +84,15 @@ def _save_initial_adapter(model: Any, run: RunDir) -> None:
 def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any, tokenizer: Any,
          data: PreparedData, checkpoint: str | None, tracker: tracking.Tracker) -> dict[str, Any]:  # fmt: skip
     from datasets import Dataset
-    from torch.utils.tensorboard import SummaryWriter
-    from transformers import EarlyStoppingCallback
-    from transformers.integrations import TensorBoardCallback
 
     from loraops.callbacks import LossLogCallback
 
     validation = data.validation
     progress = LossLogCallback()
-    tensorboard = distributed.is_main() and tracking.Settings.of(cfg).tensorboard
-    writer = SummaryWriter(log_dir=str(run.logs_dir)) if tensorboard else None
-    callbacks: list[Any] = [TensorBoardCallback(tb_writer=writer)] if writer else []
-    callbacks += [progress, *tracking.trainer_callbacks(tracker)]
+    callbacks, writer = _callbacks(cfg, run, tracker, validating=validation is not None)
     processes = distributed.world_size()
     log.info("global batch: %d per device x %d accumulation x %d processes = %d examples per step", cfg.batch_size,
              cfg.gradient_accumulation_steps, processes, cfg.batch_size * cfg.gradient_accumulation_steps * processes)  # fmt: skip
-    if validation is not None and cfg.early_stopping_patience is not None:
-        callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_min_delta))
     trainer = LoraopsTrainer(
         model=model,
         args=training_arguments(cfg, run, env, validating=validation is not None),
@@ -106,7 +100,7 @@ def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any
         eval_dataset=Dataset.from_list(validation.rows) if validation else None,
         data_collator=_collator(tokenizer, model),
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=[progress, *callbacks],
         generator=validation_generator(cfg, tokenizer, validation.examples) if validation else None,
         precision=env.precision,
         # Liger's fused linear cross-entropy takes the loss from the hidden states: there are no logits to gather.
@@ -122,11 +116,33 @@ def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any
     _save_adapter(trainer, run, converted=cfg.lora_init in _MUTATING_INITS)
     fit = _training_summary(trainer.state, progress, checkpoint, runtime)
     if validation is not None:
-        stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)), None)
-        fit["validation"] = {**selection.summary(trainer.state, cfg, stopper, progress.step_at_start),
-                             "data": validation.stats.as_dict()}  # fmt: skip
-        fit["validation"]["share_of_runtime"] = round(fit["validation"]["seconds"] / runtime, 4) if runtime else None
+        fit["validation"] = _validation_summary(trainer, cfg, progress, runtime, validation.stats.as_dict())
     return fit
+
+
+def _callbacks(cfg: TrainConfig, run: RunDir, tracker: tracking.Tracker, validating: bool) -> tuple[list[Any], Any]:
+    """TensorBoard (main process), MLflow, and early stopping, as the config asks; and the TensorBoard writer."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import EarlyStoppingCallback
+    from transformers.integrations import TensorBoardCallback
+
+    tensorboard = distributed.is_main() and tracking.Settings.of(cfg).tensorboard
+    writer = SummaryWriter(log_dir=str(run.logs_dir)) if tensorboard else None
+    callbacks: list[Any] = [TensorBoardCallback(tb_writer=writer)] if writer else []
+    callbacks += tracking.trainer_callbacks(tracker)
+    if validating and cfg.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_min_delta))
+    return callbacks, writer
+
+
+def _validation_summary(trainer: Any, cfg: TrainConfig, progress: Any, runtime: float,
+                        data: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    from transformers import EarlyStoppingCallback
+
+    stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)), None)
+    summary = {**selection.summary(trainer.state, cfg, stopper, progress.step_at_start), "data": data}
+    summary["share_of_runtime"] = round(summary["seconds"] / runtime, 4) if runtime else None
+    return summary
 
 
 def _collator(tokenizer: Any, model: Any) -> PackedCollator:
@@ -195,10 +211,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     """
     distributed.init()
     env = environment.detect(cfg.bf16, cfg.cuda_visible_devices)
-    if cfg.load_in_4bit:
-        check_4bit_supported()
-    if cfg.liger_kernel:
-        check_liger_supported()
+    _check_gpu_features(cfg)
     log.info("device: %s, precision: %s, processes: %d", env.device_name, env.precision, distributed.world_size())
     model_path = resolve_model_path(cfg.model_name)
     tokenizer = load_tokenizer(model_path)
@@ -206,37 +219,40 @@ def train(cfg: TrainConfig) -> TrainResult:
     run, checkpoint = _resume_point(cfg, data) if cfg.resume_from else (_new_run(cfg.output_dir), None)
     main = distributed.is_main()
     manifest = _manifest(cfg, env, model_path, data)  # once: it runs git and reads package metadata
-    log_handler = _log_to_file(run.train_log) if main else None
-    log.info("run folder: %s%s", run.path, f" (resuming from {checkpoint})" if checkpoint else "")
-    tracker = tracking.OFF
-    try:
-        if main:
-            run.write_config(_config_dict(cfg))
-            run.write_manifest(RUNNING, manifest)
-            tracker = tracking.start_training(run, tracking.Settings.of(cfg))
-        model = _lora_model(cfg, model_path, env, run)
-        fit = _fit(cfg, run, env, model, tokenizer, data, checkpoint, tracker)
-        metrics = {**fit, "data": data.stats.as_dict(), "precision": env.precision, "device": env.device_name,
-                   "processes": distributed.world_size()}  # fmt: skip
-        if main:
-            run.remove_checkpoints()  # they only serve resuming; the finished adapter is in model/
-            run.write_metrics(metrics)
-            run.write_manifest(FINISHED, manifest)
-            tracking.finish_training(tracker, run)
-    except BaseException as exc:
-        if main:
-            run.write_manifest(INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED, manifest, repr(exc))
-            tracking.finish_training(tracker, run)
-        raise
-    finally:
-        if log_handler is not None:
-            logging.getLogger("loraops").removeHandler(log_handler)
-            log_handler.close()
+    with _log_to_file(run.train_log if main else None):
+        log.info("run folder: %s%s", run.path, f" (resuming from {checkpoint})" if checkpoint else "")
+        tracker = tracking.OFF
+        try:
+            if main:
+                run.write_config(_config_dict(cfg))
+                run.write_manifest(RUNNING, manifest)
+                tracker = tracking.start_training(run, tracking.Settings.of(cfg))
+            model = _lora_model(cfg, model_path, env, run)
+            fit = _fit(cfg, run, env, model, tokenizer, data, checkpoint, tracker)
+            metrics = {**fit, "data": data.stats.as_dict(), "precision": env.precision, "device": env.device_name,
+                       "processes": distributed.world_size()}  # fmt: skip
+            if main:
+                run.remove_checkpoints()  # they only serve resuming; the finished adapter is in model/
+                run.write_metrics(metrics)
+                run.write_manifest(FINISHED, manifest)
+                tracking.finish_training(tracker, run)
+        except BaseException as exc:
+            if main:
+                run.write_manifest(INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED, manifest, repr(exc))
+                tracking.finish_training(tracker, run)
+            raise
     if main:
         run.mark_latest()
     log.info("finished: train loss %.4f -> %.4f; adapter in %s", fit["first_logged_loss"] or 0,
              fit["final_logged_loss"] or 0, run.model_dir)  # fmt: skip
     return TrainResult(run.path, metrics)
+
+
+def _check_gpu_features(cfg: TrainConfig) -> None:
+    if cfg.load_in_4bit:
+        check_4bit_supported()
+    if cfg.liger_kernel:
+        check_liger_supported()
 
 
 def _new_run(output_dir: str) -> RunDir:
@@ -284,8 +300,17 @@ def _resume_point(cfg: TrainConfig, data: PreparedData) -> tuple[RunDir, str]:
     return run, checkpoint
 
 
-def _log_to_file(path: Path) -> logging.Handler:
+@contextmanager
+def _log_to_file(path: Path | None) -> Iterator[None]:
+    """The run's log also goes to train.log while the block runs (path None: no file, another process's run)."""
+    if path is None:
+        yield
+        return
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("loraops").addHandler(handler)
-    return handler
+    try:
+        yield
+    finally:
+        logging.getLogger("loraops").removeHandler(handler)
+        handler.close()
