@@ -171,17 +171,12 @@ def one(name: str, steps: int, batch: int) -> dict[str, Any]:
 
 
 def matmul_peak(seconds: float = 3.0, n: int = 2048) -> float:
-    """fp32 GFLOP/s of a square matrix product, best of repeated runs."""
+    """fp32 GFLOP/s of a square matrix product on the CPU, best of repeated runs (the rate `check` times too)."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best, end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        started = time.perf_counter()
-        torch.mm(a, b)
-        best = max(best, 2 * n**3 / (time.perf_counter() - started) / 1e9)
-    return best
+    from loraops.environment import matmul_rate
+
+    return matmul_rate("cpu", torch.float32, n, seconds) / 1e9
 
 
 def table(results: dict[str, dict[str, Any]], peak: float, params: float) -> str:

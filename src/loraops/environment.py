@@ -85,28 +85,34 @@ class Capacity:
 
 
 def capacity(env: Environment, seconds: float = 0.3) -> Capacity:
-    """Memory and a brief matmul benchmark of the device `env` trains on (the best of `seconds` of repeats)."""
-    import time
-
+    """Memory and a brief matmul benchmark of the device `env` trains on."""
     import torch
 
     if env.device == "cuda":
         free, total = torch.cuda.mem_get_info(0)
-        device, n = torch.device("cuda", 0), 4096
-    else:
-        free, total = _cpu_memory()
-        device, n = torch.device("cpu"), 2048
-    a, b = (torch.randn(n, n, device=device, dtype=env.torch_dtype) for _ in range(2))
+        return Capacity(total, free, matmul_rate("cuda", env.torch_dtype, 4096, seconds))
+    free, total = _cpu_memory()
+    return Capacity(total, free, matmul_rate("cpu", env.torch_dtype, 2048, seconds))
+
+
+def matmul_rate(device: str, dtype: Any, n: int, seconds: float) -> float:
+    """FLOP/s of an n x n matrix product on `device`: the best of repeats for `seconds`, after one warm-up."""
+    import time
+
+    import torch
+
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    torch.mm(a, b)
     best, end = 0.0, time.perf_counter() + seconds
     while True:
         started = time.perf_counter()
         torch.mm(a, b)
-        if env.device == "cuda":
+        if device == "cuda":
             torch.cuda.synchronize()
         now = time.perf_counter()
         best = max(best, 2 * n**3 / (now - started))
         if now > end:
-            return Capacity(total, free, best)
+            return best
 
 
 def _cpu_memory() -> tuple[int, int]:

@@ -11,8 +11,9 @@ from typing import Any, Sequence
 
 from loraops.config import TrainConfig
 from loraops.data.tokenize import IGNORE_INDEX
-from loraops.errors import ConfigError, LoraopsError
+from loraops.errors import LoraopsError
 from loraops.estimate import ModelShape, TokenPlan
+from loraops.lora import apply_lora
 
 # Inputs that only LoRA keeps for backward, per module name of Llama-style blocks: q/k/v read one normed
 # input and gate/up another (kept once each); o_proj reads attention's output, which SDPA keeps anyway.
@@ -81,16 +82,9 @@ def _decoder_linear_params(model: Any) -> int:
 
 def _lora_counts(model: Any, cfg: TrainConfig) -> tuple[int, int, int]:
     """Trainable parameters, and per layer LoRA's kept inputs and summed ranks, from PEFT on the meta model."""
-    from peft import LoraConfig, get_peft_model
     from peft.tuners.lora import LoraLayer
 
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.lora_target_modules),
-                      task_type="CAUSAL_LM", use_dora=cfg.use_dora, modules_to_save=cfg.lora_modules_to_save)  # fmt: skip
-    try:
-        peft_model = get_peft_model(model, lora)
-    except (ValueError, TypeError) as exc:  # what PEFT raises for targets the model lacks, as training would
-        raise ConfigError(f"LoRA settings (lora_target_modules={list(cfg.lora_target_modules)}, "
-                          f"use_dora={cfg.use_dora}): {exc}") from exc  # fmt: skip
+    peft_model = apply_lora(model, cfg, initialise=False)
     trainable, _ = peft_model.get_nb_trainable_parameters()
     return (trainable, *_first_layer_lora([(n, m) for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)]))
 

@@ -16,6 +16,7 @@ from loraops.data.datafiles import dataset_sha256
 from loraops.data.packing import PackedCollator
 from loraops.data.prepare import PreparedData, prepare_data
 from loraops.errors import ConfigError
+from loraops.lora import apply_lora
 from loraops.models import (
     check_4bit_supported,
     check_liger_supported,
@@ -40,7 +41,7 @@ _MUTATING_INITS = ("pissa", "olora")
 
 
 def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment, run: RunDir) -> Any:
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import prepare_model_for_kbit_training
     from transformers import set_seed
 
     set_seed(cfg.seed)  # LoRA's initial weights are random
@@ -50,18 +51,7 @@ def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment,
     if cfg.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})  # fmt: skip
-    lora = LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM", bias="none",
-        use_dora=cfg.use_dora, use_rslora=cfg.use_rslora, modules_to_save=cfg.lora_modules_to_save,
-        init_lora_weights=True if cfg.lora_init == "default" else cfg.lora_init,
-        ensure_weight_tying=bool(cfg.lora_modules_to_save),  # lm_head trained in full stays tied to the embeddings
-    )  # fmt: skip
-    try:
-        model = get_peft_model(model, lora)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"LoRA settings (lora_target_modules={list(cfg.lora_target_modules)}, "
-                          f"lora_init={cfg.lora_init}, use_dora={cfg.use_dora}): {exc}") from exc  # fmt: skip
+    model = apply_lora(model, cfg)
     if cfg.lora_init in _MUTATING_INITS and distributed.is_main():
         _save_initial_adapter(model, run)
     trainable, total = model.get_nb_trainable_parameters()
