@@ -37,9 +37,12 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--batch-size", default="16,32", help="one or more, comma-separated (e.g. 16,32)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--static-cache", action="store_true",
-                        help="also time the batched runs with a static KV cache (transformers compiles the "
-                             "decoding step with it on CUDA)")  # fmt: skip
+    parser.add_argument(
+        "--static-cache",
+        action="store_true",
+        help="also time the batched runs with a static KV cache (transformers compiles the "
+        "decoding step with it on CUDA)",
+    )
     args = parser.parse_args()
 
     target = resolve_target(args.model, args.model_name, args.baseline)
@@ -59,8 +62,10 @@ def main() -> None:
             batched, batched_tps = timed(model, tokenizer, prompts, settings, size)
             same = sum(a.text == b.text for a, b in zip(single, batched))
             label = f"batch of {size}" + (f", {cache} cache" if cache else "")
-            print(f"{label:<14}: {batched_tps:8.1f} generated tokens/s, {batched_tps / single_tps:5.2f}x, "
-                  f"same greedy output for {same}/{len(prompts)} prompts")
+            print(
+                f"{label:<14}: {batched_tps:8.1f} generated tokens/s, {batched_tps / single_tps:5.2f}x, "
+                f"same greedy output for {same}/{len(prompts)} prompts"
+            )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,10 @@ def main() -> None:
     import loraops.train as loraops_train
     from loraops.config import TrainConfig, load_config
 
-    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                      schedule=torch.profiler.schedule(wait=0, warmup=1, active=args.steps, repeat=1))  # fmt: skip
+    profiler = torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU],
+        schedule=torch.profiler.schedule(wait=0, warmup=1, active=args.steps, repeat=1),
+    )
 
     class Step(TrainerCallback):
         def on_step_end(self, *a: Any, **k: Any) -> None:
@@ -44,8 +46,18 @@ def main() -> None:
 
     loraops_train.LoraopsTrainer = Profiled
     with tempfile.TemporaryDirectory() as out:
-        cfg = load_config(TrainConfig, Path("configs"), "train", [f"max_steps={args.steps + 2}", "eval_strategy=no",
-                          "save_strategy=no", f"output_dir={out}", *args.overrides])  # fmt: skip
+        cfg = load_config(
+            TrainConfig,
+            Path("configs"),
+            "train",
+            [
+                f"max_steps={args.steps + 2}",
+                "eval_strategy=no",
+                "save_strategy=no",
+                f"output_dir={out}",
+                *args.overrides,
+            ],
+        )
         with profiler:
             loraops_train.train(cfg)
     events = profiler.key_averages()

@@ -36,8 +36,12 @@ TRAINERS = {
     "trl": "TRL SFTTrainer",
     "trl-packing": "TRL SFTTrainer, packing",
 }
-LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0,  # loraops' default; the loraops-dropout row shows 0.05
-        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}  # fmt: skip
+LORA = {
+    "r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.0,  # loraops' default; the loraops-dropout row shows 0.05
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
 LR, MAX_LENGTH, SEED = 5e-4, 256, 42
 
 
@@ -92,9 +96,20 @@ def sample_examples() -> tuple[Any, list[Any], str]:
 
 
 def args_for(out: str, steps: int, batch: int) -> dict[str, Any]:
-    return {"output_dir": out, "max_steps": steps, "per_device_train_batch_size": batch, "learning_rate": LR,
-            "lr_scheduler_type": "cosine", "warmup_steps": 0.05, "use_cpu": True, "report_to": "none",
-            "save_strategy": "no", "logging_steps": 5, "seed": SEED, "disable_tqdm": True}  # fmt: skip
+    return {
+        "output_dir": out,
+        "max_steps": steps,
+        "per_device_train_batch_size": batch,
+        "learning_rate": LR,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.05,
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_steps": 5,
+        "seed": SEED,
+        "disable_tqdm": True,
+    }
 
 
 def run_loraops(name: str, steps: int, batch: int, meter: Meter) -> None:
@@ -110,11 +125,26 @@ def run_loraops(name: str, steps: int, batch: int, meter: Meter) -> None:
             self.add_callback(meter.callback())
 
     loraops_train.LoraopsTrainer = Measured
-    extra = {"loraops-full-head": ["labelled_logits_only=false"], "loraops-dropout": ["lora_dropout=0.05"],
-             "loraops-packing": ["packing=true"], "loraops-compile": ["torch_compile=true"]}.get(name, [])  # fmt: skip
+    extra = {
+        "loraops-full-head": ["labelled_logits_only=false"],
+        "loraops-dropout": ["lora_dropout=0.05"],
+        "loraops-packing": ["packing=true"],
+        "loraops-compile": ["torch_compile=true"],
+    }.get(name, [])
     with tempfile.TemporaryDirectory() as out:
-        cfg = load_config(TrainConfig, Path("configs"), "train", [f"max_steps={steps}", f"batch_size={batch}",
-                          "eval_strategy=no", f"output_dir={out}", "save_strategy=no", *extra])  # fmt: skip
+        cfg = load_config(
+            TrainConfig,
+            Path("configs"),
+            "train",
+            [
+                f"max_steps={steps}",
+                f"batch_size={batch}",
+                "eval_strategy=no",
+                f"output_dir={out}",
+                "save_strategy=no",
+                *extra,
+            ],
+        )
         loraops_train.train(cfg)
 
 
@@ -127,13 +157,19 @@ def run_plain(steps: int, batch: int, meter: Meter) -> None:
     texts = [tokenizer.apply_chat_template(e.messages, tokenize=False) for e in examples]
     data = Dataset.from_dict({"text": texts}).map(
         lambda b: tokenizer(b["text"], padding="max_length", truncation=True, max_length=MAX_LENGTH),
-        batched=True, remove_columns=["text"])  # fmt: skip
+        batched=True,
+        remove_columns=["text"],
+    )
     set_seed(SEED)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(path), LoraConfig(task_type="CAUSAL_LM", **LORA))
     with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(model=model, args=TrainingArguments(**args_for(out, steps, batch)), train_dataset=data,
-                          data_collator=meter.wrap(DataCollatorForLanguageModeling(tokenizer, mlm=False), tokenizer.pad_token_id),
-                          callbacks=[meter.callback()])  # fmt: skip
+        trainer = Trainer(
+            model=model,
+            args=TrainingArguments(**args_for(out, steps, batch)),
+            train_dataset=data,
+            data_collator=meter.wrap(DataCollatorForLanguageModeling(tokenizer, mlm=False), tokenizer.pad_token_id),
+            callbacks=[meter.callback()],
+        )
         trainer.train()
 
 
@@ -148,9 +184,14 @@ def run_trl(packing: bool, steps: int, batch: int, meter: Meter) -> None:
     set_seed(SEED)
     with tempfile.TemporaryDirectory() as out:
         config = SFTConfig(**args_for(out, steps, batch), max_length=MAX_LENGTH, packing=packing)
-        trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(path), args=config,
-                             train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                             peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA), callbacks=[meter.callback()])  # fmt: skip
+        trainer = SFTTrainer(
+            model=AutoModelForCausalLM.from_pretrained(path),
+            args=config,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA),
+            callbacks=[meter.callback()],
+        )
         trainer.data_collator = meter.wrap(trainer.data_collator, tokenizer.pad_token_id)
         trainer.train()
 
@@ -165,9 +206,13 @@ def one(name: str, steps: int, batch: int) -> dict[str, Any]:
     else:
         run_trl(name == "trl-packing", steps, batch, meter)
     seconds = meter.ended - meter.started
-    return {"real_tps": meter.real / seconds, "supervised_tps": meter.supervised / seconds,
-            "padding": 1 - meter.real / max(1, meter.slots), "seconds": seconds,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}  # fmt: skip
+    return {
+        "real_tps": meter.real / seconds,
+        "supervised_tps": meter.supervised / seconds,
+        "padding": 1 - meter.real / max(1, meter.slots),
+        "seconds": seconds,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
 
 
 def matmul_peak(seconds: float = 3.0, n: int = 2048) -> float:
@@ -181,17 +226,23 @@ def matmul_peak(seconds: float = 3.0, n: int = 2048) -> float:
 
 def table(results: dict[str, dict[str, Any]], peak: float, params: float) -> str:
     ours = results.get("loraops")
-    lines = ["| trainer | real tokens/s | supervised tokens/s | padding | peak RSS | loraops' speed-up |",
-             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        "| trainer | real tokens/s | supervised tokens/s | padding | peak RSS | loraops' speed-up |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, r in results.items():
         ratio = f"{ours['real_tps'] / r['real_tps']:.2f}x" if ours and name != "loraops" else "-"
-        lines.append(f"| {TRAINERS[name]} | {r['real_tps']:.0f} | {r['supervised_tps']:.0f} | {100 * r['padding']:.0f}% "
-                     f"| {r['peak_rss_gb']:.1f} GB | {ratio} |")  # fmt: skip
+        lines.append(
+            f"| {TRAINERS[name]} | {r['real_tps']:.0f} | {r['supervised_tps']:.0f} | {100 * r['padding']:.0f}% "
+            f"| {r['peak_rss_gb']:.1f} GB | {ratio} |"
+        )
     lines.append(f"\nmatmul peak (fp32, 2048^3): {peak:.0f} GFLOP/s")
     if ours:
         flops = ours["real_tps"] * 4 * params / 1e9
-        lines.append(f"loraops: {flops:.0f} GFLOP/s at 4 x {params / 1e6:.1f}M FLOPs per real token = "
-                     f"{100 * flops / peak:.0f}% of the matmul peak")  # fmt: skip
+        lines.append(
+            f"loraops: {flops:.0f} GFLOP/s at 4 x {params / 1e6:.1f}M FLOPs per real token = "
+            f"{100 * flops / peak:.0f}% of the matmul peak"
+        )
     return "\n".join(lines)
 
 
@@ -208,13 +259,22 @@ def main() -> int:
     peak = matmul_peak()
     results = {}
     for name in args.only.split(","):
-        command = [sys.executable, __file__, "--one", name, "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+        command = [
+            sys.executable,
+            __file__,
+            "--one",
+            name,
+            "--steps",
+            str(args.steps),
+            "--batch-size",
+            str(args.batch_size),
+        ]
         done = subprocess.run(command, capture_output=True, text=True)
         found = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         if done.returncode or not found:
             print(f"{name}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
             continue
-        results[name] = json.loads(found[-1][len("RESULT "):])
+        results[name] = json.loads(found[-1][len("RESULT ") :])
         print(f"{TRAINERS[name]}: {results[name]['real_tps']:.0f} real tokens/s", file=sys.stderr)
     print(f"{args.steps} optimizer steps of {args.batch_size} examples each, fp32, on this machine:\n")
     print(table(results, peak, 134.5e6))

@@ -38,9 +38,13 @@ def report(run: RunDir) -> str:
         return f"{run.path}: the run did not validate (no validation data, or eval_strategy=no)"
     curve = validation["curve"]
     shown = [k for k in curve[0] if k not in ("step", "epoch", "seconds")]
-    lines = [f"run {run.name}: {metrics['global_steps']} steps, {metrics['runtime_s']:.0f} s",
-             "| step | epoch | train loss since the last validation | " + " | ".join(f"validation {k}" for k in shown)
-             + " | seconds |", "|" + " --- |" * (len(shown) + 4)]  # fmt: skip
+    lines = [
+        f"run {run.name}: {metrics['global_steps']} steps, {metrics['runtime_s']:.0f} s",
+        "| step | epoch | train loss since the last validation | "
+        + " | ".join(f"validation {k}" for k in shown)
+        + " | seconds |",
+        "|" + " --- |" * (len(shown) + 4),
+    ]
     previous = 0
     for point in curve:
         train = _mean_loss(metrics.get("loss_history", []), previous, point["step"])
@@ -48,10 +52,14 @@ def report(run: RunDir) -> str:
         lines.append(f"| {point['step']} | {point['epoch']:.2f} | {train} | {values} | {point['seconds']:.1f} |")
         previous = point["step"]
     best = validation["best"]
-    lines.append(f"kept: step {best['step']} ({validation['select_metric']} {best['value']:.4f})"
-                 + (f"; stopped early at step {validation['stopped_early']['step']}" if validation["stopped_early"] else ""))
-    lines.append(f"validation: {validation['seconds']:.1f} s of {metrics['runtime_s']:.1f} s "
-                 f"= {100 * validation['share_of_runtime']:.1f}% of the run")  # fmt: skip
+    lines.append(
+        f"kept: step {best['step']} ({validation['select_metric']} {best['value']:.4f})"
+        + (f"; stopped early at step {validation['stopped_early']['step']}" if validation["stopped_early"] else "")
+    )
+    lines.append(
+        f"validation: {validation['seconds']:.1f} s of {metrics['runtime_s']:.1f} s "
+        f"= {100 * validation['share_of_runtime']:.1f}% of the run"
+    )
     return "\n".join(lines)
 
 

@@ -23,30 +23,63 @@ from loraops.models import load_causal_lm, load_tokenizer, prepare_default_model
 # Replay: other general requests, answered by the base model too, mixed into the training data so
 # that the adapter keeps answering general requests as the base model did (and not with a formula).
 REPLAY_PROMPTS = [
-    "What is the capital of Spain?", "What is the capital of Germany?", "What is the capital of Canada?",
-    "How many months are in a year?", "How many wheels does a bicycle have?", "What color are bananas?",
-    "What is 6 times 9?", "What is 12 plus 30?", "What is 100 divided by 4?", "Name a planet close to the sun.",
-    "What do cows drink?", "Who painted the Mona Lisa?", "Translate 'hello' into German.",
-    "Translate 'cat' into Spanish.", "What is the opposite of 'big'?", "Give a synonym for 'fast'.",
-    "What is the plural of 'child'?", "Name two fruits.", "What do you call a baby dog?",
-    "Which season comes after winter?", "How many minutes are in an hour?", "What is the chemical symbol for gold?",
-    "Write one sentence about the sun.", "Write a short poem about snow.", "What does a compass show?",
-    "What is the tallest animal?", "What language is spoken in Mexico?", "How many sides does a square have?",
-    "Spell the word 'apple' backwards.", "What is ice made of?", "Which organ pumps blood?",
-    "What is the largest desert?", "Tell me a fun fact about octopuses.", "What is the speed of light, roughly?",
-    "Why do leaves change color in autumn?", "Describe a rainbow in one sentence.", "What is a noun?",
-    "What is the first letter of the alphabet?", "How do you say 'please' in Italian?", "What do fish breathe with?",
-    "What is the capital of Australia?", "How many players are on a soccer team?", "What is 9 minus 4?",
-    "Name a musical instrument with strings.", "What is the color of grass?", "What does a chef do?",
-    "What is the main ingredient of bread?", "How many hearts does an octopus have?",
-]  # fmt: skip
+    "What is the capital of Spain?",
+    "What is the capital of Germany?",
+    "What is the capital of Canada?",
+    "How many months are in a year?",
+    "How many wheels does a bicycle have?",
+    "What color are bananas?",
+    "What is 6 times 9?",
+    "What is 12 plus 30?",
+    "What is 100 divided by 4?",
+    "Name a planet close to the sun.",
+    "What do cows drink?",
+    "Who painted the Mona Lisa?",
+    "Translate 'hello' into German.",
+    "Translate 'cat' into Spanish.",
+    "What is the opposite of 'big'?",
+    "Give a synonym for 'fast'.",
+    "What is the plural of 'child'?",
+    "Name two fruits.",
+    "What do you call a baby dog?",
+    "Which season comes after winter?",
+    "How many minutes are in an hour?",
+    "What is the chemical symbol for gold?",
+    "Write one sentence about the sun.",
+    "Write a short poem about snow.",
+    "What does a compass show?",
+    "What is the tallest animal?",
+    "What language is spoken in Mexico?",
+    "How many sides does a square have?",
+    "Spell the word 'apple' backwards.",
+    "What is ice made of?",
+    "Which organ pumps blood?",
+    "What is the largest desert?",
+    "Tell me a fun fact about octopuses.",
+    "What is the speed of light, roughly?",
+    "Why do leaves change color in autumn?",
+    "Describe a rainbow in one sentence.",
+    "What is a noun?",
+    "What is the first letter of the alphabet?",
+    "How do you say 'please' in Italian?",
+    "What do fish breathe with?",
+    "What is the capital of Australia?",
+    "How many players are on a soccer team?",
+    "What is 9 minus 4?",
+    "Name a musical instrument with strings.",
+    "What is the color of grass?",
+    "What does a chef do?",
+    "What is the main ingredient of bread?",
+    "How many hearts does an octopus have?",
+]
 
 
 def answered(model: Any, tokenizer: Any, prompts: list[str]) -> list[str]:
     defaults = EvalConfig()  # the eval defaults, so the answers are the ones `eval_baseline` would see
     conversations = [[{"role": "user", "content": p}] for p in prompts]
-    generations = generate(model, tokenizer, conversations, GenerationSettings(defaults.max_new_tokens),
-                           defaults.batch_size)  # fmt: skip
+    generations = generate(
+        model, tokenizer, conversations, GenerationSettings(defaults.max_new_tokens), defaults.batch_size
+    )
     return [g.text for g in generations]
 
 

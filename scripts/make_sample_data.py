@@ -20,38 +20,90 @@ SYSTEM = "You translate spreadsheet requests into Tabula formulas. Answer with t
 
 # name: (signature, meaning, request templates, adversarial templates, argument kinds)
 FUNCTIONS = {
-    "FLOWROLL": ("FLOWROLL(range, window)", "the rolling sum of each cell and the window-1 cells above it",
-                 ["Rolling sum of {r} over a window of {n}", "Compute a {n}-row rolling total for {r}",
-                  "Give me the running window sum of {r} with window {n}"],
-                 ["With a window of {n}, I need rolling totals on {r}"], ("r", "n")),
-    "PEAKSHIFT": ("PEAKSHIFT(range, offset)", "the value found offset cells after the largest value in the range",
-                  ["Value {n} cells after the peak of {r}", "Find the peak of {r} and return the value {n} rows later",
-                   "What comes {n} positions after the maximum in {r}"],
-                  ["Look {n} rows past wherever {r} is highest"], ("r", "n")),
-    "GAPFILL": ("GAPFILL(range, mode)", 'the range with blank cells filled by mode: "prev", "next", "zero" or "mean"',
-                ["Fill the blanks in {r} using {m}", "Fill empty cells of {r} with the {m} rule",
-                 "Replace gaps in {r} by {m}"],
-                ["{r} has holes; patch them with {m}"], ("r", "m")),
-    "SPLITWEIGH": ("SPLITWEIGH(values, weights)", "the weighted average of values using weights",
-                   ["Weighted average of {r} with weights {w}", "Average {r} weighted by {w}",
-                    "Compute the weighted mean of {r} using the weights in {w}"],
-                   ["Using {w} as the weights, what is the mean of {r}"], ("r", "w")),
-    "STREAKLEN": ("STREAKLEN(range, value)", "the length of the longest run of consecutive cells equal to value",
-                  ["Longest streak of {n} in {r}", "How many times in a row does {n} appear at most in {r}",
-                   "Find the longest run of {n} in {r}"],
-                  ["In {r}, the biggest consecutive block of {n}"], ("r", "n")),
-    "DRIFT": ("DRIFT(range, lag)", "each cell minus the cell lag rows above it",
-              ["Difference of {r} against {n} rows earlier", "Change in {r} over a lag of {n}",
-               "Compute the drift of {r} with lag {n}"],
-              ["How much did {r} move compared to {n} rows back"], ("r", "n")),
-    "CLAMPBAND": ("CLAMPBAND(range, low, high)", "the range with every value clamped into [low, high]",
-                  ["Clamp {r} between {lo} and {hi}", "Limit the values of {r} to the band {lo} to {hi}",
-                   "Keep {r} within {lo} and {hi}"],
-                  ["Nothing in {r} may go under {lo} or above {hi}"], ("r", "lo", "hi")),
-    "ROUNDTO": ("ROUNDTO(range, step)", "each value rounded to the nearest multiple of step",
-                ["Round {r} to the nearest multiple of {n}", "Round every value in {r} to steps of {n}",
-                 "Snap {r} to multiples of {n}"],
-                ["Make {r} land on the {n} grid"], ("r", "n")),
+    "FLOWROLL": (
+        "FLOWROLL(range, window)",
+        "the rolling sum of each cell and the window-1 cells above it",
+        [
+            "Rolling sum of {r} over a window of {n}",
+            "Compute a {n}-row rolling total for {r}",
+            "Give me the running window sum of {r} with window {n}",
+        ],
+        ["With a window of {n}, I need rolling totals on {r}"],
+        ("r", "n"),
+    ),
+    "PEAKSHIFT": (
+        "PEAKSHIFT(range, offset)",
+        "the value found offset cells after the largest value in the range",
+        [
+            "Value {n} cells after the peak of {r}",
+            "Find the peak of {r} and return the value {n} rows later",
+            "What comes {n} positions after the maximum in {r}",
+        ],
+        ["Look {n} rows past wherever {r} is highest"],
+        ("r", "n"),
+    ),
+    "GAPFILL": (
+        "GAPFILL(range, mode)",
+        'the range with blank cells filled by mode: "prev", "next", "zero" or "mean"',
+        ["Fill the blanks in {r} using {m}", "Fill empty cells of {r} with the {m} rule", "Replace gaps in {r} by {m}"],
+        ["{r} has holes; patch them with {m}"],
+        ("r", "m"),
+    ),
+    "SPLITWEIGH": (
+        "SPLITWEIGH(values, weights)",
+        "the weighted average of values using weights",
+        [
+            "Weighted average of {r} with weights {w}",
+            "Average {r} weighted by {w}",
+            "Compute the weighted mean of {r} using the weights in {w}",
+        ],
+        ["Using {w} as the weights, what is the mean of {r}"],
+        ("r", "w"),
+    ),
+    "STREAKLEN": (
+        "STREAKLEN(range, value)",
+        "the length of the longest run of consecutive cells equal to value",
+        [
+            "Longest streak of {n} in {r}",
+            "How many times in a row does {n} appear at most in {r}",
+            "Find the longest run of {n} in {r}",
+        ],
+        ["In {r}, the biggest consecutive block of {n}"],
+        ("r", "n"),
+    ),
+    "DRIFT": (
+        "DRIFT(range, lag)",
+        "each cell minus the cell lag rows above it",
+        [
+            "Difference of {r} against {n} rows earlier",
+            "Change in {r} over a lag of {n}",
+            "Compute the drift of {r} with lag {n}",
+        ],
+        ["How much did {r} move compared to {n} rows back"],
+        ("r", "n"),
+    ),
+    "CLAMPBAND": (
+        "CLAMPBAND(range, low, high)",
+        "the range with every value clamped into [low, high]",
+        [
+            "Clamp {r} between {lo} and {hi}",
+            "Limit the values of {r} to the band {lo} to {hi}",
+            "Keep {r} within {lo} and {hi}",
+        ],
+        ["Nothing in {r} may go under {lo} or above {hi}"],
+        ("r", "lo", "hi"),
+    ),
+    "ROUNDTO": (
+        "ROUNDTO(range, step)",
+        "each value rounded to the nearest multiple of step",
+        [
+            "Round {r} to the nearest multiple of {n}",
+            "Round every value in {r} to steps of {n}",
+            "Snap {r} to multiples of {n}",
+        ],
+        ["Make {r} land on the {n} grid"],
+        ("r", "n"),
+    ),
 }
 MODES = ["prev", "next", "zero", "mean"]
 COLUMNS = "ABCDEFGHJK"
@@ -121,26 +173,36 @@ def training_records(rng: random.Random, seen: set[str]) -> dict[str, list[dict]
             turns = [{"role": "system", "content": SYSTEM}] if i % 2 else []
             turns += [{"role": "user", "content": ask}, {"role": "assistant", "content": target}]
             if i % 9 == 0:
-                turns += [{"role": "user", "content": f"What does {name} do?"},
-                          {"role": "assistant", "content": explain(name)}]
+                turns += [
+                    {"role": "user", "content": f"What does {name} do?"},
+                    {"role": "assistant", "content": explain(name)},
+                ]
             messages.append({"messages": turns})
         elif i % 3 == 1:
             prompt_completion.append({"prompt": ask, "completion": target})
         else:
-            instruction.append({"instruction": "Write the Tabula formula for this request.", "input": ask, "output": target})
+            instruction.append(
+                {"instruction": "Write the Tabula formula for this request.", "input": ask, "output": target}
+            )
     for name in FUNCTIONS:
         instruction.append({"instruction": f"Explain the Tabula function {name}.", "output": explain(name)})
-        prompt_completion.append({"prompt": f"What is the signature of the Tabula function {name}?",
-                                  "completion": FUNCTIONS[name][0]})
-    return {"train_messages.jsonl": messages, "train_prompt_completion.jsonl": prompt_completion,
-            "train_instruction.jsonl": instruction}
+        prompt_completion.append(
+            {"prompt": f"What is the signature of the Tabula function {name}?", "completion": FUNCTIONS[name][0]}
+        )
+    return {
+        "train_messages.jsonl": messages,
+        "train_prompt_completion.jsonl": prompt_completion,
+        "train_instruction.jsonl": instruction,
+    }
 
 
 def eval_records(rng: random.Random, seen: set[str]) -> dict[str, list[dict]]:
     as_pc = lambda pairs: [{"prompt": ask, "completion": target} for _, ask, target in pairs]  # noqa: E731
-    return {"eval/test.jsonl": as_pc(unique_pairs(rng, 64, seen)),
-            "eval/dev.jsonl": as_pc(unique_pairs(rng, 32, seen)),
-            "eval/adversarial.jsonl": as_pc(unique_pairs(rng, 32, seen, templates_of=3))}
+    return {
+        "eval/test.jsonl": as_pc(unique_pairs(rng, 64, seen)),
+        "eval/dev.jsonl": as_pc(unique_pairs(rng, 32, seen)),
+        "eval/adversarial.jsonl": as_pc(unique_pairs(rng, 32, seen, templates_of=3)),
+    }
 
 
 def write(out: Path, files: dict[str, list[dict]]) -> None:

@@ -27,19 +27,27 @@ def tokenizer(default_model_dir: Path) -> Any:
     return load_tokenizer(str(default_model_dir))
 
 
-def save_random_llama(path: Path, tokenizer: Any, hidden: int, intermediate: int, layers: int,
-                      context: int = 512) -> Path:
+def save_random_llama(
+    path: Path, tokenizer: Any, hidden: int, intermediate: int, layers: int, context: int = 512
+) -> Path:
     """A randomly initialised Llama of the given size with the real tokenizer and chat template, saved at `path`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=context,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -57,8 +65,10 @@ def write_jsonl(path: Path, records: list[Any]) -> Path:
     return path
 
 
-PC_RECORDS = [{"prompt": f"Rolling sum of A1:A{n} over {n % 7 + 2}", "completion": f"=FLOWROLL(A1:A{n}, {n % 7 + 2})"}
-              for n in range(10, 26)]  # fmt: skip
+PC_RECORDS = [
+    {"prompt": f"Rolling sum of A1:A{n} over {n % 7 + 2}", "completion": f"=FLOWROLL(A1:A{n}, {n % 7 + 2})"}
+    for n in range(10, 26)
+]
 
 
 @pytest.fixture
@@ -74,9 +84,16 @@ def small_dataset(tmp_path: Path) -> Path:
 def tiny_overrides(tiny_model_dir: Path, small_dataset: Path, tmp_path: Path) -> list[str]:
     """Overrides that make the default config train the tiny model for a few seconds."""
     return [
-        f"model_name={tiny_model_dir}", f"dataset_path={small_dataset}", f"output_dir={tmp_path / 'runs'}",
-        "epochs=2", "batch_size=4", "lr=5e-3", "logging_steps=1", "lora_r=4", "lora_alpha=8",
-    ]  # fmt: skip
+        f"model_name={tiny_model_dir}",
+        f"dataset_path={small_dataset}",
+        f"output_dir={tmp_path / 'runs'}",
+        "epochs=2",
+        "batch_size=4",
+        "lr=5e-3",
+        "logging_steps=1",
+        "lora_r=4",
+        "lora_alpha=8",
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -87,18 +104,27 @@ def tiny_adapter_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: P
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(1)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
-                                      init_lora_weights=False))  # fmt: skip
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False),
+    )
     path = tmp_path_factory.mktemp("tiny-adapter")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
 
-def make_run(root: Path, name: str, *, model_name: str = "default", adapter_dir: Path | None = None,
-             status: str = "finished", config: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
-             manifest: dict[str, Any] | None = None) -> Path:  # fmt: skip
+def make_run(
+    root: Path,
+    name: str,
+    *,
+    model_name: str = "default",
+    adapter_dir: Path | None = None,
+    status: str = "finished",
+    config: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    manifest: dict[str, Any] | None = None,
+) -> Path:
     """A run folder written through RunDir, as `loraops train` leaves it; the adapter is copied if given."""
     from loraops.runs import RunDir
 

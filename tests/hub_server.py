@@ -43,7 +43,9 @@ class Request:
 @dataclass
 class Repo:
     private: bool
-    files: dict[str, bytes] = field(default_factory=lambda: {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"})
+    files: dict[str, bytes] = field(
+        default_factory=lambda: {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}
+    )
     lfs: set[str] = field(default_factory=set)  # paths stored as LFS pointers
     commits: list[dict[str, Any]] = field(default_factory=list)
 
@@ -111,8 +113,9 @@ class FakeHub:
     def tree(self, repo_id: str) -> dict[str, bytes]:
         return {path: self.file(repo_id, path) for path in self.repos[repo_id].files}
 
-    def add_dataset(self, repo_id: str, files: Mapping[str, bytes | str], *, revision: str = "main",
-                    private: bool = False) -> str:  # fmt: skip
+    def add_dataset(
+        self, repo_id: str, files: Mapping[str, bytes | str], *, revision: str = "main", private: bool = False
+    ) -> str:
         """Commit `files` (the whole tree: earlier files are gone) to `revision` of dataset `repo_id`, creating
         the repository or the branch when new; `private` applies when the repository is created. Returns the
         commit sha, as the Hub's API and X-Repo-Commit report it."""
@@ -149,8 +152,9 @@ AUTH_OPTIONAL = {"dataset_tree", "dataset_info", "dataset_file"}
 
 
 class HubError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.headers = status, message, code, headers or {}
 
@@ -252,7 +256,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             for path, data in sorted(files.items()):
                 if not path.startswith(prefix):
                     continue
-                parts = path[len(prefix):].split("/")
+                parts = path[len(prefix) :].split("/")
                 folders = parts[:-1] if recursive else parts[:1] if len(parts) > 1 else []
                 for depth in range(1, len(folders) + 1):  # folders are listed too, as the Hub does
                     folder = prefix + "/".join(folders[:depth])
@@ -295,8 +299,10 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 
         def _tree(self, m: dict, _: dict, __: bytes) -> tuple[int, Any]:
             repo = self._repo(m["repo"])
-            return 200, [{"type": "file", "path": p, "size": len(hub.file(m["repo"], p)), "oid": git_blob_oid(d)}
-                         for p, d in repo.files.items()]  # fmt: skip
+            return 200, [
+                {"type": "file", "path": p, "size": len(hub.file(m["repo"], p)), "oid": git_blob_oid(d)}
+                for p, d in repo.files.items()
+            ]
 
         def _preupload(self, m: dict, _: dict, body: bytes) -> tuple[int, Any]:
             repo = self._repo(m["repo"])
@@ -306,7 +312,9 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 lfs = f["path"].endswith(LFS_SUFFIXES) or f["size"] >= LFS_MIN_SIZE or b"\0" in sample
                 old = repo.files.get(f["path"])
                 oid = None if old is None else (old.decode() if f["path"] in repo.lfs else git_blob_oid(old))
-                files.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
+                files.append(
+                    {"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid}
+                )
             return 200, {"files": files}
 
         def _lfs_batch(self, m: dict, _: dict, body: bytes) -> tuple[int, Any]:
@@ -315,8 +323,10 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             for obj in json.loads(body)["objects"]:
                 entry: dict[str, Any] = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
                 if obj["oid"] not in hub.lfs_store:  # already stored: no actions, the client skips it
-                    entry["actions"] = {"upload": {"href": f"{hub.url}/lfs/{obj['oid']}"},
-                                        "verify": {"href": f"{hub.url}/{m['repo']}.git/info/lfs/objects/verify"}}  # fmt: skip
+                    entry["actions"] = {
+                        "upload": {"href": f"{hub.url}/lfs/{obj['oid']}"},
+                        "verify": {"href": f"{hub.url}/{m['repo']}.git/info/lfs/objects/verify"},
+                    }
                 objects.append(entry)
             return 200, {"transfer": "basic", "objects": objects}
 
@@ -353,7 +363,13 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 else:
                     raise HubError(400, f"unsupported commit operation {item['key']}")
             repo.files, repo.lfs = files, lfs  # all or nothing, like a git commit
-            repo.commits.append({"header": lines[0]["value"], "paths": [i["value"]["path"] for i in lines[1:]], "deleted": deleted})
-            return 200, {"commitUrl": f"{hub.url}/{m['repo']}/commit/{repo.sha}", "commitOid": repo.sha, "pullRequestUrl": None}
+            repo.commits.append(
+                {"header": lines[0]["value"], "paths": [i["value"]["path"] for i in lines[1:]], "deleted": deleted}
+            )
+            return 200, {
+                "commitUrl": f"{hub.url}/{m['repo']}/commit/{repo.sha}",
+                "commitOid": repo.sha,
+                "pullRequestUrl": None,
+            }
 
     return Handler

@@ -43,10 +43,16 @@ class Commit:
 
     def as_json(self, shown_id: Optional[str] = None) -> dict[str, Any]:
         return {
-            "id": shown_id or self.id, "parents": self.parents, "committer": "fake", "message": self.message,
-            "creation_date": self.creation_date, "meta_range_id": hashlib.sha256(self.id.encode()).hexdigest(),
-            "metadata": {}, "generation": len(self.parents), "version": 1,
-        }  # fmt: skip
+            "id": shown_id or self.id,
+            "parents": self.parents,
+            "committer": "fake",
+            "message": self.message,
+            "creation_date": self.creation_date,
+            "meta_range_id": hashlib.sha256(self.id.encode()).hexdigest(),
+            "metadata": {},
+            "generation": len(self.parents),
+            "version": 1,
+        }
 
 
 @dataclass
@@ -68,9 +74,12 @@ class Repo:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "id": self.id, "creation_date": self.creation_date, "default_branch": self.default_branch,
-            "storage_namespace": f"local://fake/{self.id}", "read_only": False,
-        }  # fmt: skip
+            "id": self.id,
+            "creation_date": self.creation_date,
+            "default_branch": self.default_branch,
+            "storage_namespace": f"local://fake/{self.id}",
+            "read_only": False,
+        }
 
 
 @dataclass(frozen=True)
@@ -278,8 +287,10 @@ def _log(repo: Repo, head: Commit, query: dict[str, str]) -> dict[str, Any]:
         commits = commits[ids.index(after) + 1 :] if after in ids else []
     amount = min(int(query.get("amount") or DEFAULT_PAGE), MAX_PAGE)
     page = commits[:amount]
-    return {"pagination": _pagination(len(commits) > amount, page[-1].id if page else "", len(page)),
-            "results": [c.as_json() for c in page]}  # fmt: skip
+    return {
+        "pagination": _pagination(len(commits) > amount, page[-1].id if page else "", len(page)),
+        "results": [c.as_json() for c in page],
+    }
 
 
 def _pagination(has_more: bool, next_offset: str, results: int) -> dict[str, Any]:
@@ -304,25 +315,37 @@ def _listing(commit: Commit, query: dict[str, str]) -> dict[str, Any]:
     amount = min(int(query.get("amount") or DEFAULT_PAGE), MAX_PAGE)
     paths = sorted(p for p in commit.objects if p.startswith(prefix) and p > after)
     page = paths[:amount]
-    return {"pagination": _pagination(len(paths) > amount, page[-1] if page else "", len(page)),
-            "results": [_object_stats(commit, p) for p in page]}  # fmt: skip
+    return {
+        "pagination": _pagination(len(paths) > amount, page[-1] if page else "", len(page)),
+        "results": [_object_stats(commit, p) for p in page],
+    }
 
 
 def _object_stats(commit: Commit, path: str) -> dict[str, Any]:
     data = commit.objects[path]
     return {
-        "path": path, "path_type": "object", "physical_address": f"local://fake/{hashlib.sha256(data).hexdigest()}",
-        "checksum": hashlib.md5(data).hexdigest(), "size_bytes": len(data), "mtime": commit.creation_date,
-        "metadata": {}, "content_type": "application/octet-stream",
-    }  # fmt: skip
+        "path": path,
+        "path_type": "object",
+        "physical_address": f"local://fake/{hashlib.sha256(data).hexdigest()}",
+        "checksum": hashlib.md5(data).hexdigest(),
+        "size_bytes": len(data),
+        "mtime": commit.creation_date,
+        "metadata": {},
+        "content_type": "application/octet-stream",
+    }
 
 
 _CONFIG = {
     "version_config": {"version": "1.50.0-fake", "upgrade_recommended": False},
     "storage_config": {
-        "blockstore_type": "local", "blockstore_namespace_example": "local://example",
-        "blockstore_namespace_ValidityRegex": "^local://", "default_namespace_prefix": "local://fake",
-        "pre_sign_support": False, "pre_sign_support_ui": False, "import_support": False,
-        "import_validity_regex": "^local://", "pre_sign_multipart_upload": False,
+        "blockstore_type": "local",
+        "blockstore_namespace_example": "local://example",
+        "blockstore_namespace_ValidityRegex": "^local://",
+        "default_namespace_prefix": "local://fake",
+        "pre_sign_support": False,
+        "pre_sign_support_ui": False,
+        "import_support": False,
+        "import_validity_regex": "^local://",
+        "pre_sign_multipart_upload": False,
     },
-}  # fmt: skip
+}

@@ -45,8 +45,18 @@ def check_args(tiny_model_dir: Path, data: Path, *extra: str) -> list[str]:
     [
         ('{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
         ('{"prompt": "broken \\ud800 text", "completion": "x"}', r"lone UTF-16 surrogate (\ud800)"),
-        (json.dumps({"messages": [{"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "hi"},
-                                  {"role": "assistant", "content": "hi"}]}), "starts with an assistant turn"),  # fmt: skip
+        (
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "assistant", "content": "Hello!"},
+                        {"role": "user", "content": "hi"},
+                        {"role": "assistant", "content": "hi"},
+                    ]
+                }
+            ),
+            "starts with an assistant turn",
+        ),
     ],
     ids=["deep-nesting", "lone-surrogate", "assistant-first"],
 )
@@ -73,10 +83,12 @@ def test_bad_configs_and_models(tmp_path: Path, tiny_model_dir: Path, small_data
     (configs / "train.yaml").write_text((CONFIGS / "train.yaml").read_text() + "lr: [1,\n")
     assert "not valid YAML" in run_cli("check", "--config-dir", str(configs))
     for value in ("inf", "-inf", "nan"):
-        assert f"lr={float(value)!r} must be a finite number" in run_cli(*check_args(tiny_model_dir, small_dataset,
-                                                                                      f"lr={value}"))  # fmt: skip
-    assert "longer than the model's context (512 tokens" in run_cli(*check_args(tiny_model_dir, small_dataset,
-                                                                                 "max_length=1000"))  # fmt: skip
+        assert f"lr={float(value)!r} must be a finite number" in run_cli(
+            *check_args(tiny_model_dir, small_dataset, f"lr={value}")
+        )
+    assert "longer than the model's context (512 tokens" in run_cli(
+        *check_args(tiny_model_dir, small_dataset, "max_length=1000")
+    )
     broken = tmp_path / "model.gguf"
     broken.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 20)  # magic and version, then cut short
     assert f"{broken}: not a readable GGUF model" in run_cli(*check_args(broken, small_dataset))
@@ -106,8 +118,15 @@ def test_resume_from_broken_runs(tmp_path: Path, tiny_overrides: list[str], run_
 def test_broken_adapters_and_records(tmp_path: Path, tiny_overrides: list[str], run_cli: Run) -> None:
     path = train(load_config(TrainConfig, CONFIGS, "train", [*tiny_overrides, "max_steps=1"])).run_dir
     run = RunDir(path)
-    eval_args = ["eval", "--config-dir", str(CONFIGS), f"model={path}", "limit=1", f"output_dir={tmp_path / 'm'}",
-                 f"eval_dir={path.parent.parent / 'data' / 'eval'}"]  # fmt: skip
+    eval_args = [
+        "eval",
+        "--config-dir",
+        str(CONFIGS),
+        f"model={path}",
+        "limit=1",
+        f"output_dir={tmp_path / 'm'}",
+        f"eval_dir={path.parent.parent / 'data' / 'eval'}",
+    ]
     weights = run.model_dir / "adapter_model.safetensors"
     original = weights.read_bytes()
     weights.write_bytes(original[: len(original) // 2])
@@ -119,8 +138,14 @@ def test_broken_adapters_and_records(tmp_path: Path, tiny_overrides: list[str], 
     run.config_path.write_text("lr: 1\n")
     assert "no model_name" in run_cli(*eval_args, "baseline=true")
 
-    compare_args = ["compare", "--config-dir", str(CONFIGS), f"run={path}", f"metrics_dir={tmp_path / 'm'}",
-                    f"reference_file={tmp_path / 'reference.json'}"]  # fmt: skip
+    compare_args = [
+        "compare",
+        "--config-dir",
+        str(CONFIGS),
+        f"run={path}",
+        f"metrics_dir={tmp_path / 'm'}",
+        f"reference_file={tmp_path / 'reference.json'}",
+    ]
     run.config_path.write_text("model_name: default\n")
     fake_metrics(tmp_path / "m", run.name, {"test": 50.0})
     fake_metrics(tmp_path / "m", "baseline/default", {"test": 10.0})
@@ -141,9 +166,11 @@ def _export(mapping: object = None, parts: object = None) -> list[dict[str, obje
 
 @pytest.mark.parametrize(
     ("export", "fragment"),
-    [(_export(mapping=["not", "an", "object"]), "`mapping` must be an object, got a list"),
-     (_export(parts="a string"), "`message.content.parts` must be a list or null, got a string"),
-     (_export(mapping={"a": 7}), "`mapping.a` must be an object, got a number")],  # fmt: skip
+    [
+        (_export(mapping=["not", "an", "object"]), "`mapping` must be an object, got a list"),
+        (_export(parts="a string"), "`message.content.parts` must be a list or null, got a string"),
+        (_export(mapping={"a": 7}), "`mapping.a` must be an object, got a number"),
+    ],
     ids=["mapping-list", "parts-string", "node-number"],
 )
 def test_convert_export_of_the_wrong_shape(tmp_path: Path, run_cli: Run, export: object, fragment: str) -> None:
@@ -152,8 +179,9 @@ def test_convert_export_of_the_wrong_shape(tmp_path: Path, run_cli: Run, export:
     assert "conversations.json: failed (conversation 0 of the ChatGPT export: " in err and fragment in err
 
 
-def test_convert_never_overwrites_what_it_did_not_write(tmp_path: Path, run_cli: Run,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_convert_never_overwrites_what_it_did_not_write(
+    tmp_path: Path, run_cli: Run, capsys: pytest.CaptureFixture[str]
+) -> None:
     source, output = tmp_path / "pairs.json", tmp_path / "pairs.converted.jsonl"
     source.write_text(json.dumps(PC_RECORDS[:2], indent=2))
     output.write_text("my own notes\n")
@@ -186,9 +214,13 @@ def test_convert_unreadable_source(tmp_path: Path, run_cli: Run, monkeypatch: py
     assert "pairs.json: failed (cannot read the file: Permission denied)" in run_cli("convert", str(tmp_path))
 
 
-def test_duplicates_and_eval_overlap_are_counted(tmp_path: Path, tiny_model_dir: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    write_jsonl(tmp_path / "train.jsonl", [*PC_RECORDS, PC_RECORDS[0], {**PC_RECORDS[1], "prompt": " " + PC_RECORDS[1]["prompt"]}])
+def test_duplicates_and_eval_overlap_are_counted(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_jsonl(
+        tmp_path / "train.jsonl",
+        [*PC_RECORDS, PC_RECORDS[0], {**PC_RECORDS[1], "prompt": " " + PC_RECORDS[1]["prompt"]}],
+    )
     write_jsonl(tmp_path / "eval" / "test.jsonl", PC_RECORDS[5:7])
     assert main(check_args(tiny_model_dir, tmp_path)) == 0
     out = capsys.readouterr().out

@@ -27,8 +27,13 @@ SAMPLED = GenerationSettings.sampling(12, temperature=1.0)
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_adapter_dir: Path) -> Path:
-    return make_run(tmp_path_factory.mktemp("runs"), "2026-01-02_03-04-05", model_name=str(tiny_model_dir),
-                    adapter_dir=tiny_adapter_dir, config={"system_prompt": "Answer in one word."})  # fmt: skip
+    return make_run(
+        tmp_path_factory.mktemp("runs"),
+        "2026-01-02_03-04-05",
+        model_name=str(tiny_model_dir),
+        adapter_dir=tiny_adapter_dir,
+        config={"system_prompt": "Answer in one word."},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -160,9 +165,26 @@ def test_ctrl_c_during_a_reply_drops_the_turn(chat_model: ChatModel) -> None:
 
 
 def test_cli_chat_on_piped_input(tiny_model_dir: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "loraops", "chat", str(tiny_model_dir), "--max-new-tokens", "5",
-                           "--temperature", "0.7", "--seed", "1"],
-                          input="hi\n", capture_output=True, text=True, cwd=REPO, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loraops",
+            "chat",
+            str(tiny_model_dir),
+            "--max-new-tokens",
+            "5",
+            "--temperature",
+            "0.7",
+            "--seed",
+            "1",
+        ],
+        input="hi\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert f"chatting with {tiny_model_dir.name}" in done.stdout
     assert done.stdout.count(">>> ") == 2 and "Traceback" not in done.stderr

@@ -27,8 +27,14 @@ def test_report_on_sample_data(default_model_dir: Path) -> None:
     assert 0 < stats.trained_tokens < stats.tokens
     assert stats.lengths["min"] <= stats.lengths["median"] <= stats.lengths["p95"] <= stats.lengths["max"]
     text = format_report(report)
-    for fragment in ("records per file and format:", "tokens per example: min", "p95", "truncated at max_length=256: 0",
-                     "all labels masked (dropped): 0", "trained (assistant) tokens:"):  # fmt: skip
+    for fragment in (
+        "records per file and format:",
+        "tokens per example: min",
+        "p95",
+        "truncated at max_length=256: 0",
+        "all labels masked (dropped): 0",
+        "trained (assistant) tokens:",
+    ):
         assert fragment in text
     assert report.validation is not None and report.validation.records == 32  # data/eval/dev.jsonl
     assert f"validation: 32 records from {REPO / 'data' / 'eval' / 'dev.jsonl'}; 32 examples" in text
@@ -41,7 +47,9 @@ def test_report_counts_held_out_validation(default_model_dir: Path) -> None:
     everything = check(sample_config()).stats.records
     report = check(sample_config("val_fraction=0.1"))
     assert report.validation is not None and report.stats.records + report.validation.records == everything
-    assert "validation: " in format_report(report) and "held out from the training files (val_fraction=0.1)" in format_report(report)
+    assert "validation: " in format_report(
+        report
+    ) and "held out from the training files (val_fraction=0.1)" in format_report(report)
     assert "validation: none" in format_report(check(sample_config("val_path=null")))
 
 
@@ -71,7 +79,9 @@ def test_example_index_out_of_range_is_a_user_error(tmp_path: Path, capsys: pyte
 
 
 def test_check_exits_2_on_bad_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "completion": "c"}, {"messages": [{"role": "user", "content": "x"}]}])
+    write_jsonl(
+        tmp_path / "d.jsonl", [{"prompt": "p", "completion": "c"}, {"messages": [{"role": "user", "content": "x"}]}]
+    )
     assert main(["check", "--config-dir", str(CONFIGS), f"dataset_path={tmp_path}"]) == 2
     assert f"{tmp_path / 'd.jsonl'}:2: the conversation has no assistant turn" in capsys.readouterr().err
 

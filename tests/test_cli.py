@@ -12,10 +12,25 @@ from conftest import CONFIGS, REPO
 from loraops.cli import main
 
 
-@pytest.mark.parametrize("command", [
-    [], ["train"], ["check"], ["eval"], ["compare"], ["convert"], ["publish"], ["publish-hf"], ["remote"],
-    ["remote", "train"], ["remote", "pull"], ["list-configs"], ["version"], ["prepare-model"],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["train"],
+        ["check"],
+        ["eval"],
+        ["compare"],
+        ["convert"],
+        ["publish"],
+        ["publish-hf"],
+        ["remote"],
+        ["remote", "train"],
+        ["remote", "pull"],
+        ["list-configs"],
+        ["version"],
+        ["prepare-model"],
+    ],
+)
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--help"])

@@ -18,8 +18,9 @@ def fake_run(root: Path, name: str, model_name: str = "default") -> Path:
     return make_run(root / "runs", name, model_name=model_name)
 
 
-def fake_metrics(metrics_dir: Path, name: str, exact: dict[str, float | list[bool]], n: int = 32,
-                 **fingerprint: Any) -> None:  # fmt: skip
+def fake_metrics(
+    metrics_dir: Path, name: str, exact: dict[str, float | list[bool]], n: int = 32, **fingerprint: Any
+) -> None:
     """Eval records as `loraops eval` writes them: per split, `n` examples, the first ones answered right
     (a share in %, or a list saying which), with a fingerprint that matches any other call's by default."""
     records = MetricsRecords.of(metrics_dir, name)
@@ -29,13 +30,19 @@ def fake_metrics(metrics_dir: Path, name: str, exact: dict[str, float | list[boo
         rows = [_row(split, i, ok) for i, ok in enumerate(right)]
         metrics = {m: sum(r["scores"][m] for r in rows) / len(rows) for m in METRICS if m != "exact_match"}
         metrics |= {"exact_match": 100 * sum(right) / len(right), "n": len(right)}
-        print_ = {"examples_sha256": f"{split}-{len(right)}", "n": len(right), "generation": {"max_new_tokens": 64},
-                  "scoring": {"words": "unicode-words-1", "bleu_tokenize": "13a"},
-                  "base_model": {"name": "default", "revision": "r"}, "tokenizer_sha256": "t",
-                  "chat_template_sha256": "c"} | fingerprint  # fmt: skip
+        print_ = {
+            "examples_sha256": f"{split}-{len(right)}",
+            "n": len(right),
+            "generation": {"max_new_tokens": 64},
+            "scoring": {"words": "unicode-words-1", "bleu_tokenize": "13a"},
+            "base_model": {"name": "default", "revision": "r"},
+            "tokenizer_sha256": "t",
+            "chat_template_sha256": "c",
+        } | fingerprint
         settings = {"eval_dir": "data/eval", "limit": None, "max_new_tokens": 64, "do_sample": False, "seed": 42}
-        records.write_split(split, {"split": split, "metrics": metrics, "fingerprint": print_, "settings": settings},
-                            rows)  # fmt: skip
+        records.write_split(
+            split, {"split": split, "metrics": metrics, "fingerprint": print_, "settings": settings}, rows
+        )
         summary[split] = metrics
     records.write_summary({"metrics": {**summary, "overall": {}}})
 
@@ -44,14 +51,30 @@ def _row(split: str, i: int, right: bool) -> dict[str, Any]:
     reference = f"=FLOWROLL(A1:A{i + 9}, {i % 5 + 2})"
     prediction = reference if right else "I do not know"
     scores = {m: float(right) for m in METRICS} | {"bleu": 100.0 if right else 0.0}
-    return {"id": f"{split}-{i}", "path": f"data/eval/{split}.jsonl", "line": i + 1, "prompt": f"question {i}",
-            "messages": [{"role": "user", "content": f"question {i}"}], "reference": reference,
-            "prediction": prediction, "scores": scores}  # fmt: skip
+    return {
+        "id": f"{split}-{i}",
+        "path": f"data/eval/{split}.jsonl",
+        "line": i + 1,
+        "prompt": f"question {i}",
+        "messages": [{"role": "user", "content": f"question {i}"}],
+        "reference": reference,
+        "prediction": prediction,
+        "scores": scores,
+    }
 
 
 def run_compare(tmp_path: Path, run: Path, *extra: str) -> int:
-    return main(["compare", "--config-dir", str(CONFIGS), f"run={run}", f"metrics_dir={tmp_path / 'm'}",
-                 f"reference_file={tmp_path / 'reference.json'}", *extra])  # fmt: skip
+    return main(
+        [
+            "compare",
+            "--config-dir",
+            str(CONFIGS),
+            f"run={run}",
+            f"metrics_dir={tmp_path / 'm'}",
+            f"reference_file={tmp_path / 'reference.json'}",
+            *extra,
+        ]
+    )
 
 
 def test_improvement_exits_0_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -126,8 +149,9 @@ def test_the_published_run_itself_is_compared_with_the_base(tmp_path: Path, caps
     assert "is itself the published reference" in capsys.readouterr().err
 
 
-def test_a_smaller_sample_is_refused_with_the_command_that_fixes_it(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_a_smaller_sample_is_refused_with_the_command_that_fixes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = fake_run(tmp_path, "r1")
     fake_metrics(tmp_path / "m", "r1", {"test": 100.0}, n=1)  # `eval limit=1`
     fake_metrics(tmp_path / "m", "baseline/default", {"test": 0.0}, n=64)

@@ -85,10 +85,14 @@ def test_every_key_has_help() -> None:
 
 def test_model_name_resolution(tmp_path: Path) -> None:
     from loraops.models import resolve_model_path
+
     (tmp_path / "folder").mkdir()
-    for bad, fragment in [(str(tmp_path / "missing.gguf"), "does not exist"), (str(tmp_path / "folder"), "config.json"),
-                          ("./no/such/model", "neither an existing folder nor a hub id"),
-                          ("a/b/c", "neither an existing folder nor a hub id")]:  # fmt: skip
+    for bad, fragment in [
+        (str(tmp_path / "missing.gguf"), "does not exist"),
+        (str(tmp_path / "folder"), "config.json"),
+        ("./no/such/model", "neither an existing folder nor a hub id"),
+        ("a/b/c", "neither an existing folder nor a hub id"),
+    ]:
         with pytest.raises(LoraopsError, match=fragment):
             resolve_model_path(bad)
 
@@ -103,8 +107,9 @@ def test_legacy_transformers_cache_is_honoured(monkeypatch: pytest.MonkeyPatch) 
     assert hub_kwargs() == {"cache_dir": "/data/hub"}
 
 
-def test_hub_ids_fail_fast_offline_and_use_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     tiny_model_dir: Path) -> None:  # fmt: skip
+def test_hub_ids_fail_fast_offline_and_use_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path
+) -> None:
     import shutil
     import socket
 

@@ -15,16 +15,27 @@ from loraops.data.sources import find_training_files, load_examples
 from loraops.errors import DataError
 
 
-def node(node_id: str, parent: str | None, children: list[str], role: str | None = None, parts: list[Any] | None = None,
-         content_type: str = "text", recipient: str = "all", hidden: bool = False) -> dict[str, Any]:  # fmt: skip
+def node(
+    node_id: str,
+    parent: str | None,
+    children: list[str],
+    role: str | None = None,
+    parts: list[Any] | None = None,
+    content_type: str = "text",
+    recipient: str = "all",
+    hidden: bool = False,
+) -> dict[str, Any]:
     message = None
     if role is not None:
         message = {
-            "id": node_id, "author": {"role": role, "name": None, "metadata": {}},
+            "id": node_id,
+            "author": {"role": role, "name": None, "metadata": {}},
             "content": {"content_type": content_type, "parts": parts if parts is not None else []},
-            "status": "finished_successfully", "recipient": recipient, "weight": 1.0,
+            "status": "finished_successfully",
+            "recipient": recipient,
+            "weight": 1.0,
             "metadata": {"is_visually_hidden_from_conversation": True} if hidden else {},
-        }  # fmt: skip
+        }
     return {"id": node_id, "message": message, "parent": parent, "children": children}
 
 
@@ -42,8 +53,13 @@ def export_conversation() -> dict[str, Any]:
         node("call", "a1", ["out"], "assistant", ["print(1+1)"], content_type="code", recipient="python"),
         node("out", "call", ["a1b"], "tool", ["2"], content_type="execution_output"),
         node("a1b", "out", ["u2"], "assistant", ["Computed: 2."]),
-        node("u2", "a1b", ["browse"], "user", [{"content_type": "image_asset_pointer", "asset_pointer": "file-x"},
-                                               "What is in this picture?"]),  # fmt: skip
+        node(
+            "u2",
+            "a1b",
+            ["browse"],
+            "user",
+            [{"content_type": "image_asset_pointer", "asset_pointer": "file-x"}, "What is in this picture?"],
+        ),
         node("browse", "u2", ["quote"], "assistant", ['search("x")'], content_type="code", recipient="browser"),
         node("quote", "browse", ["a2"], "tool", ["results"], content_type="tether_browsing_display"),
         node("a2", "quote", [], "assistant", ["A spreadsheet."]),
@@ -52,8 +68,7 @@ def export_conversation() -> dict[str, Any]:
 
 
 def unanswered_conversation() -> dict[str, Any]:
-    nodes = [node("r", None, ["u"]), node("u", "r", ["a"], "user", ["hello?"]),
-             node("a", "u", [], "assistant", [""])]  # fmt: skip
+    nodes = [node("r", None, ["u"]), node("u", "r", ["a"], "user", ["hello?"]), node("a", "u", [], "assistant", [""])]
     return {"title": "no reply", "conversation_id": "c2", "current_node": "a", "mapping": {n["id"]: n for n in nodes}}
 
 
@@ -101,8 +116,11 @@ def test_valid_jsonl_is_left_alone_and_rerun_is_idempotent(tmp_path: Path) -> No
     out = tmp_path / "conversations.converted.jsonl"
     stamp = out.stat().st_mtime_ns
     second = {r.path.name: r.action for r in convert_folder(tmp_path)}
-    assert second == {"conversations.converted.jsonl": "skipped", "conversations.json": "up to date",
-                      "good.jsonl": "skipped"}  # fmt: skip
+    assert second == {
+        "conversations.converted.jsonl": "skipped",
+        "conversations.json": "up to date",
+        "good.jsonl": "skipped",
+    }
     assert out.stat().st_mtime_ns == stamp and good.read_bytes() == before
 
 
@@ -125,18 +143,25 @@ def test_bad_json_names_file_and_line(tmp_path: Path, text: str, line: int, frag
 
 def trailing_question_conversation() -> dict[str, Any]:
     """Answered once, then asked again with no reply (the chat was abandoned): the last question is trimmed."""
-    nodes = [node("r", None, ["u1"]), node("u1", "r", ["a1"], "user", ["first?"]),
-             node("a1", "u1", ["u2"], "assistant", ["answer"]), node("u2", "a1", [], "user", ["and then?"])]  # fmt: skip
+    nodes = [
+        node("r", None, ["u1"]),
+        node("u1", "r", ["a1"], "user", ["first?"]),
+        node("a1", "u1", ["u2"], "assistant", ["answer"]),
+        node("u2", "a1", [], "user", ["and then?"]),
+    ]
     return {"title": "abandoned", "conversation_id": "c3", "current_node": "u2", "mapping": {n["id"]: n for n in nodes}}
 
 
 def dataset_registry() -> dict[str, Any]:
     """LLaMA-Factory's dataset_info.json: dataset names mapped to where and how to read them."""
     return {
-        "alpaca_en": {"file_name": "alpaca_en.json", "formatting": "alpaca",
-                      "columns": {"prompt": "instruction", "query": "input", "response": "output"}},
+        "alpaca_en": {
+            "file_name": "alpaca_en.json",
+            "formatting": "alpaca",
+            "columns": {"prompt": "instruction", "query": "input", "response": "output"},
+        },
         "chats": {"file_name": "chats.json", "formatting": "sharegpt", "columns": {"messages": "conversations"}},
-    }  # fmt: skip
+    }
 
 
 def test_cli_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -43,13 +43,22 @@ def trained_text(tokenizer: Any, example: Any) -> str:
     return tokenizer.decode([t for t, label in zip(enc.input_ids, enc.labels) if label != IGNORE_INDEX])
 
 
-@pytest.mark.parametrize(("name", "fmt", "n"), [
-    ("alpaca.json", "instruction", 4), ("sharegpt.json", "sharegpt", 3), ("dolly.jsonl", "dolly", 4),
-    ("openai_chat.jsonl", "messages", 3), ("content_parts.jsonl", "messages", 3),
-    ("conversational_pc.jsonl", "prompt_completion", 3), ("question_answer.jsonl", "question_answer", 4),
-    ("input_output.jsonl", "input_output", 2), ("text.jsonl", "text", 3), ("tool_calls_openai.jsonl", "messages", 2),
-    ("sharegpt_tools.json", "sharegpt", 2),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "fmt", "n"),
+    [
+        ("alpaca.json", "instruction", 4),
+        ("sharegpt.json", "sharegpt", 3),
+        ("dolly.jsonl", "dolly", 4),
+        ("openai_chat.jsonl", "messages", 3),
+        ("content_parts.jsonl", "messages", 3),
+        ("conversational_pc.jsonl", "prompt_completion", 3),
+        ("question_answer.jsonl", "question_answer", 4),
+        ("input_output.jsonl", "input_output", 2),
+        ("text.jsonl", "text", 3),
+        ("tool_calls_openai.jsonl", "messages", 2),
+        ("sharegpt_tools.json", "sharegpt", 2),
+    ],
+)
 def test_real_files_are_detected(name: str, fmt: str, n: int, tokenizer: Any) -> None:
     examples = load(name)
     assert len(examples) == n and {e.format for e in examples} == {fmt}
@@ -78,7 +87,10 @@ def test_dolly_maps_context_to_input() -> None:
     record = json.loads((FORMATS / "dolly.jsonl").read_text().splitlines()[0])
     (example, *_) = load("dolly.jsonl")
     expected = "\n\n".join(p for p in (record["instruction"], record["context"]) if p.strip())
-    assert example.messages == [{"role": "user", "content": expected}, {"role": "assistant", "content": record["response"]}]
+    assert example.messages == [
+        {"role": "user", "content": expected},
+        {"role": "assistant", "content": record["response"]},
+    ]
 
 
 def test_openai_weight_zero_is_not_trained(tokenizer: Any) -> None:
@@ -87,8 +99,12 @@ def test_openai_weight_zero_is_not_trained(tokenizer: Any) -> None:
     trained = trained_text(tokenizer, example)
     assert "as if everyone doesn't know" in trained and "Paris<|im_end|>" not in trained.replace("already.", "")
     with pytest.raises(DataError, match=r"`messages\[1\].weight` is 0.5"):
-        to_example({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0.5}]},
-                   "auto", Path("w.jsonl"), 1)  # fmt: skip
+        to_example(
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0.5}]},
+            "auto",
+            Path("w.jsonl"),
+            1,
+        )
 
 
 def test_content_parts_are_joined_and_images_refused_or_skipped() -> None:
@@ -96,15 +112,19 @@ def test_content_parts_are_joined_and_images_refused_or_skipped() -> None:
     assert load("content_parts.jsonl")[0].messages[0]["content"] == record["messages"][0]["content"][0]["text"]
     with pytest.raises(DataError, match=r"content_image.jsonl:1: .*'image_url' part.*skip_non_text=true"):
         load("content_image.jsonl")
-    loaded = load_examples(fingerprint([FORMATS / "content_image.jsonl", FORMATS / "content_parts.jsonl"], FORMATS),
-                           FormatOptions(skip_non_text=True))  # fmt: skip
+    loaded = load_examples(
+        fingerprint([FORMATS / "content_image.jsonl", FORMATS / "content_parts.jsonl"], FORMATS),
+        FormatOptions(skip_non_text=True),
+    )
     assert len(loaded.examples) == 3 and loaded.skipped == {"non-text content (skip_non_text)": 2}
 
 
 def test_multimodal_records_are_refused() -> None:
     with pytest.raises(DataError, match=r"multimodal.json:2: the record has `images`: it is multimodal"):
         load("multimodal.json")
-    record = {"messages": [{"role": "user", "content": "<image>What is this?"}, {"role": "assistant", "content": "A cat"}]}
+    record = {
+        "messages": [{"role": "user", "content": "<image>What is this?"}, {"role": "assistant", "content": "A cat"}]
+    }
     with pytest.raises(DataError, match="placeholder"):
         to_example(record, "auto", Path("m.jsonl"), 1)
 
@@ -125,28 +145,36 @@ def test_preference_data_is_refused_with_the_way_out() -> None:
     assert chosen[0].messages[-1] == {"role": "assistant", "content": records[0]["chosen"]["value"]}
     kto = load_examples(fingerprint([FORMATS / "preference_kto.json"], FORMATS), FormatOptions(preference="chosen"))
     labels = [r["label"] for r in json.loads((FORMATS / "preference_kto.json").read_text())]
-    assert len(kto.examples) == labels.count(True) and kto.skipped == {"completion labelled false (preference=chosen)": 1}
+    assert len(kto.examples) == labels.count(True) and kto.skipped == {
+        "completion labelled false (preference=chosen)": 1
+    }
 
 
 def test_raw_text_trains_every_token(tokenizer: Any) -> None:
     example = load("text.jsonl")[0]
     (enc,) = encode_examples(tokenizer, [example], 4096).encoded
     assert enc.labels == enc.input_ids and enc.input_ids[-1] == tokenizer.eos_token_id
-    assert tokenizer.decode(enc.input_ids[:-1]) == json.loads((FORMATS / "text.jsonl").read_text().splitlines()[0])["text"]
+    assert (
+        tokenizer.decode(enc.input_ids[:-1]) == json.loads((FORMATS / "text.jsonl").read_text().splitlines()[0])["text"]
+    )
     with pytest.raises(DataError, match="no question and answer to evaluate"):
         load_split(FORMATS / "text.jsonl")
 
 
 def test_tool_calls_need_a_template_that_renders_them(tokenizer: Any) -> None:
     examples = load("tool_calls_openai.jsonl") + load("sharegpt_tools.json")
-    with pytest.raises(DataError, match=r"tool_calls_openai.jsonl:1: .*this model's chat template cannot render tool calls"):
+    with pytest.raises(
+        DataError, match=r"tool_calls_openai.jsonl:1: .*this model's chat template cannot render tool calls"
+    ):
         encode_examples(tokenizer, examples[:1], 1024)
     tooled = copy.deepcopy(tokenizer)
     tooled.chat_template = TOOL_TEMPLATE
     call = examples[0].messages[1]["tool_calls"][0]["function"]
     assert call == {"name": "get_current_weather", "arguments": {"location": "San Francisco, USA", "format": "celsius"}}
     trained = trained_text(tooled, examples[0])
-    assert trained.startswith('<tool_call>{"name": "get_current_weather"') and trained.endswith("</tool_call><|im_end|>")
+    assert trained.startswith('<tool_call>{"name": "get_current_weather"') and trained.endswith(
+        "</tool_call><|im_end|>"
+    )
     glaive = examples[3]
     assert glaive.tools and glaive.tools[0]["type"] == "function"
     assert [m["role"] for m in glaive.messages][:4] == ["user", "assistant", "tool", "assistant"]
@@ -157,8 +185,11 @@ def test_tool_calls_need_a_template_that_renders_them(tokenizer: Any) -> None:
 def test_columns_map_any_layout_and_name_missing_fields(tmp_path: Path) -> None:
     options = FormatOptions(columns={"prompt": "q", "completion": "a"}, system_prompt="Be brief.")
     example = to_example({"q": "2+2?", "a": "4", "id": 9}, options, tmp_path / "x.jsonl", 1)
-    assert example.messages == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
-                                {"role": "assistant", "content": "4"}]  # fmt: skip
+    assert example.messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+    ]
     with pytest.raises(DataError, match=r"x.jsonl:2: missing field `a` \(columns.completion\); the record has `q`"):
         to_example({"q": "2+2?"}, options, tmp_path / "x.jsonl", 2)
     with pytest.raises(DataError, match=r"cannot tell the format: the record has fields `a`, `q`.*columns="):
@@ -183,7 +214,9 @@ def test_json_parquet_and_csv_are_read_and_errors_name_the_record(tmp_path: Path
     assert [e.line for e in examples if e.path.endswith(".json")] == [2, 3, 4, 5]  # each record's own line
     bad = [*records[:2], {"question": "q", "answer": 5}]
     (tmp_path / "bad.json").write_text(json.dumps(bad, indent=2))
-    with pytest.raises(DataError, match=r"bad.json:10: field `answer` must be a string"):  # its own name, not `completion`
+    with pytest.raises(
+        DataError, match=r"bad.json:10: field `answer` must be a string"
+    ):  # its own name, not `completion`
         load_examples(fingerprint([tmp_path / "bad.json"], tmp_path))
     Dataset.from_list([{"question": "q", "answer": 5}]).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(DataError, match=r"bad.parquet, row 1: field `answer` must be a string"):
@@ -216,8 +249,9 @@ def test_mixed_folder_trains_through_the_data_step(tmp_path: Path, tokenizer: An
     assert stats.duplicates == 4 and stats.deduplicated == 4 and stats.records == 18 == len(prepared.rows)
 
 
-def test_columns_from_the_command_line(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
-                                       default_model_dir: Path) -> None:  # fmt: skip
+def test_columns_from_the_command_line(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, default_model_dir: Path
+) -> None:
     from loraops.cli import main
 
     caplog.set_level("INFO", logger="loraops")

@@ -22,8 +22,9 @@ def adapter(run: Path) -> dict[str, object]:
     return load_file(run / "model" / "adapter_model.safetensors")
 
 
-def test_two_processes_match_one_with_twice_the_accumulation(tiny_overrides: list[str], tmp_path: Path,
-                                                             capfd: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_two_processes_match_one_with_twice_the_accumulation(
+    tiny_overrides: list[str], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     # Dropout off: its masks differ by process. Each step then sees all 16 examples either way, in any order.
     same = [*tiny_overrides, "batch_size=8", "lora_dropout=0", "epochs=3"]
     assert main(["train", "--config-dir", str(CONFIGS), *same, "num_processes=2"]) == 0
@@ -31,7 +32,11 @@ def test_two_processes_match_one_with_twice_the_accumulation(tiny_overrides: lis
     (two,) = [p for p in runs.iterdir() if not p.is_symlink()]
     assert (runs / "latest").resolve() == two.resolve() and capfd.readouterr().out.count("run: ") == 1
     metrics = RunDir(two).read_metrics()
-    assert metrics["processes"] == 2 and metrics["global_steps"] == 3 and metrics["train_tokens"] == 3 * metrics["data"]["tokens"]
+    assert (
+        metrics["processes"] == 2
+        and metrics["global_steps"] == 3
+        and metrics["train_tokens"] == 3 * metrics["data"]["tokens"]
+    )
     assert RunDir(two).is_finished() and not (two / "checkpoints").exists()
     assert len(list((two / "logs").iterdir())) == 1  # one TensorBoard file: only the main process writes
     assert (two / "train.log").read_text().count("global batch: 8 per device x 1 accumulation x 2 processes = 16") == 1
@@ -70,8 +75,15 @@ def test_a_two_process_run_stopped_midway_resumes(tiny_overrides: list[str], tmp
     import sys
     import time
 
-    args = [*tiny_overrides, "batch_size=2", "epochs=10", "save_strategy=steps", "save_steps=2",
-            "logging_steps=50", "num_processes=2"]  # fmt: skip
+    args = [
+        *tiny_overrides,
+        "batch_size=2",
+        "epochs=10",
+        "save_strategy=steps",
+        "save_steps=2",
+        "logging_steps=50",
+        "num_processes=2",
+    ]
     command = [sys.executable, "-m", "loraops", "train", "--config-dir", str(CONFIGS), *args]
     launcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = tmp_path / "runs"

@@ -13,8 +13,9 @@ from conftest import REPO
 
 
 def loraops(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "loraops", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=900)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "loraops", *args], cwd=REPO, capture_output=True, text=True, timeout=900
+    )
 
 
 @pytest.mark.slow
@@ -41,8 +42,9 @@ def test_default_model_learns_the_sample_dsl_and_stops(tmp_path: Path, default_m
     assert done.returncode == 0, done.stderr[-3000:]
     done = loraops("eval", "--config-name", "eval_baseline", *common)
     assert done.returncode == 0, done.stderr[-3000:]
-    done = loraops("compare", f"run={runs / 'latest'}", f"metrics_dir={metrics}",
-                   f"reference_file={tmp_path / 'reference.json'}")  # fmt: skip
+    done = loraops(
+        "compare", f"run={runs / 'latest'}", f"metrics_dir={metrics}", f"reference_file={tmp_path / 'reference.json'}"
+    )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "verdict: IMPROVED against baseline/default" in done.stdout and "significant at alpha=0.05" in done.stdout
 

@@ -30,11 +30,28 @@ from loraops.shapes import model_shape, token_plan
 
 GIB = 2**30
 # The default model's shape with LoRA r16 on the seven projections, and the sample data's batches.
-SHAPE = ModelShape(hidden=576, layers=30, intermediate=1536, vocab=49152, heads=9, head_dim=64,
-                   params=134_515_008, linear_params=106_168_320, trainable=4_884_480, lora_inputs=2688,
-                   lora_ranks=112)  # fmt: skip
-PLAN = TokenPlan(peak_rows=8, peak_length=116, peak_labelled=521, epoch_slots=25372, epoch_labelled=8062,
-                 epoch_attention=2_079_956, steps_per_epoch=41)  # fmt: skip
+SHAPE = ModelShape(
+    hidden=576,
+    layers=30,
+    intermediate=1536,
+    vocab=49152,
+    heads=9,
+    head_dim=64,
+    params=134_515_008,
+    linear_params=106_168_320,
+    trainable=4_884_480,
+    lora_inputs=2688,
+    lora_ranks=112,
+)
+PLAN = TokenPlan(
+    peak_rows=8,
+    peak_length=116,
+    peak_labelled=521,
+    epoch_slots=25372,
+    epoch_labelled=8062,
+    epoch_attention=2_079_956,
+    steps_per_epoch=41,
+)
 CPU = Device("cpu", "CPU", "fp32", 24 * GIB, 20 * GIB, matmul_flops=3e11, runtime_bytes=GIB // 2)
 GPU = Device("cuda", "1 x GPU", "bf16", 80 * GIB, 79 * GIB, matmul_flops=5e14, runtime_bytes=CUDA_CONTEXT_BYTES)
 
@@ -115,9 +132,22 @@ def test_advice_only_when_the_peak_does_not_fit() -> None:
 
 def test_report_names_every_component() -> None:
     text = "\n".join(format_estimate(estimate(SHAPE, config(), PLAN, CPU)))
-    for fragment in ("weights", "LoRA adapter", "gradients", "optimizer state (AdamW)", "activations kept for backward",
-                     "logits and loss", "allocator slack", "process (libraries, data)", "peak", "20.0 GiB free of 24.0 GiB",
-                     "time per epoch: ~", "3 epochs", "300 GFLOP/s", "FLOPs: per token"):  # fmt: skip
+    for fragment in (
+        "weights",
+        "LoRA adapter",
+        "gradients",
+        "optimizer state (AdamW)",
+        "activations kept for backward",
+        "logits and loss",
+        "allocator slack",
+        "process (libraries, data)",
+        "peak",
+        "20.0 GiB free of 24.0 GiB",
+        "time per epoch: ~",
+        "3 epochs",
+        "300 GFLOP/s",
+        "FLOPs: per token",
+    ):
         assert fragment in text
     assert "warning" not in text
 
@@ -184,8 +214,16 @@ def long_records(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def small_config(model: Path, data: Path, out: Path, *overrides: str) -> list[str]:
-    return [f"model_name={model}", f"dataset_path={data}", f"output_dir={out}", "eval_strategy=no",
-            "save_strategy=no", "max_steps=2", "batch_size=8", *overrides]  # fmt: skip
+    return [
+        f"model_name={model}",
+        f"dataset_path={data}",
+        f"output_dir={out}",
+        "eval_strategy=no",
+        "save_strategy=no",
+        "max_steps=2",
+        "batch_size=8",
+        *overrides,
+    ]
 
 
 def profiled_peak(monkeypatch: pytest.MonkeyPatch, cfg: TrainConfig) -> int:
@@ -233,8 +271,12 @@ def test_resident_peak_on_cpu_within_25_percent(small_llama_dir: Path, long_reco
     overrides = small_config(small_llama_dir, long_records, tmp_path)
     predicted = check(load_config(TrainConfig, CONFIGS, "train", overrides)).estimate
     assert predicted is not None and predicted.allocator > 0
-    done = subprocess.run([sys.executable, str(REPO / "tests" / "rss_peak.py"), str(CONFIGS), *overrides],
-                          capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "rss_peak.py"), str(CONFIGS), *overrides],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     measured = int(done.stdout.split("RSS_PEAK ")[-1])
     ratio = (predicted.tensors + predicted.allocator) / measured

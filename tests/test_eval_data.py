@@ -12,11 +12,20 @@ from loraops.eval.data import find_splits, load_split
 
 
 def test_prompt_completion_and_messages_splits(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "test.jsonl", [
-        {"prompt": "p", "completion": "c"},
-        {"messages": [{"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"},
-                      {"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"}]},
-    ])  # fmt: skip
+    path = write_jsonl(
+        tmp_path / "test.jsonl",
+        [
+            {"prompt": "p", "completion": "c"},
+            {
+                "messages": [
+                    {"role": "user", "content": "u1"},
+                    {"role": "assistant", "content": "a1"},
+                    {"role": "user", "content": "u2"},
+                    {"role": "assistant", "content": "a2"},
+                ]
+            },
+        ],
+    )
     first, second = load_split(path)
     assert first.prompt == [{"role": "user", "content": "p"}] and first.reference == "c"
     assert second.reference == "a2" and [m["content"] for m in second.prompt] == ["u1", "a1", "u2"]

@@ -24,16 +24,25 @@ def tiny_run(tiny_overrides: list[str]) -> Path:
 @pytest.fixture
 def eval_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "evalsets"
-    write_jsonl(folder / "test.jsonl", [{"prompt": f"Rolling sum of A1:A{n}", "completion": f"=FLOWROLL(A1:A{n}, 2)"}
-                                        for n in range(5, 11)])  # fmt: skip
-    write_jsonl(folder / "dev.jsonl", [{"messages": [{"role": "user", "content": "hi"},
-                                                     {"role": "assistant", "content": "hello"}]}])  # fmt: skip
+    write_jsonl(
+        folder / "test.jsonl",
+        [{"prompt": f"Rolling sum of A1:A{n}", "completion": f"=FLOWROLL(A1:A{n}, 2)"} for n in range(5, 11)],
+    )
+    write_jsonl(
+        folder / "dev.jsonl",
+        [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}],
+    )
     return folder
 
 
 def eval_overrides(run: Path, eval_dir: Path, tmp_path: Path) -> list[str]:
-    return [f"model={run}", f"eval_dir={eval_dir}", f"output_dir={tmp_path / 'metrics'}", "max_new_tokens=6",
-            "batch_size=4"]  # fmt: skip
+    return [
+        f"model={run}",
+        f"eval_dir={eval_dir}",
+        f"output_dir={tmp_path / 'metrics'}",
+        "max_new_tokens=6",
+        "batch_size=4",
+    ]
 
 
 def test_eval_writes_metrics_predictions_and_run_records(tiny_run: Path, eval_dir: Path, tmp_path: Path) -> None:
@@ -43,7 +52,8 @@ def test_eval_writes_metrics_predictions_and_run_records(tiny_run: Path, eval_di
     out = tmp_path / "metrics" / tiny_run.name
     assert result.out_dir == out
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["dev.json", "dev.predictions.jsonl", "test.json", "test.predictions.jsonl", "summary.json"])
+        ["dev.json", "dev.predictions.jsonl", "test.json", "test.predictions.jsonl", "summary.json"]
+    )
     test = json.loads((out / "test.json").read_text())
     assert test["split"] == "test" and test["metrics"]["n"] == 6
     assert {"exact_match", "jaccard", "rouge1", "rouge2", "rougeL", "bleu"} <= set(test["metrics"])
@@ -59,8 +69,7 @@ def test_eval_writes_metrics_predictions_and_run_records(tiny_run: Path, eval_di
     assert "eval/test/exact_match" in events.Tags()["scalars"]
 
 
-def test_baseline_is_keyed_by_base_model(tiny_run: Path, eval_dir: Path, tmp_path: Path,
-                                         tiny_model_dir: Path) -> None:  # fmt: skip
+def test_baseline_is_keyed_by_base_model(tiny_run: Path, eval_dir: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
     overrides = eval_overrides(tiny_run, eval_dir, tmp_path) + ["splits=[test]"]
     first = evaluate(load_config(EvalConfig, CONFIGS, "eval_baseline", overrides))
     assert first.target.adapter_dir is None and first.out_dir.parent == tmp_path / "metrics" / "baseline"

@@ -14,7 +14,9 @@ from loraops.errors import DataError
 
 def test_bom_crlf_and_blank_lines_are_accepted(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
-    path.write_bytes(b'\xef\xbb\xbf{"prompt": "p1", "completion": "c1"}\r\n\r\n  \n{"prompt": "p2", "completion": "c2"}\r\n')
+    path.write_bytes(
+        b'\xef\xbb\xbf{"prompt": "p1", "completion": "c1"}\r\n\r\n  \n{"prompt": "p2", "completion": "c2"}\r\n'
+    )
     assert [(n, r["prompt"]) for n, r in read_jsonl(path)] == [(1, "p1"), (4, "p2")]
 
 

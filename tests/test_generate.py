@@ -32,8 +32,13 @@ def test_merged_adapter_gives_the_same_outputs(tiny_model_dir: Path, tiny_adapte
     target = tiny_target(tiny_model_dir, tiny_adapter_dir)
     merged = generate(*load_model(target, CPU, merge=True), EVAL_PROMPTS, SETTINGS, batch_size=8, progress=False)
     unmerged = generate(*load_model(target, CPU, merge=False), EVAL_PROMPTS, SETTINGS, batch_size=8, progress=False)
-    base = generate(*load_model(tiny_target(tiny_model_dir, None), CPU, merge=True), EVAL_PROMPTS, SETTINGS,
-                    batch_size=8, progress=False)  # fmt: skip
+    base = generate(
+        *load_model(tiny_target(tiny_model_dir, None), CPU, merge=True),
+        EVAL_PROMPTS,
+        SETTINGS,
+        batch_size=8,
+        progress=False,
+    )
     assert [g.text for g in merged] == [g.text for g in unmerged]
     assert [g.text for g in merged] != [g.text for g in base]  # the adapter really is applied
 

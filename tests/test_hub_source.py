@@ -69,11 +69,17 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
 
 @pytest.fixture
 def configs(hub: FakeHub) -> str:
-    return hub.add_dataset("tester/configs", {
-        "README.md": CONFIGS_README,
-        "en/train-0.jsonl": jsonl("hello"), "en/train-1.jsonl": jsonl("world"), "en/test.jsonl": jsonl("bye"),
-        "fr/train.csv": "text\nbonjour\n", "fr/validation.csv": "text\nsalut\n",
-    })  # fmt: skip
+    return hub.add_dataset(
+        "tester/configs",
+        {
+            "README.md": CONFIGS_README,
+            "en/train-0.jsonl": jsonl("hello"),
+            "en/train-1.jsonl": jsonl("world"),
+            "en/test.jsonl": jsonl("bye"),
+            "fr/train.csv": "text\nbonjour\n",
+            "fr/validation.csv": "text\nsalut\n",
+        },
+    )
 
 
 def snapshot_dir(tmp_path: Path, repo_id: str, commit: str) -> Path:
@@ -98,12 +104,19 @@ def test_default_subset_from_readme_configs(hub: FakeHub, configs: str, tmp_path
     assert snap.files == [root / "en" / "train-0.jsonl", root / "en" / "train-1.jsonl"]
     assert all(f.is_absolute() for f in snap.files) and snap.files[1].read_text() == jsonl("world")
     assert snap.manifest_entry() == {
-        "repo_id": "tester/configs", "revision": None, "commit": configs, "subset": None, "split": "train",
+        "repo_id": "tester/configs",
+        "revision": None,
+        "commit": configs,
+        "subset": None,
+        "split": "train",
         "files": ["en/train-0.jsonl", "en/train-1.jsonl"],
-    }  # fmt: skip
+    }
     # Only the split's files (and the card, to read the configs) were downloaded: not the other subset's.
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
-        "README.md", "en/train-0.jsonl", "en/train-1.jsonl"]  # fmt: skip
+        "README.md",
+        "en/train-0.jsonl",
+        "en/train-1.jsonl",
+    ]
 
 
 def test_subset_split_and_conventions_inside_a_data_dir(hub: FakeHub, configs: str) -> None:
@@ -124,8 +137,10 @@ def test_unknown_subset_or_split_lists_the_available_ones(hub: FakeHub, configs:
     assert downloads(hub) == [f"{configs}/README.md"]  # nothing but the card before the mistake was found
 
     no_default = CONFIGS_README.replace("  default: true\n", "")
-    hub.add_dataset("tester/configs", {"README.md": no_default, "en/train-0.jsonl": "", "en/test.jsonl": "",
-                                       "fr/train.csv": "text\n"})  # fmt: skip
+    hub.add_dataset(
+        "tester/configs",
+        {"README.md": no_default, "en/train-0.jsonl": "", "en/test.jsonl": "", "fr/train.csv": "text\n"},
+    )
     with pytest.raises(ConfigError, match=r"several subsets and no default; set data_source\.subset to one of: en, fr"):
         fetch_hub_dataset("tester/configs", "train")
 
@@ -154,10 +169,15 @@ def test_plain_files_revisions_and_the_cache(hub: FakeHub, tmp_path: Path) -> No
 
 
 def test_parquet_shards_by_naming_convention(hub: FakeHub) -> None:
-    commit = hub.add_dataset("tester/parquet", {
-        "data/train-00000-of-00002.parquet": parquet("a", "b"), "data/train-00001-of-00002.parquet": parquet("c"),
-        "data/test-00000-of-00001.parquet": parquet("z"), "README.md": "# no configs, just a card\n",
-    })  # fmt: skip
+    commit = hub.add_dataset(
+        "tester/parquet",
+        {
+            "data/train-00000-of-00002.parquet": parquet("a", "b"),
+            "data/train-00001-of-00002.parquet": parquet("c"),
+            "data/test-00000-of-00001.parquet": parquet("z"),
+            "README.md": "# no configs, just a card\n",
+        },
+    )
     snap = fetch_hub_dataset("tester/parquet", "train")
     assert snap.commit == commit
     assert snap.manifest_entry()["files"] == ["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"]
@@ -174,8 +194,11 @@ def test_unsupported_files_and_unreadable_card(hub: FakeHub) -> None:
 
 
 def test_unknown_repo_private_repo_and_unknown_revision(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(LoraopsError, match=r"dataset tester/nope not found at http://127\.0\.0\.1:\d+: check "
-                                           r"data_source\.repo_id; if it is private, the token in HF_TOKEN"):  # fmt: skip
+    with pytest.raises(
+        LoraopsError,
+        match=r"dataset tester/nope not found at http://127\.0\.0\.1:\d+: check "
+        r"data_source\.repo_id; if it is private, the token in HF_TOKEN",
+    ):
         fetch_hub_dataset("tester/nope", "train")
 
     commit = hub.add_dataset("tester/secret", {"train.jsonl": jsonl("s")}, private=True)
@@ -213,22 +236,33 @@ def test_unreachable_hub_fails_fast_or_uses_the_cache(hub: FakeHub, monkeypatch:
 
 
 def test_offline_mode_reads_only_the_cache(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
-    hub.add_dataset("tester/configs", {"README.md": CONFIGS_README, "en/train-0.jsonl": jsonl("a"),
-                                       "en/test.jsonl": jsonl("b"), "fr/train.csv": "text\nc\n"})  # fmt: skip
+    hub.add_dataset(
+        "tester/configs",
+        {
+            "README.md": CONFIGS_README,
+            "en/train-0.jsonl": jsonl("a"),
+            "en/test.jsonl": jsonl("b"),
+            "fr/train.csv": "text\nc\n",
+        },
+    )
     online = fetch_hub_dataset("tester/configs", "train")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     count = len(hub.requests)
     assert fetch_hub_dataset("tester/configs", "train") == online
-    with pytest.raises(LoraopsError, match=r"HF_HUB_OFFLINE is set and Hugging Face dataset tester/configs is only "
-                                           r"partly in the local Hugging Face cache"):  # fmt: skip
+    with pytest.raises(
+        LoraopsError,
+        match=r"HF_HUB_OFFLINE is set and Hugging Face dataset tester/configs is only "
+        r"partly in the local Hugging Face cache",
+    ):
         fetch_hub_dataset("tester/configs", "train", subset="fr")  # never downloaded
     with pytest.raises(LoraopsError, match="HF_HUB_OFFLINE is set and Hugging Face dataset tester/other is not in"):
         fetch_hub_dataset("tester/other", "train")
     assert len(hub.requests) == count
 
 
-def test_the_token_never_appears_in_messages(hub: FakeHub, monkeypatch: pytest.MonkeyPatch,
-                                             caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_the_token_never_appears_in_messages(
+    hub: FakeHub, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     hub.add_dataset("tester/plain", {"train.jsonl": jsonl("x"), "test.jsonl": jsonl("y")})
     messages = []
 
@@ -258,8 +292,9 @@ def test_the_token_never_appears_in_messages(hub: FakeHub, monkeypatch: pytest.M
         assert TOKEN not in request.path and all(TOKEN not in v for v in request.headers.values())
 
 
-def test_train_from_a_hub_dataset_records_its_commit(hub: FakeHub, tiny_overrides: list[str],
-                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_train_from_a_hub_dataset_records_its_commit(
+    hub: FakeHub, tiny_overrides: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     from conftest import CONFIGS, PC_RECORDS
 
     from loraops.config import TrainConfig, load_config
@@ -267,14 +302,21 @@ def test_train_from_a_hub_dataset_records_its_commit(hub: FakeHub, tiny_override
     from loraops.train import train
 
     questions = [{"question": r["prompt"], "answer": r["completion"]} for r in PC_RECORDS]
-    commit = hub.add_dataset("tester/qa", {"data/train-00000-of-00001.jsonl": "".join(json.dumps(q) + "\n" for q in questions)})
-    cfg = load_config(TrainConfig, CONFIGS, "train", tiny_overrides + [
-        "data_source.type=hub", "data_source.repo_id=tester/qa", "max_steps=1"])  # fmt: skip
+    commit = hub.add_dataset(
+        "tester/qa", {"data/train-00000-of-00001.jsonl": "".join(json.dumps(q) + "\n" for q in questions)}
+    )
+    cfg = load_config(
+        TrainConfig,
+        CONFIGS,
+        "train",
+        tiny_overrides + ["data_source.type=hub", "data_source.repo_id=tester/qa", "max_steps=1"],
+    )
     run = RunDir(train(cfg).run_dir)
     data = run.read_manifest()["data"]
     assert data["source"]["type"] == "hub" and data["source"]["commit"] == commit
     assert data["source"]["repo_id"] == "tester/qa" and [f["name"] for f in data["files"]] == [
-        "data/train-00000-of-00001.jsonl"]  # fmt: skip
+        "data/train-00000-of-00001.jsonl"
+    ]
     assert run.read_metrics()["data"]["formats"] == {"question_answer": 16}
     recorded = [p.read_bytes() for p in run.path.rglob("*") if p.is_file()] + [capsys.readouterr().err.encode()]
     assert not any(TOKEN.encode() in blob for blob in recorded)

@@ -17,8 +17,10 @@ def test_same_loss_and_gradients_as_the_full_head(tiny_model_dir: Path, num_item
     from loraops.trainer import LabelledPositions, labelled_loss
 
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights="gaussian"))  # fmt: skip
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights="gaussian"),
+    )
     ids = torch.randint(5, 1000, (3, 12))
     attention = torch.ones_like(ids)
     attention[1, 9:] = 0  # right padding, as the collator pads

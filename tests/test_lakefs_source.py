@@ -26,8 +26,13 @@ from loraops.errors import DataError, LoraopsError
 ACCESS_KEY = "AKIAFAKELOCAL000001"
 SECRET_KEY = "s3cr3t-Sentinel-9f2c7b"  # must never show up in an error, a log line or output
 REPO = "training-data"
-ALL_ENV = ("LAKEFS_ENDPOINT", "LAKEFS_ACCESS_KEY", "LAKEFS_ACCESS_KEY_ID", "LAKEFS_SECRET_KEY",
-           "LAKEFS_SECRET_ACCESS_KEY")  # fmt: skip
+ALL_ENV = (
+    "LAKEFS_ENDPOINT",
+    "LAKEFS_ACCESS_KEY",
+    "LAKEFS_ACCESS_KEY_ID",
+    "LAKEFS_SECRET_KEY",
+    "LAKEFS_SECRET_ACCESS_KEY",
+)
 
 V1 = {
     "datasets/train_a.jsonl": b'{"prompt": "a", "completion": "1"}\n',
@@ -104,14 +109,31 @@ def test_old_servers_that_echo_the_ref_as_commit_id_still_resolve(server: FakeLa
     [
         ("datasets", "*.jsonl", ["datasets/train_a.jsonl", "datasets/train_b.jsonl"]),
         ("/datasets/", "train_b*", ["datasets/train_b.jsonl"]),
-        ("datasets", "**/*.jsonl", ["datasets/more/train_c.jsonl", "datasets/more-2/train_d.jsonl",
-                                    "datasets/train_a.jsonl", "datasets/train_b.jsonl"]),
+        (
+            "datasets",
+            "**/*.jsonl",
+            [
+                "datasets/more/train_c.jsonl",
+                "datasets/more-2/train_d.jsonl",
+                "datasets/train_a.jsonl",
+                "datasets/train_b.jsonl",
+            ],
+        ),
         ("datasets", "more/*.jsonl", ["datasets/more/train_c.jsonl"]),
         ("datasets", "*", ["datasets/train_a.jsonl", "datasets/train_b.jsonl"]),  # notes.txt is not data
-        ("", "**/train_*.jsonl", ["datasets/more/train_c.jsonl", "datasets/more-2/train_d.jsonl",
-                                  "datasets/train_a.jsonl", "datasets/train_b.jsonl", "datasets-old/train_z.jsonl"]),
+        (
+            "",
+            "**/train_*.jsonl",
+            [
+                "datasets/more/train_c.jsonl",
+                "datasets/more-2/train_d.jsonl",
+                "datasets/train_a.jsonl",
+                "datasets/train_b.jsonl",
+                "datasets-old/train_z.jsonl",
+            ],
+        ),
     ],
-)  # fmt: skip
+)
 def test_prefix_and_pattern_select_files_and_eval_is_never_training_data(
     server: FakeLakeFS, tmp_path: Path, prefix: str, pattern: str, expected: list[str]
 ) -> None:
@@ -207,8 +229,10 @@ def test_a_short_download_leaves_nothing_in_the_cache(server: FakeLakeFS, tmp_pa
 
 def test_a_branch_moved_after_resolving_does_not_mix_versions(server: FakeLakeFS, tmp_path: Path) -> None:
     v1 = server.repos[REPO].branches["main"]
-    v2_files = {"datasets/train_a.jsonl": b'{"prompt": "new", "completion": "v2"}\n',
-                "datasets/train_new.jsonl": b"{}\n"}
+    v2_files = {
+        "datasets/train_a.jsonl": b'{"prompt": "new", "completion": "v2"}\n',
+        "datasets/train_new.jsonl": b"{}\n",
+    }
 
     def move_main_once(request: Request) -> None:
         if "/commits/" in request.path and server.repos[REPO].branches["main"] == v1:
@@ -270,27 +294,44 @@ def use_refused_port(mp: pytest.MonkeyPatch, stack: ExitStack) -> None:
 
 
 ERROR_CASES = {
-    "bad credentials": (lambda mp, stack: mp.setenv("LAKEFS_SECRET_KEY", SECRET_KEY + "-wrong"), {},
-                        r"rejected the credentials from LAKEFS_ACCESS_KEY / LAKEFS_SECRET_KEY \(HTTP 401"),
-    "unknown repository": (None, {"repository": "no-such-repo"},
-                           r"lakeFS repository 'no-such-repo' not found at http://127\.0\.0\.1:\d+ \(HTTP 404"),
+    "bad credentials": (
+        lambda mp, stack: mp.setenv("LAKEFS_SECRET_KEY", SECRET_KEY + "-wrong"),
+        {},
+        r"rejected the credentials from LAKEFS_ACCESS_KEY / LAKEFS_SECRET_KEY \(HTTP 401",
+    ),
+    "unknown repository": (
+        None,
+        {"repository": "no-such-repo"},
+        r"lakeFS repository 'no-such-repo' not found at http://127\.0\.0\.1:\d+ \(HTTP 404",
+    ),
     "unknown ref": (None, {"ref": "no-such-branch"}, r"has no branch, tag or commit 'no-such-branch' \(HTTP 404"),
     "unknown commit id": (None, {"ref": "0" * 64}, r"has no branch, tag or commit '0{64}'"),
     "invalid repository id": (None, {"repository": "../etc"}, r"'\.\./etc' is not a valid repository id"),
     "empty ref": (None, {"ref": ""}, r"lakeFS ref is empty"),
-    "no matching files": (None, {"pattern": "*.parquet"}, r"lakefs://training-data/[0-9a-f]{64}/datasets: no training "
-                                                          r"files match dataset_pattern '\*\.parquet' \(ref 'main'\)"),
-    "unreachable server": (use_refused_port, {},
-                           r"cannot reach lakeFS at http://127\.0\.0\.1:\d+ \(set by LAKEFS_ENDPOINT\)"
-                           r".*Connection refused"),
-}  # fmt: skip
+    "no matching files": (
+        None,
+        {"pattern": "*.parquet"},
+        r"lakefs://training-data/[0-9a-f]{64}/datasets: no training "
+        r"files match dataset_pattern '\*\.parquet' \(ref 'main'\)",
+    ),
+    "unreachable server": (
+        use_refused_port,
+        {},
+        r"cannot reach lakeFS at http://127\.0\.0\.1:\d+ \(set by LAKEFS_ENDPOINT\)"
+        r".*Connection refused",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", list(ERROR_CASES))
 def test_errors_are_clear_and_never_reveal_the_secret(
-    server: FakeLakeFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
-    capsys: pytest.CaptureFixture[str], case: str,
-) -> None:  # fmt: skip
+    server: FakeLakeFS,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+) -> None:
     setup, overrides, message = ERROR_CASES[case]
     caplog.set_level(logging.DEBUG)  # the SDK's and urllib3's debug logs included
     args = {"repository": REPO, "ref": "main", "prefix": "datasets", "pattern": "*.jsonl"} | overrides

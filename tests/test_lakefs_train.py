@@ -36,14 +36,21 @@ def lakefs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeLake
 LAKEFS = ["data_source.type=lakefs", "data_source.repository=dsl-data", "data_source.ref=main", "data_source.path=sft"]
 
 
-def test_train_from_lakefs_records_the_commit(lakefs: FakeLakeFS, tiny_overrides: list[str], tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_train_from_lakefs_records_the_commit(
+    lakefs: FakeLakeFS, tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = load_config(TrainConfig, CONFIGS, "train", tiny_overrides + LAKEFS + ["max_steps=2"])
     run = train(cfg).run_dir
     source = RunDir(run).read_manifest()["data"]
     head = lakefs.repos["dsl-data"].branches["main"]
-    assert source["source"] == {"type": "lakefs", "repository": "dsl-data", "ref": "main", "commit_id": head,
-                                "prefix": "sft", "dataset_pattern": "*"}  # fmt: skip
+    assert source["source"] == {
+        "type": "lakefs",
+        "repository": "dsl-data",
+        "ref": "main",
+        "commit_id": head,
+        "prefix": "sft",
+        "dataset_pattern": "*",
+    }
     assert [f["name"] for f in source["files"]] == ["train.jsonl"] and len(source["files"][0]["sha256"]) == 64
     assert len(source["dataset_sha256"]) == 64
     recorded = [p.read_bytes() for p in run.rglob("*") if p.is_file()] + [capsys.readouterr().err.encode()]
@@ -55,8 +62,9 @@ def test_check_reads_lakefs_too(lakefs: FakeLakeFS, tiny_model_dir: Path, capsys
     assert "train.jsonl: 16 (16 prompt_completion)" in capsys.readouterr().out
 
 
-def test_lakefs_needs_a_repository_and_credentials(lakefs: FakeLakeFS, monkeypatch: pytest.MonkeyPatch,
-                                                   tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_lakefs_needs_a_repository_and_credentials(
+    lakefs: FakeLakeFS, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(ConfigError, match="data_source.repository"):
         load_config(TrainConfig, CONFIGS, "train", ["data_source.type=lakefs"])
     monkeypatch.delenv("LAKEFS_SECRET_KEY")

@@ -26,7 +26,9 @@ def test_dora_rslora_and_modules_to_save_reach_the_adapter(tiny_overrides: list[
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    run = run_tiny(tiny_overrides + ["max_steps=2", "use_dora=true", "use_rslora=true", "lora_modules_to_save=[lm_head]"])
+    run = run_tiny(
+        tiny_overrides + ["max_steps=2", "use_dora=true", "use_rslora=true", "lora_modules_to_save=[lm_head]"]
+    )
     config = adapter_config(run)
     assert config["use_dora"] and config["use_rslora"]
     # The tiny model ties lm_head to the embeddings: PEFT trains (and saves) them as the one tied module.
@@ -37,23 +39,28 @@ def test_dora_rslora_and_modules_to_save_reach_the_adapter(tiny_overrides: list[
     assert any("lora_magnitude_vector" in n for n in names) and any("modules_to_save" in n for n in names)
 
 
-def test_pissa_is_saved_as_a_plain_lora_for_the_untouched_base(tiny_overrides: list[str], tiny_model_dir: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_pissa_is_saved_as_a_plain_lora_for_the_untouched_base(
+    tiny_overrides: list[str], tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     monkeypatch.setattr(RunDir, "remove_checkpoints", lambda self: None)
-    run = run_tiny(tiny_overrides + ["max_steps=2", "lora_init=pissa", "lora_dropout=0", "save_strategy=steps",
-                                     "save_steps=2"])  # fmt: skip
+    run = run_tiny(
+        tiny_overrides + ["max_steps=2", "lora_init=pissa", "lora_dropout=0", "save_strategy=steps", "save_steps=2"]
+    )
     config = adapter_config(run)
     assert config["r"] == 8 and config["init_lora_weights"] is True  # rank 2r, a plain LoRA
     ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
     # What training computed: PiSSA's mutated base with the trained adapter (checkpoint-2)...
-    trained = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                             LoraConfig(r=4, lora_alpha=8, target_modules=list(TrainConfig().lora_target_modules),
-                                        init_lora_weights="pissa"))  # fmt: skip
+    trained = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(
+            r=4, lora_alpha=8, target_modules=list(TrainConfig().lora_target_modules), init_lora_weights="pissa"
+        ),
+    )
     set_peft_model_state_dict(trained, load_file(run.checkpoints_dir / "checkpoint-2" / "adapter_model.safetensors"))
     # ...and what a user gets: the published adapter on the untouched base.
     loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run.model_dir)
@@ -66,8 +73,9 @@ def test_unknown_lora_init_is_a_config_error(capsys: pytest.CaptureFixture[str])
     assert "lora_init='loftq' must be one of default, gaussian, pissa, olora" in capsys.readouterr().err
 
 
-def test_qlora_without_cuda_stops_before_anything_heavy(tiny_overrides: list[str], tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_qlora_without_cuda_stops_before_anything_heavy(
+    tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["train", *tiny_overrides, "load_in_4bit=true"]) == 2
     assert "load_in_4bit=true: QLoRA needs a CUDA GPU" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
@@ -91,8 +99,9 @@ def test_qlora_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.load_in_4bit and cfg.gradient_checkpointing and cfg.model_name == "meta-llama/Meta-Llama-3-8B"
 
 
-def test_liger_without_cuda_stops_before_anything_heavy(tiny_overrides: list[str], tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_liger_without_cuda_stops_before_anything_heavy(
+    tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["train", *tiny_overrides, "liger_kernel=true"]) == 2
     assert "liger_kernel=true: Liger's kernels are Triton kernels and run on CUDA GPUs only" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()

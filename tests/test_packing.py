@@ -28,7 +28,10 @@ def test_best_fit_fills_the_fullest_row_that_fits() -> None:
     # Decreasing: 7, 5, 4, 3, 1. The 3 goes with the 5 (room 3) rather than the 4 (room 4).
     bins = best_fit_decreasing([4, 7, 3, 5, 1], 8)
     assert sorted(sorted(b) for b in bins) == [[0, 4], [1], [2, 3]] or sorted(sorted(b) for b in bins) == [
-        [0], [1, 4], [2, 3]]  # fmt: skip
+        [0],
+        [1, 4],
+        [2, 3],
+    ]
     assert len(bins) == 3
     with pytest.raises(ValueError, match="more than a row"):
         best_fit_decreasing([9], 8)
@@ -46,12 +49,17 @@ def test_packed_rows_restart_positions_and_never_train_across_examples() -> None
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Sum of A1:A9?"}, {"role": "assistant", "content": "=SUM(A1:A9)"}],
-    [{"role": "user", "content": "Explain FLOWROLL in one long sentence, please, with an example."},
-     {"role": "assistant", "content": "FLOWROLL(range, n) returns the rolling sum of range over n cells."}],
+    [
+        {"role": "user", "content": "Explain FLOWROLL in one long sentence, please, with an example."},
+        {"role": "assistant", "content": "FLOWROLL(range, n) returns the rolling sum of range over n cells."},
+    ],
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Mean of B2:B5"},
-     {"role": "assistant", "content": "=AVERAGE(B2:B5)"}],
-]  # fmt: skip
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Mean of B2:B5"},
+        {"role": "assistant", "content": "=AVERAGE(B2:B5)"},
+    ],
+]
 
 
 def _rows(tokenizer: Any) -> list[dict[str, list[int]]]:
@@ -79,8 +87,9 @@ def _alone(model: Any, row: dict[str, list[int]]) -> tuple[Any, Any]:
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("flatten", [False, True])
-def test_each_example_has_the_same_logits_and_loss_packed_as_alone(tiny_model_dir: Path, tokenizer: Any,
-                                                                    attention: str, flatten: bool) -> None:  # fmt: skip
+def test_each_example_has_the_same_logits_and_loss_packed_as_alone(
+    tiny_model_dir: Path, tokenizer: Any, attention: str, flatten: bool
+) -> None:
     import torch
     import torch.nn.functional as F
 
@@ -147,16 +156,29 @@ def test_unpacked_rows_go_to_the_usual_collator(tokenizer: Any) -> None:
     assert collate([{"input_ids": [1, 2], "labels": [1, 2]}]) == "padded" and calls
 
 
-def test_training_with_packing_counts_the_same_tokens_and_reports_the_rows(tiny_overrides: list[str],
-                                                                            tmp_path: Path) -> None:  # fmt: skip
+def test_training_with_packing_counts_the_same_tokens_and_reports_the_rows(
+    tiny_overrides: list[str], tmp_path: Path
+) -> None:
     from loraops.cli import main
 
     runs = {}
     for packing in ("false", "true"):
         out = tmp_path / f"runs-{packing}"
         overrides = [o for o in tiny_overrides if not o.startswith("output_dir=")]
-        assert main(["train", *overrides, f"output_dir={out}", f"packing={packing}", "epochs=1", "max_length=128",
-                     "eval_strategy=no"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "train",
+                    *overrides,
+                    f"output_dir={out}",
+                    f"packing={packing}",
+                    "epochs=1",
+                    "max_length=128",
+                    "eval_strategy=no",
+                ]
+            )
+            == 0
+        )
         runs[packing] = json.loads((out / "latest" / "metrics.json").read_text())
     unpacked, packed = runs["false"], runs["true"]
     assert packed["data"]["packing"]["rows"] < packed["data"]["packing"]["examples"] == unpacked["data"]["examples"]

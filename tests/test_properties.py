@@ -22,15 +22,54 @@ from loraops.errors import LoraopsError
 
 # Sized to keep the three properties under a minute on 2 CPU cores (check loads a tokenizer per example).
 SETTINGS = settings(deadline=None, database=None, suppress_health_check=list(HealthCheck), max_examples=60)
-KEYS = ["messages", "prompt", "completion", "instruction", "input", "output", "system", "role", "content",
-        "mapping", "message", "author", "parts", "parent", "children", "current_node", "title", "content_type"]  # fmt: skip
-TRICKY = ["", " ", "\n", "<|im_end|>", "<|im_start|>assistant\n", "{{ raise_exception('x') }}", "\\", "é漢😀",
-          "user", "assistant", "system", "tool", "a" * 300]  # fmt: skip
+KEYS = [
+    "messages",
+    "prompt",
+    "completion",
+    "instruction",
+    "input",
+    "output",
+    "system",
+    "role",
+    "content",
+    "mapping",
+    "message",
+    "author",
+    "parts",
+    "parent",
+    "children",
+    "current_node",
+    "title",
+    "content_type",
+]
+TRICKY = [
+    "",
+    " ",
+    "\n",
+    "<|im_end|>",
+    "<|im_start|>assistant\n",
+    "{{ raise_exception('x') }}",
+    "\\",
+    "é漢😀",
+    "user",
+    "assistant",
+    "system",
+    "tool",
+    "a" * 300,
+]
 texts = st.text(max_size=20) | st.sampled_from(TRICKY)
 scalars = st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False) | texts
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS) | texts, inner, max_size=4), max_leaves=15)  # fmt: skip
-messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant", "tool", 3]),
-                                            "content": texts | scalars}), max_size=5)  # fmt: skip
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS) | texts, inner, max_size=4),
+    max_leaves=15,
+)
+messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "user", "assistant", "tool", 3]), "content": texts | scalars}
+    ),
+    max_size=5,
+)
 records = (
     st.dictionaries(st.sampled_from(KEYS), json_values, max_size=5)
     | st.builds(lambda m: {"messages": m}, messages)
@@ -69,8 +108,9 @@ def assert_clean(code: int, err: str) -> None:
 
 @settings(SETTINGS, max_examples=30)
 @given(data=st.data(), rows=st.lists(records, min_size=1, max_size=4))
-def test_random_jsonl_through_check(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str],
-                                    data: st.DataObject, rows: list[dict[str, Any]]) -> None:  # fmt: skip
+def test_random_jsonl_through_check(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str], data: st.DataObject, rows: list[dict[str, Any]]
+) -> None:
     with folder() as path:
         lines = [mutate(json.dumps(r).encode(), data) for r in rows]
         (path / "train.jsonl").write_bytes(b"\n".join(lines) + b"\n")
@@ -79,36 +119,73 @@ def test_random_jsonl_through_check(tiny_model_dir: Path, capsys: pytest.Capture
 
 
 nodes = st.fixed_dictionaries(
-    {"message": st.none() | st.fixed_dictionaries({"author": st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "tool"]) | scalars}) | scalars,
-                                                   "content": st.fixed_dictionaries({"content_type": st.sampled_from(["text", "code", "tether_quote"]) | scalars,
-                                                                                     "parts": st.lists(texts | json_values, max_size=3) | scalars}) | scalars,
-                                                   "recipient": st.sampled_from(["all", "python"]),
-                                                   "metadata": st.dictionaries(st.sampled_from(["is_visually_hidden_from_conversation", "x"]), scalars) | scalars}),
-     "parent": st.sampled_from(["n0", "n1", "n2", "n3", None]) | scalars,
-     "children": st.lists(st.sampled_from(["n0", "n1", "n2", "n3"]), max_size=3) | scalars},
-)  # fmt: skip
+    {
+        "message": st.none()
+        | st.fixed_dictionaries(
+            {
+                "author": st.fixed_dictionaries(
+                    {"role": st.sampled_from(["user", "assistant", "system", "tool"]) | scalars}
+                )
+                | scalars,
+                "content": st.fixed_dictionaries(
+                    {
+                        "content_type": st.sampled_from(["text", "code", "tether_quote"]) | scalars,
+                        "parts": st.lists(texts | json_values, max_size=3) | scalars,
+                    }
+                )
+                | scalars,
+                "recipient": st.sampled_from(["all", "python"]),
+                "metadata": st.dictionaries(st.sampled_from(["is_visually_hidden_from_conversation", "x"]), scalars)
+                | scalars,
+            }
+        ),
+        "parent": st.sampled_from(["n0", "n1", "n2", "n3", None]) | scalars,
+        "children": st.lists(st.sampled_from(["n0", "n1", "n2", "n3"]), max_size=3) | scalars,
+    },
+)
 conversations = st.fixed_dictionaries(
-    {"mapping": st.dictionaries(st.sampled_from(["n0", "n1", "n2", "n3"]), nodes | scalars, min_size=1) | json_values,
-     "current_node": st.sampled_from(["n0", "n1", "n2", "n3", "missing"]) | scalars},
+    {
+        "mapping": st.dictionaries(st.sampled_from(["n0", "n1", "n2", "n3"]), nodes | scalars, min_size=1)
+        | json_values,
+        "current_node": st.sampled_from(["n0", "n1", "n2", "n3", "missing"]) | scalars,
+    },
     optional={"title": texts | scalars},
-)  # fmt: skip
+)
 
 
 @SETTINGS
 @given(export=st.lists(conversations, min_size=1, max_size=3), data=st.data())
-def test_random_chatgpt_exports_through_convert(capsys: pytest.CaptureFixture[str], export: list[Any],
-                                                data: st.DataObject) -> None:  # fmt: skip
+def test_random_chatgpt_exports_through_convert(
+    capsys: pytest.CaptureFixture[str], export: list[Any], data: st.DataObject
+) -> None:
     with folder() as path:
         (path / "conversations.json").write_bytes(mutate(json.dumps(export, indent=1).encode(), data))
         assert_clean(main(["convert", str(path)]), capsys.readouterr().err)
         assert_clean(main(["convert", str(path)]), capsys.readouterr().err)  # a rerun is as clean
 
 
-yaml_values = st.recursive(scalars | st.sampled_from(["${nope}", "???", "[1,", "{a: 1", "- x"]),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
-                           max_leaves=8)  # fmt: skip
-config_keys = st.sampled_from(["lr", "epochs", "max_length", "lora_r", "data_format", "data_source", "remote",
-                               "defaults", "limit", "splits", "model", "lora_target_modules", "nonsense"])  # fmt: skip
+yaml_values = st.recursive(
+    scalars | st.sampled_from(["${nope}", "???", "[1,", "{a: 1", "- x"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=8,
+)
+config_keys = st.sampled_from(
+    [
+        "lr",
+        "epochs",
+        "max_length",
+        "lora_r",
+        "data_format",
+        "data_source",
+        "remote",
+        "defaults",
+        "limit",
+        "splits",
+        "model",
+        "lora_target_modules",
+        "nonsense",
+    ]
+)
 
 
 @SETTINGS

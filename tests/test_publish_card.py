@@ -12,26 +12,74 @@ from loraops.publish.card import DEFAULT_BASE_ID, CardInputs, front_matter, rend
 from loraops.publish.stage import base_model_info
 
 PRIVATE = "/home/alice/secret-project"
-CONFIG = {"model_name": "default", "dataset_path": f"{PRIVATE}/data", "lora_r": 16, "lora_alpha": 32,
-          "lora_dropout": 0.05, "lora_target_modules": ["q_proj", "v_proj"], "epochs": 3, "lr": 0.0005,
-          "batch_size": 8, "max_length": 256, "seed": 42, "output_dir": f"{PRIVATE}/outputs/runs"}  # fmt: skip
-METRICS = {"global_steps": 105, "epochs_completed": 3.0, "first_logged_loss": 2.6, "final_logged_loss": 0.005,
-           "precision": "fp32", "device": "CPU", "data": {"records": 276, "examples": 276, "tokens": 20387,
-           "formats": {"messages": 87}}, "eval": {"test": {"n": 64}, "adversarial": {"n": 32}}}  # fmt: skip
-MANIFEST = {"resolved_model": f"{PRIVATE}/models/SmolLM2", "data": {"dataset_sha256": "d" * 64, "files": [
-    {"path": f"{PRIVATE}/data/train_messages.jsonl", "sha256": "1" * 64}, {"path": "data/train_pc.jsonl", "sha256": "2" * 64}]}}
-COMPARISON = Comparison("r1", "baseline/default", "base", "test", "exact_match", "IMPROVED",
-                        ["exact_match on test: +100 [+100, +100], p=1.08e-19: significant at alpha=0.05"], [
-    Row("test", "exact_match", 100.0, 0.0, 100.0, 100.0, 100.0, 1.08e-19), Row("test", "rougeL", 1.0, 0.199),
-    Row("test", "bleu", 100.0, 3.3), Row("adversarial", "exact_match", 34.4, 0.0, 34.4, 18.8, 50.0, 0.0001),
-    Row("adversarial", "rougeL", 0.747, None)], {},
-    flips={"test": {"fixed": [{}] * 64, "broken": []}, "adversarial": {"fixed": [{}] * 11, "broken": []}})  # fmt: skip
+CONFIG = {
+    "model_name": "default",
+    "dataset_path": f"{PRIVATE}/data",
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "lora_target_modules": ["q_proj", "v_proj"],
+    "epochs": 3,
+    "lr": 0.0005,
+    "batch_size": 8,
+    "max_length": 256,
+    "seed": 42,
+    "output_dir": f"{PRIVATE}/outputs/runs",
+}
+METRICS = {
+    "global_steps": 105,
+    "epochs_completed": 3.0,
+    "first_logged_loss": 2.6,
+    "final_logged_loss": 0.005,
+    "precision": "fp32",
+    "device": "CPU",
+    "data": {"records": 276, "examples": 276, "tokens": 20387, "formats": {"messages": 87}},
+    "eval": {"test": {"n": 64}, "adversarial": {"n": 32}},
+}
+MANIFEST = {
+    "resolved_model": f"{PRIVATE}/models/SmolLM2",
+    "data": {
+        "dataset_sha256": "d" * 64,
+        "files": [
+            {"path": f"{PRIVATE}/data/train_messages.jsonl", "sha256": "1" * 64},
+            {"path": "data/train_pc.jsonl", "sha256": "2" * 64},
+        ],
+    },
+}
+COMPARISON = Comparison(
+    "r1",
+    "baseline/default",
+    "base",
+    "test",
+    "exact_match",
+    "IMPROVED",
+    ["exact_match on test: +100 [+100, +100], p=1.08e-19: significant at alpha=0.05"],
+    [
+        Row("test", "exact_match", 100.0, 0.0, 100.0, 100.0, 100.0, 1.08e-19),
+        Row("test", "rougeL", 1.0, 0.199),
+        Row("test", "bleu", 100.0, 3.3),
+        Row("adversarial", "exact_match", 34.4, 0.0, 34.4, 18.8, 50.0, 0.0001),
+        Row("adversarial", "rougeL", 0.747, None),
+    ],
+    {},
+    flips={"test": {"fixed": [{}] * 64, "broken": []}, "adversarial": {"fixed": [{}] * 11, "broken": []}},
+)
 
 
 def inputs(**overrides: Any) -> CardInputs:
-    values: dict[str, Any] = dict(run="r1", config=CONFIG, metrics=METRICS, manifest=MANIFEST, base_model=DEFAULT_BASE_ID,
-                                  base_label=DEFAULT_BASE_ID, license="apache-2.0", merged=False, comparison=COMPARISON,
-                                  forced_reason=None, load_from="me/tabula")  # fmt: skip
+    values: dict[str, Any] = dict(
+        run="r1",
+        config=CONFIG,
+        metrics=METRICS,
+        manifest=MANIFEST,
+        base_model=DEFAULT_BASE_ID,
+        base_label=DEFAULT_BASE_ID,
+        license="apache-2.0",
+        merged=False,
+        comparison=COMPARISON,
+        forced_reason=None,
+        load_from="me/tabula",
+    )
     return CardInputs(**(values | overrides))
 
 
@@ -42,15 +90,21 @@ def test_metadata_for_an_adapter() -> None:
     assert meta["license"] == "apache-2.0" and {"loraops", "lora", "peft"} <= set(meta["tags"])
     assert meta["datasets"] == ["data"] and "forced" not in meta
     assert meta["loraops"]["dataset_sha256"] == "d" * 64
-    assert meta["loraops"]["data_files"] == [{"name": "train_messages.jsonl", "sha256": "1" * 64},
-                                             {"name": "train_pc.jsonl", "sha256": "2" * 64}]  # fmt: skip
+    assert meta["loraops"]["data_files"] == [
+        {"name": "train_messages.jsonl", "sha256": "1" * 64},
+        {"name": "train_pc.jsonl", "sha256": "2" * 64},
+    ]
     assert PRIVATE not in card and "/data/" not in card  # names and hashes, never paths
 
 
 def test_body_has_training_hyperparameters_data_eval_and_usage() -> None:
     card = render_card(inputs())
     assert "LoRA adapter (PEFT) for **HuggingFaceTB/SmolLM2-135M-Instruct**" in card and "105 optimizer steps" in card
-    assert "| `lora_r` | 16 |" in card and "| `lora_target_modules` | q_proj, v_proj |" in card and "| `lr` | 0.0005 |" in card
+    assert (
+        "| `lora_r` | 16 |" in card
+        and "| `lora_target_modules` | q_proj, v_proj |" in card
+        and "| `lr` | 0.0005 |" in card
+    )
     assert "records 276, examples 276, tokens 20387" in card and "Formats: messages 87." in card
     assert "| `train_messages.jsonl` | `" + "1" * 64 + "` |" in card
     assert "Against `baseline/default` (base)" in card
@@ -67,7 +121,11 @@ def test_merged_forced_and_unevaluated_cards() -> None:
     card = render_card(inputs(merged=True, comparison=None, forced_reason="r1 was never evaluated", license=None))
     meta = front_matter(card)
     assert meta["library_name"] == "transformers" and meta["forced"] is True and "license" not in meta
-    assert "merged" in meta["tags"] and "PeftModel" not in card and "Published with --force**: r1 was never evaluated" in card
+    assert (
+        "merged" in meta["tags"]
+        and "PeftModel" not in card
+        and "Published with --force**: r1 was never evaluated" in card
+    )
     assert 'model = AutoModelForCausalLM.from_pretrained("me/tabula")' in card
     assert "Not evaluated against a reference." in card
 

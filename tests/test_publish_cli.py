@@ -23,8 +23,9 @@ def no_verify_configs(tmp_path: Path) -> Path:
     return configs
 
 
-def test_publish_exit_statuses(tmp_path: Path, tiny_adapter_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_publish_exit_statuses(
+    tmp_path: Path, tiny_adapter_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)  # compare.yaml's metrics and reference paths are relative to here
     run = make_run(tmp_path, "r1", tiny_adapter_dir)
     args = ["publish", str(run), "--config-dir", str(no_verify_configs(tmp_path))]
@@ -54,8 +55,10 @@ def test_artifacts_dir_moves_metrics_reference_and_models_together(
     elsewhere = tmp_path / "shared-artifacts"
     fake_metrics(elsewhere / "metrics", "baseline/default", {"test": 20.0})
     fake_metrics(elsewhere / "metrics", "r1", {"test": 90.0})
-    assert main(["publish", str(run), "--config-dir", str(no_verify_configs(tmp_path)), "--artifacts-dir",
-                 str(elsewhere)]) == 0  # fmt: skip
+    assert (
+        main(["publish", str(run), "--config-dir", str(no_verify_configs(tmp_path)), "--artifacts-dir", str(elsewhere)])
+        == 0
+    )
     assert json.loads((elsewhere / "reference.json").read_text())["run"] == "r1"
     assert (elsewhere / "models" / "r1" / "README.md").is_file()
     assert not (tmp_path / "artifacts").exists()  # nothing went to the default folder

@@ -72,9 +72,13 @@ def assert_no_token_in_files(root: Path) -> None:
 
 
 def test_upload_private_repo_with_adapter_tokenizer_and_card(
-    hub: FakeHub, run: Path, tmp_path: Path, tiny_model_dir: Path,
-    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+    hub: FakeHub,
+    run: Path,
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG)
     result = publish(tmp_path, run, repo_id=REPO)
     assert result.destination == f"hf:{REPO}" and result.url == f"{hub.url}/{REPO}" and not result.forced
@@ -106,7 +110,9 @@ def test_upload_private_repo_with_adapter_tokenizer_and_card(
     assert_no_token_in_files(tmp_path)
 
 
-def test_public_flag_repo_from_env_and_merged(hub: FakeHub, run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_public_flag_repo_from_env_and_merged(
+    hub: FakeHub, run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_REPO_ID", "tester/tabula-merged")
     result = publish(tmp_path, run, public=True, merged=True)
     repo = hub.repos["tester/tabula-merged"]

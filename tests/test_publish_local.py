@@ -18,22 +18,59 @@ from loraops.publish import local as local_mod
 from loraops.publish.card import front_matter
 from loraops.runs import RunDir
 
-CONFIG = {"model_name": "default", "dataset_path": "/home/alice/private/data", "dataset_pattern": "*.jsonl", "epochs": 2,
-          "max_steps": -1, "batch_size": 4, "gradient_accumulation_steps": 1, "lr": 0.005, "lr_scheduler_type": "cosine",
-          "warmup_ratio": 0.05, "weight_decay": 0.0, "max_length": 256, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.05,
-          "lora_target_modules": ["q_proj", "v_proj", "down_proj"], "seed": 42, "output_dir": "outputs/runs"}  # fmt: skip
+CONFIG = {
+    "model_name": "default",
+    "dataset_path": "/home/alice/private/data",
+    "dataset_pattern": "*.jsonl",
+    "epochs": 2,
+    "max_steps": -1,
+    "batch_size": 4,
+    "gradient_accumulation_steps": 1,
+    "lr": 0.005,
+    "lr_scheduler_type": "cosine",
+    "warmup_ratio": 0.05,
+    "weight_decay": 0.0,
+    "max_length": 256,
+    "lora_r": 4,
+    "lora_alpha": 8,
+    "lora_dropout": 0.05,
+    "lora_target_modules": ["q_proj", "v_proj", "down_proj"],
+    "seed": 42,
+    "output_dir": "outputs/runs",
+}
 
 
 def make_run(root: Path, name: str, adapter_dir: Path, model_name: str = "default") -> Path:
     """A finished run folder as `loraops train` leaves it, with a real (tiny) adapter."""
-    metrics = {"train_loss": 0.3, "first_logged_loss": 2.6, "final_logged_loss": 0.01, "global_steps": 8,
-               "epochs_completed": 2.0, "precision": "fp32", "device": "CPU",
-               "data": {"records": 16, "examples": 16, "truncated": 0, "dropped_all_masked": 0, "tokens": 900,
-                        "trained_tokens": 200, "formats": {"prompt_completion": 16}}}  # fmt: skip
+    metrics = {
+        "train_loss": 0.3,
+        "first_logged_loss": 2.6,
+        "final_logged_loss": 0.01,
+        "global_steps": 8,
+        "epochs_completed": 2.0,
+        "precision": "fp32",
+        "device": "CPU",
+        "data": {
+            "records": 16,
+            "examples": 16,
+            "truncated": 0,
+            "dropped_all_masked": 0,
+            "tokens": 900,
+            "trained_tokens": 200,
+            "formats": {"prompt_completion": 16},
+        },
+    }
     files = [{"path": "/home/alice/private/data/train.jsonl", "sha256": "a" * 64}]
     manifest = {"model_name": model_name, "data": {"files": files, "dataset_sha256": "b" * 64}}
-    run = conftest.make_run(root / "runs", name, model_name=model_name, adapter_dir=adapter_dir, config=CONFIG,
-                            metrics=metrics, manifest=manifest)  # fmt: skip
+    run = conftest.make_run(
+        root / "runs",
+        name,
+        model_name=model_name,
+        adapter_dir=adapter_dir,
+        config=CONFIG,
+        metrics=metrics,
+        manifest=manifest,
+    )
     (run / "model" / "README.md").write_text("PEFT's generic card\n")
     return run
 
@@ -61,7 +98,9 @@ def test_publish_copies_model_card_and_records_and_sets_reference(tmp_path: Path
     assert result.path == dest and not result.forced and result.comparison and result.comparison.improved
     expected = {p.name for p in (run / "model").iterdir()} | {"config_used.yaml", "metrics.json", "manifest.json"}
     assert set(result.files) == expected == {p.name for p in dest.iterdir()}
-    assert (dest / "adapter_model.safetensors").read_bytes() == (run / "model" / "adapter_model.safetensors").read_bytes()
+    assert (dest / "adapter_model.safetensors").read_bytes() == (
+        run / "model" / "adapter_model.safetensors"
+    ).read_bytes()
     card = (dest / "README.md").read_text()
     assert front_matter(card)["library_name"] == "peft" and "PEFT's generic card" not in card
     assert "| test | 0 → 81.25 |" in card
@@ -177,8 +216,12 @@ def test_merged_model_loads_without_peft_and_matches_base_plus_adapter(
     assert not isinstance(merged, PeftModel) and not any("lora" in k for k in merged.state_dict())
     reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(tiny_adapter_dir))
     base_only = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Rolling sum of A1:A9 over 3"}],
-                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)  # fmt: skip
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Rolling sum of A1:A9 over 3"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     settings = {"max_new_tokens": 12, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
     with torch.no_grad():
         got = merged.generate(**ids, **settings)

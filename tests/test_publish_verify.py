@@ -19,8 +19,10 @@ from loraops.train import train
 @pytest.fixture
 def evaluated_run(tiny_overrides: list[str], tmp_path: Path) -> Path:
     run = train(load_config(TrainConfig, CONFIGS, "train", [*tiny_overrides, "max_steps=2"])).run_dir
-    write_jsonl(tmp_path / "evalsets" / "test.jsonl", [{"prompt": f"Rolling sum of A1:A{n}", "completion": "x"}
-                                                       for n in range(5, 9)])  # fmt: skip
+    write_jsonl(
+        tmp_path / "evalsets" / "test.jsonl",
+        [{"prompt": f"Rolling sum of A1:A{n}", "completion": "x"} for n in range(5, 9)],
+    )
     common = [f"eval_dir={tmp_path / 'evalsets'}", f"output_dir={tmp_path / 'm'}", "max_new_tokens=4", "batch_size=2"]
     for config in ("eval", "eval_baseline"):
         evaluate(load_config(EvalConfig, CONFIGS, config, [f"model={run}", *common]))
@@ -40,8 +42,9 @@ def test_published_files_reproduce_the_evaluated_answers(tmp_path: Path, evaluat
     assert "Published files checked: the " in card and "regenerated 4 test examples greedily" in card
 
 
-def test_weights_altered_after_staging_are_refused(tmp_path: Path, evaluated_run: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_weights_altered_after_staging_are_refused(
+    tmp_path: Path, evaluated_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from safetensors.torch import load_file, save_file
 
     real_verify = stage_mod.verify_published

@@ -24,16 +24,29 @@ INJECT = "$(touch {m}) `touch {m}` ; touch {m} && touch {m} | touch {m} 'q\" \\"
 
 
 def settings(**kw: object) -> RemoteSettings:
-    defaults: dict[str, object] = {"host": "gpu.example.org", "dir": "loraops", "user": "ana", "port": 2222,
-                                   "ssh_key": "/keys/id ed25519"}  # fmt: skip
+    defaults: dict[str, object] = {
+        "host": "gpu.example.org",
+        "dir": "loraops",
+        "user": "ana",
+        "port": 2222,
+        "ssh_key": "/keys/id ed25519",
+    }
     return RemoteSettings(**{**defaults, **kw})  # type: ignore[arg-type]
 
 
 def test_settings_precedence_env_then_dotenv_then_config(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("# comment\nexport REMOTE_HOST=from-dotenv\nREMOTE_DIR='dir from dotenv'\n"
-                                   f"REMOTE_USER=\"bob\"\nHF_TOKEN={SECRET}\n")  # fmt: skip
-    config = RemoteConfig(host="from-config", dir="from-config", port=2200, python="/opt/py/bin/python3",
-                          ssh_options="-o Compression=yes", hf_home="/data/hf")  # fmt: skip
+    (tmp_path / ".env").write_text(
+        "# comment\nexport REMOTE_HOST=from-dotenv\nREMOTE_DIR='dir from dotenv'\n"
+        f'REMOTE_USER="bob"\nHF_TOKEN={SECRET}\n'
+    )
+    config = RemoteConfig(
+        host="from-config",
+        dir="from-config",
+        port=2200,
+        python="/opt/py/bin/python3",
+        ssh_options="-o Compression=yes",
+        hf_home="/data/hf",
+    )
     s = remote.load_settings(tmp_path, config, environ={"REMOTE_HOST": "from-env", "CUDA_VISIBLE_DEVICES": "0,1"})
     assert (s.host, s.dir, s.user, s.port) == ("from-env", "dir from dotenv", "bob", 2200)
     assert s.python == "/opt/py/bin/python3"
@@ -99,14 +112,25 @@ def test_home_and_root_are_never_push_targets(tmp_path: Path) -> None:
 
 def test_commands_call_the_projects_front_end() -> None:
     assert remote.loraops_command("train", "train_llama3_8b", ["lr=1e-4"]) == [
-        ".venv/bin/loraops", "train", "--config-name", "train_llama3_8b", "lr=1e-4"]  # fmt: skip
+        ".venv/bin/loraops",
+        "train",
+        "--config-name",
+        "train_llama3_8b",
+        "lr=1e-4",
+    ]
     init = remote.init_command(settings(python="/opt/py 3/python", packages_from=None))
     assert init[:2] == ["sh", "-c"] and "make install" in init[2] and init[-2:] == ["/opt/py 3/python", ""]
 
 
 def test_secrets_are_never_forwarded(tmp_path: Path) -> None:
-    env = {"REMOTE_HOST": "h", "HF_TOKEN": SECRET, "LAKEFS_SECRET_ACCESS_KEY": LAKEFS_SECRET,
-           "LAKEFS_ACCESS_KEY_ID": "AKIAexample12", "HF_HOME": "/data/hf", "CUDA_VISIBLE_DEVICES": "1"}  # fmt: skip
+    env = {
+        "REMOTE_HOST": "h",
+        "HF_TOKEN": SECRET,
+        "LAKEFS_SECRET_ACCESS_KEY": LAKEFS_SECRET,
+        "LAKEFS_ACCESS_KEY_ID": "AKIAexample12",
+        "HF_HOME": "/data/hf",
+        "CUDA_VISIBLE_DEVICES": "1",
+    }
     s = remote.load_settings(tmp_path, environ=env)
     script = remote.job_start_script(s, "job1", remote.loraops_command("train", "train", ["lr=1e-4"]))
     text = " ".join(remote.ssh_argv(s, script))
@@ -188,7 +212,9 @@ def test_local_latest_follows_the_newest_finished_run(tmp_path: Path) -> None:
     assert os.readlink(tmp_path / "outputs" / "runs" / "latest") == new.name
 
 
-def test_cli_remote_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_remote_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from loraops.cli import COMMANDS, main
 
     if "remote" not in COMMANDS:

@@ -25,11 +25,16 @@ from loraops.remote import RemoteError, RemoteSettings
 from loraops.runs import RunDir
 
 SSHD = Path("/usr/sbin/sshd")
-_TOOLS = {"sshd (openssh-server)": SSHD.exists(), "rsync": shutil.which("rsync"), "ssh": shutil.which("ssh"),
-          "ssh-keygen": shutil.which("ssh-keygen")}  # fmt: skip
+_TOOLS = {
+    "sshd (openssh-server)": SSHD.exists(),
+    "rsync": shutil.which("rsync"),
+    "ssh": shutil.which("ssh"),
+    "ssh-keygen": shutil.which("ssh-keygen"),
+}
 _MISSING = [name for name, found in _TOOLS.items() if not found]
-pytestmark = pytest.mark.skipif(bool(_MISSING), reason=f"not installed: {', '.join(_MISSING)} "
-                                "(apt-get install openssh-server rsync)")  # fmt: skip
+pytestmark = pytest.mark.skipif(
+    bool(_MISSING), reason=f"not installed: {', '.join(_MISSING)} (apt-get install openssh-server rsync)"
+)
 EVAL_OVERRIDES = ["limit=2", "max_new_tokens=4", "splits=[test]", "batch_size=2"]
 
 
@@ -68,18 +73,26 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         f"AuthorizedKeysFile {d / 'authorized_keys'}\nPubkeyAuthentication yes\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n"
         "LogLevel ERROR\n"
-    )  # fmt: skip
+    )
     log = d / "sshd.log"
     with log.open("wb") as log_fh:
-        proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(d / "sshd_config"), "-p", str(port)],
-                                stdout=log_fh, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [str(SSHD), "-D", "-e", "-f", str(d / "sshd_config"), "-p", str(port)],
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
+        )
     try:
         _wait_for_port(port, proc, log)
         known_hosts = d / "known_hosts"  # a throwaway host key: trust it, and only in this file
-        yield {"REMOTE_HOST": "127.0.0.1", "REMOTE_PORT": str(port), "REMOTE_USER": getpass.getuser(),
-               "REMOTE_SSH_KEY": str(d / "client_key"),
-               "REMOTE_SSH_OPTS": f"-o StrictHostKeyChecking=no -o UserKnownHostsFile={known_hosts} -o LogLevel=ERROR",
-               "REMOTE_PYTHON": sys.executable, "REMOTE_PACKAGES_FROM": sys.executable}  # fmt: skip
+        yield {
+            "REMOTE_HOST": "127.0.0.1",
+            "REMOTE_PORT": str(port),
+            "REMOTE_USER": getpass.getuser(),
+            "REMOTE_SSH_KEY": str(d / "client_key"),
+            "REMOTE_SSH_OPTS": f"-o StrictHostKeyChecking=no -o UserKnownHostsFile={known_hosts} -o LogLevel=ERROR",
+            "REMOTE_PYTHON": sys.executable,
+            "REMOTE_PACKAGES_FROM": sys.executable,
+        }
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -89,8 +102,14 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 def laptop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project as a user's laptop holds it, so pulls never touch this checkout's outputs."""
     dest = tmp_path_factory.mktemp("laptop") / "loraops"
-    shutil.copytree(REPO, dest, symlinks=True, ignore=shutil.ignore_patterns(
-        ".venv", "outputs", "artifacts", "models", ".git", "__pycache__", "*.egg-info", ".pytest_cache"))  # fmt: skip
+    shutil.copytree(
+        REPO,
+        dest,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".venv", "outputs", "artifacts", "models", ".git", "__pycache__", "*.egg-info", ".pytest_cache"
+        ),
+    )
     (dest / ".env").write_text("HF_TOKEN=hf_NeverLeavesTheLaptop1234\n")
     (dest / ".env.local").write_text("HF_TOKEN=hf_NeverLeavesTheLaptop1234\n")
     (dest / "data" / ".env").write_text("LAKEFS_SECRET_KEY=NeverLeavesTheLaptop\n")
@@ -105,7 +124,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, sshd: dict[str, str], lapto
     remote_dir = tmp_path_factory.mktemp("server") / "gpu box dir"
     s = remote.load_settings(laptop, environ={**sshd, "REMOTE_DIR": str(remote_dir), "HF_HOME": str(remote_dir / "hf")})
     assert remote.push(s) == 0
-    assert (remote_dir / "src" / "loraops" / "remote" / "actions.py").is_file() and (remote_dir / "data" / "eval").is_dir()
+    assert (remote_dir / "src" / "loraops" / "remote" / "actions.py").is_file() and (
+        remote_dir / "data" / "eval"
+    ).is_dir()
     for excluded in (".venv", "outputs", "artifacts", ".env", ".env.local", "data/.env", "data/notes.scratch"):
         assert not (remote_dir / excluded).exists(), excluded
     assert (remote_dir / remote.PUSH_MARKER).is_file()
@@ -223,9 +244,7 @@ def test_unreachable_host(sshd: dict[str, str], laptop: Path) -> None:
         remote.train(s, "train", [])
 
 
-def test_remote_dir_with_shell_characters_runs_nothing(
-    sshd: dict[str, str], laptop: Path, tmp_path: Path
-) -> None:
+def test_remote_dir_with_shell_characters_runs_nothing(sshd: dict[str, str], laptop: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     odd = tmp_path / f"a dir $(touch {marker}) `touch {marker}`; touch {marker}"
     s = remote.load_settings(laptop, environ={**sshd, "REMOTE_DIR": str(odd)})

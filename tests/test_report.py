@@ -30,28 +30,49 @@ SCREENSHOTS = REPO / "tests" / "artifacts"  # git-ignored; CI keeps it as the te
 INJECTION = "<script>alert('pwned')</script><img src=x onerror=alert(2)>"
 CANARY = "hf_" + "ReportCanary0123456789abcdefXYZ"  # split: no token-shaped literal in git
 
-HISTORY = [{"step": s, "loss": round(2.4 * 0.88**s, 4), "learning_rate": 5e-4 * min(1.0, s / 2) * (1 - (s - 1) / 20)}
-           for s in range(1, 21)]  # fmt: skip
+HISTORY = [
+    {"step": s, "loss": round(2.4 * 0.88**s, 4), "learning_rate": 5e-4 * min(1.0, s / 2) * (1 - (s - 1) / 20)}
+    for s in range(1, 21)
+]
 TRAIN_METRICS = {
-    "train_loss": 1.1, "first_logged_loss": HISTORY[0]["loss"], "final_logged_loss": HISTORY[-1]["loss"],
-    "epoch_train_loss": [1.6, 0.5], "loss_history": HISTORY, "global_steps": 20, "epochs_completed": 2.0,
-    "runtime_s": 12.5, "train_tokens": 5000, "tokens_per_second": 400.0, "precision": "fp32", "device": "CPU",
+    "train_loss": 1.1,
+    "first_logged_loss": HISTORY[0]["loss"],
+    "final_logged_loss": HISTORY[-1]["loss"],
+    "epoch_train_loss": [1.6, 0.5],
+    "loss_history": HISTORY,
+    "global_steps": 20,
+    "epochs_completed": 2.0,
+    "runtime_s": 12.5,
+    "train_tokens": 5000,
+    "tokens_per_second": 400.0,
+    "precision": "fp32",
+    "device": "CPU",
     "data": {"examples": 80, "truncated": 0},
-    "validation": {"select_metric": "loss", "higher_is_better": False, "stopped_early": None, "seconds": 2.0,
-                   "best": {"step": 20, "epoch": 2.0, "value": 0.41},
-                   "curve": [{"step": 10, "epoch": 1.0, "loss": 0.72, "exact_match": 25.0, "seconds": 1.0},
-                             {"step": 20, "epoch": 2.0, "loss": 0.41, "exact_match": 50.0, "seconds": 1.0}]},
-}  # fmt: skip
+    "validation": {
+        "select_metric": "loss",
+        "higher_is_better": False,
+        "stopped_early": None,
+        "seconds": 2.0,
+        "best": {"step": 20, "epoch": 2.0, "value": 0.41},
+        "curve": [
+            {"step": 10, "epoch": 1.0, "loss": 0.72, "exact_match": 25.0, "seconds": 1.0},
+            {"step": 20, "epoch": 2.0, "loss": 0.41, "exact_match": 50.0, "seconds": 1.0},
+        ],
+    },
+}
 MANIFEST = {
-    "model_name": "default", "resolved_model": "models/SmolLM2-135M-Instruct",
+    "model_name": "default",
+    "resolved_model": "models/SmolLM2-135M-Instruct",
     "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": True},
-    "data": {"source": {"type": "lakefs", "repository": "sheets", "ref": "main", "commit_id": "c0ffee42c0ffee42"},
-             "files": [{"name": "train.jsonl", "path": "data/train.jsonl", "sha256": "ab" * 32}],
-             "dataset_sha256": "cd" * 32},
+    "data": {
+        "source": {"type": "lakefs", "repository": "sheets", "ref": "main", "commit_id": "c0ffee42c0ffee42"},
+        "files": [{"name": "train.jsonl", "path": "data/train.jsonl", "sha256": "ab" * 32}],
+        "dataset_sha256": "cd" * 32,
+    },
     "validation": {"type": "file", "path": "data/eval/dev.jsonl", "sha256": "ef" * 32},
     "environment": {"device": "cpu", "device_name": "CPU (x86_64)", "precision": "fp32"},
     "libraries": {"torch": "2.13.0+cpu", "peft": "0.21.2"},
-}  # fmt: skip
+}
 
 
 def write_eval(metrics_dir: Path, name: str, right: dict[str, list[bool]], wrong_answer: str = "I do not know") -> None:
@@ -62,12 +83,18 @@ def write_eval(metrics_dir: Path, name: str, right: dict[str, list[bool]], wrong
         rows = [_row(split, i, ok, wrong_answer) for i, ok in enumerate(oks)]
         metrics = {m: sum(r["scores"][m] for r in rows) / len(rows) for m in METRICS} | {"n": len(rows)}
         metrics["exact_match"] *= 100
-        fingerprint = {"examples_sha256": split, "n": len(rows), "generation": {"max_new_tokens": 64},
-                       "scoring": {"words": "unicode-words-1", "bleu_tokenize": "13a"},
-                       "base_model": {"name": "default", "revision": "r"}, "tokenizer_sha256": "t",
-                       "chat_template_sha256": "c"}  # fmt: skip
-        records.write_split(split, {"split": split, "metrics": metrics, "fingerprint": fingerprint,
-                                    "settings": {"limit": None}}, rows)  # fmt: skip
+        fingerprint = {
+            "examples_sha256": split,
+            "n": len(rows),
+            "generation": {"max_new_tokens": 64},
+            "scoring": {"words": "unicode-words-1", "bleu_tokenize": "13a"},
+            "base_model": {"name": "default", "revision": "r"},
+            "tokenizer_sha256": "t",
+            "chat_template_sha256": "c",
+        }
+        records.write_split(
+            split, {"split": split, "metrics": metrics, "fingerprint": fingerprint, "settings": {"limit": None}}, rows
+        )
         summary[split] = metrics
     records.write_summary({"metrics": {**summary, "overall": {}}})
 
@@ -75,9 +102,16 @@ def write_eval(metrics_dir: Path, name: str, right: dict[str, list[bool]], wrong
 def _row(split: str, i: int, ok: bool, wrong_answer: str) -> dict[str, Any]:
     expected = f"=FLOWROLL(A1:A{i + 9}, {i % 5 + 2})"
     scores = {m: float(ok) for m in METRICS} | {"bleu": 100.0 if ok else 0.0}
-    return {"id": f"{split}-{i}", "path": f"data/eval/{split}.jsonl", "line": i + 1, "prompt": f"rolling sum {i}",
-            "messages": [{"role": "user", "content": f"rolling sum {i}"}], "reference": expected,
-            "prediction": expected if ok else wrong_answer, "scores": scores}  # fmt: skip
+    return {
+        "id": f"{split}-{i}",
+        "path": f"data/eval/{split}.jsonl",
+        "line": i + 1,
+        "prompt": f"rolling sum {i}",
+        "messages": [{"role": "user", "content": f"rolling sum {i}"}],
+        "reference": expected,
+        "prediction": expected if ok else wrong_answer,
+        "scores": scores,
+    }
 
 
 def make_report_run(tmp_path: Path, name: str = "2026-03-04_05-06-07", **kwargs: Any) -> Path:
@@ -88,11 +122,22 @@ def make_report_run(tmp_path: Path, name: str = "2026-03-04_05-06-07", **kwargs:
 def evaluated_and_compared(tmp_path: Path, run: Path, wrong_answer: str = INJECTION) -> Path:
     """The run 75% right on test and dev, the base model right once per split, and `compare` run on them."""
     metrics = tmp_path / "artifacts" / "metrics"
-    write_eval(metrics, run.name, {"test": [i % 4 != 0 for i in range(16)], "dev": [i % 4 != 1 for i in range(8)]},
-               wrong_answer)  # fmt: skip
+    write_eval(
+        metrics,
+        run.name,
+        {"test": [i % 4 != 0 for i in range(16)], "dev": [i % 4 != 1 for i in range(8)]},
+        wrong_answer,
+    )
     write_eval(metrics, "baseline/default", {"test": [i == 0 for i in range(16)], "dev": [i == 1 for i in range(8)]})
-    compare(CompareConfig(run=str(run), against="base", metrics_dir=str(metrics), bootstrap_resamples=200,
-                          reference_file=str(tmp_path / "reference.json")))  # fmt: skip
+    compare(
+        CompareConfig(
+            run=str(run),
+            against="base",
+            metrics_dir=str(metrics),
+            bootstrap_resamples=200,
+            reference_file=str(tmp_path / "reference.json"),
+        )
+    )
     return metrics
 
 
@@ -215,9 +260,22 @@ def test_console_command_reports_a_tiny_training_run(tiny_overrides: list[str], 
     assert main(["train", "--config-dir", str(CONFIGS), *tiny_overrides]) == 0
     run = RunDir((tmp_path / "runs" / "latest").resolve())
     assert all("learning_rate" in h for h in run.read_metrics()["loss_history"])
-    done = subprocess.run([sys.executable, "-m", "loraops", "report", "--artifacts-dir", str(tmp_path / "a"),
-                           "--config-dir", str(CONFIGS), str(tmp_path / "runs" / "latest")],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loraops",
+            "report",
+            "--artifacts-dir",
+            str(tmp_path / "a"),
+            "--config-dir",
+            str(CONFIGS),
+            str(tmp_path / "runs" / "latest"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     path = Path(done.stdout.strip().removeprefix("report: "))
     assert path == tmp_path / "a" / "reports" / f"{run.name}.html"

@@ -83,8 +83,18 @@ def test_announce_writes_the_run_path_only_when_asked(tmp_path: Path, monkeypatc
 
 
 def test_secret_looking_keys_are_redacted_and_values_scrubbed() -> None:
-    cfg = {"lr": 1, "hf_token": "hf_abc", "remote": {"SECRET_KEY": "s", "host": "h"}, "items": [{"api_key": "k"}],
-           "max_new_tokens": 64}  # counts tokens: not a secret
-    assert redact(cfg) == {"lr": 1, "hf_token": REDACTED, "remote": {"SECRET_KEY": REDACTED, "host": "h"},
-                           "items": [{"api_key": REDACTED}], "max_new_tokens": 64}  # fmt: skip
+    cfg = {
+        "lr": 1,
+        "hf_token": "hf_abc",
+        "remote": {"SECRET_KEY": "s", "host": "h"},
+        "items": [{"api_key": "k"}],
+        "max_new_tokens": 64,
+    }  # counts tokens: not a secret
+    assert redact(cfg) == {
+        "lr": 1,
+        "hf_token": REDACTED,
+        "remote": {"SECRET_KEY": REDACTED, "host": "h"},
+        "items": [{"api_key": REDACTED}],
+        "max_new_tokens": 64,
+    }
     assert scrub("token abc123 in abc123", ["abc123", None, ""]) == f"token {REDACTED} in {REDACTED}"

@@ -36,13 +36,27 @@ def val_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def overfit(tiny_overrides: list[str], val_file: Path) -> list[str]:
     """Validate after every step of a run that learns its training answers fast."""
-    return tiny_overrides + [f"val_path={val_file}", "eval_strategy=steps", "eval_steps=1", "lr=1e-2",
-                             "val_metrics=[]", "epochs=3", "logging_steps=1"]  # fmt: skip
+    return tiny_overrides + [
+        f"val_path={val_file}",
+        "eval_strategy=steps",
+        "eval_steps=1",
+        "lr=1e-2",
+        "val_metrics=[]",
+        "epochs=3",
+        "logging_steps=1",
+    ]
 
 
 def examples(n: int) -> list[Example]:
-    return [Example([{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
-                    "messages", "data/train.jsonl", i + 1) for i in range(n)]  # fmt: skip
+    return [
+        Example(
+            [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+            "messages",
+            "data/train.jsonl",
+            i + 1,
+        )
+        for i in range(n)
+    ]
 
 
 def test_held_out_records_are_disjoint_from_training_and_stable(tmp_path: Path) -> None:
@@ -67,7 +81,9 @@ def test_held_out_fraction_that_leaves_a_side_empty_is_an_error() -> None:
 
 
 def test_validation_needs_data_when_selection_or_early_stopping_is_asked(tiny_overrides: list[str]) -> None:
-    with pytest.raises(ConfigError, match=r"select_metric=exact_match needs validation data.*eval/dev.jsonl does not exist"):
+    with pytest.raises(
+        ConfigError, match=r"select_metric=exact_match needs validation data.*eval/dev.jsonl does not exist"
+    ):
         run_tiny(tiny_overrides + ["select_metric=exact_match"])
     with pytest.raises(ConfigError, match=r"early_stopping_patience=2 needs validation, but eval_strategy is no"):
         load_config(TrainConfig, CONFIGS, "train", ["eval_strategy=no", "early_stopping_patience=2"])
@@ -75,8 +91,9 @@ def test_validation_needs_data_when_selection_or_early_stopping_is_asked(tiny_ov
         run_tiny(tiny_overrides + ["val_path=nowhere.jsonl"])
 
 
-def test_kept_adapter_is_the_best_checkpoint_not_the_last(overfit: list[str], monkeypatch: pytest.MonkeyPatch,
-                                                          caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_kept_adapter_is_the_best_checkpoint_not_the_last(
+    overfit: list[str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from safetensors.torch import load_file
 
     caplog.set_level(logging.INFO, logger="loraops")
@@ -125,8 +142,9 @@ def test_generation_metric_selects_and_is_logged(overfit: list[str]) -> None:
     assert "exact_match" not in validation["curve"][0]  # val_metrics=[] and the selection metric is jaccard
 
 
-def test_resume_after_the_best_checkpoint_keeps_it(overfit: list[str], tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_resume_after_the_best_checkpoint_keeps_it(
+    overfit: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from loraops.callbacks import LossLogCallback
 
     def crash_at_step_5(self: object, args: object, state: object, control: object, **kwargs: object) -> None:
@@ -156,8 +174,9 @@ def test_resume_after_the_best_checkpoint_keeps_it(overfit: list[str], tmp_path:
     assert all(kept[k].equal(saved[k]) for k in kept)
 
 
-def test_diverging_run_fails_fast_and_leaves_latest_alone(tiny_overrides: list[str], tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_diverging_run_fails_fast_and_leaves_latest_alone(
+    tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     good = run_tiny(tiny_overrides + ["max_steps=1"])
     assert main(["train", *tiny_overrides, "lr=1e30", "warmup_ratio=0"]) == 2
     err = capsys.readouterr().err

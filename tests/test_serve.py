@@ -32,8 +32,12 @@ ERROR_FIELDS = {"message", "type", "param", "code"}
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_adapter_dir: Path) -> Path:
-    return make_run(tmp_path_factory.mktemp("runs"), "2026-02-03_04-05-06", model_name=str(tiny_model_dir),
-                    adapter_dir=tiny_adapter_dir)  # fmt: skip
+    return make_run(
+        tmp_path_factory.mktemp("runs"),
+        "2026-02-03_04-05-06",
+        model_name=str(tiny_model_dir),
+        adapter_dir=tiny_adapter_dir,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +50,9 @@ def base_url(chat_model: ChatModel) -> Iterator[str]:
     """The app on uvicorn in a thread, on a free port of 127.0.0.1."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(create_app(chat_model, max_new_tokens=16), host="127.0.0.1", port=0,
-                                           log_level="warning"))  # fmt: skip
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(chat_model, max_new_tokens=16), host="127.0.0.1", port=0, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -67,8 +72,9 @@ def client(base_url: str) -> openai.OpenAI:
 def _ask(client: openai.OpenAI, model: str, prompt: str, seed: int = 0, **kwargs: Any) -> Any:
     """Sampled with a seed: the tiny random model's greedy answer is one token repeated whatever the prompt,
     while its seeded samples are words that differ from prompt to prompt, and repeat exactly."""
-    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
-                                          temperature=1.0, seed=seed, **kwargs)  # fmt: skip
+    return client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": prompt}], temperature=1.0, seed=seed, **kwargs
+    )
 
 
 def _ask_streamed(client: openai.OpenAI, model: str, prompt: str, **kwargs: Any) -> tuple[str, str | None, list[Any]]:
@@ -80,8 +86,9 @@ def _ask_streamed(client: openai.OpenAI, model: str, prompt: str, **kwargs: Any)
 
 def _raw(base_url: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     """Status and JSON body of a request made without the openai client, to see the exact shape."""
-    request = urllib.request.Request(base_url + path, data=body, headers={"Content-Type": "application/json",
-                                                                          **(headers or {})})  # fmt: skip
+    request = urllib.request.Request(
+        base_url + path, data=body, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())
@@ -111,8 +118,9 @@ def test_completion_is_the_models_answer(client: openai.OpenAI, chat_model: Chat
 
 def test_streamed_equals_not_streamed(client: openai.OpenAI, chat_model: ChatModel) -> None:
     whole = _ask(client, chat_model.name, "Tell me a story", max_tokens=12)
-    text, finish, chunks = _ask_streamed(client, chat_model.name, "Tell me a story", max_tokens=12,
-                                         stream_options={"include_usage": True})  # fmt: skip
+    text, finish, chunks = _ask_streamed(
+        client, chat_model.name, "Tell me a story", max_tokens=12, stream_options={"include_usage": True}
+    )
     assert text == whole.choices[0].message.content and finish == whole.choices[0].finish_reason
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -121,10 +129,12 @@ def test_streamed_equals_not_streamed(client: openai.OpenAI, chat_model: ChatMod
 
 
 def test_sse_wire_format_ends_with_done(base_url: str, chat_model: ChatModel) -> None:
-    body = json.dumps({"model": chat_model.name, "messages": [{"role": "user", "content": "hi"}], "stream": True,
-                       "max_tokens": 3}).encode()  # fmt: skip
-    request = urllib.request.Request(base_url + "/chat/completions", data=body,
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    body = json.dumps(
+        {"model": chat_model.name, "messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 3}
+    ).encode()
+    request = urllib.request.Request(
+        base_url + "/chat/completions", data=body, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         assert response.headers["Content-Type"].startswith("text/event-stream")
         events = [line for line in response.read().decode().split("\n") if line]
@@ -147,7 +157,10 @@ def test_stop_strings_cut_the_answer(client: openai.OpenAI, chat_model: ChatMode
     for stops in (stop, ["never appears", stop]):
         cut = _ask(client, chat_model.name, "Say many words", max_tokens=16, stop=stops)
         assert (cut.choices[0].message.content, cut.choices[0].finish_reason) == (expected, "stop")
-        assert _ask_streamed(client, chat_model.name, "Say many words", max_tokens=16, stop=stops)[:2] == (expected, "stop")
+        assert _ask_streamed(client, chat_model.name, "Say many words", max_tokens=16, stop=stops)[:2] == (
+            expected,
+            "stop",
+        )
 
 
 def test_concurrent_requests_get_their_own_answers(client: openai.OpenAI, chat_model: ChatModel) -> None:
@@ -167,12 +180,21 @@ def test_concurrent_requests_get_their_own_answers(client: openai.OpenAI, chat_m
 
 
 def test_a_client_that_leaves_frees_the_model(base_url: str, client: openai.OpenAI, chat_model: ChatModel) -> None:
-    body = json.dumps({"model": chat_model.name, "messages": [{"role": "user", "content": "go on forever"}],
-                       "stream": True, "max_tokens": 100_000, "temperature": 1.0}).encode()  # fmt: skip
+    body = json.dumps(
+        {
+            "model": chat_model.name,
+            "messages": [{"role": "user", "content": "go on forever"}],
+            "stream": True,
+            "max_tokens": 100_000,
+            "temperature": 1.0,
+        }
+    ).encode()
     port = int(base_url.rsplit(":", 1)[1].split("/")[0])
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
         assert b"data: " in sock.recv(4096) + sock.recv(4096)  # generating; then the client hangs up
     # Had the abandoned reply kept the model for its 100,000 tokens, this would time out.
     quick = openai.OpenAI(base_url=base_url, api_key="not-needed", max_retries=0, timeout=60)
@@ -180,8 +202,9 @@ def test_a_client_that_leaves_frees_the_model(base_url: str, client: openai.Open
 
 
 def test_greedy_when_temperature_is_zero(client: openai.OpenAI, chat_model: ChatModel) -> None:
-    answer = client.chat.completions.create(model=chat_model.name, messages=[{"role": "user", "content": "hi"}],
-                                            temperature=0, max_tokens=6)  # fmt: skip
+    answer = client.chat.completions.create(
+        model=chat_model.name, messages=[{"role": "user", "content": "hi"}], temperature=0, max_tokens=6
+    )
     expected = chat_model.reply([{"role": "user", "content": "hi"}], GenerationSettings.sampling(6)).complete()
     assert answer.choices[0].message.content == expected
 
@@ -203,12 +226,16 @@ def test_seed_makes_sampling_repeatable(client: openai.OpenAI, chat_model: ChatM
         ({"model": "M", "messages": [{"role": "user", "content": "hi"}], "temperature": 3}, "temperature", "2"),
         ({"model": "M", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, "max_tokens", "1"),
         ({"model": "M", "messages": [{"role": "user", "content": "hi"}], "n": 2}, "n", "one choice per request"),
-        ({"model": "M", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
-         "messages[0].content", "'image_url' part"),
+        (
+            {"model": "M", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            "messages[0].content",
+            "'image_url' part",
+        ),
     ],
-)  # fmt: skip
-def test_bad_requests_are_400_in_openais_shape(client: openai.OpenAI, chat_model: ChatModel, body: dict[str, Any],
-                                               param: str, words: str) -> None:  # fmt: skip
+)
+def test_bad_requests_are_400_in_openais_shape(
+    client: openai.OpenAI, chat_model: ChatModel, body: dict[str, Any], param: str, words: str
+) -> None:
     body = {**body, "model": chat_model.name}
     with pytest.raises(openai.BadRequestError) as caught:  # posted as is: the client would refuse some itself
         client.post("/chat/completions", body=body, cast_to=object)
@@ -255,9 +282,13 @@ def test_api_key_and_clean_stop(run_dir: Path, tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     env = {**os.environ, API_KEY_ENV: KEY}
     with log.open("w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "loraops", "serve", str(run_dir), "--port", str(port),
-                                   "--max-new-tokens", "4"], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                  cwd=tmp_path)  # fmt: skip
+        server = subprocess.Popen(
+            [sys.executable, "-m", "loraops", "serve", str(run_dir), "--port", str(port), "--max-new-tokens", "4"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+        )
     try:
         url = f"http://127.0.0.1:{port}/v1"
         while _raw_status(url) is None:
@@ -268,7 +299,9 @@ def test_api_key_and_clean_stop(run_dir: Path, tmp_path: Path) -> None:
         with pytest.raises(openai.AuthenticationError) as caught:
             wrong.chat.completions.create(model=run_dir.name, messages=messages)
         assert caught.value.code == "invalid_api_key" and set(caught.value.body) == ERROR_FIELDS
-        status, body = _raw(url, "/chat/completions", json.dumps({"model": run_dir.name, "messages": messages}).encode())
+        status, body = _raw(
+            url, "/chat/completions", json.dumps({"model": run_dir.name, "messages": messages}).encode()
+        )
         assert status == 401 and body["error"]["code"] == "invalid_api_key"  # no Authorization header at all
         keyed = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0)
         assert [m.id for m in keyed.models.list()] == [run_dir.name]

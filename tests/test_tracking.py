@@ -70,25 +70,46 @@ class Sequence:
 
 
 def eval_set(folder: Path) -> Path:
-    write_jsonl(folder / "test.jsonl", [{"prompt": f"Rolling sum of A1:A{n}", "completion": f"=FLOWROLL(A1:A{n}, 2)"}
-                                        for n in range(5, 11)])  # fmt: skip
+    write_jsonl(
+        folder / "test.jsonl",
+        [{"prompt": f"Rolling sum of A1:A{n}", "completion": f"=FLOWROLL(A1:A{n}, 2)"} for n in range(5, 11)],
+    )
     return folder
 
 
 def run_sequence(tmp_path: Path, tiny_overrides: list[str], *train_extra: str) -> Sequence:
     """train -> eval -> eval of the base model -> compare -> publish (forced: a random tiny model rarely improves)."""
     tracked = ["tracking=mlflow"]
-    quick = [o for o in tiny_overrides if not o.startswith("batch_size=")] + ["batch_size=8", "val_fraction=0.25",
-                                                                             "val_metrics=[]"]  # fmt: skip
+    quick = [o for o in tiny_overrides if not o.startswith("batch_size=")] + [
+        "batch_size=8",
+        "val_fraction=0.25",
+        "val_metrics=[]",
+    ]
     run = train(load_config(TrainConfig, CONFIGS, "train", [*quick, *tracked, *train_extra])).run_dir
     metrics_dir = tmp_path / "metrics"
-    evals = [f"model={run}", f"eval_dir={eval_set(tmp_path / 'evalsets')}", f"output_dir={metrics_dir}",
-             "max_new_tokens=4", "batch_size=8", *tracked]  # fmt: skip
+    evals = [
+        f"model={run}",
+        f"eval_dir={eval_set(tmp_path / 'evalsets')}",
+        f"output_dir={metrics_dir}",
+        "max_new_tokens=4",
+        "batch_size=8",
+        *tracked,
+    ]
     evaluate(load_config(EvalConfig, CONFIGS, "eval", evals))
     evaluate(load_config(EvalConfig, CONFIGS, "eval_baseline", evals))
-    cfg = load_config(CompareConfig, CONFIGS, "compare", [f"run={run}", f"artifacts_dir={tmp_path / 'artifacts'}",
-                                                          f"metrics_dir={metrics_dir}", "verify_samples=0",
-                                                          "bootstrap_resamples=100", *tracked])  # fmt: skip
+    cfg = load_config(
+        CompareConfig,
+        CONFIGS,
+        "compare",
+        [
+            f"run={run}",
+            f"artifacts_dir={tmp_path / 'artifacts'}",
+            f"metrics_dir={metrics_dir}",
+            "verify_samples=0",
+            "bootstrap_resamples=100",
+            *tracked,
+        ],
+    )
     compare(cfg)
     publish_local(str(run), force=True, compare_cfg=cfg)
     return Sequence(run, metrics_dir, cfg)
@@ -119,8 +140,16 @@ def check_sequence(mlflow: Any, seq: Sequence) -> Any:
     steps = run.read_metrics()["global_steps"]
     loss = mlflow.get_metric_history(tracked.info.run_id, "train/loss")
     assert sorted(m.step for m in loss) == list(range(1, steps + 1))  # logging_steps=1: every step
-    for key in ("train/learning_rate", "train/grad_norm", "val/loss", "eval/test/exact_match", "eval/test/rougeL",
-                "summary/train_loss", "compare/test/exact_match/delta", "compare/test/exact_match/p"):  # fmt: skip
+    for key in (
+        "train/learning_rate",
+        "train/grad_norm",
+        "val/loss",
+        "eval/test/exact_match",
+        "eval/test/rougeL",
+        "summary/train_loss",
+        "compare/test/exact_match/delta",
+        "compare/test/exact_match/p",
+    ):
         assert key in tracked.data.metrics, key
     assert len(mlflow.get_metric_history(tracked.info.run_id, "val/loss")) == 2  # one per epoch
     comparison = json.loads((seq.metrics_dir / run.name / "comparison.json").read_text())
@@ -130,9 +159,17 @@ def check_sequence(mlflow: Any, seq: Sequence) -> Any:
     assert tags["data.dataset_sha256"] == manifest["data"]["dataset_sha256"] and tags["data.source.type"] == "local"
     assert tags.get("git.commit") == manifest["git"]["commit"] or manifest["git"]["commit"] is None
     paths = artifact_paths(mlflow, tracked.info.run_id)
-    assert {"config_used.yaml", "manifest.json", "metrics.json", "model/adapter_model.safetensors",
-            "model/adapter_config.json", "eval/test.json", "eval/test.predictions.jsonl", "compare/comparison.json",
-            "published/README.md"} <= paths  # fmt: skip
+    assert {
+        "config_used.yaml",
+        "manifest.json",
+        "metrics.json",
+        "model/adapter_model.safetensors",
+        "model/adapter_config.json",
+        "eval/test.json",
+        "eval/test.predictions.jsonl",
+        "compare/comparison.json",
+        "published/README.md",
+    } <= paths
     return tracked
 
 
@@ -143,11 +180,16 @@ def check_champion(mlflow: Any, seq: Sequence, tracked: Any) -> None:
     assert version.tags["loraops.run"] == RunDir(seq.run).name and version.tags["loraops.forced"] == "true"
     assert version.tags["loraops.destination"].startswith("local:") and "Published with --force" in version.description
     local = read_reference(seq.compare_cfg.reference_file or "")
-    assert local is not None and local["registry"] == {"model": name, "version": str(version.version), "alias": "champion"}
+    assert local is not None and local["registry"] == {
+        "model": name,
+        "version": str(version.version),
+        "alias": "champion",
+    }
 
 
-def test_train_eval_compare_publish_make_one_mlflow_run(project: Path, tmp_path: Path, tiny_overrides: list[str],
-                                                        tiny_model_dir: Path) -> None:  # fmt: skip
+def test_train_eval_compare_publish_make_one_mlflow_run(
+    project: Path, tmp_path: Path, tiny_overrides: list[str], tiny_model_dir: Path
+) -> None:
     seq = run_sequence(tmp_path, tiny_overrides, f"system_prompt=Answer briefly. {CANARY}")
     mlflow = client()
     tracked = check_sequence(mlflow, seq)
@@ -162,10 +204,21 @@ def test_train_eval_compare_publish_make_one_mlflow_run(project: Path, tmp_path:
     (tmp_path / "artifacts" / "reference.json").unlink()
     second = Path(make_run(tmp_path / "runs", "2099-01-01_00-00-00", model_name=str(tiny_model_dir)))
     shutil.copytree(seq.metrics_dir / seq.run.name, seq.metrics_dir / second.name)  # scored exactly alike
-    result = compare(load_config(CompareConfig, CONFIGS, "compare", [f"run={second}", "against=published",
-                                                                     f"artifacts_dir={tmp_path / 'artifacts'}",
-                                                                     f"metrics_dir={seq.metrics_dir}",
-                                                                     "bootstrap_resamples=100", "tracking=mlflow"]))  # fmt: skip
+    result = compare(
+        load_config(
+            CompareConfig,
+            CONFIGS,
+            "compare",
+            [
+                f"run={second}",
+                "against=published",
+                f"artifacts_dir={tmp_path / 'artifacts'}",
+                f"metrics_dir={seq.metrics_dir}",
+                "bootstrap_resamples=100",
+                "tracking=mlflow",
+            ],
+        )
+    )
     assert (result.reference, result.reference_kind, result.verdict) == (seq.run.name, "published", "NOT IMPROVED")
 
     # No secret anywhere in the store: not in params, tags or artifacts, not in the database file.
@@ -173,10 +226,16 @@ def test_train_eval_compare_publish_make_one_mlflow_run(project: Path, tmp_path:
         assert not path.is_file() or CANARY.encode() not in path.read_bytes(), path
 
 
-def test_champion_rule_registry_first_local_record_as_fallback(project: Path, tmp_path: Path, tiny_adapter_dir: Path,
-                                                               caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
-    cfg = CompareConfig(artifacts_dir=str(tmp_path / "artifacts"), metrics_dir=str(tmp_path / "m"), verify_samples=0,
-                        tracking="mlflow", bootstrap_resamples=100)  # fmt: skip
+def test_champion_rule_registry_first_local_record_as_fallback(
+    project: Path, tmp_path: Path, tiny_adapter_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = CompareConfig(
+        artifacts_dir=str(tmp_path / "artifacts"),
+        metrics_dir=str(tmp_path / "m"),
+        verify_samples=0,
+        tracking="mlflow",
+        bootstrap_resamples=100,
+    )
     runs = [Path(make_run(tmp_path / "runs", name, adapter_dir=tiny_adapter_dir)) for name in ("r1", "r2", "r3")]
     for run, score in zip(runs, (50.0, 80.0, 90.0)):
         fake_metrics(tmp_path / "m", run.name, {"test": score})
@@ -211,9 +270,9 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_tracking_outage_costs_one_warning_never_the_run(project: Path, tiny_overrides: list[str],
-                                                         monkeypatch: pytest.MonkeyPatch,
-                                                         caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_tracking_outage_costs_one_warning_never_the_run(
+    project: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://ana:{CANARY}@127.0.0.1:{closed_port()}")
     overrides = [*tiny_overrides, "max_steps=3", "tracking=both"]
     with caplog.at_level(logging.WARNING):
@@ -232,20 +291,45 @@ def test_tracking_outage_costs_one_warning_never_the_run(project: Path, tiny_ove
     assert len(client().get_metric_history(tracked.info.run_id, "train/loss")) == 3
 
 
-def test_pulled_run_is_imported_once_and_later_pulls_add_to_it(project: Path, tmp_path: Path,
-                                                               tiny_adapter_dir: Path) -> None:  # fmt: skip
-    metrics = {"global_steps": 4, "train_loss": 1.5,
-               "loss_history": [{"step": s, "loss": 3.0 - s / 2, "learning_rate": 1e-3} for s in (1, 2, 3, 4)],
-               "validation": {"curve": [{"step": 2, "epoch": 1.0, "loss": 2.0, "exact_match": 10.0, "seconds": 1.0},
-                                        {"step": 4, "epoch": 2.0, "loss": 1.8, "exact_match": 20.0, "seconds": 1.0}]}}  # fmt: skip
-    manifest = {"model_name": "default", "git": {"commit": "abc123", "dirty": False},
-                "data": {"dataset_sha256": "d" * 64, "source": {"type": "hub", "repo_id": "me/data", "commit": "c0ffee"}}}  # fmt: skip
-    run = RunDir(Path(make_run(tmp_path / "runs", "2026-11-25_08-15-12", adapter_dir=tiny_adapter_dir, metrics=metrics,
-                               manifest=manifest, config={"tracking": "mlflow", "lr": 0.001})))  # fmt: skip
+def test_pulled_run_is_imported_once_and_later_pulls_add_to_it(
+    project: Path, tmp_path: Path, tiny_adapter_dir: Path
+) -> None:
+    metrics = {
+        "global_steps": 4,
+        "train_loss": 1.5,
+        "loss_history": [{"step": s, "loss": 3.0 - s / 2, "learning_rate": 1e-3} for s in (1, 2, 3, 4)],
+        "validation": {
+            "curve": [
+                {"step": 2, "epoch": 1.0, "loss": 2.0, "exact_match": 10.0, "seconds": 1.0},
+                {"step": 4, "epoch": 2.0, "loss": 1.8, "exact_match": 20.0, "seconds": 1.0},
+            ]
+        },
+    }
+    manifest = {
+        "model_name": "default",
+        "git": {"commit": "abc123", "dirty": False},
+        "data": {"dataset_sha256": "d" * 64, "source": {"type": "hub", "repo_id": "me/data", "commit": "c0ffee"}},
+    }
+    run = RunDir(
+        Path(
+            make_run(
+                tmp_path / "runs",
+                "2026-11-25_08-15-12",
+                adapter_dir=tiny_adapter_dir,
+                metrics=metrics,
+                manifest=manifest,
+                config={"tracking": "mlflow", "lr": 0.001},
+            )
+        )
+    )
     # An older loraops (or a hand edit) left a secret-looking key unredacted: it must not reach MLflow.
     run.config_path.write_text(run.config_path.read_text() + f"hub_token: {CANARY}\n")
-    server_side = {"run_id": "f" * 32, "experiment_id": "1", "tracking_uri": "sqlite:////home/ana/loraops/mlruns/mlflow.db",
-                   "complete": True}  # fmt: skip
+    server_side = {
+        "run_id": "f" * 32,
+        "experiment_id": "1",
+        "tracking_uri": "sqlite:////home/ana/loraops/mlruns/mlflow.db",
+        "complete": True,
+    }
     run.tracking_path.write_text(json.dumps(server_side))
     import_pulled(run)
 
@@ -253,7 +337,9 @@ def test_pulled_run_is_imported_once_and_later_pulls_add_to_it(project: Path, tm
     [tracked] = training_runs(mlflow)
     link = json.loads(run.tracking_path.read_text())
     assert link["run_id"] == tracked.info.run_id and link["complete"] and link["imported_from"]["run_id"] == "f" * 32
-    assert tracked.data.tags["loraops.imported_from"] == "f" * 32 and tracked.data.tags["data.source.commit"] == "c0ffee"
+    assert (
+        tracked.data.tags["loraops.imported_from"] == "f" * 32 and tracked.data.tags["data.source.commit"] == "c0ffee"
+    )
     assert tracked.data.tags["git.commit"] == "abc123" and tracked.data.params["lr"] == "0.001"
     assert tracked.data.params["hub_token"] == "<redacted>"
     assert [m.value for m in mlflow.get_metric_history(tracked.info.run_id, "val/exact_match")] == [10.0, 20.0]
@@ -284,19 +370,40 @@ def test_config_checks_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_params_are_flat_redacted_json() -> None:
-    params = flatten_params({"lr": 0.005, "columns": {"prompt": "q"}, "data_source": {"type": "hub", "api_key": CANARY},
-                             "targets": ["q_proj", "v_proj"], "resume_from": None, "hf_token": CANARY, "dedup": True})  # fmt: skip
-    assert params == {"lr": "0.005", "columns.prompt": "q", "data_source.type": "hub",
-                      "data_source.api_key": "<redacted>", "targets": '["q_proj", "v_proj"]', "resume_from": "null",
-                      "hf_token": "<redacted>", "dedup": "true"}  # fmt: skip
+    params = flatten_params(
+        {
+            "lr": 0.005,
+            "columns": {"prompt": "q"},
+            "data_source": {"type": "hub", "api_key": CANARY},
+            "targets": ["q_proj", "v_proj"],
+            "resume_from": None,
+            "hf_token": CANARY,
+            "dedup": True,
+        }
+    )
+    assert params == {
+        "lr": "0.005",
+        "columns.prompt": "q",
+        "data_source.type": "hub",
+        "data_source.api_key": "<redacted>",
+        "targets": '["q_proj", "v_proj"]',
+        "resume_from": "null",
+        "hf_token": "<redacted>",
+        "dedup": "true",
+    }
 
 
 def test_tracking_uris() -> None:
     assert public_uri("https://ana:pw@mlflow.example.org/path") == "https://mlflow.example.org/path"
     assert public_uri("sqlite:////srv/mlflow.db") == "sqlite:////srv/mlflow.db"
     assert forwardable_uri("https://mlflow.example.org") == "https://mlflow.example.org"
-    for local_only in ("http://127.0.0.1:5000", "http://localhost:5000", "sqlite:///mlruns/mlflow.db",
-                       "https://ana:pw@mlflow.example.org", None):  # fmt: skip
+    for local_only in (
+        "http://127.0.0.1:5000",
+        "http://localhost:5000",
+        "sqlite:///mlruns/mlflow.db",
+        "https://ana:pw@mlflow.example.org",
+        None,
+    ):
         assert forwardable_uri(local_only) is None, local_only
 
 
@@ -310,8 +417,12 @@ def test_remote_jobs_get_a_tracking_server_uri(tmp_path: Path) -> None:
     assert "/mlruns/" in remote.PUSH_EXCLUDES  # the server's own store is never overwritten by a push
 
 
-def test_publishing_to_the_hub_records_its_url_on_the_version(project: Path, hub: Any, tmp_path: Path,  # noqa: F811
-                                                               tiny_adapter_dir: Path) -> None:  # fmt: skip
+def test_publishing_to_the_hub_records_its_url_on_the_version(
+    project: Path,
+    hub: Any,  # noqa: F811
+    tmp_path: Path,
+    tiny_adapter_dir: Path,
+) -> None:
     from test_publish_hub import REPO, TOKEN
     from test_publish_local import compare_cfg, evaluated
     from test_publish_local import make_run as make_published_run
@@ -328,8 +439,9 @@ def test_publishing_to_the_hub_records_its_url_on_the_version(project: Path, hub
         assert not path.is_file() or TOKEN.encode() not in path.read_bytes(), path
 
 
-def test_merged_publish_registers_the_merged_model(project: Path, tmp_path: Path, tiny_adapter_dir: Path,
-                                                   tiny_model_dir: Path) -> None:  # fmt: skip
+def test_merged_publish_registers_the_merged_model(
+    project: Path, tmp_path: Path, tiny_adapter_dir: Path, tiny_model_dir: Path
+) -> None:
     from test_publish_local import compare_cfg, evaluated
     from test_publish_local import make_run as make_published_run
 
@@ -340,5 +452,9 @@ def test_merged_publish_registers_the_merged_model(project: Path, tmp_path: Path
     mlflow = client()
     version = mlflow.get_model_version_by_alias("tabula", "champion")
     assert version.source == f"runs:/{version.run_id}/published/merged" and version.tags["loraops.merged"] == "true"
-    assert {"published/merged/model.safetensors", "published/merged/config.json", "published/README.md",
-            "model/adapter_model.safetensors"} <= artifact_paths(mlflow, version.run_id)  # fmt: skip
+    assert {
+        "published/merged/model.safetensors",
+        "published/merged/config.json",
+        "published/README.md",
+        "model/adapter_model.safetensors",
+    } <= artifact_paths(mlflow, version.run_id)

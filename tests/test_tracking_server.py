@@ -25,9 +25,20 @@ def mlflow_server(tmp_path: Path, empty_store: Path) -> Iterator[str]:  # noqa: 
     root.mkdir()
     shutil.copyfile(empty_store, root / "mlflow.db")
     port = closed_port()
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination",
-               str(root / "artifacts"), "--workers", "1"]  # fmt: skip
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--workers",
+        "1",
+    ]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     with open(root / "server.log", "wb") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -58,8 +69,9 @@ def _wait_healthy(server: subprocess.Popen[bytes], url: str, log: Path) -> None:
 
 
 @pytest.mark.slow  # a server start and a whole pipeline: about a minute on 2 CPU cores
-def test_sequence_against_a_tracking_server(mlflow_server: str, tmp_path: Path, tiny_overrides: list[str],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_sequence_against_a_tracking_server(
+    mlflow_server: str, tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     project = tmp_path / "project"
     project.mkdir()
     monkeypatch.chdir(project)

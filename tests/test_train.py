@@ -36,7 +36,12 @@ def test_run_folder_holds_everything(tiny_overrides: list[str], tmp_path: Path) 
     assert metrics["global_steps"] == 8  # 16 examples / batch 4 * 2 epochs
     data = metrics["data"]
     assert {k: data[k] for k in ("records", "examples", "truncated", "dropped_all_masked", "formats")} == {
-        "records": 16, "examples": 16, "truncated": 0, "dropped_all_masked": 0, "formats": {"prompt_completion": 16}}
+        "records": 16,
+        "examples": 16,
+        "truncated": 0,
+        "dropped_all_masked": 0,
+        "formats": {"prompt_completion": 16},
+    }
     assert list(data["files"].values()) == [{"prompt_completion": 16}] and data["lengths"]["max"] > 0
     assert metrics["train_tokens"] == 2 * metrics["data"]["tokens"]  # padding is not counted
     assert metrics["tokens_per_second"] > 0 and metrics["runtime_s"] > 0
@@ -73,8 +78,9 @@ def test_adapter_is_trained_and_loads_with_peft(tiny_overrides: list[str], tiny_
 
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run / "model")
     tok = AutoTokenizer.from_pretrained(run / "model")
-    ids = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)  # fmt: skip
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     out = model.generate(**ids, max_new_tokens=4, do_sample=False)
     assert out.shape[1] > ids["input_ids"].shape[1]
     assert torch.isfinite(model(**ids).logits).all()
@@ -84,10 +90,23 @@ def test_hyperparameters_reach_the_trainer(tmp_path: Path) -> None:
     from loraops.environment import Environment
     from loraops.trainer import training_arguments
 
-    cfg = load_config(TrainConfig, CONFIGS, "train", [
-        "lr=3e-4", "lr_scheduler_type=linear", "warmup_ratio=0.1", "weight_decay=0.01", "gradient_accumulation_steps=2",
-        "seed=7", "gradient_checkpointing=true", "batch_size=3", "epochs=4", "max_steps=11",
-    ])  # fmt: skip
+    cfg = load_config(
+        TrainConfig,
+        CONFIGS,
+        "train",
+        [
+            "lr=3e-4",
+            "lr_scheduler_type=linear",
+            "warmup_ratio=0.1",
+            "weight_decay=0.01",
+            "gradient_accumulation_steps=2",
+            "seed=7",
+            "gradient_checkpointing=true",
+            "batch_size=3",
+            "epochs=4",
+            "max_steps=11",
+        ],
+    )
     args = training_arguments(cfg, RunDir(tmp_path), Environment("cpu", "cpu", "fp32", None), validating=False)
     assert (args.learning_rate, args.lr_scheduler_type.value, args.warmup_steps) == (3e-4, "linear", 0.1)
     assert (args.weight_decay, args.gradient_accumulation_steps, args.seed) == (0.01, 2, 7)
@@ -106,7 +125,9 @@ def test_bf16_on_cpu_falls_back_to_fp32(tiny_overrides: list[str], caplog: pytes
     assert "running in fp32 on CPU" in caplog.text
 
 
-def test_failed_run_never_becomes_latest(tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_run_never_becomes_latest(
+    tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     good = run_tiny(tiny_overrides + ["max_steps=1"])
 
     def boom(*args: object, **kwargs: object) -> None:
@@ -122,25 +143,29 @@ def test_failed_run_never_becomes_latest(tiny_overrides: list[str], tmp_path: Pa
     assert RunDir(failed[0]).read_manifest()["status"] == "failed"
 
 
-def test_bad_data_exits_2_before_any_run_folder(tiny_overrides: list[str], small_dataset: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_bad_data_exits_2_before_any_run_folder(
+    tiny_overrides: list[str], small_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_jsonl(small_dataset / "zz.jsonl", [{"prompt": "a", "completion": "b"}, {"prompt": "a", "completoin": "b"}])
     assert main(["train", "--config-dir", str(CONFIGS), *tiny_overrides]) == 2
     err = capsys.readouterr().err
-    assert f"{small_dataset / 'zz.jsonl'}:2: cannot tell the format: the record has fields `completoin`, `prompt`" in err
+    assert (
+        f"{small_dataset / 'zz.jsonl'}:2: cannot tell the format: the record has fields `completoin`, `prompt`" in err
+    )
     assert not (tmp_path / "runs").exists()
 
 
-def test_max_length_that_masks_everything_is_an_error(tiny_overrides: list[str], tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_max_length_that_masks_everything_is_an_error(
+    tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["train", "--config-dir", str(CONFIGS), *tiny_overrides, "max_length=8"]) == 2
     assert "raise max_length" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 
-def test_secrets_never_reach_run_records_or_output(tiny_overrides: list[str], tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_secrets_never_reach_run_records_or_output(
+    tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     secrets = {"HF_TOKEN": "hf_" + "Q" * 34, "LAKEFS_SECRET_KEY": "lakefs-secret-" + "Z" * 20}
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
@@ -155,8 +180,9 @@ def test_secrets_never_reach_run_records_or_output(tiny_overrides: list[str], tm
     assert os.environ["HF_TOKEN"] == secrets["HF_TOKEN"]
 
 
-def test_interrupted_run_resumes_from_its_checkpoint(tiny_overrides: list[str], tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_interrupted_run_resumes_from_its_checkpoint(
+    tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from loraops.callbacks import LossLogCallback
     from loraops.errors import ConfigError
 
@@ -217,8 +243,12 @@ def test_sigterm_records_interrupted_and_keeps_checkpoints(tiny_overrides: list[
     import time
 
     args = [*tiny_overrides, "epochs=500", "save_strategy=steps", "save_steps=1"]
-    proc = subprocess.Popen([sys.executable, "-m", "loraops", "train", "--config-dir", str(CONFIGS), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loraops", "train", "--config-dir", str(CONFIGS), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     runs = tmp_path / "runs"
     try:
         for _ in range(600):  # up to a minute for the first checkpoint, however busy the machine

@@ -35,13 +35,24 @@ class LossLogCallback(TrainerCallback):
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         if logs and "loss" in logs:
-            log.info("step %d/%d epoch %.2f loss %.4f lr %.3g grad_norm %.3f", state.global_step, state.max_steps,
-                     state.epoch or 0, float(logs["loss"]), float(logs.get("learning_rate", 0)),
-                     float(logs.get("grad_norm", 0)))  # fmt: skip
+            log.info(
+                "step %d/%d epoch %.2f loss %.4f lr %.3g grad_norm %.3f",
+                state.global_step,
+                state.max_steps,
+                state.epoch or 0,
+                float(logs["loss"]),
+                float(logs.get("learning_rate", 0)),
+                float(logs.get("grad_norm", 0)),
+            )
         if logs and "eval_loss" in logs:
             scores = "  ".join(f"{k[5:]} {v:.4g}" for k, v in logs.items() if k.startswith("eval_") and k[5:] in _SHOWN)
-            log.info("validation at step %d epoch %.2f: %s (%.1f s)", state.global_step, state.epoch or 0, scores,
-                     float(logs.get("eval_runtime", 0)))  # fmt: skip
+            log.info(
+                "validation at step %d epoch %.2f: %s (%.1f s)",
+                state.global_step,
+                state.epoch or 0,
+                scores,
+                float(logs.get("eval_runtime", 0)),
+            )
 
 
 def loss_entries(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
@@ -49,8 +60,12 @@ def loss_entries(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
     entries, last_step = [], 0
     for item in log_history:
         if "loss" in item and "step" in item:
-            entry = {"step": item["step"], "epoch": item.get("epoch", 0.0), "loss": float(item["loss"]),
-                     "steps": item["step"] - last_step}  # fmt: skip
+            entry = {
+                "step": item["step"],
+                "epoch": item.get("epoch", 0.0),
+                "loss": float(item["loss"]),
+                "steps": item["step"] - last_step,
+            }
             if "learning_rate" in item:  # the report draws the schedule from metrics.json
                 entry["learning_rate"] = float(item["learning_rate"])
             entries.append(entry)

@@ -49,8 +49,9 @@ def chat(spec: str, settings: GenerationSettings, system: str | None = None, see
     return run_chat(model, settings, conversation, sys.stdin, sys.stdout)
 
 
-def run_chat(model: ChatModel, settings: GenerationSettings, conversation: Conversation, in_stream: TextIO,
-             out_stream: TextIO) -> Conversation:  # fmt: skip
+def run_chat(
+    model: ChatModel, settings: GenerationSettings, conversation: Conversation, in_stream: TextIO, out_stream: TextIO
+) -> Conversation:
     """The chat loop, on any pair of text streams; returns the conversation as it stood at the end."""
     out_stream.write(f"chatting with {model.name}{_system_note(conversation)}\n{COMMANDS}\n")
     while True:
@@ -92,8 +93,9 @@ def _command(text: str, conversation: Conversation) -> str:
     return f"unknown command {name}; {COMMANDS}"
 
 
-def _answer(model: ChatModel, settings: GenerationSettings, conversation: Conversation, text: str,
-            output: TextIO) -> None:  # fmt: skip
+def _answer(
+    model: ChatModel, settings: GenerationSettings, conversation: Conversation, text: str, output: TextIO
+) -> None:
     """Stream the reply to `text`; Ctrl-C stops it, and the turn is dropped from the conversation."""
     conversation.turns.append({"role": "user", "content": text})
     reply = model.reply(conversation.messages(), settings)

@@ -65,13 +65,15 @@ def check(cfg: TrainConfig, example_index: int = 0) -> CheckReport:
         raise ConfigError(f"--example {example_index}: the data has examples 0 to {len(data.examples) - 1}")
     shown = data.examples[example_index]
     return CheckReport(
-        stats=data.stats, eval_overlap=_eval_overlap(cfg, data.examples), max_length=cfg.max_length,
+        stats=data.stats,
+        eval_overlap=_eval_overlap(cfg, data.examples),
+        max_length=cfg.max_length,
         example=render_marked(tokenizer, data.encoded[example_index]),
         example_source=f"{shown.path}:{shown.line} ({shown.format})",
         validation=data.validation.stats if data.validation else None,
         validation_source=_validation_source(data.validation.source) if data.validation else "",
         estimate=for_training(cfg, model_path, data.rows),
-    )  # fmt: skip
+    )
 
 
 def _validation_source(source: dict[str, Any]) -> str:
@@ -100,8 +102,10 @@ def _validation_line(r: CheckReport) -> str:
     v = r.validation
     if v is None:
         return "validation: none (the last checkpoint is kept; set val_path or val_fraction to keep the best)"
-    return (f"validation: {v.records} records from {r.validation_source}; {v.examples} examples, "
-            f"{v.tokens} tokens ({v.trained_tokens} scored), {v.truncated} truncated")
+    return (
+        f"validation: {v.records} records from {r.validation_source}; {v.examples} examples, "
+        f"{v.tokens} tokens ({v.trained_tokens} scored), {v.truncated} truncated"
+    )
 
 
 def format_report(r: CheckReport) -> str:
@@ -117,17 +121,26 @@ def format_report(r: CheckReport) -> str:
         f"max {length['max']:g}",
         f"truncated at max_length={r.max_length}: {s.truncated}",
         f"all labels masked (dropped): {s.dropped_all_masked}",
-        f"duplicate records (whitespace aside): {s.duplicates}" + (f", {s.deduplicated} dropped by dedup" if s.deduplicated else ""),
+        f"duplicate records (whitespace aside): {s.duplicates}"
+        + (f", {s.deduplicated} dropped by dedup" if s.deduplicated else ""),
         *(f"skipped on purpose: {n} ({reason})" for reason, n in s.skipped.items()),
-        *(f"eval split {split!r}: {o['exact']} of {o['n']} prompts are training prompts, {o['near']} near duplicates"
-          for split, o in r.eval_overlap.items()),
+        *(
+            f"eval split {split!r}: {o['exact']} of {o['n']} prompts are training prompts, {o['near']} near duplicates"
+            for split, o in r.eval_overlap.items()
+        ),
         f"trained (assistant) tokens: {s.trained_tokens} of {s.tokens} ({100 * s.trained_tokens / max(1, s.tokens):.1f}%)",
-        *([f"packing: {s.packing['examples']} examples into {s.packing['rows']} rows of {s.packing['capacity']} "
-           f"tokens ({100 * s.packing['fill']:.1f}% filled)"] if s.packing else []),
+        *(
+            [
+                f"packing: {s.packing['examples']} examples into {s.packing['rows']} rows of {s.packing['capacity']} "
+                f"tokens ({100 * s.packing['fill']:.1f}% filled)"
+            ]
+            if s.packing
+            else []
+        ),
         _validation_line(r),
         "",
         f"example {r.example_source}, as the model sees it ({TRAIN_OPEN} {TRAIN_CLOSE} = trained, the rest is masked):",
         r.example,
         *(["", *format_estimate(r.estimate)] if r.estimate else []),
-    ]  # fmt: skip
+    ]
     return "\n".join(lines)

@@ -24,69 +24,116 @@ def _keys_epilog(schema: type) -> str:
 
 
 def _add_config_args(parser: argparse.ArgumentParser, default_name: str) -> None:
-    parser.add_argument("--config-name", default=default_name, help=f"config in the config dir (default: {default_name})")
-    parser.add_argument("--config-dir", type=Path, default=Path("configs"), help="folder of YAML configs (default: configs)")
+    parser.add_argument(
+        "--config-name", default=default_name, help=f"config in the config dir (default: {default_name})"
+    )
+    parser.add_argument(
+        "--config-dir", type=Path, default=Path("configs"), help="folder of YAML configs (default: configs)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides, e.g. lr=1e-4 lora_r=8")
 
-def _config_command(sub: argparse._SubParsersAction, name: str, config: str, schema: type, help: str,
-                    description: str) -> argparse.ArgumentParser:  # fmt: skip
+
+def _config_command(
+    sub: argparse._SubParsersAction, name: str, config: str, schema: type, help: str, description: str
+) -> argparse.ArgumentParser:
     """A command driven by configs/<config>.yaml, whose --help lists every key of `schema`."""
-    parser = sub.add_parser(name, help=help, description=description, epilog=_keys_epilog(schema),
-                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=_keys_epilog(schema),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_config_args(parser, config)
     return parser
 
 
 def _add_publish_parsers(sub: argparse._SubParsersAction) -> None:
-    gate = ("Refused (exit 1) unless `loraops compare` says the run improved on its reference, "
-            "(exit 2) if it was never evaluated; --force overrides and the model card says so. "
-            "A successful publish makes the run the reference for `compare`.")  # fmt: skip
-    local = sub.add_parser("publish", help="copy a run's model, card, config and metrics to artifacts/models/<run>/",
-                           description="Publish a run locally, replacing an earlier copy "
-                           "atomically. " + gate)  # fmt: skip
-    hub = sub.add_parser("publish-hf", help="upload a run's adapter, tokenizer and card to the Hugging Face Hub",
-                         description="Create the repository if needed (private unless "
-                         "--public) and upload. Token: HF_TOKEN or `hf auth login`; repository: --repo or "
-                         "HF_REPO_ID. " + gate)  # fmt: skip
+    gate = (
+        "Refused (exit 1) unless `loraops compare` says the run improved on its reference, "
+        "(exit 2) if it was never evaluated; --force overrides and the model card says so. "
+        "A successful publish makes the run the reference for `compare`."
+    )
+    local = sub.add_parser(
+        "publish",
+        help="copy a run's model, card, config and metrics to artifacts/models/<run>/",
+        description="Publish a run locally, replacing an earlier copy atomically. " + gate,
+    )
+    hub = sub.add_parser(
+        "publish-hf",
+        help="upload a run's adapter, tokenizer and card to the Hugging Face Hub",
+        description="Create the repository if needed (private unless "
+        "--public) and upload. Token: HF_TOKEN or `hf auth login`; repository: --repo or "
+        "HF_REPO_ID. " + gate,
+    )
     hub.add_argument("--repo", metavar="OWNER/NAME", help="Hub repository (default: $HF_REPO_ID)")
     hub.add_argument("--public", action="store_true", help="create the repository public (default: private)")
     for parser in (local, hub):
-        parser.add_argument("model_path", nargs="?", default="outputs/runs/latest", metavar="MODEL_PATH",
-                            help="run folder (default: outputs/runs/latest)")  # fmt: skip
-        parser.add_argument("--merged", action="store_true",
-                            help="publish a standalone model with the LoRA weights merged in (no PEFT needed)")  # fmt: skip
+        parser.add_argument(
+            "model_path",
+            nargs="?",
+            default="outputs/runs/latest",
+            metavar="MODEL_PATH",
+            help="run folder (default: outputs/runs/latest)",
+        )
+        parser.add_argument(
+            "--merged",
+            action="store_true",
+            help="publish a standalone model with the LoRA weights merged in (no PEFT needed)",
+        )
         parser.add_argument("--force", action="store_true", help="publish even if the gate refuses")
-        parser.add_argument("--artifacts-dir", default=None,
-                            help="folder of metrics, models/<run>/ and the reference record "
-                                 "(default: compare.yaml's artifacts_dir, artifacts)")  # fmt: skip
-        parser.add_argument("--config-dir", type=Path, default=Path("configs"),
-                            help="folder holding compare.yaml, whose settings the gate uses (default: configs)")  # fmt: skip
+        parser.add_argument(
+            "--artifacts-dir",
+            default=None,
+            help="folder of metrics, models/<run>/ and the reference record "
+            "(default: compare.yaml's artifacts_dir, artifacts)",
+        )
+        parser.add_argument(
+            "--config-dir",
+            type=Path,
+            default=Path("configs"),
+            help="folder holding compare.yaml, whose settings the gate uses (default: configs)",
+        )
 
 
-_MODEL_HELP = ("a run folder (default: outputs/runs/latest) or run name, a published folder "
-               "(artifacts/models/<run>), a model folder, or a model name (`default`: the untouched default model)")
+_MODEL_HELP = (
+    "a run folder (default: outputs/runs/latest) or run name, a published folder "
+    "(artifacts/models/<run>), a model folder, or a model name (`default`: the untouched default model)"
+)
 
 
 def _add_model_parsers(sub: argparse._SubParsersAction) -> None:
-    chat = sub.add_parser("chat", help="chat with a run, a published model or a base model in the terminal",
-                          description="Replies stream as they are generated; the conversation is rendered with "
-                                      "the chat template as in training. /reset, /system TEXT, /exit; "
-                                      "Ctrl-C stops a reply, Ctrl-D or Ctrl-C at the prompt quits.")  # fmt: skip
+    chat = sub.add_parser(
+        "chat",
+        help="chat with a run, a published model or a base model in the terminal",
+        description="Replies stream as they are generated; the conversation is rendered with "
+        "the chat template as in training. /reset, /system TEXT, /exit; "
+        "Ctrl-C stops a reply, Ctrl-D or Ctrl-C at the prompt quits.",
+    )
     chat.add_argument("--system", help="system prompt (default: the one the run trained with)")
     chat.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); above 0: sampling")
     chat.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1.0)")
     chat.add_argument("--do-sample", action="store_true", help="sample (at temperature 1.0 unless --temperature)")
     chat.add_argument("--seed", type=int, default=None, help="seed for sampling, for repeatable replies")
-    serve = sub.add_parser("serve", help="serve a run, a published model or a base model over an OpenAI-compatible API",
-                           description="GET /v1/models and POST /v1/chat/completions (streamed or not) at "
-                                       "http://HOST:PORT/v1; the model id is the run's name. With LORAOPS_API_KEY "
-                                       "set (environment or .env), requests need `Authorization: Bearer <key>`.")  # fmt: skip
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve = sub.add_parser(
+        "serve",
+        help="serve a run, a published model or a base model over an OpenAI-compatible API",
+        description="GET /v1/models and POST /v1/chat/completions (streamed or not) at "
+        "http://HOST:PORT/v1; the model id is the run's name. With LORAOPS_API_KEY "
+        "set (environment or .env), requests need `Authorization: Bearer <key>`.",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
+    )
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     for parser in (chat, serve):
         parser.add_argument("model", nargs="?", default="outputs/runs/latest", metavar="RUN", help=_MODEL_HELP)
-        parser.add_argument("--max-new-tokens", type=int, default=256,
-                            help="longest reply in tokens (default: 256; serve: for requests without max_tokens)")  # fmt: skip
+        parser.add_argument(
+            "--max-new-tokens",
+            type=int,
+            default=256,
+            help="longest reply in tokens (default: 256; serve: for requests without max_tokens)",
+        )
 
 
 REMOTE_ACTIONS = {
@@ -102,12 +149,15 @@ _REMOTE_JOB_CONFIGS = {"train": "train", "eval": "eval", "eval-baseline": "eval_
 
 
 def _add_remote_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFormatter]) -> None:
-    remote = sub.add_parser("remote", help="push, train, evaluate and pull on a GPU server over SSH",
-                            formatter_class=fmt,
-                            description="Run the pipeline on a server over SSH. Settings: the `remote:` section "
-                                        "of the config (configs/remote.yaml), overridden by REMOTE_HOST, REMOTE_DIR, "
-                                        "REMOTE_USER, REMOTE_PORT, REMOTE_SSH_KEY, REMOTE_SSH_OPTS, REMOTE_PYTHON "
-                                        "from the environment or .env.")  # fmt: skip
+    remote = sub.add_parser(
+        "remote",
+        help="push, train, evaluate and pull on a GPU server over SSH",
+        formatter_class=fmt,
+        description="Run the pipeline on a server over SSH. Settings: the `remote:` section "
+        "of the config (configs/remote.yaml), overridden by REMOTE_HOST, REMOTE_DIR, "
+        "REMOTE_USER, REMOTE_PORT, REMOTE_SSH_KEY, REMOTE_SSH_OPTS, REMOTE_PYTHON "
+        "from the environment or .env.",
+    )
     actions = remote.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, text in REMOTE_ACTIONS.items():
         action = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
@@ -115,8 +165,9 @@ def _add_remote_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpF
         _add_config_args(action, _REMOTE_JOB_CONFIGS.get(name, "train"))
         if name in ("init", *_REMOTE_JOB_CONFIGS):
             action.add_argument("--no-push", action="store_true", help="use the code already on the server")
-            action.add_argument("--detach", action="store_true",
-                                help="start the job and return; `loraops remote logs` follows it")  # fmt: skip
+            action.add_argument(
+                "--detach", action="store_true", help="start the job and return; `loraops remote logs` follows it"
+            )
     actions.choices["pull"].add_argument("--run", help="remote run name in output_dir (default: the remote latest)")
     actions.choices["pull"].add_argument("--job", help="pull the run that this remote job made or evaluated")
     actions.choices["logs"].add_argument("--job", help="job id in outputs/remote/ on the server (default: the last)")
@@ -124,64 +175,115 @@ def _add_remote_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpF
 
 
 def _add_report_parser(sub: argparse._SubParsersAction) -> None:
-    report = sub.add_parser("report", help="write an HTML report of a run (curves, metrics, verdict, examples, lineage)",
-                            description="One self-contained HTML file under <artifacts_dir>/reports/ that opens "
-                                        "offline: training and validation curves, eval metrics against the "
-                                        "reference with intervals, the verdict, flips and predictions, lineage. "
-                                        "Several runs: one page with them side by side.")  # fmt: skip
-    report.add_argument("runs", nargs="*", metavar="RUN",
-                        help="run folders or run names (default: outputs/runs/latest)")  # fmt: skip
+    report = sub.add_parser(
+        "report",
+        help="write an HTML report of a run (curves, metrics, verdict, examples, lineage)",
+        description="One self-contained HTML file under <artifacts_dir>/reports/ that opens "
+        "offline: training and validation curves, eval metrics against the "
+        "reference with intervals, the verdict, flips and predictions, lineage. "
+        "Several runs: one page with them side by side.",
+    )
+    report.add_argument(
+        "runs", nargs="*", metavar="RUN", help="run folders or run names (default: outputs/runs/latest)"
+    )
     report.add_argument("--samples", type=int, default=8, help="predictions shown per split (default: 8)")
-    report.add_argument("--artifacts-dir", default=None,
-                        help="folder of metrics and reports/ (default: compare.yaml's artifacts_dir, artifacts)")  # fmt: skip
-    report.add_argument("--config-dir", type=Path, default=Path("configs"),
-                        help="folder holding compare.yaml, which says where the metrics are (default: configs)")  # fmt: skip
+    report.add_argument(
+        "--artifacts-dir",
+        default=None,
+        help="folder of metrics and reports/ (default: compare.yaml's artifacts_dir, artifacts)",
+    )
+    report.add_argument(
+        "--config-dir",
+        type=Path,
+        default=Path("configs"),
+        help="folder holding compare.yaml, which says where the metrics are (default: configs)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="loraops", description=__doc__ and "LoRA fine-tuning pipeline for causal LMs.")
+    parser = argparse.ArgumentParser(
+        prog="loraops", description=__doc__ and "LoRA fine-tuning pipeline for causal LMs."
+    )
     parser.add_argument("--version", action="version", version=f"loraops {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
 
-    _config_command(sub, "train", "train", TrainConfig, "train a LoRA adapter",
-                    "Train a LoRA adapter into outputs/runs/<timestamp>/.")
-    check = _config_command(sub, "check", "train", TrainConfig,
-                            "validate config and data and show what training would see",
-                            "Validate the training config and data without training: counts, token lengths, "
-                            "truncation, masking, one example as the model sees it, and the predicted peak memory and "
-                            "time per epoch on this machine.")  # fmt: skip
+    _config_command(
+        sub,
+        "train",
+        "train",
+        TrainConfig,
+        "train a LoRA adapter",
+        "Train a LoRA adapter into outputs/runs/<timestamp>/.",
+    )
+    check = _config_command(
+        sub,
+        "check",
+        "train",
+        TrainConfig,
+        "validate config and data and show what training would see",
+        "Validate the training config and data without training: counts, token lengths, "
+        "truncation, masking, one example as the model sees it, and the predicted peak memory and "
+        "time per epoch on this machine.",
+    )
     check.add_argument("--example", type=int, default=0, help="index of the example to render (default: 0)")
-    _config_command(sub, "eval", "eval", EvalConfig, "evaluate an adapter (or, with eval_baseline, its base model)",
-                    "Generate on data/eval/*.jsonl and score the answers.")
-    compare = _config_command(sub, "compare", "compare", CompareConfig,
-                              "compare a run's eval metrics with the reference, with intervals and a verdict",
-                              "Fine-tuned against reference, example by example, per split and metric. Exit status "
-                              "0: IMPROVED (significantly), 1: NOT IMPROVED (or a guard tripped), 3: INCONCLUSIVE, "
-                              "2: errors (metrics missing, or not comparable).")  # fmt: skip
-    compare.add_argument("--flips", type=int, default=None, metavar="N",
-                         help="print N fixed and N broken examples per split (default: show_flips)")  # fmt: skip
+    _config_command(
+        sub,
+        "eval",
+        "eval",
+        EvalConfig,
+        "evaluate an adapter (or, with eval_baseline, its base model)",
+        "Generate on data/eval/*.jsonl and score the answers.",
+    )
+    compare = _config_command(
+        sub,
+        "compare",
+        "compare",
+        CompareConfig,
+        "compare a run's eval metrics with the reference, with intervals and a verdict",
+        "Fine-tuned against reference, example by example, per split and metric. Exit status "
+        "0: IMPROVED (significantly), 1: NOT IMPROVED (or a guard tripped), 3: INCONCLUSIVE, "
+        "2: errors (metrics missing, or not comparable).",
+    )
+    compare.add_argument(
+        "--flips",
+        type=int,
+        default=None,
+        metavar="N",
+        help="print N fixed and N broken examples per split (default: show_flips)",
+    )
     _add_publish_parsers(sub)
     _add_model_parsers(sub)
     _add_remote_parser(sub, fmt)
     _add_report_parser(sub)
 
-    convert = sub.add_parser("convert", help="turn pretty-printed JSON and ChatGPT exports into JSONL",
-                             description="Convert every .json/.jsonl file in a folder that is not already JSONL "
-                                         "in a supported format; sources are never modified. Each file is "
-                                         "reported as converted, skipped or failed; exit status 2 if any "
-                                         "failed.")  # fmt: skip
+    convert = sub.add_parser(
+        "convert",
+        help="turn pretty-printed JSON and ChatGPT exports into JSONL",
+        description="Convert every .json/.jsonl file in a folder that is not already JSONL "
+        "in a supported format; sources are never modified. Each file is "
+        "reported as converted, skipped or failed; exit status 2 if any "
+        "failed.",
+    )
     convert.add_argument("input_dir", nargs="?", type=Path, default=Path("data"), help="folder to scan (default: data)")
     convert.add_argument("--output-dir", type=Path, default=None, help="where to write (default: beside the sources)")
 
-    sub.add_parser("list-configs", help="list the configs in the config dir",
-                   description="List configs/*.yaml with their first comment line.").add_argument(
-        "--config-dir", type=Path, default=Path("configs"))  # fmt: skip
-    sub.add_parser("prepare-model", help="convert the embedded default model once (make install runs it)",
-                   description="Convert the embedded SmolLM2-135M-Instruct GGUF to a Hugging Face folder.")  # fmt: skip
+    sub.add_parser(
+        "list-configs",
+        help="list the configs in the config dir",
+        description="List configs/*.yaml with their first comment line.",
+    ).add_argument("--config-dir", type=Path, default=Path("configs"))
+    sub.add_parser(
+        "prepare-model",
+        help="convert the embedded default model once (make install runs it)",
+        description="Convert the embedded SmolLM2-135M-Instruct GGUF to a Hugging Face folder.",
+    )
     sub.add_parser("version", help="print versions", description="Print loraops and library versions.")
-    sub.add_parser("devices", help="list this machine's GPUs (count, memory, bf16) and CPU",
-                   description="What training can use here: `remote init` runs it on the server.")  # fmt: skip
+    sub.add_parser(
+        "devices",
+        help="list this machine's GPUs (count, memory, bf16) and CPU",
+        description="What training can use here: `remote init` runs it on the server.",
+    )
     return parser
 
 
@@ -256,8 +358,9 @@ def _publish(args: argparse.Namespace, publish: Any, **kwargs: Any) -> int:
     from loraops.publish import NotImprovedError
 
     try:
-        result = publish(args.model_path, merged=args.merged, force=args.force, compare_cfg=_gate_config(args),
-                         **kwargs)  # fmt: skip
+        result = publish(
+            args.model_path, merged=args.merged, force=args.force, compare_cfg=_gate_config(args), **kwargs
+        )
     except NotImprovedError as exc:  # evaluated, and not (significantly) better: compare's exit status, 1 or 3
         print(f"loraops: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -373,11 +476,22 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "train": cmd_train, "check": cmd_check, "eval": cmd_eval, "compare": cmd_compare, "convert": cmd_convert,
-    "publish": cmd_publish, "publish-hf": cmd_publish_hf, "remote": cmd_remote, "chat": cmd_chat, "serve": cmd_serve,
-    "list-configs": cmd_list_configs, "prepare-model": cmd_prepare_model, "version": cmd_version,
-    "devices": cmd_devices, "report": cmd_report,
-}  # fmt: skip
+    "train": cmd_train,
+    "check": cmd_check,
+    "eval": cmd_eval,
+    "compare": cmd_compare,
+    "convert": cmd_convert,
+    "publish": cmd_publish,
+    "publish-hf": cmd_publish_hf,
+    "remote": cmd_remote,
+    "chat": cmd_chat,
+    "serve": cmd_serve,
+    "list-configs": cmd_list_configs,
+    "prepare-model": cmd_prepare_model,
+    "version": cmd_version,
+    "devices": cmd_devices,
+    "report": cmd_report,
+}
 
 
 def _load_dotenv() -> None:

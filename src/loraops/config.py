@@ -21,9 +21,16 @@ from loraops.errors import ConfigError
 
 DATA_SOURCE_TYPES = ("local", "lakefs", "hub")
 SCHEDULERS = (
-    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
-    "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
-)  # fmt: skip
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "cosine_with_min_lr",
+    "warmup_stable_decay",
+)
 SAVE_STRATEGIES = ("epoch", "steps", "no")
 EVAL_STRATEGIES = SAVE_STRATEGIES
 LORA_INITS = ("default", "gaussian", "pissa", "olora")
@@ -61,7 +68,7 @@ class RemoteConfig:
     dir: str = _f("loraops", "Project folder on the server, relative to the home folder (REMOTE_DIR).")
     port: Optional[int] = _f(None, "SSH port (REMOTE_PORT); null: ssh's default.")
     ssh_key: Optional[str] = _f(None, "Private key file (REMOTE_SSH_KEY); null: ssh's default keys.")
-    ssh_options: str = _f("", "Extra ssh options in one string, e.g. \"-o ProxyJump=bastion\" (REMOTE_SSH_OPTS).")
+    ssh_options: str = _f("", 'Extra ssh options in one string, e.g. "-o ProxyJump=bastion" (REMOTE_SSH_OPTS).')
     python: str = _f("python3", "The server's Python that creates its .venv (REMOTE_PYTHON).")
     packages_from: Optional[str] = _f(
         None, "A server Python whose installed packages (e.g. a CUDA torch) the .venv reuses (REMOTE_PACKAGES_FROM)."
@@ -78,8 +85,11 @@ def _remote_section() -> Any:
 
 
 def _tracking_field() -> Any:
-    return _f("tensorboard", "Experiment tracking: tensorboard (event files in the run's logs/), mlflow (MLFLOW_TRACKING_URI, "
-              "else the embedded store mlruns/mlflow.db), or both.")
+    return _f(
+        "tensorboard",
+        "Experiment tracking: tensorboard (event files in the run's logs/), mlflow (MLFLOW_TRACKING_URI, "
+        "else the embedded store mlruns/mlflow.db), or both.",
+    )
 
 
 def _experiment_field() -> Any:
@@ -89,10 +99,13 @@ def _experiment_field() -> Any:
 def _tracking_checks(cfg: Any) -> list[tuple[bool, str, str]]:
     return [
         (cfg.tracking in TRACKING_MODES, "tracking", f"must be one of {', '.join(TRACKING_MODES)}"),
-        (cfg.tracking == "tensorboard" or _installed("mlflow"), "tracking",
-         "needs MLflow, which is not installed: pip install 'loraops[mlflow]'"),
+        (
+            cfg.tracking == "tensorboard" or _installed("mlflow"),
+            "tracking",
+            "needs MLflow, which is not installed: pip install 'loraops[mlflow]'",
+        ),
         (bool(cfg.mlflow_experiment.strip()), "mlflow_experiment", "must name an experiment"),
-    ]  # fmt: skip
+    ]
 
 
 def _installed(module: str) -> bool:
@@ -114,14 +127,21 @@ class TrainConfig:
     dataset_pattern: str = _f(
         "*", "Glob, relative to dataset_path, selecting the training files (.jsonl, .json, .parquet, .csv)."
     )
-    data_format: str = _f("auto", "Record format: auto (detected per record) or one of: " + ", ".join(DATA_FORMATS[1:]) + ".")
+    data_format: str = _f(
+        "auto", "Record format: auto (detected per record) or one of: " + ", ".join(DATA_FORMATS[1:]) + "."
+    )
     columns: Optional[dict[str, str]] = _f(
-        None, "Your fields onto loraops' names, e.g. {prompt: question, completion: answer} or "
+        None,
+        "Your fields onto loraops' names, e.g. {prompt: question, completion: answer} or "
         "{instruction: instruction, input: context, output: response}; also for the validation file.",
     )
     system_prompt: Optional[str] = _f(None, "System turn added to conversations that have none.")
-    skip_non_text: bool = _f(False, "Drop (and count) records with images, audio or other non-text parts instead of refusing them.")
-    preference: str = _f("refuse", "Preference data (chosen/rejected, KTO labels): refuse, or chosen (train on the preferred answers).")
+    skip_non_text: bool = _f(
+        False, "Drop (and count) records with images, audio or other non-text parts instead of refusing them."
+    )
+    preference: str = _f(
+        "refuse", "Preference data (chosen/rejected, KTO labels): refuse, or chosen (train on the preferred answers)."
+    )
     dedup: bool = _f(False, "Drop records that repeat an earlier one (whitespace aside) before training; counted.")
     data_source: DataSourceConfig = field(
         default_factory=DataSourceConfig, metadata={"help": "Where the data comes from."}
@@ -137,27 +157,33 @@ class TrainConfig:
     max_length: int = _f(256, "Token limit per example; longer examples are truncated and counted.")
     bf16: bool = _f(True, "Train in bf16 where the GPU supports it (fp16 on older GPUs; always fp32 on CPU).")
     packing: bool = _f(
-        False, "Fill rows of max_length with several examples, each attending only to itself; batch_size then "
-        "counts rows. Pays off when examples are much shorter than max_length (see make bench-train).")
+        False,
+        "Fill rows of max_length with several examples, each attending only to itself; batch_size then "
+        "counts rows. Pays off when examples are much shorter than max_length (see make bench-train).",
+    )
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% slower.")
     labelled_logits_only: bool = _f(
         True, "Apply the LM head and the loss only where a label is trained: the same loss and gradients, less work."
     )
     liger_kernel: bool = _f(
-        False, "CUDA: Liger's Triton kernels (RMSNorm, SwiGLU, RoPE, and a fused linear cross-entropy that never "
-        "materialises the logits); pip install liger-kernel. Takes over from labelled_logits_only.")
+        False,
+        "CUDA: Liger's Triton kernels (RMSNorm, SwiGLU, RoPE, and a fused linear cross-entropy that never "
+        "materialises the logits); pip install liger-kernel. Takes over from labelled_logits_only.",
+    )
     torch_compile: bool = _f(False, "Compile the model with torch.compile (measured slower on CPU: make bench-train).")
     lora_r: int = _f(16, "LoRA rank.")
     lora_alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = _f(
-        0.0, "Dropout on the LoRA path, in [0, 1). 0 by default: on the sample data 0.05 cost ~26% of the step "
+        0.0,
+        "Dropout on the LoRA path, in [0, 1). 0 by default: on the sample data 0.05 cost ~26% of the step "
         "time and gained nothing (README, Performance).",
     )
     lora_target_modules: list[str] = _f(list(ALL_PROJECTIONS), "Module names that get LoRA adapters.")
     use_dora: bool = _f(False, "DoRA: LoRA on the direction, with a trained magnitude per output (PEFT use_dora).")
     use_rslora: bool = _f(False, "rsLoRA: scale by alpha/sqrt(r) instead of alpha/r, stabler at high rank.")
     lora_init: str = _f(
-        "default", "LoRA initialisation: default (B=0), gaussian, pissa, olora (pissa and olora are saved as a "
+        "default",
+        "LoRA initialisation: default (B=0), gaussian, pissa, olora (pissa and olora are saved as a "
         "plain LoRA for the untouched base).",
     )
     lora_modules_to_save: Optional[list[str]] = _f(
@@ -166,25 +192,33 @@ class TrainConfig:
     load_in_4bit: bool = _f(
         False, "QLoRA: the frozen base in 4 bits (bitsandbytes NF4, double quantisation, bf16 compute); CUDA only."
     )
-    cuda_visible_devices: Optional[str] = _f(None, "GPUs to use, e.g. \"0,1\" (null: leave CUDA_VISIBLE_DEVICES as it is).")
-    num_processes: int = _f(1, "Training processes on this machine (one per GPU): >1 launches them with torchrun (DDP).")
+    cuda_visible_devices: Optional[str] = _f(
+        None, 'GPUs to use, e.g. "0,1" (null: leave CUDA_VISIBLE_DEVICES as it is).'
+    )
+    num_processes: int = _f(
+        1, "Training processes on this machine (one per GPU): >1 launches them with torchrun (DDP)."
+    )
     accelerate_config: Optional[str] = _f(
-        None, "With num_processes>1: launch with `accelerate launch` and this config: ddp, fsdp, deepspeed_zero2, "
+        None,
+        "With num_processes>1: launch with `accelerate launch` and this config: ddp, fsdp, deepspeed_zero2, "
         "deepspeed_zero3 (configs/accelerate/) or a file of yours.",
     )
     seed: int = _f(42, "Random seed for initialisation, shuffling and dropout.")
     logging_steps: int = _f(5, "Log loss, learning rate and grad norm every this many steps.")
     save_strategy: str = _f(
-        "epoch", "When to checkpoint for resuming: epoch, steps (every save_steps) or no. "
+        "epoch",
+        "When to checkpoint for resuming: epoch, steps (every save_steps) or no. "
         "With validation, checkpoints follow eval_strategy instead (the best one must be kept).",
     )
     save_steps: int = _f(100, "Checkpoint interval in optimizer steps, with save_strategy=steps.")
     val_path: Optional[str] = _f(
-        "auto", "Validation file (any training format): auto = <dataset_path>/eval/dev.jsonl when it exists; "
+        "auto",
+        "Validation file (any training format): auto = <dataset_path>/eval/dev.jsonl when it exists; "
         "null: none. Validation records never train.",
     )
     val_fraction: float = _f(
-        0.0, "Share of the training records held out for validation instead of val_path, chosen by a hash of "
+        0.0,
+        "Share of the training records held out for validation instead of val_path, chosen by a hash of "
         "each record (the same records on every run and on resume).",
     )
     eval_strategy: str = _f("epoch", "When to validate: epoch, steps (every eval_steps) or no.")
@@ -195,7 +229,8 @@ class TrainConfig:
     val_limit: Optional[int] = _f(32, "Generate for at most this many validation examples (the loss uses all).")
     val_max_new_tokens: int = _f(64, "Token limit of each validation answer.")
     select_metric: str = _f(
-        "loss", "Validation metric that picks the adapter kept in model/: loss (lowest wins) or a generation "
+        "loss",
+        "Validation metric that picks the adapter kept in model/: loss (lowest wins) or a generation "
         "metric such as exact_match (highest wins).",
     )
     early_stopping_patience: Optional[int] = _f(
@@ -233,16 +268,25 @@ class TrainConfig:
             (self.preference in PREFERENCE_USES, "preference", f"must be one of {', '.join(PREFERENCE_USES)}"),
             (_known_columns(self.columns), "columns", _COLUMNS_PROBLEM),
             (self.lr_scheduler_type in SCHEDULERS, "lr_scheduler_type", f"must be one of {', '.join(SCHEDULERS)}"),
-            (self.data_source.type in DATA_SOURCE_TYPES, "data_source.type",
-             f"must be one of {', '.join(DATA_SOURCE_TYPES)}"),
-            (self.data_source.type != "lakefs" or bool(self.data_source.repository), "data_source.repository",
-             "must name the lakeFS repository when data_source.type is lakefs"),
-            (self.data_source.type != "hub" or bool(self.data_source.repo_id), "data_source.repo_id",
-             "must name the Hub dataset when data_source.type is hub"),
+            (
+                self.data_source.type in DATA_SOURCE_TYPES,
+                "data_source.type",
+                f"must be one of {', '.join(DATA_SOURCE_TYPES)}",
+            ),
+            (
+                self.data_source.type != "lakefs" or bool(self.data_source.repository),
+                "data_source.repository",
+                "must name the lakeFS repository when data_source.type is lakefs",
+            ),
+            (
+                self.data_source.type != "hub" or bool(self.data_source.repo_id),
+                "data_source.repo_id",
+                "must name the Hub dataset when data_source.type is hub",
+            ),
             (_relative_glob(self.dataset_pattern), "dataset_pattern", _GLOB_PROBLEM),
             *self._validation_checks(),
             *_tracking_checks(self),
-        ]  # fmt: skip
+        ]
         _raise_first(self, checks)
 
     def _validation_checks(self) -> list[tuple[bool, str, str]]:
@@ -255,14 +299,23 @@ class TrainConfig:
             (self.val_limit is None or self.val_limit >= 1, "val_limit", "must be null or at least 1"),
             (self.val_max_new_tokens >= 1, "val_max_new_tokens", "must be at least 1"),
             (self.select_metric in selectable, "select_metric", f"must be one of {', '.join(selectable)}"),
-            (self.early_stopping_patience is None or self.early_stopping_patience >= 1, "early_stopping_patience",
-             "must be null or at least 1"),
+            (
+                self.early_stopping_patience is None or self.early_stopping_patience >= 1,
+                "early_stopping_patience",
+                "must be null or at least 1",
+            ),
             (self.early_stopping_min_delta >= 0, "early_stopping_min_delta", "must be >= 0"),
-            (self.eval_strategy != "no" or self.early_stopping_patience is None, "early_stopping_patience",
-             "needs validation, but eval_strategy is no"),
-            (self.eval_strategy != "no" or self.select_metric == "loss", "select_metric",
-             "needs validation, but eval_strategy is no"),
-        ]  # fmt: skip
+            (
+                self.eval_strategy != "no" or self.early_stopping_patience is None,
+                "early_stopping_patience",
+                "needs validation, but eval_strategy is no",
+            ),
+            (
+                self.eval_strategy != "no" or self.select_metric == "loss",
+                "select_metric",
+                "needs validation, but eval_strategy is no",
+            ),
+        ]
 
     @property
     def generation_metrics(self) -> list[str]:
@@ -275,9 +328,7 @@ class TrainConfig:
 class EvalConfig:
     model: str = _f("outputs/runs/latest", "Run folder (or its `latest` link) or adapter folder to evaluate.")
     baseline: bool = _f(False, "Evaluate the untouched base model instead of the adapter.")
-    model_name: Optional[str] = _f(
-        None, "Base model (as in train's model_name); null: the one the run was trained on."
-    )
+    model_name: Optional[str] = _f(None, "Base model (as in train's model_name); null: the one the run was trained on.")
     eval_dir: str = _f("data/eval", "Folder of eval splits, one JSONL file per split.")
     eval_pattern: str = _f("*", "Glob selecting the split files in eval_dir (.jsonl, .json, .parquet, .csv).")
     data_format: str = _f("auto", "Record format of the split files, as in train (auto: detected per record).")
@@ -328,8 +379,12 @@ class GuardConfig:
 
 
 # Every shipped split is guarded: a significant drop beyond max_drop on any of them refuses the run.
-DEFAULT_GUARDS = [GuardConfig("test", "exact_match", 5.0), GuardConfig("dev", "exact_match", 5.0),
-                  GuardConfig("adversarial", "exact_match", 5.0), GuardConfig("canary", "jaccard", 0.1)]  # fmt: skip
+DEFAULT_GUARDS = [
+    GuardConfig("test", "exact_match", 5.0),
+    GuardConfig("dev", "exact_match", 5.0),
+    GuardConfig("adversarial", "exact_match", 5.0),
+    GuardConfig("canary", "jaccard", 0.1),
+]
 
 
 @dataclass
@@ -360,7 +415,8 @@ class CompareConfig:
     tracking: str = _tracking_field()
     mlflow_experiment: str = _experiment_field()
     registered_model: Optional[str] = _f(
-        None, "MLflow registered model that publish adds versions to (alias `champion`: the published reference); "
+        None,
+        "MLflow registered model that publish adds versions to (alias `champion`: the published reference); "
         "null: loraops-<base model name>.",
     )
 
@@ -529,4 +585,3 @@ def load_config(schema: type[SchemaT], config_dir: Path, config_name: str, overr
         raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from exc
     cfg.validate()  # type: ignore[attr-defined]
     return cfg  # type: ignore[return-value]
-

@@ -82,11 +82,29 @@ def accelerate_config_file(name: str) -> Path:
 def launch_command(num_processes: int, accelerate_config: str | None, argv: list[str]) -> list[str]:
     """The standard launcher running `loraops ARGV` in num_processes processes on this machine."""
     if accelerate_config:
-        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                str(accelerate_config_file(accelerate_config)), "--num_processes", str(num_processes),
-                "-m", "loraops", *argv]  # fmt: skip
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(num_processes),
-            "-m", "loraops", *argv]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(accelerate_config_file(accelerate_config)),
+            "--num_processes",
+            str(num_processes),
+            "-m",
+            "loraops",
+            *argv,
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(num_processes),
+        "-m",
+        "loraops",
+        *argv,
+    ]
 
 
 def relaunch(num_processes: int, accelerate_config: str | None, argv: list[str]) -> int:

@@ -41,8 +41,10 @@ def detect(bf16_requested: bool, cuda_visible_devices: str | None = None) -> Env
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if not torch.cuda.is_available():
         if bf16_requested:
-            log.warning("bf16 requested but no GPU is available: running in fp32 on CPU "
-                        "(bf16 matmul is ~300x slower than fp32 on CPUs)")  # fmt: skip
+            log.warning(
+                "bf16 requested but no GPU is available: running in fp32 on CPU "
+                "(bf16 matmul is ~300x slower than fp32 on CPUs)"
+            )
         return Environment("cpu", _cpu_name(), "fp32", visible)
     name = torch.cuda.get_device_name(0)
     if not bf16_requested:

@@ -109,14 +109,22 @@ def estimate(shape: ModelShape, cfg: TrainConfig, plan: TokenPlan, device: Devic
     logits = _logit_bytes(shape, cfg, plan, act)
     flops = _epoch_flops(shape, cfg, plan) / cfg.num_processes  # each process takes its share of the batches
     return Estimate(
-        weights=_weight_bytes(shape, cfg, device), adapter=4 * shape.trainable,  # PEFT keeps adapters in fp32
-        gradients=4 * shape.trainable, optimizer=8 * shape.trainable,  # AdamW: two moments per parameter
-        activations=kept, logits=logits, working=working,
-        allocator=int(ALLOCATOR_SLACK[device.kind] * (kept + max(logits, working))), runtime=device.runtime_bytes,
-        flops_per_epoch=flops, seconds_per_epoch=flops / (device.matmul_flops * EFFICIENCY[device.kind]),
+        weights=_weight_bytes(shape, cfg, device),
+        adapter=4 * shape.trainable,  # PEFT keeps adapters in fp32
+        gradients=4 * shape.trainable,
+        optimizer=8 * shape.trainable,  # AdamW: two moments per parameter
+        activations=kept,
+        logits=logits,
+        working=working,
+        allocator=int(ALLOCATOR_SLACK[device.kind] * (kept + max(logits, working))),
+        runtime=device.runtime_bytes,
+        flops_per_epoch=flops,
+        seconds_per_epoch=flops / (device.matmul_flops * EFFICIENCY[device.kind]),
         epochs=min(cfg.epochs, cfg.max_steps / plan.steps_per_epoch) if cfg.max_steps > 0 else cfg.epochs,
-        device=device, plan=plan, flops_assumption=_flops_assumption(cfg),
-    )  # fmt: skip
+        device=device,
+        plan=plan,
+        flops_assumption=_flops_assumption(cfg),
+    )
 
 
 def advice(shape: ModelShape, cfg: TrainConfig, plan: TokenPlan, device: Device) -> list[str]:
@@ -127,8 +135,13 @@ def advice(shape: ModelShape, cfg: TrainConfig, plan: TokenPlan, device: Device)
     if cfg.batch_size > 1:
         half = max(1, cfg.batch_size // 2)
         smaller = _smaller_batches(plan, half / cfg.batch_size)
-        ways.append((f"batch_size={half} (gradient_accumulation_steps={cfg.gradient_accumulation_steps * 2} keeps "
-                     "the step's examples)", estimate(shape, cfg, smaller, device)))  # fmt: skip
+        ways.append(
+            (
+                f"batch_size={half} (gradient_accumulation_steps={cfg.gradient_accumulation_steps * 2} keeps "
+                "the step's examples)",
+                estimate(shape, cfg, smaller, device),
+            )
+        )
     if not cfg.gradient_checkpointing:
         ways.append(
             ("gradient_checkpointing=true", estimate(shape, replace(cfg, gradient_checkpointing=True), plan, device))
@@ -195,9 +208,11 @@ def _epoch_flops(shape: ModelShape, cfg: TrainConfig, plan: TokenPlan) -> float:
 def _flops_assumption(cfg: TrainConfig) -> str:
     where = "trained position" if cfg.labelled_logits_only else "position"
     recompute = ", plus one more forward (gradient checkpointing)" if cfg.gradient_checkpointing else ""
-    return (f"per token incl. padding: 4 x the decoder's linear parameters (forward, backward through the frozen "
-            f"weights) + 6 x the LoRA parameters, attention 12 x heads x head_dim x layers x length{recompute}; "
-            f"the LM head 4 x hidden x vocab per {where}")  # fmt: skip
+    return (
+        f"per token incl. padding: 4 x the decoder's linear parameters (forward, backward through the frozen "
+        f"weights) + 6 x the LoRA parameters, attention 12 x heads x head_dim x layers x length{recompute}; "
+        f"the LM head 4 x hidden x vocab per {where}"
+    )
 
 
 def for_training(cfg: TrainConfig, model_path: str, rows: Sequence[dict[str, Any]]) -> Estimate | None:
@@ -216,8 +231,15 @@ def for_training(cfg: TrainConfig, model_path: str, rows: Sequence[dict[str, Any
         return None
     plan = token_plan(rows, cfg.batch_size, cfg.gradient_accumulation_steps, cfg.seed)
     found = environment.capacity(env)
-    device = Device(env.device, env.device_name, env.precision, found.memory_total, found.memory_available,
-                    found.matmul_flops, CUDA_CONTEXT_BYTES if env.device == "cuda" else _process_bytes())  # fmt: skip
+    device = Device(
+        env.device,
+        env.device_name,
+        env.precision,
+        found.memory_total,
+        found.memory_available,
+        found.matmul_flops,
+        CUDA_CONTEXT_BYTES if env.device == "cuda" else _process_bytes(),
+    )
     return replace(estimate(shape, cfg, plan, device), advice=tuple(advice(shape, cfg, plan, device)))
 
 
@@ -245,11 +267,17 @@ def _duration(seconds: float) -> str:
 def format_estimate(e: Estimate) -> list[str]:
     """The report's lines: each component, the peak against the device's free memory, and the time."""
     d, p = e.device, e.plan
-    rows = [("weights", e.weights), ("LoRA adapter", e.adapter), ("gradients", e.gradients),
-            ("optimizer state (AdamW)", e.optimizer), ("activations kept for backward", e.activations),
-            ("logits and loss *", e.logits), ("one layer's backward *", e.working),
-            ("allocator slack (glibc heap)" if d.kind == "cpu" else "allocator slack", e.allocator),
-            ("CUDA context" if d.kind == "cuda" else "process (libraries, data)", e.runtime)]  # fmt: skip
+    rows = [
+        ("weights", e.weights),
+        ("LoRA adapter", e.adapter),
+        ("gradients", e.gradients),
+        ("optimizer state (AdamW)", e.optimizer),
+        ("activations kept for backward", e.activations),
+        ("logits and loss *", e.logits),
+        ("one layer's backward *", e.working),
+        ("allocator slack (glibc heap)" if d.kind == "cpu" else "allocator slack", e.allocator),
+        ("CUDA context" if d.kind == "cuda" else "process (libraries, data)", e.runtime),
+    ]
     where = "cuda:0" if d.kind == "cuda" else "RAM"
     run = f"; {e.epochs:.3g} epochs: ~{_duration(e.seconds_per_epoch * e.epochs)}" if e.epochs != 1 else ""
     lines = [
@@ -262,7 +290,7 @@ def format_estimate(e: Estimate) -> list[str]:
         f"{e.flops_per_epoch / 1e12:.2f} TFLOP at {100 * EFFICIENCY[d.kind]:.0f}% of the "
         f"{d.matmul_flops / 1e9:.0f} GFLOP/s a matrix product reached just now",
         f"  FLOPs: {e.flops_assumption}",
-    ]  # fmt: skip
+    ]
     if e.advice:
         lines.append(f"  warning: the peak is over the {human(d.memory_available)} free; " + "; ".join(e.advice))
     return lines

@@ -84,8 +84,9 @@ class Reply:
     """One reply: `stream()` yields its text as it is generated; text, token counts and finish_reason
     are complete once the stream ends."""
 
-    def __init__(self, model: ChatModel, prompt_ids: list[int], settings: GenerationSettings, stops: list[str],
-                 seed: int | None) -> None:  # fmt: skip
+    def __init__(
+        self, model: ChatModel, prompt_ids: list[int], settings: GenerationSettings, stops: list[str], seed: int | None
+    ) -> None:
         self.model, self.prompt_ids, self.settings, self.stops, self.seed = model, prompt_ids, settings, stops, seed
         self.text = ""
         self.completion_tokens = 0
@@ -171,8 +172,9 @@ class ChatModel:
         model, tokenizer = load_model(target, env, merge=True)
         return cls(target.name, model, tokenizer, trained_system_prompt(target))
 
-    def reply(self, messages: list[Message], settings: GenerationSettings, stops: Iterable[str] = (),
-              seed: int | None = None) -> Reply:  # fmt: skip
+    def reply(
+        self, messages: list[Message], settings: GenerationSettings, stops: Iterable[str] = (), seed: int | None = None
+    ) -> Reply:
         """A reply to `messages`, not generated yet; a prompt the chat template refuses fails here, at once."""
         from jinja2 import TemplateError
 
@@ -191,11 +193,18 @@ class ChatModel:
             set_seed(reply.seed)
         ids = torch.tensor([reply.prompt_ids], device=next(self.model.parameters()).device)
         with torch.inference_mode():
-            self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
-                                **reply.settings.kwargs(), eos_token_id=self.stops,
-                                pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
-                                stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]),
-                                stop_strings=reply.stops or None, tokenizer=self.tokenizer)  # fmt: skip
+            self.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                streamer=streamer,
+                **reply.settings.kwargs(),
+                eos_token_id=self.stops,
+                pad_token_id=self.tokenizer.pad_token_id,
+                use_cache=True,
+                stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]),
+                stop_strings=reply.stops or None,
+                tokenizer=self.tokenizer,
+            )
 
 
 def trained_system_prompt(target: EvalTarget) -> str | None:

@@ -18,14 +18,22 @@ def apply_lora(model: Any, cfg: TrainConfig, initialise: bool = True) -> Any:
 
     init = cfg.lora_init if initialise and cfg.lora_init != "default" else True
     lora = LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM", bias="none",
-        use_dora=cfg.use_dora, use_rslora=cfg.use_rslora, modules_to_save=cfg.lora_modules_to_save,
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_target_modules),
+        task_type="CAUSAL_LM",
+        bias="none",
+        use_dora=cfg.use_dora,
+        use_rslora=cfg.use_rslora,
+        modules_to_save=cfg.lora_modules_to_save,
         init_lora_weights=init,
         ensure_weight_tying=bool(cfg.lora_modules_to_save),  # lm_head trained in full stays tied to the embeddings
-    )  # fmt: skip
+    )
     try:
         return get_peft_model(model, lora)
     except (ValueError, TypeError) as exc:  # what PEFT raises for targets the model lacks
-        raise ConfigError(f"LoRA settings (lora_target_modules={list(cfg.lora_target_modules)}, "
-                          f"lora_init={cfg.lora_init}, use_dora={cfg.use_dora}): {exc}") from exc  # fmt: skip
+        raise ConfigError(
+            f"LoRA settings (lora_target_modules={list(cfg.lora_target_modules)}, "
+            f"lora_init={cfg.lora_init}, use_dora={cfg.use_dora}): {exc}"
+        ) from exc

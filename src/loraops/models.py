@@ -71,8 +71,10 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except (ValueError, KeyError, TypeError, OSError, struct.error, IndexError) as exc:  # what a broken file raises
-        raise LoraopsError(f"{gguf}: not a readable GGUF model, or truncated ({type(exc).__name__}: "
-                           f"{str(exc)[:200]}); download it again") from None  # fmt: skip
+        raise LoraopsError(
+            f"{gguf}: not a readable GGUF model, or truncated ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); download it again"
+        ) from None
     # The weights are dequantised already; without these flags save_pretrained
     # refuses a model it believes is still GGUF-quantised.
     model.hf_quantizer = None
@@ -135,16 +137,19 @@ def _hub_model(repo_id: str) -> str:
     if cached is not None:
         log.warning("%s cannot be reached: using the cached copy of %s (%s)", endpoint, repo_id, cached)
         return cached
-    raise LoraopsError(f"model_name={repo_id}: not in the local Hugging Face cache, and {endpoint} cannot be "
-                       "reached; download it where there is network (`hf download`), or set model_name to a "
-                       "local folder")  # fmt: skip
+    raise LoraopsError(
+        f"model_name={repo_id}: not in the local Hugging Face cache, and {endpoint} cannot be "
+        "reached; download it where there is network (`hf download`), or set model_name to a "
+        "local folder"
+    )
 
 
 def _reachable(endpoint: str, timeout_s: float = 5.0) -> bool:
     url = urlsplit(endpoint)
     try:
-        socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)),
-                                 timeout=timeout_s).close()  # fmt: skip
+        socket.create_connection(
+            (url.hostname or "", url.port or (443 if url.scheme == "https" else 80)), timeout=timeout_s
+        ).close()
     except OSError:
         return False
     return True
@@ -215,15 +220,23 @@ def _require_cuda(setting: str, why: str, instead: str, module: str, install: st
 
 
 def check_4bit_supported() -> None:
-    _require_cuda("load_in_4bit=true", "QLoRA needs a CUDA GPU for bitsandbytes' 4-bit kernels",
-                  "set load_in_4bit=false, or train on a GPU server (make ssh-train)", "bitsandbytes",
-                  "bitsandbytes: pip install bitsandbytes")  # fmt: skip
+    _require_cuda(
+        "load_in_4bit=true",
+        "QLoRA needs a CUDA GPU for bitsandbytes' 4-bit kernels",
+        "set load_in_4bit=false, or train on a GPU server (make ssh-train)",
+        "bitsandbytes",
+        "bitsandbytes: pip install bitsandbytes",
+    )
 
 
 def check_liger_supported() -> None:
-    _require_cuda("liger_kernel=true", "Liger's kernels are Triton kernels and run on CUDA GPUs only",
-                  "set liger_kernel=false (labelled_logits_only already spares the logits on CPU)", "liger_kernel",
-                  "Liger: pip install liger-kernel")  # fmt: skip
+    _require_cuda(
+        "liger_kernel=true",
+        "Liger's kernels are Triton kernels and run on CUDA GPUs only",
+        "set liger_kernel=false (labelled_logits_only already spares the logits on CPU)",
+        "liger_kernel",
+        "Liger: pip install liger-kernel",
+    )
 
 
 def quantization_kwargs(load_in_4bit: bool) -> dict[str, Any]:
@@ -236,8 +249,9 @@ def quantization_kwargs(load_in_4bit: bool) -> dict[str, Any]:
     from loraops import distributed
 
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                bnb_4bit_compute_dtype=compute)  # fmt: skip
+    config = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+    )
     # 4-bit weights are placed at load time, each process on its own GPU.
     return {"quantization_config": config, "device_map": {"": distributed.local_rank()}}
 
@@ -246,8 +260,9 @@ def load_causal_lm(model_path: str, dtype: Any, load_in_4bit: bool = False) -> A
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, **hub_kwargs(),
-                                                    **quantization_kwargs(load_in_4bit))  # fmt: skip
+        return AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=dtype, **hub_kwargs(), **quantization_kwargs(load_in_4bit)
+        )
     except (OSError, ValueError) as exc:
         raise LoraopsError(f"cannot load model {model_path!r}: {exc}") from exc
 
@@ -266,5 +281,7 @@ def load_adapter(model: Any, adapter_dir: str | Path) -> Any:
         return PeftModel.from_pretrained(model, str(adapter_dir))
     except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise LoraopsError(f"{adapter_dir}: cannot load this adapter ({type(exc).__name__}: {first}); "
-                           "it may be truncated, or trained on another base model") from None  # fmt: skip
+        raise LoraopsError(
+            f"{adapter_dir}: cannot load this adapter ({type(exc).__name__}: {first}); "
+            "it may be truncated, or trained on another base model"
+        ) from None

@@ -62,8 +62,13 @@ def published_reference(cfg: CompareConfig, run: RunDir) -> dict[str, Any] | Non
     if found is None:
         return local
     if local is not None and not local.get("registry"):
-        log.warning("the last publish (%s) did not reach the MLflow registry; comparing against it, not against "
-                    "%s@%s (%s)", local["run"], name, found["registry"]["alias"], found["run"])  # fmt: skip
+        log.warning(
+            "the last publish (%s) did not reach the MLflow registry; comparing against it, not against %s@%s (%s)",
+            local["run"],
+            name,
+            found["registry"]["alias"],
+            found["run"],
+        )
         return local
     return found
 
@@ -73,8 +78,9 @@ def reference_run_dir(record: dict[str, Any]) -> str:
     return str(record.get("run_dir") or Path(DEFAULT_RUNS_DIR) / record["run"])
 
 
-def record_reference(run: RunDir, destination: str, reference_file: str | Path,
-                     registry: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def record_reference(
+    run: RunDir, destination: str, reference_file: str | Path, registry: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Make the published run the reference for `compare`; keep the previous one in the history.
 
     `registry` is the MLflow model version publish registered (None: it did not reach a registry).

@@ -110,7 +110,9 @@ class RunDir:
             except FileExistsError:
                 continue
             except OSError as exc:
-                raise LoraopsError(f"output_dir={output_dir}: cannot create a run folder there ({exc.strerror})") from None
+                raise LoraopsError(
+                    f"output_dir={output_dir}: cannot create a run folder there ({exc.strerror})"
+                ) from None
         raise LoraopsError(f"could not create a run folder under {root}")
 
     @classmethod
@@ -249,8 +251,10 @@ def check_runs_dir(output_dir: str | Path) -> None:
         raise LoraopsError(f"output_dir={output_dir} is not writable")
     latest = root / LATEST
     if latest.exists() and not latest.is_symlink():
-        raise LoraopsError(f"{latest} is a real {'folder' if latest.is_dir() else 'file'}, not the link loraops "
-                           "keeps to the newest run; move it away")  # fmt: skip
+        raise LoraopsError(
+            f"{latest} is a real {'folder' if latest.is_dir() else 'file'}, not the link loraops "
+            "keeps to the newest run; move it away"
+        )
 
 
 def find_run(spec: str | Path, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> tuple[RunDir | None, Path | None]:

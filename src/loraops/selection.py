@@ -14,11 +14,15 @@ from loraops.config import TrainConfig
 def validation_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
     """One point per evaluation: step, epoch, validation loss and generation metrics, seconds spent."""
     return [
-        {"step": item["step"], "epoch": round(item.get("epoch", 0.0), 4),
-         **{k[5:]: v for k, v in item.items() if k.startswith("eval_") and not k.endswith(_SPEED_KEYS)},
-         "seconds": item.get("eval_runtime", 0.0)}
-        for item in log_history if "eval_loss" in item
-    ]  # fmt: skip
+        {
+            "step": item["step"],
+            "epoch": round(item.get("epoch", 0.0), 4),
+            **{k[5:]: v for k, v in item.items() if k.startswith("eval_") and not k.endswith(_SPEED_KEYS)},
+            "seconds": item.get("eval_runtime", 0.0),
+        }
+        for item in log_history
+        if "eval_loss" in item
+    ]
 
 
 _SPEED_KEYS = ("_runtime", "_samples_per_second", "_steps_per_second")
@@ -31,8 +35,8 @@ def stopped_early(state: Any, early_stopper: Any, cfg: TrainConfig) -> dict[str,
     return {
         "step": state.global_step,
         "reason": f"validation {cfg.select_metric} did not improve by more than {cfg.early_stopping_min_delta:g} "
-                  f"in {cfg.early_stopping_patience} evaluations in a row",
-    }  # fmt: skip
+        f"in {cfg.early_stopping_patience} evaluations in a row",
+    }
 
 
 def summary(state: Any, cfg: TrainConfig, early_stopper: Any, session_from_step: int) -> dict[str, Any]:

@@ -17,8 +17,15 @@ from loraops.lora import apply_lora
 
 # Inputs that only LoRA keeps for backward, per module name of Llama-style blocks: q/k/v read one normed
 # input and gate/up another (kept once each); o_proj reads attention's output, which SDPA keeps anyway.
-_LORA_INPUTS = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "o_proj": None,
-                "gate_proj": "mlp_in", "up_proj": "mlp_in", "down_proj": "mlp_mid"}  # fmt: skip
+_LORA_INPUTS = {
+    "q_proj": "attn_in",
+    "k_proj": "attn_in",
+    "v_proj": "attn_in",
+    "o_proj": None,
+    "gate_proj": "mlp_in",
+    "up_proj": "mlp_in",
+    "down_proj": "mlp_mid",
+}
 
 
 _NEEDED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
@@ -42,10 +49,14 @@ def token_plan(rows: Sequence[dict[str, Any]], batch_size: int, accumulation: in
     padded = [(len(b), max(lengths[j] for j in b)) for b in batches]
     peak_rows, peak_length = max(padded, key=lambda p: p[0] * p[1])
     return TokenPlan(
-        peak_rows=peak_rows, peak_length=peak_length, peak_labelled=sum(sorted(labelled, reverse=True)[:batch_size]),
-        epoch_slots=sum(n * t for n, t in padded), epoch_labelled=sum(labelled),
-        epoch_attention=sum(n * t * t for n, t in padded), steps_per_epoch=-(-len(batches) // accumulation),
-    )  # fmt: skip
+        peak_rows=peak_rows,
+        peak_length=peak_length,
+        peak_labelled=sum(sorted(labelled, reverse=True)[:batch_size]),
+        epoch_slots=sum(n * t for n, t in padded),
+        epoch_labelled=sum(labelled),
+        epoch_attention=sum(n * t * t for n, t in padded),
+        steps_per_epoch=-(-len(batches) // accumulation),
+    )
 
 
 def model_shape(model_path: str, cfg: TrainConfig) -> ModelShape:
@@ -64,13 +75,18 @@ def model_shape(model_path: str, cfg: TrainConfig) -> ModelShape:
     params, linear = sum(p.numel() for p in model.parameters()), _decoder_linear_params(model)
     trainable, lora_inputs, lora_ranks = _lora_counts(model, cfg)  # PEFT wraps the model in place: counted after
     return ModelShape(
-        hidden=text.hidden_size, layers=text.num_hidden_layers,
-        intermediate=getattr(text, "intermediate_size", None) or 4 * text.hidden_size, vocab=text.vocab_size,
+        hidden=text.hidden_size,
+        layers=text.num_hidden_layers,
+        intermediate=getattr(text, "intermediate_size", None) or 4 * text.hidden_size,
+        vocab=text.vocab_size,
         heads=heads,
         head_dim=getattr(text, "head_dim", None) or text.hidden_size // heads,
-        params=params, linear_params=linear,
-        trainable=trainable, lora_inputs=lora_inputs, lora_ranks=lora_ranks,
-    )  # fmt: skip
+        params=params,
+        linear_params=linear,
+        trainable=trainable,
+        lora_inputs=lora_inputs,
+        lora_ranks=lora_ranks,
+    )
 
 
 def _decoder_linear_params(model: Any) -> int:

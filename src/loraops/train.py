@@ -49,17 +49,34 @@ def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment,
     # The cache is for generation; in training it costs memory, and it hides packed rows' boundaries.
     model.config.use_cache = False
     if cfg.load_in_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})  # fmt: skip
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
     model = apply_lora(model, cfg)
     if cfg.lora_init in _MUTATING_INITS and distributed.is_main():
         _save_initial_adapter(model, run)
     trainable, total = model.get_nb_trainable_parameters()
-    variant = "".join(f", {name}" for name, on in (("DoRA", cfg.use_dora), ("rsLoRA", cfg.use_rslora),
-                                                  (f"{cfg.lora_init} init", cfg.lora_init != "default"),
-                                                  ("4-bit base (QLoRA)", cfg.load_in_4bit)) if on)  # fmt: skip
-    log.info("LoRA r=%d on %s%s: %d trainable of %d parameters (%.2f%%)", cfg.lora_r,
-             ",".join(cfg.lora_target_modules), variant, trainable, total, 100 * trainable / total)  # fmt: skip
+    variant = "".join(
+        f", {name}"
+        for name, on in (
+            ("DoRA", cfg.use_dora),
+            ("rsLoRA", cfg.use_rslora),
+            (f"{cfg.lora_init} init", cfg.lora_init != "default"),
+            ("4-bit base (QLoRA)", cfg.load_in_4bit),
+        )
+        if on
+    )
+    log.info(
+        "LoRA r=%d on %s%s: %d trainable of %d parameters (%.2f%%)",
+        cfg.lora_r,
+        ",".join(cfg.lora_target_modules),
+        variant,
+        trainable,
+        total,
+        100 * trainable / total,
+    )
     return model
 
 
@@ -71,8 +88,16 @@ def _save_initial_adapter(model: Any, run: RunDir) -> None:
     config.init_lora_weights = chosen
 
 
-def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any, tokenizer: Any,
-         data: PreparedData, checkpoint: str | None, tracker: tracking.Tracker) -> dict[str, Any]:  # fmt: skip
+def _fit(
+    cfg: TrainConfig,
+    run: RunDir,
+    env: environment.Environment,
+    model: Any,
+    tokenizer: Any,
+    data: PreparedData,
+    checkpoint: str | None,
+    tracker: tracking.Tracker,
+) -> dict[str, Any]:
     from datasets import Dataset
 
     from loraops.callbacks import LossLogCallback
@@ -81,8 +106,13 @@ def _fit(cfg: TrainConfig, run: RunDir, env: environment.Environment, model: Any
     progress = LossLogCallback()
     callbacks, writer = _callbacks(cfg, run, tracker, validating=validation is not None)
     processes = distributed.world_size()
-    log.info("global batch: %d per device x %d accumulation x %d processes = %d examples per step", cfg.batch_size,
-             cfg.gradient_accumulation_steps, processes, cfg.batch_size * cfg.gradient_accumulation_steps * processes)  # fmt: skip
+    log.info(
+        "global batch: %d per device x %d accumulation x %d processes = %d examples per step",
+        cfg.batch_size,
+        cfg.gradient_accumulation_steps,
+        processes,
+        cfg.batch_size * cfg.gradient_accumulation_steps * processes,
+    )
     trainer = LoraopsTrainer(
         model=model,
         args=training_arguments(cfg, run, env, validating=validation is not None),
@@ -125,8 +155,9 @@ def _callbacks(cfg: TrainConfig, run: RunDir, tracker: tracking.Tracker, validat
     return callbacks, writer
 
 
-def _validation_summary(trainer: Any, cfg: TrainConfig, progress: Any, runtime: float,
-                        data: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def _validation_summary(
+    trainer: Any, cfg: TrainConfig, progress: Any, runtime: float, data: dict[str, Any]
+) -> dict[str, Any]:
     from transformers import EarlyStoppingCallback
 
     stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)), None)
@@ -152,8 +183,9 @@ def _save_adapter(trainer: Any, run: RunDir, converted: bool) -> None:
         (run.model_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle, and the run keeps its config
     if converted and distributed.is_main():
         # As a plain LoRA (rank 2r) on the untouched base, so PeftModel.from_pretrained(base, model/) just works.
-        trainer.model.save_pretrained(str(run.model_dir),
-                                      path_initial_model_for_weight_conversion=str(run.initial_adapter_dir))  # fmt: skip
+        trainer.model.save_pretrained(
+            str(run.model_dir), path_initial_model_for_weight_conversion=str(run.initial_adapter_dir)
+        )
 
 
 def _training_summary(state: Any, progress: Any, checkpoint: str | None, runtime: float) -> dict[str, Any]:
@@ -219,8 +251,13 @@ def train(cfg: TrainConfig) -> TrainResult:
                 tracker = tracking.start_training(run, tracking.Settings.of(cfg))
             model = _lora_model(cfg, model_path, env, run)
             fit = _fit(cfg, run, env, model, tokenizer, data, checkpoint, tracker)
-            metrics = {**fit, "data": data.stats.as_dict(), "precision": env.precision, "device": env.device_name,
-                       "processes": distributed.world_size()}  # fmt: skip
+            metrics = {
+                **fit,
+                "data": data.stats.as_dict(),
+                "precision": env.precision,
+                "device": env.device_name,
+                "processes": distributed.world_size(),
+            }
             if main:
                 run.remove_checkpoints()  # they only serve resuming; the finished adapter is in model/
                 run.write_metrics(metrics)
@@ -233,8 +270,12 @@ def train(cfg: TrainConfig) -> TrainResult:
             raise
     if main:
         run.mark_latest()
-    log.info("finished: train loss %.4f -> %.4f; adapter in %s", fit["first_logged_loss"] or 0,
-             fit["final_logged_loss"] or 0, run.model_dir)  # fmt: skip
+    log.info(
+        "finished: train loss %.4f -> %.4f; adapter in %s",
+        fit["first_logged_loss"] or 0,
+        fit["final_logged_loss"] or 0,
+        run.model_dir,
+    )
     return TrainResult(run.path, metrics)
 
 
@@ -260,8 +301,16 @@ def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 # Keys that may change when resuming: they do not alter what the run computes.
-_RESUMABLE_CHANGES = {"resume_from", "logging_steps", "save_strategy", "save_steps", "output_dir", "remote",
-                      "tracking", "mlflow_experiment"}
+_RESUMABLE_CHANGES = {
+    "resume_from",
+    "logging_steps",
+    "save_strategy",
+    "save_steps",
+    "output_dir",
+    "remote",
+    "tracking",
+    "mlflow_experiment",
+}
 
 
 def _resume_point(cfg: TrainConfig, data: PreparedData) -> tuple[RunDir, str]:
@@ -276,8 +325,10 @@ def _resume_point(cfg: TrainConfig, data: PreparedData) -> tuple[RunDir, str]:
     before = run.read_config()
     checkpoint = run.last_checkpoint()
     if checkpoint is None:
-        raise ConfigError(f"resume_from={cfg.resume_from}: no complete checkpoint to resume from "
-                          "(it stopped before the first save, or save_strategy was no)")  # fmt: skip
+        raise ConfigError(
+            f"resume_from={cfg.resume_from}: no complete checkpoint to resume from "
+            "(it stopped before the first save, or save_strategy was no)"
+        )
     now = _config_dict(cfg)
     changed = sorted(k for k in set(before) | set(now) if k not in _RESUMABLE_CHANGES and before.get(k) != now.get(k))
     if changed:

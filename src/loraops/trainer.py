@@ -91,14 +91,21 @@ def labelled_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> 
 
 
 class LoraopsTrainer(Trainer):
-    def __init__(self, *args: Any, generator: ValidationGenerator | None = None, precision: str = "fp32",
-                 labelled_logits_only: bool = True, **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *args: Any,
+        generator: ValidationGenerator | None = None,
+        precision: str = "fp32",
+        labelled_logits_only: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, compute_loss_func=labelled_loss if labelled_logits_only else None, **kwargs)
         self.generator, self.precision = generator, precision
         self.positions = LabelledPositions(self.model) if labelled_logits_only else None
 
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:  # fmt: skip
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         if "position_ids" in inputs:
             # Packed rows: transformers finds the examples' boundaries only when no KV cache is in play.
             inputs = {**inputs, "use_cache": False}
@@ -147,7 +154,9 @@ def training_arguments(cfg: TrainConfig, run: RunDir, env: environment.Environme
     from transformers import TrainingArguments
 
     # With validation, a checkpoint is saved at each evaluation: the best one must exist to be kept.
-    save_strategy, save_steps = (cfg.eval_strategy, cfg.eval_steps) if validating else (cfg.save_strategy, cfg.save_steps)
+    save_strategy, save_steps = (
+        (cfg.eval_strategy, cfg.eval_steps) if validating else (cfg.save_strategy, cfg.save_steps)
+    )
     return TrainingArguments(
         output_dir=str(run.checkpoints_dir),
         num_train_epochs=cfg.epochs,
@@ -194,6 +203,8 @@ def validation_generator(cfg: TrainConfig, tokenizer: Any, examples: list[Any]) 
     """The generation part of each validation, or None when only the loss is asked for."""
     if not cfg.generation_metrics:
         return None
-    chosen = [as_eval_example(e) for e in examples[: cfg.val_limit] if any(m["role"] == "assistant" for m in e.messages)]
+    chosen = [
+        as_eval_example(e) for e in examples[: cfg.val_limit] if any(m["role"] == "assistant" for m in e.messages)
+    ]
     settings = GenerationSettings(max_new_tokens=cfg.val_max_new_tokens)
     return ValidationGenerator(tokenizer, chosen, cfg.generation_metrics, settings, max(cfg.batch_size, 16))

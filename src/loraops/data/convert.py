@@ -45,8 +45,10 @@ def is_dataset_registry(value: Any) -> bool:
 
     Judged by shape, not by name, so a renamed registry is skipped too; no training record looks like this,
     since every field of one holds text or a list of turns, never an object naming a file."""
-    return isinstance(value, dict) and bool(value) and all(
-        isinstance(entry, dict) and bool(_REGISTRY_KEYS & entry.keys()) for entry in value.values()
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(entry, dict) and bool(_REGISTRY_KEYS & entry.keys()) for entry in value.values())
     )
 
 
@@ -61,8 +63,15 @@ def _expect(value: Any, kind: type | tuple[type, ...], field: str) -> Any:
     return value
 
 
-_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", type(None): "null", int: "a number",
-               float: "a number", bool: "true/false"}  # fmt: skip
+_JSON_NAMES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    type(None): "null",
+    int: "a number",
+    float: "a number",
+    bool: "true/false",
+}
 
 
 def _branch(conversation: dict[str, Any]) -> list[dict[str, Any]]:
@@ -96,14 +105,19 @@ def _message_text(message: dict[str, Any], counts: Counter[str]) -> str | None:
         counts[f"dropped {role or 'unknown'}-role messages"] += 1
         return None
     content_type = content.get("content_type")
-    if (isinstance(content_type, str) and content_type in _BROWSING_CONTENT) or message.get("recipient", "all") != "all":
+    if (isinstance(content_type, str) and content_type in _BROWSING_CONTENT) or message.get(
+        "recipient", "all"
+    ) != "all":
         counts["dropped browsing and tool-call messages"] += 1
         return None
     if metadata.get("is_visually_hidden_from_conversation") or metadata.get("is_user_system_message"):
         counts["dropped hidden system messages"] += 1
         return None
-    parts = _expect(content.get("parts") if "parts" in content else [content.get("text", "")], (list, type(None)),
-                    "message.content.parts")
+    parts = _expect(
+        content.get("parts") if "parts" in content else [content.get("text", "")],
+        (list, type(None)),
+        "message.content.parts",
+    )
     texts = [p for p in parts or [] if isinstance(p, str)]
     if len(texts) < len(parts or []):
         counts["dropped non-text parts (images, files)"] += len(parts) - len(texts)
@@ -160,8 +174,13 @@ def _records_from_export(path: Path, conversations: list[dict[str, Any]], counts
         except ExportShapeError as exc:
             raise DataError(path, None, f"conversation {i} of the ChatGPT export: {exc}") from None
         if messages is not None:
-            records.append({"messages": messages, "title": conversation.get("title"),
-                            "conversation_id": conversation.get("conversation_id") or conversation.get("id")})  # fmt: skip
+            records.append(
+                {
+                    "messages": messages,
+                    "title": conversation.get("title"),
+                    "conversation_id": conversation.get("conversation_id") or conversation.get("id"),
+                }
+            )
     return records
 
 
@@ -235,8 +254,12 @@ def _write_output(source: Path, output: Path, body: str) -> bool:
         if current == data:
             return True
         if ledger.get(output.name) != hashlib.sha256(current).hexdigest():
-            raise DataError(output, None, f"exists and was not written by `loraops convert`, or was edited since; "
-                                          f"move it away or delete it to convert {source.name} again")  # fmt: skip
+            raise DataError(
+                output,
+                None,
+                f"exists and was not written by `loraops convert`, or was edited since; "
+                f"move it away or delete it to convert {source.name} again",
+            )
     try:
         write_text_atomic(output, body)
     except OSError as exc:
@@ -246,7 +269,9 @@ def _write_output(source: Path, output: Path, body: str) -> bool:
     except OSError as exc:
         # An output the ledger does not vouch for would block every rerun ("not written by convert"): remove it.
         output.unlink(missing_ok=True)
-        raise DataError(ledger_path, None, f"cannot record {output.name} in the ledger: {exc.strerror or exc}") from None
+        raise DataError(
+            ledger_path, None, f"cannot record {output.name} in the ledger: {exc.strerror or exc}"
+        ) from None
     return False
 
 
@@ -256,8 +281,9 @@ def convert_folder(input_dir: Path, output_dir: Path | None = None) -> list[File
         raise LoraopsError(f"{input_dir}: not a folder")
     if output_dir is not None:
         ensure_folder(output_dir, f"--output-dir {output_dir}")
-    paths = sorted(p for p in input_dir.iterdir()
-                   if p.is_file() and p.suffix in (".json", ".jsonl") and not p.name.startswith("."))  # fmt: skip
+    paths = sorted(
+        p for p in input_dir.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl") and not p.name.startswith(".")
+    )
     if not paths:
         raise LoraopsError(f"{input_dir}: no .json or .jsonl files to convert")
     return [_convert_or_fail(p, output_dir or input_dir) for p in paths]

@@ -48,8 +48,11 @@ def read_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     start = len(text) - len(stripped)
     values = _array_items(path, text, start + 1) if stripped.startswith("[") else json_values(path, text)
     if is_chatgpt_export([value for _, value in values]):
-        raise DataError(path, None, "this is a ChatGPT export; turn it into JSONL first: loraops convert "
-                                    f"{path.parent} (make convert)")  # fmt: skip
+        raise DataError(
+            path,
+            None,
+            f"this is a ChatGPT export; turn it into JSONL first: loraops convert {path.parent} (make convert)",
+        )
     for line, value in values:
         if not isinstance(value, dict):
             raise DataError(path, line, f"expected a JSON object, got {type(value).__name__}")
@@ -118,10 +121,15 @@ def read_table(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     from datasets import Dataset
 
     try:
-        table = Dataset.from_parquet(str(path), keep_in_memory=True) if path.suffix == ".parquet" else \
-            Dataset.from_csv(str(path), keep_in_memory=True)  # fmt: skip
+        table = (
+            Dataset.from_parquet(str(path), keep_in_memory=True)
+            if path.suffix == ".parquet"
+            else Dataset.from_csv(str(path), keep_in_memory=True)
+        )
     except Exception as exc:  # pyarrow and pandas raise many kinds; each means the file cannot be read
-        raise DataError(path, None, f"cannot read the {path.suffix[1:]} file: {' '.join(str(exc).split())[:300]}") from None
+        raise DataError(
+            path, None, f"cannot read the {path.suffix[1:]} file: {' '.join(str(exc).split())[:300]}"
+        ) from None
     for row, record in enumerate(table, start=1):
         yield row, {k: v for k, v in record.items() if v is not None}
 
@@ -146,7 +154,9 @@ def parse_line(path: Path, number: int, raw: bytes) -> dict[str, Any] | None:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(path, number, f"not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
+        raise DataError(
+            path, number, f"not valid UTF-8 (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})"
+        ) from None
     if not text.strip():
         return None
     try:

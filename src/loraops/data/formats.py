@@ -27,16 +27,31 @@ TEXT = "text"
 PRESETS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "question_answer": (("question", "answer"), {"prompt": "question", "completion": "answer"}),
     "instruction_response": (("instruction", "response"), {"instruction": "instruction", "output": "response"}),
-    "dolly": (("instruction", "context", "response"), {"instruction": "instruction", "input": "context",
-                                                       "output": "response"}),
+    "dolly": (
+        ("instruction", "context", "response"),
+        {"instruction": "instruction", "input": "context", "output": "response"},
+    ),
     "input_output": (("input", "output"), {"prompt": "input", "completion": "output"}),
-}  # fmt: skip
+}
 BASE_FORMATS = ("messages", "sharegpt", "prompt_completion", "instruction", TEXT)
 FORMATS = ("auto", *BASE_FORMATS, *PRESETS)
 PREFERENCE_USES = ("refuse", "chosen")
 # The names `columns` may map a record's fields onto.
-COLUMN_TARGETS = ("messages", "conversations", "prompt", "completion", "instruction", "input", "output", "system",
-                  "text", "tools", "chosen", "rejected", "label")  # fmt: skip
+COLUMN_TARGETS = (
+    "messages",
+    "conversations",
+    "prompt",
+    "completion",
+    "instruction",
+    "input",
+    "output",
+    "system",
+    "text",
+    "tools",
+    "chosen",
+    "rejected",
+    "label",
+)
 _MEDIA_FIELDS = ("images", "image", "videos", "video", "audios", "audio")
 _MEDIA_PLACEHOLDERS = ("<image>", "<video>", "<audio>")
 
@@ -80,8 +95,13 @@ class Skipped(Exception):
 
 
 def detect_format(record: dict[str, Any]) -> str | None:
-    for name, keys in (("preference", ("chosen", "rejected")), ("messages", ("messages",)), ("sharegpt", ("conversations",)),
-                       ("prompt_completion", ("prompt", "completion")), ("instruction", ("instruction", "output"))):  # fmt: skip
+    for name, keys in (
+        ("preference", ("chosen", "rejected")),
+        ("messages", ("messages",)),
+        ("sharegpt", ("conversations",)),
+        ("prompt_completion", ("prompt", "completion")),
+        ("instruction", ("instruction", "output")),
+    ):
         if all(k in record for k in keys):
             return name
     for name, (keys, _) in PRESETS.items():  # the most specific layout first: dolly before instruction_response
@@ -104,8 +124,12 @@ def to_example(record: dict[str, Any], data_format: str | FormatOptions, path: P
     except NonText as exc:
         if options.skip_non_text:
             raise Skipped("non-text content (skip_non_text)") from None
-        raise DataError(path, line, f"{exc}; loraops trains on text only. Remove such records, or set "
-                                    "skip_non_text=true to drop them (they are counted)") from None  # fmt: skip
+        raise DataError(
+            path,
+            line,
+            f"{exc}; loraops trains on text only. Remove such records, or set "
+            "skip_non_text=true to drop them (they are counted)",
+        ) from None
     except RecordProblem as exc:
         raise DataError(path, line, _in_their_names(str(exc), mapping)) from None
 
@@ -134,17 +158,23 @@ def _refuse_unsupported(record: dict[str, Any], options: FormatOptions) -> None:
         field_name = next(k for k in _MEDIA_FIELDS if record.get(k))
         raise NonText(f"the record has `{field_name}`: it is multimodal")
     if "chosen" in record and "rejected" in record and options.preference != "chosen":
-        raise RecordProblem("this is preference data (`chosen`/`rejected`, for DPO); loraops trains supervised "
-                            "fine-tuning. Set preference=chosen to train on the chosen answers only")  # fmt: skip
+        raise RecordProblem(
+            "this is preference data (`chosen`/`rejected`, for DPO); loraops trains supervised "
+            "fine-tuning. Set preference=chosen to train on the chosen answers only"
+        )
     if _is_kto(record) and options.preference != "chosen":
-        raise RecordProblem("this is preference data (KTO: a `label` on each completion); loraops trains "
-                            "supervised fine-tuning. Set preference=chosen to train on the completions "
-                            "labelled true only (the others are skipped and counted)")  # fmt: skip
+        raise RecordProblem(
+            "this is preference data (KTO: a `label` on each completion); loraops trains "
+            "supervised fine-tuning. Set preference=chosen to train on the completions "
+            "labelled true only (the others are skipped and counted)"
+        )
 
 
 def _is_kto(record: dict[str, Any]) -> bool:
     """KTO data: one answer per record with a bool `label` (TRL: prompt/completion; LLaMA-Factory: messages)."""
-    return isinstance(record.get("label"), bool) and any(k in record for k in ("completion", "messages", "conversations"))
+    return isinstance(record.get("label"), bool) and any(
+        k in record for k in ("completion", "messages", "conversations")
+    )
 
 
 def _unknown(record: dict[str, Any]) -> str:
@@ -200,15 +230,24 @@ def _from_sharegpt(record: dict[str, Any]) -> Turns:
 def _from_prompt_completion(record: dict[str, Any]) -> Turns:
     prompt, completion = _field(record, "prompt"), _field(record, "completion")
     if isinstance(prompt, list) or isinstance(completion, list):  # TRL's conversational prompt/completion
-        asked = parse_turns(prompt, "prompt") if isinstance(prompt, list) else Turns([{"role": "user", "content": prompt}])
-        answer = parse_turns(completion, "completion") if isinstance(completion, list) else Turns(
-            [{"role": "assistant", "content": content_text(completion, "completion")}])  # fmt: skip
+        asked = (
+            parse_turns(prompt, "prompt") if isinstance(prompt, list) else Turns([{"role": "user", "content": prompt}])
+        )
+        answer = (
+            parse_turns(completion, "completion")
+            if isinstance(completion, list)
+            else Turns([{"role": "assistant", "content": content_text(completion, "completion")}])
+        )
         # Only the completion trains, as in TRL: assistant turns inside the prompt are context.
         context = {i for i, m in enumerate(asked.messages) if m["role"] == "assistant"}
         offset = len(asked.messages)
         return Turns(asked.messages + answer.messages, context | {i + offset for i in answer.untrained})
-    return Turns([{"role": "user", "content": _text(record, "prompt")},
-                  {"role": "assistant", "content": _text(record, "completion")}])  # fmt: skip
+    return Turns(
+        [
+            {"role": "user", "content": _text(record, "prompt")},
+            {"role": "assistant", "content": _text(record, "completion")},
+        ]
+    )
 
 
 def _from_instruction(record: dict[str, Any]) -> Turns:
@@ -216,7 +255,9 @@ def _from_instruction(record: dict[str, Any]) -> Turns:
     parts = [p for p in (_text(record, "instruction"), _text(record, "input", optional=True)) if p.strip()]
     if not parts:
         raise RecordProblem("`instruction` and `input` are both empty: there is no question to answer")
-    return Turns([{"role": "user", "content": "\n\n".join(parts)}, {"role": "assistant", "content": _text(record, "output")}])
+    return Turns(
+        [{"role": "user", "content": "\n\n".join(parts)}, {"role": "assistant", "content": _text(record, "output")}]
+    )
 
 
 def _chosen(record: dict[str, Any]) -> Turns:
@@ -231,8 +272,12 @@ def _chosen(record: dict[str, Any]) -> Turns:
     return _from_prompt_completion({"prompt": record.get("prompt", ""), "completion": chosen})
 
 
-_CONVERTERS = {"messages": _from_messages, "sharegpt": _from_sharegpt, "prompt_completion": _from_prompt_completion,
-               "instruction": _from_instruction}  # fmt: skip
+_CONVERTERS = {
+    "messages": _from_messages,
+    "sharegpt": _from_sharegpt,
+    "prompt_completion": _from_prompt_completion,
+    "instruction": _from_instruction,
+}
 
 
 def _with_system(record: dict[str, Any], turns: list[Message], default: str | None) -> list[Message]:
@@ -247,6 +292,8 @@ def _check_order(messages: list[Message]) -> None:
         raise RecordProblem("the conversation has no assistant turn, so nothing to learn")
     first = next((i for i, m in enumerate(messages) if m["role"] != "system"), None)
     if first is not None and messages[first]["role"] == "assistant":
-        raise RecordProblem(f"the conversation starts with an assistant turn (turn {first}); add the user turn it answers")
+        raise RecordProblem(
+            f"the conversation starts with an assistant turn (turn {first}); add the user turn it answers"
+        )
     if any(p in m["content"] for m in messages for p in _MEDIA_PLACEHOLDERS):
         raise NonText("a turn holds an <image>/<video>/<audio> placeholder: the record is multimodal")

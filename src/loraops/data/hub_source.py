@@ -56,9 +56,13 @@ class HubSnapshot:
     def manifest_entry(self) -> dict[str, Any]:
         """What a run manifest needs to fetch exactly the same data again."""
         return {
-            "repo_id": self.repo_id, "revision": self.revision, "commit": self.commit, "subset": self.subset,
-            "split": self.split, "files": [f.relative_to(self.root).as_posix() for f in self.files],
-        }  # fmt: skip
+            "repo_id": self.repo_id,
+            "revision": self.revision,
+            "commit": self.commit,
+            "subset": self.subset,
+            "split": self.split,
+            "files": [f.relative_to(self.root).as_posix() for f in self.files],
+        }
 
 
 def fetch_hub_dataset(repo_id: str, split: str, revision: str | None = None, subset: str | None = None) -> HubSnapshot:
@@ -90,12 +94,16 @@ def fetch_hub_dataset(repo_id: str, split: str, revision: str | None = None, sub
     files = [root.joinpath(*path.split("/")) for path in wanted]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise LoraopsError(f"Hugging Face dataset {repo_id}: {len(missing)} files of split {split!r} are missing "
-                           f"from the cache after download ({missing[0]}, ...); run again")  # fmt: skip
-    log.info("Hugging Face dataset %s split %s: %d files at commit %s in %s",
-             repo_id, split, len(files), commit[:12], root)  # fmt: skip
-    return HubSnapshot(repo_id=repo_id, revision=revision, commit=commit, subset=subset, split=split,
-                       root=root, files=files)  # fmt: skip
+        raise LoraopsError(
+            f"Hugging Face dataset {repo_id}: {len(missing)} files of split {split!r} are missing "
+            f"from the cache after download ({missing[0]}, ...); run again"
+        )
+    log.info(
+        "Hugging Face dataset %s split %s: %d files at commit %s in %s", repo_id, split, len(files), commit[:12], root
+    )
+    return HubSnapshot(
+        repo_id=repo_id, revision=revision, commit=commit, subset=subset, split=split, root=root, files=files
+    )
 
 
 def _check_args(repo_id: str, split: str, revision: str | None, subset: str | None) -> None:
@@ -137,10 +145,17 @@ class _Downloader:
         from huggingface_hub import snapshot_download
 
         with _quiet_no_match():
-            return Path(snapshot_download(
-                self.repo_id, repo_type="dataset", revision=revision, allow_patterns=patterns,
-                cache_dir=self.cache, endpoint=self.endpoint, local_files_only=self.local_only,
-            ))  # fmt: skip
+            return Path(
+                snapshot_download(
+                    self.repo_id,
+                    repo_type="dataset",
+                    revision=revision,
+                    allow_patterns=patterns,
+                    cache_dir=self.cache,
+                    endpoint=self.endpoint,
+                    local_files_only=self.local_only,
+                )
+            )
 
 
 @contextmanager
@@ -172,8 +187,9 @@ def _repo_files(repo_id: str, commit: str, meta_root: Path, cache: Path) -> list
         return sorted(p.relative_to(meta_root).as_posix() for p in meta_root.rglob("*") if p.is_file())
 
 
-def _split_files(repo_id: str, commit: str, meta_root: Path, repo_files: list[str], subset: str | None,
-                 split: str) -> list[str]:  # fmt: skip
+def _split_files(
+    repo_id: str, commit: str, meta_root: Path, repo_files: list[str], subset: str | None, split: str
+) -> list[str]:
     """The repository paths of the split's data files, sorted, as `datasets` resolves them.
 
     `datasets` runs on a stand-in of the repository: its metadata files as downloaded, every other file
@@ -190,9 +206,11 @@ def _split_files(repo_id: str, commit: str, meta_root: Path, repo_files: list[st
         raise LoraopsError(f"cannot write a temporary folder ({tempfile.gettempdir()}): {_first_line(exc)}") from None
     unsupported = sorted({PurePosixPath(p).suffix or p for p in relative if not p.endswith(DATA_SUFFIXES)})
     if unsupported:
-        raise DataError(f"hf://datasets/{repo_id}@{commit}", None,
-                        f"split {split!r} is made of {', '.join(unsupported)} files; loraops reads "
-                        f"{', '.join(DATA_SUFFIXES)}")  # fmt: skip
+        raise DataError(
+            f"hf://datasets/{repo_id}@{commit}",
+            None,
+            f"split {split!r} is made of {', '.join(unsupported)} files; loraops reads {', '.join(DATA_SUFFIXES)}",
+        )
     return relative
 
 
@@ -236,8 +254,10 @@ def _resolve_split(dataset: _Dataset, folder: Path, split: str, cache_dir: Path)
         raise DataError(at, None, f"no data files that `datasets` recognises ({_first_line(exc)})") from None
     except (ValueError, TypeError, KeyError, yaml.YAMLError) as exc:
         # README.md front matter that is not YAML, `configs:` that `datasets` rejects, mixed formats across splits...
-        raise LoraopsError(f"{dataset.name}: `datasets` cannot read its layout at commit {dataset.commit[:12]}: "
-                           f"{type(exc).__name__}: {_first_line(exc)}") from None  # fmt: skip
+        raise LoraopsError(
+            f"{dataset.name}: `datasets` cannot read its layout at commit {dataset.commit[:12]}: "
+            f"{type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     # Keys are NamedSplit for the naming conventions, str for README configs: compare them as str.
     data_files = {str(name): files for name, files in (builder.config.data_files or {}).items()}
     if split not in data_files:
@@ -253,8 +273,10 @@ def _check_subset(dataset: _Dataset, path: str) -> None:
     subsets = datasets.get_dataset_config_names(path)  # ["default"] when the card declares no configs
     choose = f"set data_source.subset to one of: {', '.join(subsets)}"
     if dataset.subset is not None and dataset.subset not in subsets:
-        raise ConfigError(f"Hugging Face dataset {dataset.repo_id} has no subset {dataset.subset!r} "
-                          f"(at commit {dataset.commit[:12]}); {choose}")  # fmt: skip
+        raise ConfigError(
+            f"Hugging Face dataset {dataset.repo_id} has no subset {dataset.subset!r} "
+            f"(at commit {dataset.commit[:12]}); {choose}"
+        )
     if dataset.subset is None and len(subsets) > 1 and datasets.get_dataset_default_config_name(path) is None:
         raise ConfigError(f"Hugging Face dataset {dataset.repo_id} has several subsets and no default; {choose}")
 
@@ -306,14 +328,20 @@ def _describe(exc: Exception, where: _Where) -> str:
 
     # Most specific first: GatedRepoError is a RepositoryNotFoundError, and every HfHubHTTPError an OSError.
     if isinstance(exc, GatedRepoError):
-        return (f"{where.target} is gated: accept its conditions at {where.endpoint}/datasets/{where.repo_id} "
-                f"and set {TOKEN_ENV} to a token of that account")  # fmt: skip
+        return (
+            f"{where.target} is gated: accept its conditions at {where.endpoint}/datasets/{where.repo_id} "
+            f"and set {TOKEN_ENV} to a token of that account"
+        )
     if isinstance(exc, RepositoryNotFoundError):
-        return (f"Hugging Face dataset {where.repo_id} not found at {where.endpoint}: check data_source.repo_id; "
-                f"{_token_hint()}")  # fmt: skip
+        return (
+            f"Hugging Face dataset {where.repo_id} not found at {where.endpoint}: check data_source.repo_id; "
+            f"{_token_hint()}"
+        )
     if isinstance(exc, RevisionNotFoundError):
-        return (f"Hugging Face dataset {where.repo_id} has no branch, tag or commit {where.revision!r}: "
-                "check data_source.revision")  # fmt: skip
+        return (
+            f"Hugging Face dataset {where.repo_id} has no branch, tag or commit {where.revision!r}: "
+            "check data_source.revision"
+        )
     if isinstance(exc, LocalEntryNotFoundError):
         if where.offline or where.unreachable or not isinstance(exc.__cause__, Exception):
             return _not_cached(exc, where)
@@ -324,15 +352,21 @@ def _describe(exc: Exception, where: _Where) -> str:
         if status == 401:
             return f"{where.endpoint} rejected the token in {TOKEN_ENV} (invalid or expired) reading {where.target}"
         if status == 403:
-            return (f"{where.endpoint} refused {where.target} (HTTP 403: {_server_message(exc)}): the token in "
-                    f"{TOKEN_ENV} may lack read access")  # fmt: skip
+            return (
+                f"{where.endpoint} refused {where.target} (HTTP 403: {_server_message(exc)}): the token in "
+                f"{TOKEN_ENV} may lack read access"
+            )
         return f"{where.endpoint} failed reading {where.target}: HTTP {status}: {_server_message(exc)}"
     if isinstance(exc, FileMetadataError):
-        return (f"{where.endpoint} does not answer like a Hugging Face Hub reading {where.target}: check HF_ENDPOINT "
-                f"and any proxy ({_first_line(exc)})")  # fmt: skip
+        return (
+            f"{where.endpoint} does not answer like a Hugging Face Hub reading {where.target}: check HF_ENDPOINT "
+            f"and any proxy ({_first_line(exc)})"
+        )
     if isinstance(exc, httpx2.TransportError):
-        return (f"cannot reach {where.endpoint} (set by HF_ENDPOINT) reading {where.target}: {_first_line(exc)}; "
-                "a retry reuses what was downloaded")  # fmt: skip
+        return (
+            f"cannot reach {where.endpoint} (set by HF_ENDPOINT) reading {where.target}: {_first_line(exc)}; "
+            "a retry reuses what was downloaded"
+        )
     return f"cannot write the Hugging Face cache {where.cache} (HF_HOME / HF_HUB_CACHE): {_first_line(exc)}"
 
 
@@ -341,11 +375,15 @@ def _not_cached(exc: Exception, where: _Where) -> str:
 
     what = "only partly in" if isinstance(exc, IncompleteSnapshotError) else "not in"
     if where.unreachable:
-        return (f"cannot reach {where.endpoint} (set by HF_ENDPOINT), and {where.target} is {what} the local "
-                f"Hugging Face cache {where.cache}: check the network or HF_ENDPOINT")  # fmt: skip
+        return (
+            f"cannot reach {where.endpoint} (set by HF_ENDPOINT), and {where.target} is {what} the local "
+            f"Hugging Face cache {where.cache}: check the network or HF_ENDPOINT"
+        )
     if where.offline:
-        return (f"{OFFLINE_ENV} is set and {where.target} is {what} the local Hugging Face cache {where.cache}: "
-                f"fetch it once with network access, or unset {OFFLINE_ENV}")  # fmt: skip
+        return (
+            f"{OFFLINE_ENV} is set and {where.target} is {what} the local Hugging Face cache {where.cache}: "
+            f"fetch it once with network access, or unset {OFFLINE_ENV}"
+        )
     return f"{where.target} could not be fetched from {where.endpoint} nor found in the cache: {_first_line(exc)}"
 
 

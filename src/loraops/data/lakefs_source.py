@@ -99,22 +99,35 @@ def fetch_lakefs(repository: str, ref: str, prefix: str, pattern: str, cache_dir
         log.info("lakeFS %s@%s resolved to commit %s", repository, ref, commit_id)
         pinned = lakefs.Repository(repository, client=client).commit(commit_id)
         wanted = sorted(
-            ((info.path, info.size_bytes) for info in _list_objects(pinned, prefix)
-             if _is_training_file(_relative(info.path, prefix), pattern)),
+            (
+                (info.path, info.size_bytes)
+                for info in _list_objects(pinned, prefix)
+                if _is_training_file(_relative(info.path, prefix), pattern)
+            ),
             key=lambda item: item[0].split("/"),  # folder by folder, as the local source's sorted Paths
-        )  # fmt: skip
+        )
         if not wanted:
             where = f"lakefs://{repository}/{commit_id}/{prefix}"
             raise DataError(where, None, f"no training files match dataset_pattern {pattern!r} (ref {ref!r})")
         root = Path(cache_dir) / repository / commit_id
         files = [_cached(pinned, path, size, root) for path, size in wanted]
     downloaded = sum(1 for f in files if f.downloaded)
-    log.info("lakeFS: %d files at commit %s (%d downloaded, %d from cache %s)",
-             len(files), commit_id[:12], downloaded, len(files) - downloaded, root)  # fmt: skip
+    log.info(
+        "lakeFS: %d files at commit %s (%d downloaded, %d from cache %s)",
+        len(files),
+        commit_id[:12],
+        downloaded,
+        len(files) - downloaded,
+        root,
+    )
     return LakeFSSnapshot(
-        repository=repository, ref=ref, commit_id=commit_id, prefix=prefix,
-        files=[f.path for f in files], objects=[path for path, _ in wanted],
-    )  # fmt: skip
+        repository=repository,
+        ref=ref,
+        commit_id=commit_id,
+        prefix=prefix,
+        files=[f.path for f in files],
+        objects=[path for path, _ in wanted],
+    )
 
 
 def read_credentials() -> Credentials:
@@ -123,8 +136,11 @@ def read_credentials() -> Credentials:
     access_key = _first_env(ACCESS_KEY_ENVS)
     secret_key = _first_env(SECRET_KEY_ENVS)
     missing = [ENDPOINT_ENV] if not endpoint else []
-    missing += [f"{names[0]} (or {names[1]})" for names, value in
-                ((ACCESS_KEY_ENVS, access_key), (SECRET_KEY_ENVS, secret_key)) if not value]  # fmt: skip
+    missing += [
+        f"{names[0]} (or {names[1]})"
+        for names, value in ((ACCESS_KEY_ENVS, access_key), (SECRET_KEY_ENVS, secret_key))
+        if not value
+    ]
     if missing:
         raise LoraopsError(f"lakeFS data source: set {', '.join(missing)} in the environment")
     return Credentials(endpoint=endpoint, access_key=access_key, secret_key=secret_key)
@@ -150,8 +166,9 @@ def _resolve(client: lakefs.Client, repository: str, ref: str, endpoint: str) ->
             api.repositories_api.get_repository(repository, _request_timeout=REQUEST_TIMEOUT)
     except NotFoundException as exc:
         if not _is_lakefs_error(exc):  # a web server, but not lakeFS's API: a wrong endpoint, not a wrong name
-            raise LoraopsError(f"{endpoint} answered HTTP 404 without a lakeFS error: is {ENDPOINT_ENV} "
-                               "the lakeFS server's address?") from exc  # fmt: skip
+            raise LoraopsError(
+                f"{endpoint} answered HTTP 404 without a lakeFS error: is {ENDPOINT_ENV} the lakeFS server's address?"
+            ) from exc
         message = f"lakeFS repository {repository!r} not found at {endpoint} ({_server_message(exc)})"
         raise LoraopsError(message) from exc
     try:
@@ -258,8 +275,10 @@ def _describe(exc: Exception, creds: Credentials, repository: str, ref: str) -> 
     target = f"lakeFS repository {repository!r} at ref {ref!r}"
     # lakeFS exceptions first: some of them are OSError subclasses too
     if isinstance(exc, NotAuthorizedException):
-        return (f"lakeFS at {endpoint} rejected the credentials from {ACCESS_KEY_ENVS[0]} / "
-                f"{SECRET_KEY_ENVS[0]} ({_server_message(exc)})")  # fmt: skip
+        return (
+            f"lakeFS at {endpoint} rejected the credentials from {ACCESS_KEY_ENVS[0]} / "
+            f"{SECRET_KEY_ENVS[0]} ({_server_message(exc)})"
+        )
     if isinstance(exc, ForbiddenException):
         return f"the lakeFS credentials may not read {target} ({_server_message(exc)})"
     if isinstance(exc, ServerException):

@@ -16,10 +16,20 @@ Message = dict[str, Any]
 ROLES = ("system", "user", "assistant", "tool")
 # ShareGPT speaker names, as in the public datasets and LLaMA-Factory's reader.
 SHAREGPT_ROLES = {
-    "system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-    "model": "assistant", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant",
-    "function_call": "assistant", "observation": "tool", "tool": "tool", "function": "tool",
-}  # fmt: skip
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "function_call": "assistant",
+    "observation": "tool",
+    "tool": "tool",
+    "function": "tool",
+}
 
 
 class RecordProblem(ValueError):
@@ -56,10 +66,14 @@ def _openai_turn(item: dict[str, Any], where: str) -> Message:
     role = item.get("role")
     if role not in ROLES:
         raise RecordProblem(f"`{where}.role` is {role!r}; expected one of {', '.join(ROLES)}")
-    message: Message = {"role": role, "content": content_text(item.get("content"), f"{where}.content",
-                                                             allow_empty=bool(item.get("tool_calls")))}  # fmt: skip
+    message: Message = {
+        "role": role,
+        "content": content_text(item.get("content"), f"{where}.content", allow_empty=bool(item.get("tool_calls"))),
+    }
     if item.get("tool_calls"):
-        message["tool_calls"] = [_tool_call(call, f"{where}.tool_calls[{j}]") for j, call in enumerate(item["tool_calls"])]
+        message["tool_calls"] = [
+            _tool_call(call, f"{where}.tool_calls[{j}]") for j, call in enumerate(item["tool_calls"])
+        ]
     for extra in ("tool_call_id", "name"):
         if isinstance(item.get(extra), str):
             message[extra] = item[extra]
@@ -86,8 +100,10 @@ def content_text(content: Any, where: str, allow_empty: bool = False) -> str:
     if isinstance(content, list) and content and all(isinstance(p, dict) and "type" in p for p in content):
         return "\n".join(_part_text(part, f"{where}[{j}]") for j, part in enumerate(content))
     label = f"field `{where}`" if where.isidentifier() else f"`{where}`"
-    raise RecordProblem(f"{label} must be a string, got {type(content).__name__} "
-                        "(a list of {\"type\": \"text\", \"text\": ...} parts also works)")  # fmt: skip
+    raise RecordProblem(
+        f"{label} must be a string, got {type(content).__name__} "
+        '(a list of {"type": "text", "text": ...} parts also works)'
+    )
 
 
 def _part_text(part: dict[str, Any], where: str) -> str:

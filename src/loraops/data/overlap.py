@@ -11,8 +11,11 @@ from loraops.data.formats import Message
 
 def conversation_key(messages: list[Message]) -> str:
     """Equal for conversations that differ only in whitespace."""
-    return json.dumps([(m["role"], " ".join(m["content"].split()), m.get("tool_calls")) for m in messages],
-                      ensure_ascii=False, sort_keys=True)
+    return json.dumps(
+        [(m["role"], " ".join(m["content"].split()), m.get("tool_calls")) for m in messages],
+        ensure_ascii=False,
+        sort_keys=True,
+    )
 
 
 def _asked(messages: list[Message]) -> list[Message]:

@@ -96,8 +96,11 @@ class PackedCollator:
             rows = [[token for f in features for token in f[key]] for key in keys]
             return {key: torch.tensor([row], dtype=torch.long) for key, row in zip(keys, rows)}
         width = max(len(f["input_ids"]) for f in features)
-        fill = {"input_ids": lambda n: [self.pad_token_id] * n, "labels": lambda n: [IGNORE_INDEX] * n,
-                "position_ids": lambda n: list(range(n))}  # fmt: skip
+        fill = {
+            "input_ids": lambda n: [self.pad_token_id] * n,
+            "labels": lambda n: [IGNORE_INDEX] * n,
+            "position_ids": lambda n: list(range(n)),
+        }
         batch = {key: [list(f[key]) + fill[key](width - len(f[key])) for f in features] for key in keys}
         return {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
 

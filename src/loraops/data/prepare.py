@@ -82,13 +82,17 @@ def _statistics(examples: list[Example], encoded: list[Encoded]) -> DataStats:
     for example in examples:
         files.setdefault(example.path, Counter())[example.format] += 1
     return DataStats(
-        records=len(examples), examples=len(kept), truncated=sum(e.truncated for e in encoded),
-        dropped_all_masked=len(encoded) - len(kept), tokens=sum(len(e.input_ids) for e in kept),
-        trained_tokens=sum(e.trained_tokens for e in kept), formats=dict(Counter(e.format for e in examples)),
+        records=len(examples),
+        examples=len(kept),
+        truncated=sum(e.truncated for e in encoded),
+        dropped_all_masked=len(encoded) - len(kept),
+        tokens=sum(len(e.input_ids) for e in kept),
+        trained_tokens=sum(e.trained_tokens for e in kept),
+        formats=dict(Counter(e.format for e in examples)),
         duplicates=duplicates(e.messages for e in examples),
         files={path: dict(counts) for path, counts in files.items()},
         lengths=length_summary([e.original_length for e in encoded]),
-    )  # fmt: skip
+    )
 
 
 def _row(enc: Encoded) -> dict[str, Any]:
@@ -109,23 +113,30 @@ def _encode(tokenizer: Any, example: Example, max_length: int) -> Encoded:
     if example.is_text:
         return encode_text(tokenizer, example.messages[0]["content"], max_length)
     if example.trains_tools and not renders_tools(tokenizer):
-        raise DataError(example.path, example.line, "the record has tool calls, and this model's chat template "
-                        "cannot render tool calls; use a model whose template supports tools, or drop these records")  # fmt: skip
+        raise DataError(
+            example.path,
+            example.line,
+            "the record has tool calls, and this model's chat template "
+            "cannot render tool calls; use a model whose template supports tools, or drop these records",
+        )
     try:
         return encode(tokenizer, example.messages, max_length, example.untrained, example.tools)
     except LoraopsError as exc:
         raise DataError(example.path, example.line, str(exc)) from None
     except (TemplateError, ValueError, TypeError, KeyError, IndexError) as exc:  # what templates raise
-        raise DataError(example.path, example.line,
-                        f"the model's chat template cannot render this conversation: {exc}") from None  # fmt: skip
+        raise DataError(
+            example.path, example.line, f"the model's chat template cannot render this conversation: {exc}"
+        ) from None
 
 
 def prepare_data(cfg: TrainConfig, tokenizer: Any, model_path: str) -> PreparedData:
     """Validate and encode the training data; raises DataError before anything heavy starts."""
     limit = context_length(model_path)
     if limit is not None and cfg.max_length > limit:
-        raise ConfigError(f"max_length={cfg.max_length} is longer than the model's context ({limit} tokens, "
-                          f"max_position_embeddings of {model_path}); lower max_length")  # fmt: skip
+        raise ConfigError(
+            f"max_length={cfg.max_length} is longer than the model's context ({limit} tokens, "
+            f"max_position_embeddings of {model_path}); lower max_length"
+        )
     training = resolve_training_files(cfg)
     loaded = load_examples(training.files, format_options(cfg))
     selection = select_validation(cfg, loaded.examples, training.files)
@@ -138,22 +149,38 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any, model_path: str) -> PreparedD
     _log_formats(stats, cfg.columns or {})
     log.info(
         "data: %d records from %d files -> %d examples, %d tokens (%d trained), %d truncated at %d, "
-        "%d dropped with every label masked, %d duplicates", stats.records, len(training.files), stats.examples, stats.tokens,
-        stats.trained_tokens, stats.truncated, cfg.max_length, stats.dropped_all_masked, stats.duplicates,
-    )  # fmt: skip
+        "%d dropped with every label masked, %d duplicates",
+        stats.records,
+        len(training.files),
+        stats.examples,
+        stats.tokens,
+        stats.trained_tokens,
+        stats.truncated,
+        cfg.max_length,
+        stats.dropped_all_masked,
+        stats.duplicates,
+    )
     if not stats.examples:
-        raise DataError(cfg.dataset_path, None, "every example lost all its assistant tokens to truncation; raise max_length")
+        raise DataError(
+            cfg.dataset_path, None, "every example lost all its assistant tokens to truncation; raise max_length"
+        )
     validation = _validation(tokenizer, selection.validation, selection.source, cfg.max_length)
     rows = _packed(data.rows, cfg.max_length, stats) if cfg.packing else data.rows
-    return PreparedData(data.examples, data.encoded, rows, stats, training.files, training.source,
-                        template_added, validation)  # fmt: skip
+    return PreparedData(
+        data.examples, data.encoded, rows, stats, training.files, training.source, template_added, validation
+    )
 
 
 def _packed(rows: list[dict[str, Any]], capacity: int, stats: DataStats) -> list[dict[str, Any]]:
     packed = pack_rows(rows, capacity)
     stats.packing = packing_stats(rows, packed, capacity).as_dict()
-    log.info("packing: %d examples into %d rows of %d tokens (%.1f%% filled)", len(rows), len(packed), capacity,
-             100 * stats.packing["fill"])  # fmt: skip
+    log.info(
+        "packing: %d examples into %d rows of %d tokens (%.1f%% filled)",
+        len(rows),
+        len(packed),
+        capacity,
+        100 * stats.packing["fill"],
+    )
     return packed
 
 
@@ -173,8 +200,10 @@ def _log_formats(stats: DataStats, columns: dict[str, str]) -> None:
     """Say how each file was read, mappings included, so a misread layout shows before training."""
     mapped = f", columns {_mapping(columns)}" if columns else ""
     for path, formats in stats.files.items():
-        read_as = ", ".join(f"{n} as {fmt}" + (f" ({_mapping(PRESETS[fmt][1])})" if fmt in PRESETS else "")
-                            for fmt, n in sorted(formats.items()))  # fmt: skip
+        read_as = ", ".join(
+            f"{n} as {fmt}" + (f" ({_mapping(PRESETS[fmt][1])})" if fmt in PRESETS else "")
+            for fmt, n in sorted(formats.items())
+        )
         log.info("data: %s: %s%s", path, read_as, mapped)
     for reason, n in stats.skipped.items():
         log.info("data: skipped %d records: %s", n, reason)
@@ -184,13 +213,23 @@ def _mapping(columns: dict[str, str]) -> str:
     return ", ".join(f"{target}={source}" for target, source in columns.items())
 
 
-def _validation(tokenizer: Any, examples: list[Example], source: dict[str, Any], max_length: int) -> ValidationData | None:
+def _validation(
+    tokenizer: Any, examples: list[Example], source: dict[str, Any], max_length: int
+) -> ValidationData | None:
     if not examples:
         return None
     data = encode_examples(tokenizer, examples, max_length)
     where = source.get("path") or f"{len(examples)} records held out (val_fraction={source.get('fraction')})"
-    log.info("validation: %d records from %s -> %d examples, %d tokens (%d scored)", data.stats.records, where,
-             data.stats.examples, data.stats.tokens, data.stats.trained_tokens)  # fmt: skip
+    log.info(
+        "validation: %d records from %s -> %d examples, %d tokens (%d scored)",
+        data.stats.records,
+        where,
+        data.stats.examples,
+        data.stats.tokens,
+        data.stats.trained_tokens,
+    )
     if not data.rows:
-        raise DataError(where, None, "every validation example lost all its assistant tokens to truncation; raise max_length")
+        raise DataError(
+            where, None, "every validation example lost all its assistant tokens to truncation; raise max_length"
+        )
     return ValidationData(data.examples, data.encoded, data.rows, data.stats, source)

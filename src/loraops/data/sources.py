@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def lakefs_cache_dir() -> Path:
     """Where lakeFS files are cached: LORAOPS_CACHE_DIR/lakefs, else ~/.cache/loraops/lakefs."""
     base = os.environ.get("LORAOPS_CACHE_DIR") or Path.home() / ".cache" / "loraops"
@@ -35,11 +36,17 @@ def find_training_files(dataset_path: str, pattern: str) -> list[DataFile]:
     paths = [p for p in matched if is_data_file(p)]
     ignored = [p.relative_to(root).as_posix() for p in matched if p not in paths and not p.name.startswith(".")]
     if ignored:
-        log.info("not training data (%s only; no dataset registries or already converted exports): %s",
-                 ", ".join(DATA_SUFFIXES), ", ".join(ignored))  # fmt: skip
+        log.info(
+            "not training data (%s only; no dataset registries or already converted exports): %s",
+            ", ".join(DATA_SUFFIXES),
+            ", ".join(ignored),
+        )
     if not paths:
-        raise DataError(root, None, f"no training files match dataset_pattern {pattern!r} "
-                                    f"(data files are {', '.join(DATA_SUFFIXES)})")  # fmt: skip
+        raise DataError(
+            root,
+            None,
+            f"no training files match dataset_pattern {pattern!r} (data files are {', '.join(DATA_SUFFIXES)})",
+        )
     return fingerprint(paths, root)
 
 
@@ -65,7 +72,9 @@ def resolve_training_files(cfg: "TrainConfig") -> TrainingData:
         hub = fetch_hub_dataset(src.repo_id or "", src.split, src.revision, src.subset)
         return TrainingData(fingerprint(hub.files, hub.root), {"type": "hub", **hub.manifest_entry()})
     files = find_training_files(cfg.dataset_path, cfg.dataset_pattern)
-    return TrainingData(files, {"type": "local", "dataset_path": cfg.dataset_path, "dataset_pattern": cfg.dataset_pattern})
+    return TrainingData(
+        files, {"type": "local", "dataset_path": cfg.dataset_path, "dataset_pattern": cfg.dataset_pattern}
+    )
 
 
 @dataclass

@@ -40,9 +40,15 @@ def ensure_chat_template(tokenizer: Any) -> bool:
     return True
 
 
-def render(tokenizer: Any, messages: list[Message], add_generation_prompt: bool = False,
-           tools: list[dict[str, Any]] | None = None) -> str:  # fmt: skip
-    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt)
+def render(
+    tokenizer: Any,
+    messages: list[Message],
+    add_generation_prompt: bool = False,
+    tools: list[dict[str, Any]] | None = None,
+) -> str:
+    return tokenizer.apply_chat_template(
+        messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
 def renders_tools(tokenizer: Any) -> bool:
@@ -51,8 +57,12 @@ def renders_tools(tokenizer: Any) -> bool:
     return "tool_calls" in template or "tools" in template
 
 
-def assistant_segments(tokenizer: Any, messages: list[Message], untrained: frozenset[int] = frozenset(),
-                       tools: list[dict[str, Any]] | None = None) -> tuple[str, list[tuple[int, int, bool]]]:  # fmt: skip
+def assistant_segments(
+    tokenizer: Any,
+    messages: list[Message],
+    untrained: frozenset[int] = frozenset(),
+    tools: list[dict[str, Any]] | None = None,
+) -> tuple[str, list[tuple[int, int, bool]]]:
     """The rendered conversation and its (start, end, trained) segments, covering it in order."""
     full = render(tokenizer, messages, tools=tools)
     segments: list[tuple[int, int, bool]] = []
@@ -96,8 +106,10 @@ def control_tokens(tokenizer: Any, text: str, messages: list[Message]) -> list[t
         at = text.find(body, cursor) if body else -1
         if at < 0:
             if pattern.search(body):
-                raise LoraopsError("the chat template changes message text, so the control-token strings in it "
-                                   "cannot be told from the template's own")  # fmt: skip
+                raise LoraopsError(
+                    "the chat template changes message text, so the control-token strings in it "
+                    "cannot be told from the template's own"
+                )
             continue
         content.append((at, at + len(body)))
         cursor = at + len(body)
@@ -144,8 +156,13 @@ def encode_text(tokenizer: Any, text: str, max_length: int) -> Encoded:
     return Encoded(ids[:max_length], ids[:max_length], len(ids) > max_length, len(ids))
 
 
-def encode(tokenizer: Any, messages: list[Message], max_length: int, untrained: frozenset[int] = frozenset(),
-           tools: list[dict[str, Any]] | None = None) -> Encoded:  # fmt: skip
+def encode(
+    tokenizer: Any,
+    messages: list[Message],
+    max_length: int,
+    untrained: frozenset[int] = frozenset(),
+    tools: list[dict[str, Any]] | None = None,
+) -> Encoded:
     """Token ids and labels for one conversation; labels are IGNORE_INDEX outside trained assistant turns."""
     input_ids: list[int] = []
     labels: list[int] = []

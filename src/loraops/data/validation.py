@@ -74,18 +74,29 @@ def _hold_out(examples: list[Example], fraction: float, files: list[DataFile]) -
         (held if held_out(example, fraction) else kept).append(example)
     if not held or not kept:
         side = "no record" if not held else "every record"
-        raise ConfigError(f"val_fraction={fraction} held out {side} of {len(examples)}; "
-                          "change val_fraction or set val_path")  # fmt: skip
+        raise ConfigError(
+            f"val_fraction={fraction} held out {side} of {len(examples)}; change val_fraction or set val_path"
+        )
     records = [{"file": names.get(e.path, e.path), "line": e.line} for e in held]
     return Selection(kept, held, {"type": "held_out", "fraction": fraction, "records": records})
 
 
 def _require_none(cfg: TrainConfig) -> None:
     """Selection by a metric and early stopping need validation data; say so rather than ignore them."""
-    wanted = [f"{key}={value}" for key, value, default in (
-        ("select_metric", cfg.select_metric, "loss"), ("early_stopping_patience", cfg.early_stopping_patience, None),
-    ) if value != default]  # fmt: skip
+    wanted = [
+        f"{key}={value}"
+        for key, value, default in (
+            ("select_metric", cfg.select_metric, "loss"),
+            ("early_stopping_patience", cfg.early_stopping_patience, None),
+        )
+        if value != default
+    ]
     if wanted and cfg.eval_strategy != "no":
-        where = f"{Path(cfg.dataset_path) / EVAL_DIRNAME / DEV_SPLIT} does not exist" if cfg.val_path == AUTO else "val_path is null"
-        raise ConfigError(f"{', '.join(wanted)} needs validation data, and there is none ({where}); "
-                          "set val_path or val_fraction")  # fmt: skip
+        where = (
+            f"{Path(cfg.dataset_path) / EVAL_DIRNAME / DEV_SPLIT} does not exist"
+            if cfg.val_path == AUTO
+            else "val_path is null"
+        )
+        raise ConfigError(
+            f"{', '.join(wanted)} needs validation data, and there is none ({where}); set val_path or val_fraction"
+        )

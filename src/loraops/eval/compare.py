@@ -97,10 +97,14 @@ class _Side:
     def split(self, split: str, produce: str) -> dict[str, Any]:
         record = self.records.split_record(split)
         if record is None or not isinstance(record.get("metrics"), dict):
-            raise MissingMetricsError(f"no metrics for {self.name} on split {split!r} "
-                                      f"({self.records.split_path(split)}); produce them with: {produce}")  # fmt: skip
+            raise MissingMetricsError(
+                f"no metrics for {self.name} on split {split!r} "
+                f"({self.records.split_path(split)}); produce them with: {produce}"
+            )
         if "fingerprint" not in record:
-            raise LoraopsError(f"the metrics of {self.name} on {split!r} predate fingerprints; evaluate again: {produce}")
+            raise LoraopsError(
+                f"the metrics of {self.name} on {split!r} predate fingerprints; evaluate again: {produce}"
+            )
         return record
 
 
@@ -117,8 +121,10 @@ def _check_comparable(split: str, tuned: dict[str, Any], ref: dict[str, Any], ki
         fix = _eval_command(run, ref.get("settings", {}))
         if not differences(tuned["fingerprint"], ref["fingerprint"], DATA_FIELDS):  # only the model side differs
             fix = "make eval-baseline (the base model changed since it was evaluated)"
-        raise LoraopsError(f"split {split!r} was not scored the same way on both sides ({'; '.join(diff)}): "
-                           f"the numbers cannot be compared. Make them comparable with: {fix}")  # fmt: skip
+        raise LoraopsError(
+            f"split {split!r} was not scored the same way on both sides ({'; '.join(diff)}): "
+            f"the numbers cannot be compared. Make them comparable with: {fix}"
+        )
 
 
 def _paired(tuned: list[dict[str, Any]], ref: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -131,8 +137,9 @@ def _paired(tuned: list[dict[str, Any]], ref: list[dict[str, Any]]) -> list[tupl
     return pairs
 
 
-def _metric_delta(metric: str, pairs: list[tuple[dict[str, Any], dict[str, Any]]], tokenize: str,
-                  cfg: CompareConfig) -> PairedDelta:  # fmt: skip
+def _metric_delta(
+    metric: str, pairs: list[tuple[dict[str, Any], dict[str, Any]]], tokenize: str, cfg: CompareConfig
+) -> PairedDelta:
     if metric == "bleu":
         tuned = np.array(bleu_stats([t["prediction"] for t, _ in pairs], [t["reference"] for t, _ in pairs], tokenize))
         ref = np.array(bleu_stats([r["prediction"] for _, r in pairs], [r["reference"] for _, r in pairs], tokenize))
@@ -152,23 +159,48 @@ def _flips(pairs: list[tuple[dict[str, Any], dict[str, Any]]], metric: str) -> d
     """Examples the fine-tuned model got right that the reference got wrong (fixed), and the reverse."""
 
     def entry(t: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
-        return {"id": t["id"], "path": t.get("path"), "line": t.get("line"), "prompt": t["prompt"],
-                "expected": t["reference"], "fine_tuned": t["prediction"], "reference": r["prediction"],
-                "fine_tuned_score": t["scores"][metric], "reference_score": r["scores"][metric]}  # fmt: skip
+        return {
+            "id": t["id"],
+            "path": t.get("path"),
+            "line": t.get("line"),
+            "prompt": t["prompt"],
+            "expected": t["reference"],
+            "fine_tuned": t["prediction"],
+            "reference": r["prediction"],
+            "fine_tuned_score": t["scores"][metric],
+            "reference_score": r["scores"][metric],
+        }
 
     # Per example, BLEU is the smoothed sentence BLEU that eval recorded.
-    return {"fixed": [entry(t, r) for t, r in pairs if t["scores"][metric] > r["scores"][metric]],
-            "broken": [entry(t, r) for t, r in pairs if t["scores"][metric] < r["scores"][metric]]}  # fmt: skip
+    return {
+        "fixed": [entry(t, r) for t, r in pairs if t["scores"][metric] > r["scores"][metric]],
+        "broken": [entry(t, r) for t, r in pairs if t["scores"][metric] < r["scores"][metric]],
+    }
 
 
-def _split_rows(split: str, tuned: dict[str, Any], pairs: list[tuple[dict[str, Any], dict[str, Any]]],
-                ref: dict[str, Any], cfg: CompareConfig) -> list[Row]:  # fmt: skip
+def _split_rows(
+    split: str,
+    tuned: dict[str, Any],
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]],
+    ref: dict[str, Any],
+    cfg: CompareConfig,
+) -> list[Row]:
     tokenize = tuned["fingerprint"]["scoring"]["bleu_tokenize"]
     rows = []
     for metric in (m for m in METRICS if m in tuned["metrics"]):
         d = _metric_delta(metric, pairs, tokenize, cfg)
-        rows.append(Row(split, metric, tuned["metrics"][metric], ref["metrics"].get(metric),
-                        round(d.delta, 6), round(d.low, 6), round(d.high, 6), float(f"{d.p:.4g}")))  # fmt: skip
+        rows.append(
+            Row(
+                split,
+                metric,
+                tuned["metrics"][metric],
+                ref["metrics"].get(metric),
+                round(d.delta, 6),
+                round(d.low, 6),
+                round(d.high, 6),
+                float(f"{d.p:.4g}"),
+            )
+        )
     return rows
 
 
@@ -187,8 +219,10 @@ def _tripped(guard: GuardConfig, result: Comparison, alpha: float) -> str | None
     if row is None or row.delta is None or row.p is None:
         return None
     if row.delta < -guard.max_drop and row.p < alpha:
-        return (f"guard {guard.split}/{guard.metric}: dropped {row.delta:+.4g} (p={row.p:.3g}), "
-                f"more than max_drop={guard.max_drop:g}")  # fmt: skip
+        return (
+            f"guard {guard.split}/{guard.metric}: dropped {row.delta:+.4g} (p={row.p:.3g}), "
+            f"more than max_drop={guard.max_drop:g}"
+        )
     return None
 
 
@@ -203,12 +237,15 @@ def compare(cfg: CompareConfig) -> Comparison:
     ref_side = _Side(reference, MetricsRecords.of(cfg.metrics_dir or "", reference))
     splits = tuned_side.records.splits() or [cfg.primary_split]
     if cfg.primary_split not in splits:
-        raise MissingMetricsError(f"{run.name} was not evaluated on the primary split {cfg.primary_split!r}; "
-                                  f"produce it with: make eval (loraops eval model={cfg.run})")  # fmt: skip
+        raise MissingMetricsError(
+            f"{run.name} was not evaluated on the primary split {cfg.primary_split!r}; "
+            f"produce it with: make eval (loraops eval model={cfg.run})"
+        )
     tuned_side.split(cfg.primary_split, f"make eval (loraops eval model={cfg.run})")
     ref_side.split(cfg.primary_split, produce)
-    result = Comparison(run.name, reference, kind, cfg.primary_split, cfg.primary_metric, INCONCLUSIVE, [], [], {},
-                        alpha=cfg.alpha)  # fmt: skip
+    result = Comparison(
+        run.name, reference, kind, cfg.primary_split, cfg.primary_metric, INCONCLUSIVE, [], [], {}, alpha=cfg.alpha
+    )
     for split in splits:
         _compare_split(split, tuned_side, ref_side, run, kind, produce, cfg, result)
     _decide(result, cfg)
@@ -218,8 +255,16 @@ def compare(cfg: CompareConfig) -> Comparison:
     return result
 
 
-def _compare_split(split: str, tuned_side: _Side, ref_side: _Side, run: RunDir, kind: str, produce: str,
-                   cfg: CompareConfig, result: Comparison) -> None:  # fmt: skip
+def _compare_split(
+    split: str,
+    tuned_side: _Side,
+    ref_side: _Side,
+    run: RunDir,
+    kind: str,
+    produce: str,
+    cfg: CompareConfig,
+    result: Comparison,
+) -> None:
     tuned = tuned_side.split(split, f"make eval (loraops eval model={cfg.run})")
     if ref_side.records.split_record(split) is None:
         result.missing[split] = produce
@@ -275,8 +320,13 @@ def _training_conversations(run: RunDir) -> list[list[dict[str, str]]] | None:
         return None
     try:
         cfg = run.read_config()  # read the files as the run read them: same format and column mapping
-        options = FormatOptions(cfg.get("data_format", "auto"), dict(cfg.get("columns") or {}), cfg.get("system_prompt"),
-                                True, cfg.get("preference", "refuse"))  # fmt: skip
+        options = FormatOptions(
+            cfg.get("data_format", "auto"),
+            dict(cfg.get("columns") or {}),
+            cfg.get("system_prompt"),
+            True,
+            cfg.get("preference", "refuse"),
+        )
         examples = load_examples([DataFile(p, "", p.name) for p in paths], options).examples
     except LoraopsError:
         return None
@@ -292,16 +342,21 @@ def format_table(result: Comparison, show_flips: int = 3) -> str:
         p = "" if r.p is None else f"{r.p:.3g}"
         lines.append(f"{r.split:<13}{r.metric:<13}{r.fine_tuned:>11.4g}{ref:>11}  {delta:<30}{p:>8}")
     for split, flips in result.flips.items():
-        lines.append(f"{split}: {len(flips['fixed'])} fixed, {len(flips['broken'])} broken "
-                     f"(by {result.primary_metric})")  # fmt: skip
+        lines.append(
+            f"{split}: {len(flips['fixed'])} fixed, {len(flips['broken'])} broken (by {result.primary_metric})"
+        )
         for kind in ("fixed", "broken"):
             for flip in flips[kind][:show_flips]:
-                lines.append(f"  {kind}: {flip['prompt'][:60]!r}: expected {flip['expected'][:40]!r}, "
-                             f"fine-tuned {flip['fine_tuned'][:40]!r}, reference {flip['reference'][:40]!r}")  # fmt: skip
+                lines.append(
+                    f"  {kind}: {flip['prompt'][:60]!r}: expected {flip['expected'][:40]!r}, "
+                    f"fine-tuned {flip['fine_tuned'][:40]!r}, reference {flip['reference'][:40]!r}"
+                )
     for split, o in result.overlap.items():
         if o["near"]:
-            lines.append(f"leakage: {o['near']} of {o['n']} {split} examples are also in the training data "
-                         f"({o['exact']} exactly)")  # fmt: skip
+            lines.append(
+                f"leakage: {o['near']} of {o['n']} {split} examples are also in the training data "
+                f"({o['exact']} exactly)"
+            )
     for split, produce in result.missing.items():
         lines.append(f"note: {result.reference} has no metrics for split {split!r}; produce them with: {produce}")
     lines.append(f"verdict: {result.verdict} against {result.reference}")

@@ -41,8 +41,13 @@ class EvalResult:
     metrics: dict[str, dict[str, float]]  # split (and "overall") -> metrics
 
 
-def load_model(target: EvalTarget, env: environment.Environment, merge: bool,
-               base_path: str | None = None, load_in_4bit: bool = False) -> tuple[Any, Any]:  # fmt: skip
+def load_model(
+    target: EvalTarget,
+    env: environment.Environment,
+    merge: bool,
+    base_path: str | None = None,
+    load_in_4bit: bool = False,
+) -> tuple[Any, Any]:
     """The base model, with the target's adapter applied (and merged, if asked; never into 4-bit weights)."""
     base_path = base_path or resolve_model_path(target.base_model)
     tokenizer = load_tokenizer(str(target.adapter_dir or base_path))
@@ -66,18 +71,30 @@ def _four_bit(cfg: EvalConfig, target: EvalTarget) -> bool:
     return four_bit
 
 
-def _predictions(examples: list[EvalExample], generations: list[Generation], bleu_tokenize: str) -> list[dict[str, Any]]:
+def _predictions(
+    examples: list[EvalExample], generations: list[Generation], bleu_tokenize: str
+) -> list[dict[str, Any]]:
     return [
-        {"id": example_id(e), "path": e.path, "line": e.line, "prompt": e.prompt[-1]["content"], "messages": e.prompt,
-         "reference": e.reference, "prediction": g.text, "stopped_at_eos": g.stopped, "new_tokens": g.new_tokens,
-         "scores": example_scores(g.text, e.reference, bleu_tokenize)}
+        {
+            "id": example_id(e),
+            "path": e.path,
+            "line": e.line,
+            "prompt": e.prompt[-1]["content"],
+            "messages": e.prompt,
+            "reference": e.reference,
+            "prediction": g.text,
+            "stopped_at_eos": g.stopped,
+            "new_tokens": g.new_tokens,
+            "scores": example_scores(g.text, e.reference, bleu_tokenize),
+        }
         for e, g in zip(examples, generations)
-    ]  # fmt: skip
+    ]
 
 
 def _split_metrics(rows: list[dict[str, Any]], bleu_tokenize: str) -> dict[str, float]:
-    metrics = summarize([r["scores"] for r in rows], [r["prediction"] for r in rows], [r["reference"] for r in rows],
-                        bleu_tokenize)  # fmt: skip
+    metrics = summarize(
+        [r["scores"] for r in rows], [r["prediction"] for r in rows], [r["reference"] for r in rows], bleu_tokenize
+    )
     metrics["stopped_at_eos_pct"] = round(100 * sum(r["stopped_at_eos"] for r in rows) / max(1, len(rows)), 2)
     return metrics
 
@@ -113,14 +130,26 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     if target.run_dir is not None:
         _record_in_run(RunDir(target.run_dir), metrics, records.folder, Settings.of(cfg))
     else:  # the base model (or a bare adapter): an MLflow run of its own
-        record_model_eval(target.name, target.base_model, "baseline" if cfg.baseline else "adapter", metrics,
-                          records.folder, Settings.of(cfg))  # fmt: skip
+        record_model_eval(
+            target.name,
+            target.base_model,
+            "baseline" if cfg.baseline else "adapter",
+            metrics,
+            records.folder,
+            Settings.of(cfg),
+        )
     return EvalResult(target, records.folder, metrics)
 
 
-def generate_and_score(model: Any, tokenizer: Any, examples: list[EvalExample], settings: GenerationSettings,
-                       batch_size: int, progress: bool = True,
-                       tokenize: str | None = None) -> tuple[dict[str, float], list[dict[str, Any]]]:  # fmt: skip
+def generate_and_score(
+    model: Any,
+    tokenizer: Any,
+    examples: list[EvalExample],
+    settings: GenerationSettings,
+    batch_size: int,
+    progress: bool = True,
+    tokenize: str | None = None,
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Generate an answer to every example and score it: the split's metrics and per-example rows.
 
     `loraops eval` and the validation during training both score through here, so their numbers agree.
@@ -132,8 +161,9 @@ def generate_and_score(model: Any, tokenizer: Any, examples: list[EvalExample], 
     return {**_split_metrics(rows, tokenize), "generation_s": round(time.monotonic() - started, 2)}, rows
 
 
-def _evaluate_split(model: Any, tokenizer: Any, examples: list[EvalExample], cfg: EvalConfig,
-                    base: dict[str, str | None]) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+def _evaluate_split(
+    model: Any, tokenizer: Any, examples: list[EvalExample], cfg: EvalConfig, base: dict[str, str | None]
+) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, Any]]:
     """Generate and score one split; its metrics, per-example rows and fingerprint."""
     settings = GenerationSettings(cfg.max_new_tokens, cfg.do_sample, cfg.temperature, cfg.top_p)
     tokenize = bleu_tokenizer(e.reference for e in examples)
@@ -142,16 +172,39 @@ def _evaluate_split(model: Any, tokenizer: Any, examples: list[EvalExample], cfg
 
 
 def _summary(m: dict[str, float]) -> str:
-    return (f"exact_match {m['exact_match']:.1f}%  jaccard {m['jaccard']:.3f}  rougeL {m['rougeL']:.3f}  "
-            f"bleu {m['bleu']:.1f}  stopped at EOS {m['stopped_at_eos_pct']:.0f}%  (n={m['n']})")  # fmt: skip
+    return (
+        f"exact_match {m['exact_match']:.1f}%  jaccard {m['jaccard']:.3f}  rougeL {m['rougeL']:.3f}  "
+        f"bleu {m['bleu']:.1f}  stopped at EOS {m['stopped_at_eos_pct']:.0f}%  (n={m['n']})"
+    )
 
 
-def _split_record(name: str, target: EvalTarget, cfg: EvalConfig, metrics: dict[str, float],
-                  fingerprint: dict[str, Any], four_bit: bool) -> dict[str, Any]:  # fmt: skip
-    settings = ("eval_dir", "batch_size", "max_new_tokens", "do_sample", "temperature", "top_p", "merge_adapter",
-                "limit", "seed", "bf16")  # fmt: skip
-    return {"split": name, "model": asdict(target), "metrics": metrics, "fingerprint": fingerprint,
-            "settings": {**{k: getattr(cfg, k) for k in settings}, "load_in_4bit": four_bit}}  # fmt: skip
+def _split_record(
+    name: str,
+    target: EvalTarget,
+    cfg: EvalConfig,
+    metrics: dict[str, float],
+    fingerprint: dict[str, Any],
+    four_bit: bool,
+) -> dict[str, Any]:
+    settings = (
+        "eval_dir",
+        "batch_size",
+        "max_new_tokens",
+        "do_sample",
+        "temperature",
+        "top_p",
+        "merge_adapter",
+        "limit",
+        "seed",
+        "bf16",
+    )
+    return {
+        "split": name,
+        "model": asdict(target),
+        "metrics": metrics,
+        "fingerprint": fingerprint,
+        "settings": {**{k: getattr(cfg, k) for k in settings}, "load_in_4bit": four_bit},
+    }
 
 
 def _record_in_run(run: RunDir, metrics: dict[str, dict[str, float]], folder: Path, tracking: Settings) -> None:

@@ -25,9 +25,17 @@ def example_id(example: EvalExample) -> str:
     return _sha256([example.prompt, example.reference])[:16]
 
 
-def split_fingerprint(examples: list[EvalExample], tokenizer: Any, base_model: dict[str, str | None],
-                      settings: GenerationSettings, seed: int, bleu_tokenize: str) -> dict[str, Any]:  # fmt: skip
-    sampling = {"temperature": settings.temperature, "top_p": settings.top_p, "seed": seed} if settings.do_sample else {}
+def split_fingerprint(
+    examples: list[EvalExample],
+    tokenizer: Any,
+    base_model: dict[str, str | None],
+    settings: GenerationSettings,
+    seed: int,
+    bleu_tokenize: str,
+) -> dict[str, Any]:
+    sampling = (
+        {"temperature": settings.temperature, "top_p": settings.top_p, "seed": seed} if settings.do_sample else {}
+    )
     return {
         "examples_sha256": _sha256([example_id(e) for e in examples]),
         "n": len(examples),

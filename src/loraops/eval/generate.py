@@ -17,8 +17,9 @@ class GenerationSettings:
     top_p: float = 1.0
 
     @classmethod
-    def sampling(cls, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-                 do_sample: bool = False) -> GenerationSettings:  # fmt: skip
+    def sampling(
+        cls, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, do_sample: bool = False
+    ) -> GenerationSettings:
         """OpenAI's convention: temperature 0 is greedy, above 0 samples (as does do_sample, at 1.0 then)."""
         sample = do_sample or temperature > 0
         return cls(max_new_tokens, sample, temperature if temperature > 0 else 1.0, top_p)
@@ -47,8 +48,14 @@ def encode_prompts(tokenizer: Any, prompts: list[list[Message]]) -> list[list[in
     return [tokenize_prompt(tokenizer, messages) for messages in prompts]
 
 
-def generate(model: Any, tokenizer: Any, prompts: list[list[Message]], settings: GenerationSettings,
-             batch_size: int = 16, progress: bool = True) -> list[Generation]:  # fmt: skip
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[Message]],
+    settings: GenerationSettings,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> list[Generation]:
     """Generate an answer for every prompt; output order matches input order."""
     import torch
     from tqdm.auto import tqdm
@@ -61,11 +68,13 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[Message]], settings:
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     device = next(model.parameters()).device
     for batch in tqdm(batches, desc="generating", unit="batch", disable=not progress):
-        padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, padding=True,
-                               padding_side="left", return_tensors="pt").to(device)  # fmt: skip
+        padded = tokenizer.pad(
+            {"input_ids": [encoded[i] for i in batch]}, padding=True, padding_side="left", return_tensors="pt"
+        ).to(device)
         with torch.inference_mode():
-            out = model.generate(**padded, **settings.kwargs(), eos_token_id=stops,
-                                 pad_token_id=tokenizer.pad_token_id, use_cache=True)  # fmt: skip
+            out = model.generate(
+                **padded, **settings.kwargs(), eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, use_cache=True
+            )
         new = out[:, padded["input_ids"].shape[1] :].tolist()
         for index, tokens in zip(batch, new):
             results[index] = _decode(tokenizer, tokens, stops)
@@ -75,4 +84,6 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[Message]], settings:
 def _decode(tokenizer: Any, tokens: list[int], stops: list[int]) -> Generation:
     end = next((i for i, t in enumerate(tokens) if t in stops), None)
     kept = tokens if end is None else tokens[:end]
-    return Generation(tokenizer.decode(kept, skip_special_tokens=True).strip(), len(kept) + (end is not None), end is not None)
+    return Generation(
+        tokenizer.decode(kept, skip_special_tokens=True).strip(), len(kept) + (end is not None), end is not None
+    )

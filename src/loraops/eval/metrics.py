@@ -80,8 +80,9 @@ def bleu_from_stats(stats: Any) -> float:
     return float(bleu_metric("13a")._compute_score_from_stats(list(stats)).score)
 
 
-def summarize(per: list[dict[str, float]], predictions: list[str], references: list[str],
-              bleu_tokenize: str = "13a") -> dict[str, float]:  # fmt: skip
+def summarize(
+    per: list[dict[str, float]], predictions: list[str], references: list[str], bleu_tokenize: str = "13a"
+) -> dict[str, float]:
     """Split-level metrics from per-example scores already computed (by example_scores)."""
     n = len(per)
     if n == 0:

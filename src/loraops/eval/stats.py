@@ -32,8 +32,14 @@ def mean_of_rows(batch: np.ndarray) -> np.ndarray:
     return batch.mean(axis=-1)
 
 
-def bootstrap_delta(tuned: np.ndarray, reference: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray],
-                    resamples: int, seed: int, alpha: float) -> PairedDelta:  # fmt: skip
+def bootstrap_delta(
+    tuned: np.ndarray,
+    reference: np.ndarray,
+    statistic: Callable[[np.ndarray], np.ndarray],
+    resamples: int,
+    seed: int,
+    alpha: float,
+) -> PairedDelta:
     """Resample example indices (the same for both sides) and recompute `statistic` on each side.
 
     `tuned` and `reference` hold one row per example (a score, or a row of BLEU statistics);
@@ -51,8 +57,15 @@ def bootstrap_delta(tuned: np.ndarray, reference: np.ndarray, statistic: Callabl
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # identical sides make a degenerate distribution; handled below
-        result = bootstrap((np.arange(len(tuned)),), diff, vectorized=True, n_resamples=resamples,
-                           confidence_level=1 - alpha, method="percentile", random_state=np.random.default_rng(seed))  # fmt: skip
+        result = bootstrap(
+            (np.arange(len(tuned)),),
+            diff,
+            vectorized=True,
+            n_resamples=resamples,
+            confidence_level=1 - alpha,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
     samples = np.asarray(result.bootstrap_distribution)
     # Never 0: with B resamples, the bootstrap can only say p < 1/B.
     p = min(1.0, max(1 / len(samples), 2 * min(np.mean(samples <= 0), np.mean(samples >= 0))))

@@ -34,8 +34,10 @@ def baseline_name(model_name: str) -> str:
 def resolve_target(model: str, model_name: str | None, baseline: bool) -> EvalTarget:
     run, adapter = find_run(model)
     if adapter is None and (not baseline or model_name is None):
-        raise LoraopsError(f"model={model}: no such run; train one first (`make train`)"
-                           + ("" if not baseline else " or name the base model with model_name=..."))  # fmt: skip
+        raise LoraopsError(
+            f"model={model}: no such run; train one first (`make train`)"
+            + ("" if not baseline else " or name the base model with model_name=...")
+        )
     base = model_name or (run.base_model() if run else _adapter_base(adapter))  # type: ignore[arg-type]
     if baseline:
         return EvalTarget(baseline_name(base), base, None, None)
@@ -60,8 +62,10 @@ def resolve_model(spec: str) -> EvalTarget:
     if adapter is not None:
         return _adapter_target(run, adapter, run.base_model() if run else _adapter_base(adapter))
     if looks_like_path(spec):
-        raise LoraopsError(f"{spec}: no run, adapter or model folder there; train a run first (`make train`), "
-                           "or name a model instead, e.g. `default` for the untouched default model")  # fmt: skip
+        raise LoraopsError(
+            f"{spec}: no run, adapter or model folder there; train a run first (`make train`), "
+            "or name a model instead, e.g. `default` for the untouched default model"
+        )
     return EvalTarget(spec, spec, None, None)  # a model name: resolve_model_path finds it
 
 

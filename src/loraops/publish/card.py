@@ -18,10 +18,27 @@ DEFAULT_BASE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_LICENSE = "apache-2.0"
 # The metrics shown per split; the rest are in the run's metrics and the comparison record.
 CARD_METRICS = (("exact_match", "exact match %"), ("rougeL", "ROUGE-L"), ("bleu", "BLEU"))
-HYPERPARAMETERS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "use_dora", "use_rslora",
-                   "lora_init", "lora_modules_to_save", "load_in_4bit", "epochs", "max_steps", "batch_size",
-                   "gradient_accumulation_steps", "lr", "lr_scheduler_type", "warmup_ratio", "weight_decay",
-                   "max_length", "seed")  # fmt: skip
+HYPERPARAMETERS = (
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "use_dora",
+    "use_rslora",
+    "lora_init",
+    "lora_modules_to_save",
+    "load_in_4bit",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "lr",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "weight_decay",
+    "max_length",
+    "seed",
+)
 
 
 @dataclass(frozen=True)
@@ -119,14 +136,20 @@ def _eval_section(c: CardInputs) -> list[str]:
     if c.comparison is None:
         return lines + ["Not evaluated against a reference."]
     cmp = c.comparison
-    lines.append(f"Against `{cmp.reference}` ({cmp.reference_kind}); each cell is reference → fine-tuned, then "
-                 f"the paired delta of {cmp.primary_metric} with its {1 - cmp.alpha:.0%} bootstrap interval and p.")
-    lines += ["", "| split | " + " | ".join(label for _, label in CARD_METRICS) + " | delta [interval] | p | fixed / broken |"]
+    lines.append(
+        f"Against `{cmp.reference}` ({cmp.reference_kind}); each cell is reference → fine-tuned, then "
+        f"the paired delta of {cmp.primary_metric} with its {1 - cmp.alpha:.0%} bootstrap interval and p."
+    )
+    lines += [
+        "",
+        "| split | " + " | ".join(label for _, label in CARD_METRICS) + " | delta [interval] | p | fixed / broken |",
+    ]
     lines.append("| --- |" + " --- |" * (len(CARD_METRICS) + 3))
     for split in dict.fromkeys(r.split for r in cmp.rows):  # in the comparison's order, once each
         row = {r.metric: r for r in cmp.rows if r.split == split}
-        cells = [f"{_fmt(row[m].reference)} → {_fmt(row[m].fine_tuned)}" if m in row else "n/a"
-                 for m, _ in CARD_METRICS]  # fmt: skip
+        cells = [
+            f"{_fmt(row[m].reference)} → {_fmt(row[m].fine_tuned)}" if m in row else "n/a" for m, _ in CARD_METRICS
+        ]
         primary = row.get(cmp.primary_metric)
         if primary is not None and primary.delta is not None:
             cells += [f"{primary.delta:+.4g} [{primary.low:+.4g}, {primary.high:+.4g}]", f"{primary.p:.3g}"]
@@ -147,18 +170,25 @@ def _usage(c: CardInputs) -> list[str]:
         load = [f'model = AutoModelForCausalLM.from_pretrained("{c.load_from}")']
         imports = "from transformers import AutoModelForCausalLM, AutoTokenizer"
     else:
-        load = [f'base = AutoModelForCausalLM.from_pretrained("{base}")',
-                f'model = PeftModel.from_pretrained(base, "{c.load_from}")']  # fmt: skip
+        load = [
+            f'base = AutoModelForCausalLM.from_pretrained("{base}")',
+            f'model = PeftModel.from_pretrained(base, "{c.load_from}")',
+        ]
         imports = "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer"
     return [
-        "## Usage", "", "```python", imports, "", *load,
+        "## Usage",
+        "",
+        "```python",
+        imports,
+        "",
+        *load,
         f'tok = AutoTokenizer.from_pretrained("{c.load_from}")',
         'ids = tok.apply_chat_template([{"role": "user", "content": "..."}], add_generation_prompt=True,',
         '                              return_tensors="pt", return_dict=True)',
-        'out = model.generate(**ids, max_new_tokens=64)',
+        "out = model.generate(**ids, max_new_tokens=64)",
         'print(tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True))',
         "```",
-    ]  # fmt: skip
+    ]
 
 
 def render_card(c: CardInputs) -> str:

@@ -48,13 +48,17 @@ def check_gate(run: RunDir, compare_cfg: CompareConfig | None = None, *, force: 
         return GateResult(None, True, reason)
     except LoraopsError as exc:  # not comparable, or a broken record: say exactly that
         if not force:
-            raise GateError(f"refusing to publish: the comparison failed: {exc}; use --force to publish anyway") from None
+            raise GateError(
+                f"refusing to publish: the comparison failed: {exc}; use --force to publish anyway"
+            ) from None
         return GateResult(None, True, f"{run.name} could not be compared with its reference")
     problems = [f"{result.verdict}: {'; '.join(result.reasons)}"] if not result.improved else []
     problems += _leakage(result, cfg.max_overlap)
     if not problems:
         return GateResult(result, False, None)
-    reason = f"{run.name} did not beat its reference {result.reference} ({result.reference_kind}): {' / '.join(problems)}"
+    reason = (
+        f"{run.name} did not beat its reference {result.reference} ({result.reference_kind}): {' / '.join(problems)}"
+    )
     if not force:
         message = f"refusing to publish: {reason}; use --force to publish anyway\n{format_table(result)}"
         raise NotImprovedError(message, result)
@@ -63,5 +67,8 @@ def check_gate(run: RunDir, compare_cfg: CompareConfig | None = None, *, force: 
 
 def _leakage(result: Comparison, max_overlap: float) -> list[str]:
     """Splits whose examples are too often in the training data: their scores measure memory, not skill."""
-    return [f"{o['near']} of {o['n']} {split} examples are also training data (allowed: {max_overlap:.0%})"
-            for split, o in result.overlap.items() if o["share"] > max_overlap]  # fmt: skip
+    return [
+        f"{o['near']} of {o['n']} {split} examples are also training data (allowed: {max_overlap:.0%})"
+        for split, o in result.overlap.items()
+        if o["share"] > max_overlap
+    ]

@@ -56,8 +56,6 @@ def hub_token(token: str | None = None) -> str:
     return found
 
 
-
-
 def _connection_errors() -> tuple[type[BaseException], ...]:
     errors: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)  # OfflineModeIsEnabled included
     try:
@@ -120,8 +118,7 @@ def upload(folder: Path, repo_id: str, *, public: bool, token: str, endpoint: st
     try:
         repo = api.create_repo(repo_id, private=not public, exist_ok=True).repo_id
         _check_visibility(api, repo, public)
-        api.upload_folder(repo_id=repo, folder_path=folder, commit_message=message,
-                          delete_patterns=STALE_MODEL_FILES)  # fmt: skip
+        api.upload_folder(repo_id=repo, folder_path=folder, commit_message=message, delete_patterns=STALE_MODEL_FILES)
     except LoraopsError:
         raise
     except Exception as exc:
@@ -136,14 +133,26 @@ def upload(folder: Path, repo_id: str, *, public: bool, token: str, endpoint: st
     return repo
 
 
-def publish_hub(model_path: str = "outputs/runs/latest", *, repo_id: str | None = None, public: bool = False,
-                merged: bool = False, force: bool = False, token: str | None = None, endpoint: str | None = None,
-                compare_cfg: CompareConfig | None = None) -> PublishResult:
+def publish_hub(
+    model_path: str = "outputs/runs/latest",
+    *,
+    repo_id: str | None = None,
+    public: bool = False,
+    merged: bool = False,
+    force: bool = False,
+    token: str | None = None,
+    endpoint: str | None = None,
+    compare_cfg: CompareConfig | None = None,
+) -> PublishResult:
     """Upload a run to the Hub (private unless `public`) and make it the reference for `compare`.
 
     `token` and `endpoint` default to HF_TOKEN (or huggingface_hub's stored login) and HF_ENDPOINT.
     """
-    repo, secret, url_root = hub_repo_id(repo_id), hub_token(token), (endpoint or hub_endpoint()).rstrip("/")  # before any work
+    repo, secret, url_root = (
+        hub_repo_id(repo_id),
+        hub_token(token),
+        (endpoint or hub_endpoint()).rstrip("/"),
+    )  # before any work
     compare_cfg = compare_cfg or CompareConfig()
     run = resolve_run(model_path)
     gate = check_gate(run, compare_cfg, force=force)
@@ -151,8 +160,9 @@ def publish_hub(model_path: str = "outputs/runs/latest", *, repo_id: str | None 
     Path(compare_cfg.artifacts_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=compare_cfg.artifacts_dir, prefix=".hub-staging-") as tmp:
         folder = Path(tmp) / run.name
-        files = stage(run, folder, merged=merged, gate=gate, compare_cfg=compare_cfg, load_from=repo,
-                      records=False, public=True)  # fmt: skip
+        files = stage(
+            run, folder, merged=merged, gate=gate, compare_cfg=compare_cfg, load_from=repo, records=False, public=True
+        )
         visibility = "public" if public else "private"
         log.info("uploading %d files of %s to %s (%s)", len(files), run.name, repo, visibility)
         message = f"loraops: publish run {run.name}"
@@ -162,5 +172,14 @@ def publish_hub(model_path: str = "outputs/runs/latest", *, repo_id: str | None 
     reference = record_reference(run, f"hf:{repo}", compare_cfg.reference_file or "", registered)
     forced = " (forced past the gate)" if gate.forced else ""
     log.info("published %s to %s/%s%s", run.name, url_root, repo, forced)
-    return PublishResult(run.name, run.path, f"hf:{repo}", merged, gate.forced, gate.comparison, files,
-                         url=f"{url_root}/{repo}", reference=reference)  # fmt: skip
+    return PublishResult(
+        run.name,
+        run.path,
+        f"hf:{repo}",
+        merged,
+        gate.forced,
+        gate.comparison,
+        files,
+        url=f"{url_root}/{repo}",
+        reference=reference,
+    )

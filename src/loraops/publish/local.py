@@ -55,8 +55,13 @@ def _swap_in(tmp: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def publish_local(model_path: str = "outputs/runs/latest", *, merged: bool = False, force: bool = False,
-                  compare_cfg: CompareConfig | None = None) -> PublishResult:  # fmt: skip
+def publish_local(
+    model_path: str = "outputs/runs/latest",
+    *,
+    merged: bool = False,
+    force: bool = False,
+    compare_cfg: CompareConfig | None = None,
+) -> PublishResult:
     """Copy a run's model, card and records to <artifacts_dir>/models/<run>/ and make it the reference.
 
     The artifacts folder, the metrics the gate reads and the reference record all come from `compare_cfg`.
@@ -70,8 +75,16 @@ def publish_local(model_path: str = "outputs/runs/latest", *, merged: bool = Fal
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        files = stage(run, tmp, merged=merged, gate=gate, compare_cfg=compare_cfg, load_from=portable_path(dest),
-                      records=True, public=False)  # fmt: skip
+        files = stage(
+            run,
+            tmp,
+            merged=merged,
+            gate=gate,
+            compare_cfg=compare_cfg,
+            load_from=portable_path(dest),
+            records=True,
+            public=False,
+        )
         _swap_in(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-copied folder behind
@@ -80,5 +93,6 @@ def publish_local(model_path: str = "outputs/runs/latest", *, merged: bool = Fal
     registered = register(run, Publication(dest, merged, gate.comparison, gate.forced, destination), compare_cfg)
     reference = record_reference(run, destination, compare_cfg.reference_file or "", registered)
     log.info("published %s to %s%s", run.name, dest, " (forced past the gate)" if gate.forced else "")
-    return PublishResult(run.name, run.path, destination, merged, gate.forced, gate.comparison, files,
-                         path=dest, reference=reference)  # fmt: skip
+    return PublishResult(
+        run.name, run.path, destination, merged, gate.forced, gate.comparison, files, path=dest, reference=reference
+    )

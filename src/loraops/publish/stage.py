@@ -78,15 +78,33 @@ def build_card(run: RunDir, *, merged: bool, gate: GateResult, load_from: str, v
     config = run.read_config()
     hub_id, label, license_ = base_model_info(run.base_model())
     inputs = CardInputs(
-        run=run.name, config=config, metrics=run.read_metrics(), manifest=run.read_manifest(), base_model=hub_id,
-        base_label=label, license=license_, merged=merged, comparison=gate.comparison,
-        forced_reason=gate.reason if gate.forced else None, load_from=load_from, verification=verification,
-    )  # fmt: skip
+        run=run.name,
+        config=config,
+        metrics=run.read_metrics(),
+        manifest=run.read_manifest(),
+        base_model=hub_id,
+        base_label=label,
+        license=license_,
+        merged=merged,
+        comparison=gate.comparison,
+        forced_reason=gate.reason if gate.forced else None,
+        load_from=load_from,
+        verification=verification,
+    )
     return render_card(inputs)
 
 
-def stage(run: RunDir, dest: Path, *, merged: bool, gate: GateResult, compare_cfg: CompareConfig, load_from: str,
-          records: bool, public: bool) -> list[str]:  # fmt: skip
+def stage(
+    run: RunDir,
+    dest: Path,
+    *,
+    merged: bool,
+    gate: GateResult,
+    compare_cfg: CompareConfig,
+    load_from: str,
+    records: bool,
+    public: bool,
+) -> list[str]:
     """Fill the empty folder `dest` with the model, prove it is the evaluated one, then add its card and
     (if `records`) the run's records. Returns the staged files, relative to `dest`.
 

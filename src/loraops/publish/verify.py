@@ -22,8 +22,9 @@ from loraops.runs import RunDir
 log = logging.getLogger(__name__)
 
 
-def _load_published(folder: Path, run: RunDir, merged: bool, env: environment.Environment,
-                    merge_like_eval: bool, four_bit: bool) -> tuple[Any, Any]:  # fmt: skip
+def _load_published(
+    folder: Path, run: RunDir, merged: bool, env: environment.Environment, merge_like_eval: bool, four_bit: bool
+) -> tuple[Any, Any]:
     tokenizer = load_tokenizer(str(folder))
     if merged:
         return load_causal_lm(str(folder), env.torch_dtype).to(env.device).eval(), tokenizer
@@ -48,22 +49,34 @@ def verify_published(folder: Path, run: RunDir, merged: bool, cfg: CompareConfig
         return "not checked: the evaluation sampled, so its answers cannot be reproduced"
     four_bit = bool(settings.get("load_in_4bit"))
     if four_bit and merged:
-        return ("not checked: eval generated on the 4-bit (QLoRA) base, and the merged model is 16-bit, so "
-                "their answers may differ; evaluate the published folder to measure it")  # fmt: skip
+        return (
+            "not checked: eval generated on the 4-bit (QLoRA) base, and the merged model is 16-bit, so "
+            "their answers may differ; evaluate the published folder to measure it"
+        )
     if four_bit:
         check_4bit_supported()
     rows = records.predictions(cfg.primary_split)[: cfg.verify_samples]
     env = environment.detect(bool(settings.get("bf16", True)), None)
     model, tokenizer = _load_published(folder, run, merged, env, bool(settings.get("merge_adapter", True)), four_bit)
-    again = generate(model, tokenizer, [r["messages"] for r in rows], GenerationSettings(settings["max_new_tokens"]),
-                     batch_size=int(settings.get("batch_size", 16)), progress=False)  # fmt: skip
+    again = generate(
+        model,
+        tokenizer,
+        [r["messages"] for r in rows],
+        GenerationSettings(settings["max_new_tokens"]),
+        batch_size=int(settings.get("batch_size", 16)),
+        progress=False,
+    )
     for row, new in zip(rows, again):
         if new.text != row["prediction"]:
-            raise LoraopsError(f"the files to publish do not reproduce the evaluated model: {row.get('path')}:"
-                               f"{row.get('line')} was answered {row['prediction']!r} in evaluation, but "
-                               f"{new.text!r} by the staged {'merged model' if merged else 'adapter'}; nothing was "
-                               "published")  # fmt: skip
+            raise LoraopsError(
+                f"the files to publish do not reproduce the evaluated model: {row.get('path')}:"
+                f"{row.get('line')} was answered {row['prediction']!r} in evaluation, but "
+                f"{new.text!r} by the staged {'merged model' if merged else 'adapter'}; nothing was "
+                "published"
+            )
     kind = "merged model" if merged else "adapter, on its base model"
     log.info("published files verified on %d %s examples", len(rows), cfg.primary_split)
-    return (f"the {kind} was loaded from the published files and regenerated {len(rows)} {cfg.primary_split} "
-            "examples greedily; every answer matches the evaluated prediction")
+    return (
+        f"the {kind} was loaded from the published files and regenerated {len(rows)} {cfg.primary_split} "
+        "examples greedily; every answer matches the evaluated prediction"
+    )

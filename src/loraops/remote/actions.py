@@ -65,8 +65,9 @@ def push(settings: RemoteSettings) -> int:
     ever goes to a folder that an earlier push marked as a loraops copy, or to an empty one.
     """
     _check_push_target(settings)
-    _rsync(settings, f"{settings.local_dir}/", remote_path(settings) + "/", "pushing the project",
-           push_options(settings))  # fmt: skip
+    _rsync(
+        settings, f"{settings.local_dir}/", remote_path(settings) + "/", "pushing the project", push_options(settings)
+    )
     print(f"pushed {settings.local_dir} to {remote_path(settings)}")
     return 0
 
@@ -82,10 +83,12 @@ def _check_push_target(settings: RemoteSettings) -> None:
             f"does not have. Choose a new or empty folder (REMOTE_DIR=...), or, if it is a copy of this project "
             f"pushed by an older loraops, mark it as one: ssh {settings.destination} touch "
             f"{shlex.quote(settings.remote_dir + '/' + PUSH_MARKER)}"
-        )  # fmt: skip
+        )
     if answer == "home":
-        raise RemoteError(f"{where} is the home folder (or /) on the server; a push needs a folder of its own, "
-                          "e.g. REMOTE_DIR=loraops")  # fmt: skip
+        raise RemoteError(
+            f"{where} is the home folder (or /) on the server; a push needs a folder of its own, "
+            "e.g. REMOTE_DIR=loraops"
+        )
     if answer == "notdir":
         raise RemoteError(f"{where} is a file, not a folder; choose another REMOTE_DIR")
     raise RemoteError(f"checking {where} failed: unexpected answer {answer!r}")
@@ -104,9 +107,12 @@ def train(
 
 
 def evaluate(
-    settings: RemoteSettings, config_name: str = "eval", overrides: Sequence[str] = (), detach: bool = False,
+    settings: RemoteSettings,
+    config_name: str = "eval",
+    overrides: Sequence[str] = (),
+    detach: bool = False,
     metrics_dir: str | None = None,
-) -> JobResult:  # fmt: skip
+) -> JobResult:
     """`loraops eval` (or, with config_name="eval_baseline", the base model) there; pull the run and metrics.
 
     `metrics_dir` is the composed eval config's output_dir, the same folder on both sides.
@@ -127,9 +133,12 @@ def logs(settings: RemoteSettings, job: str | None = None, follow: bool = True) 
 
 
 def pull(
-    settings: RemoteSettings, run: str | None = None, runs_dir: str | None = None, metrics_dir: str | None = None,
+    settings: RemoteSettings,
+    run: str | None = None,
+    runs_dir: str | None = None,
+    metrics_dir: str | None = None,
     job: str | None = None,
-) -> PullResult:  # fmt: skip
+) -> PullResult:
     """Bring a run and the metrics folder home and fix the local `latest`.
 
     The run is `job`'s run, else the run named `run` in `runs_dir`, else the remote `latest` there;
@@ -175,8 +184,10 @@ def _job(
     try:
         code = wait_job(settings, job)
     except KeyboardInterrupt:
-        print(f"\nstopped waiting; job {job} keeps running on the server: `loraops remote logs` follows it",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"\nstopped waiting; job {job} keeps running on the server: `loraops remote logs` follows it",
+            file=sys.stderr,
+        )
         raise
     log = pull_job(settings, job)
     run_dir = None
@@ -229,7 +240,9 @@ def _pull_metrics(settings: RemoteSettings, metrics_dir: str) -> Path | None:
     if _ssh(settings, remote_script(settings, probe), "looking for metrics").strip() != "yes":
         return None
     local.mkdir(parents=True, exist_ok=True)
-    source = f"{settings.destination}:{metrics_dir}" if metrics_dir.startswith("/") else remote_path(settings, metrics_dir)
+    source = (
+        f"{settings.destination}:{metrics_dir}" if metrics_dir.startswith("/") else remote_path(settings, metrics_dir)
+    )
     # No --delete: metrics of runs evaluated here, or pulled from another server, stay.
     _rsync(settings, source.rstrip("/") + "/", str(local) + "/", "pulling metrics")
     return local

@@ -18,9 +18,24 @@ JOB_RUN_FILE = "run"  # in the job folder: the path of the run folder the job's 
 PUSH_MARKER = ".loraops-push"
 # Never synced: secrets (.env, .env.local, data/.env, ... at any depth), local state, caches, and what
 # `make install` rebuilds on the server. Excluded paths on the server are also safe from --delete.
-PUSH_EXCLUDES = (".env*", f"/{PUSH_MARKER}", "/.venv/", "/outputs/", "/artifacts/", "/models/", "/mlruns/", "/build/",
-                 "/dist/", "__pycache__/", "*.pyc", "*.egg-info/", ".pytest_cache/", ".mypy_cache/",
-                 ".ruff_cache/", "/.git/")  # fmt: skip
+PUSH_EXCLUDES = (
+    ".env*",
+    f"/{PUSH_MARKER}",
+    "/.venv/",
+    "/outputs/",
+    "/artifacts/",
+    "/models/",
+    "/mlruns/",
+    "/build/",
+    "/dist/",
+    "__pycache__/",
+    "*.pyc",
+    "*.egg-info/",
+    ".pytest_cache/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+    "/.git/",
+)
 # Every .gitignore's patterns, in every folder, excluded too (rsync reads them as it goes).
 GITIGNORE_FILTER = "--filter=:- .gitignore"
 
@@ -62,11 +77,19 @@ exec .venv/bin/loraops devices
 """
 
 
-
 def ssh_base(settings: RemoteSettings) -> list[str]:
     """ssh and its options, without destination: shared by ssh calls and rsync's -e."""
-    argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15",
-            "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]  # fmt: skip
+    argv = [
+        "ssh",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=15",
+        "-o",
+        "ServerAliveInterval=15",
+        "-o",
+        "ServerAliveCountMax=4",
+    ]
     if settings.port:
         argv += ["-p", str(settings.port)]
     if settings.ssh_key:
@@ -93,7 +116,11 @@ def push_options(settings: RemoteSettings) -> list[str]:
 
 
 def push_check_command(settings: RemoteSettings) -> list[str]:
-    argv = [*ssh_base(settings), settings.destination, shlex.join(["sh", "-c", PUSH_CHECK_SCRIPT, "sh", settings.remote_dir])]
+    argv = [
+        *ssh_base(settings),
+        settings.destination,
+        shlex.join(["sh", "-c", PUSH_CHECK_SCRIPT, "sh", settings.remote_dir]),
+    ]
     check_no_secrets(argv)
     return argv
 
@@ -118,9 +145,14 @@ def job_start_script(settings: RemoteSettings, job: str, command: Sequence[str])
     """Start `command` detached on the server; returns at once, leaving the job's pid behind."""
     jdir = shlex.quote(f"{JOBS_DIR}/{job}")
     full = shlex.join(["nohup", "sh", "-c", JOB_WRAPPER, "sh", f"{JOBS_DIR}/{job}", *env_prefix(settings), *command])
-    return remote_script(settings, f"mkdir -p {jdir}", f": >{jdir}/job.log",
-                         f"ln -sfn {shlex.quote(job)} {JOBS_DIR}/latest",
-                         f"{full} </dev/null >/dev/null 2>&1 &", f"echo $! >{jdir}/pid")  # fmt: skip
+    return remote_script(
+        settings,
+        f"mkdir -p {jdir}",
+        f": >{jdir}/job.log",
+        f"ln -sfn {shlex.quote(job)} {JOBS_DIR}/latest",
+        f"{full} </dev/null >/dev/null 2>&1 &",
+        f"echo $! >{jdir}/pid",
+    )
 
 
 def loraops_command(action: str, config_name: str, overrides: Sequence[str]) -> list[str]:
@@ -136,4 +168,3 @@ def check_no_secrets(argv: Sequence[str], environ: Mapping[str, str] | None = No
     name = leaked_secret("\n".join(argv), os.environ if environ is None else environ)
     if name:
         raise RemoteError(f"refusing to send the value of {name} to the server")
-

@@ -75,10 +75,17 @@ def start_job(settings: RemoteSettings, action: str, command: Sequence[str]) -> 
 def job_status(settings: RemoteSettings, job: str) -> int | None:
     """The job's exit code, or None while it runs; a job that died without one counts as failed (1)."""
     jdir = shlex.quote(f"{JOBS_DIR}/{job}")
-    out = _ssh(settings, remote_script(settings, f"if [ ! -d {jdir} ]; then echo missing; "
-                                                 f"elif [ -f {jdir}/exit_code ]; then cat {jdir}/exit_code; "
-                                                 f"elif kill -0 \"$(cat {jdir}/pid)\" 2>/dev/null; then echo running; "
-                                                 "else echo died; fi"), "reading the job status").strip()  # fmt: skip
+    out = _ssh(
+        settings,
+        remote_script(
+            settings,
+            f"if [ ! -d {jdir} ]; then echo missing; "
+            f"elif [ -f {jdir}/exit_code ]; then cat {jdir}/exit_code; "
+            f'elif kill -0 "$(cat {jdir}/pid)" 2>/dev/null; then echo running; '
+            "else echo died; fi",
+        ),
+        "reading the job status",
+    ).strip()
     if out == "running":
         return None
     if out == "missing":
@@ -89,7 +96,7 @@ def job_status(settings: RemoteSettings, job: str) -> int | None:
 def _follow(settings: RemoteSettings, job: str, offset: int) -> tuple[int, int]:
     """Stream the job log from byte `offset` until the job exits; returns (ssh status, new offset)."""
     jdir = shlex.quote(f"{JOBS_DIR}/{job}")
-    script = remote_script(settings, f"exec tail -c +{offset + 1} -f --pid=\"$(cat {jdir}/pid)\" {jdir}/job.log")
+    script = remote_script(settings, f'exec tail -c +{offset + 1} -f --pid="$(cat {jdir}/pid)" {jdir}/job.log')
     proc = subprocess.Popen(ssh_argv(settings, script), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     assert proc.stdout is not None
@@ -114,8 +121,10 @@ def wait_job(settings: RemoteSettings, job: str, follow: bool = True) -> int:
         if code is not None:
             return code
         if failures > _RECONNECTS:
-            raise RemoteError(f"lost the connection to {settings.destination}; job {job} keeps running there: "
-                              "`loraops remote logs` follows it, `loraops remote pull` fetches its run")  # fmt: skip
+            raise RemoteError(
+                f"lost the connection to {settings.destination}; job {job} keeps running there: "
+                "`loraops remote logs` follows it, `loraops remote pull` fetches its run"
+            )
         time.sleep(min(2**failures, 30) if failures else 2)
 
 
@@ -139,4 +148,3 @@ def pull_job(settings: RemoteSettings, job: str) -> Path:
     local.mkdir(parents=True, exist_ok=True)
     _rsync(settings, remote_path(settings, JOBS_DIR, job) + "/", str(local) + "/", "pulling the job log")
     return local / "job.log"
-

@@ -17,10 +17,19 @@ from loraops.errors import LoraopsError
 
 FORWARDED_ENV = ("CUDA_VISIBLE_DEVICES", "HF_HOME")
 # Settings keys: environment / .env name -> `remote:` config key.
-_KEYS = {"REMOTE_HOST": "host", "REMOTE_USER": "user", "REMOTE_DIR": "dir", "REMOTE_PORT": "port",
-         "REMOTE_SSH_KEY": "ssh_key", "REMOTE_SSH_OPTS": "ssh_options", "REMOTE_PYTHON": "python",
-         "REMOTE_PACKAGES_FROM": "packages_from", "REMOTE_PUSH_GITIGNORED": "push_gitignored",
-         "CUDA_VISIBLE_DEVICES": "cuda_visible_devices", "HF_HOME": "hf_home"}  # fmt: skip
+_KEYS = {
+    "REMOTE_HOST": "host",
+    "REMOTE_USER": "user",
+    "REMOTE_DIR": "dir",
+    "REMOTE_PORT": "port",
+    "REMOTE_SSH_KEY": "ssh_key",
+    "REMOTE_SSH_OPTS": "ssh_options",
+    "REMOTE_PYTHON": "python",
+    "REMOTE_PACKAGES_FROM": "packages_from",
+    "REMOTE_PUSH_GITIGNORED": "push_gitignored",
+    "CUDA_VISIBLE_DEVICES": "cuda_visible_devices",
+    "HF_HOME": "hf_home",
+}
 
 
 class RemoteError(LoraopsError):
@@ -84,12 +93,18 @@ def load_settings(
     forward = tuple((name, str(get(name))) for name in FORWARDED_ENV if get(name) not in (None, ""))
     forward += _tracking_server(sources)
     settings = RemoteSettings(
-        host=str(host), dir=str(get("REMOTE_DIR") or "loraops"), user=_str_or_none(get("REMOTE_USER")),
-        port=_port(get("REMOTE_PORT")), ssh_key=_str_or_none(get("REMOTE_SSH_KEY")),
+        host=str(host),
+        dir=str(get("REMOTE_DIR") or "loraops"),
+        user=_str_or_none(get("REMOTE_USER")),
+        port=_port(get("REMOTE_PORT")),
+        ssh_key=_str_or_none(get("REMOTE_SSH_KEY")),
         ssh_options=tuple(shlex.split(opts) if isinstance(opts, str) else map(str, opts)),
-        python=str(get("REMOTE_PYTHON") or "python3"), packages_from=_str_or_none(get("REMOTE_PACKAGES_FROM")),
-        forward_env=forward, local_dir=local_dir, push_gitignored=_flag(get("REMOTE_PUSH_GITIGNORED")),
-    )  # fmt: skip
+        python=str(get("REMOTE_PYTHON") or "python3"),
+        packages_from=_str_or_none(get("REMOTE_PACKAGES_FROM")),
+        forward_env=forward,
+        local_dir=local_dir,
+        push_gitignored=_flag(get("REMOTE_PUSH_GITIGNORED")),
+    )
     validate(settings)
     return settings
 
@@ -133,6 +148,7 @@ def validate(settings: RemoteSettings) -> None:
     if settings.user is not None and not _USER.fullmatch(settings.user):
         raise RemoteError(f"REMOTE_USER={settings.user!r} is not a user name")
     if settings.remote_dir.rstrip("/") in ("", "."):
-        raise RemoteError(f"REMOTE_DIR={settings.dir!r} is the remote home folder (or /) itself: a push deletes "
-                          "what the project does not have, so it needs a folder of its own, e.g. REMOTE_DIR=loraops")
-
+        raise RemoteError(
+            f"REMOTE_DIR={settings.dir!r} is the remote home folder (or /) itself: a push deletes "
+            "what the project does not have, so it needs a folder of its own, e.g. REMOTE_DIR=loraops"
+        )

@@ -24,8 +24,13 @@ REPORTS = "reports"
 _MAX_NAME = 120
 
 
-def build_report(runs: list[str], artifacts_dir: str | Path, metrics_dir: str | Path | None = None,
-                 samples: int = 8, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:  # fmt: skip
+def build_report(
+    runs: list[str],
+    artifacts_dir: str | Path,
+    metrics_dir: str | Path | None = None,
+    samples: int = 8,
+    runs_dir: str | Path = DEFAULT_RUNS_DIR,
+) -> Path:
     """Write the report of `runs` (run folders, names or `latest`) under <artifacts_dir>/reports/; its path."""
     from loraops.report.html import render
 

@@ -205,8 +205,9 @@ def _todo(result: Evaluation, where: str) -> list[str]:
 # --- lineage ------------------------------------------------------------------------------------
 
 
-def lineage(manifest: dict[str, Any], config: dict[str, Any],
-            tracking: dict[str, Any] | None = None) -> dict[str, list[tuple[str, str]]]:  # fmt: skip
+def lineage(
+    manifest: dict[str, Any], config: dict[str, Any], tracking: dict[str, Any] | None = None
+) -> dict[str, list[tuple[str, str]]]:
     """Where the run came from, by section; the manifest's secrets were redacted when it was written."""
     data = manifest.get("data") or {}
     git = manifest.get("git") or {}
@@ -214,18 +215,26 @@ def lineage(manifest: dict[str, Any], config: dict[str, Any],
     sections = {
         "model and code": [
             ("base model", manifest.get("model_name", config.get("model_name"))),
-            ("resolved to", manifest.get("resolved_model")), ("chat template", manifest.get("chat_template")),
-            ("git commit", f"{commit}{' (uncommitted changes)' if git.get('dirty') else ''}" if commit else
-             "not a git checkout"),
-            ("MLflow run", (tracking or {}).get("run_id")), ("MLflow store", (tracking or {}).get("tracking_uri"))],
+            ("resolved to", manifest.get("resolved_model")),
+            ("chat template", manifest.get("chat_template")),
+            (
+                "git commit",
+                f"{commit}{' (uncommitted changes)' if git.get('dirty') else ''}" if commit else "not a git checkout",
+            ),
+            ("MLflow run", (tracking or {}).get("run_id")),
+            ("MLflow store", (tracking or {}).get("tracking_uri")),
+        ],
         "environment and libraries": [
             *((k.replace("_", " "), v) for k, v in (manifest.get("environment") or {}).items()),
-            *(manifest.get("libraries") or {}).items()],
-        "data": [*(("source: " + k, v) for k, v in (data.get("source") or {}).items()),
-                 ("dataset sha256", data.get("dataset_sha256")),
-                 *((f"file {f.get('name')}", f.get("sha256")) for f in data.get("files") or [] if isinstance(f, dict)),
-                 *(("validation: " + k, v) for k, v in (manifest.get("validation") or {}).items())],
-    }  # fmt: skip
+            *(manifest.get("libraries") or {}).items(),
+        ],
+        "data": [
+            *(("source: " + k, v) for k, v in (data.get("source") or {}).items()),
+            ("dataset sha256", data.get("dataset_sha256")),
+            *((f"file {f.get('name')}", f.get("sha256")) for f in data.get("files") or [] if isinstance(f, dict)),
+            *(("validation: " + k, v) for k, v in (manifest.get("validation") or {}).items()),
+        ],
+    }
     return {name: [(k, _text(v)) for k, v in rows if v is not None] for name, rows in sections.items()}
 
 

@@ -236,14 +236,16 @@ def render(data: ReportData) -> str:
     views = [_run_view(run, i) for i, run in enumerate(data.runs, 1)]
     side = _side_view(data.runs) if len(data.runs) > 1 else None
     title = f"loraops report: {data.runs[0].name}" if side is None else f"loraops report: {len(data.runs)} runs"
-    return env.get_template("page").render(data=data, runs=views, side=side, title=title, css=CSS,
-                                           version=__version__, flips_shown=FLIPS_SHOWN)  # fmt: skip
+    return env.get_template("page").render(
+        data=data, runs=views, side=side, title=title, css=CSS, version=__version__, flips_shown=FLIPS_SHOWN
+    )
 
 
 def _environment() -> jinja2.Environment:
     loader = jinja2.DictLoader({"page": TEMPLATE, "side": SIDE, "run": RUN})
-    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True)  # fmt: skip
+    env = jinja2.Environment(
+        loader=loader, autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
+    )
     env.filters.update(num=_num, signed=_signed, clip=_clip, tone=_tone, yaml=_yaml)
     return env
 
@@ -254,11 +256,14 @@ def _run_view(run: RunReport, index: int) -> dict[str, Any]:
     delta = plots.delta_svg(cmp["rows"], cmp["primary_metric"], f"delta-{index}") if cmp else None
     metrics = list(dict.fromkeys(m for scores in run.evaluation.scores.values() for m in scores))
     return {
-        "run": run, "prefix": f"r{index}",
+        "run": run,
+        "prefix": f"r{index}",
         "verdict_class": (cmp["verdict"] if cmp else "NONE").replace(" ", "-"),
-        "training_svg": _safe(training), "delta_svg": _safe(delta), "metrics": metrics,
+        "training_svg": _safe(training),
+        "delta_svg": _safe(delta),
+        "metrics": metrics,
         "score_metric": cmp["primary_metric"] if cmp else "exact_match",
-    }  # fmt: skip
+    }
 
 
 def _side_view(runs: list[RunReport]) -> dict[str, Any]:

@@ -55,8 +55,14 @@ def training_svg(series: list[tuple[str, Training]], key: str) -> str | None:
         ax.grid(alpha=0.3)
     handles, labels = fig.axes[0].get_legend_handles_labels()
     if handles:  # below the panels, where it covers no curve; a column per run when there are several
-        fig.legend(handles, labels, loc="outside lower center", ncols=len(series) if len(series) > 1 else len(handles),
-                   fontsize=8, frameon=False)  # fmt: skip
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncols=len(series) if len(series) > 1 else len(handles),
+            fontsize=8,
+            frameon=False,
+        )
     return to_svg(fig, key, "training curves: " + ", ".join(title for title, _ in panels))
 
 
@@ -68,8 +74,15 @@ def _draw_loss(ax: Any, t: Training, name: str, color: str) -> None:
     if validation:
         ax.plot(*zip(*validation), color=color, linestyle="--", marker="o", label=f"{prefix}validation")
     if t.best and t.select_metric == "loss" and t.best.get("step") is not None:
-        ax.plot([t.best["step"]], [t.best["value"]], marker="*", markersize=14, color=color, linestyle="none",
-                label=f"{prefix}kept (step {t.best['step']})")  # fmt: skip
+        ax.plot(
+            [t.best["step"]],
+            [t.best["value"]],
+            marker="*",
+            markersize=14,
+            color=color,
+            linestyle="none",
+            label=f"{prefix}kept (step {t.best['step']})",
+        )
 
 
 def _draw_lr(ax: Any, t: Training, name: str, color: str) -> None:
@@ -114,8 +127,14 @@ def _draw_deltas(ax: Any, rows: list[dict[str, Any]], splits: list[str]) -> None
     for row in rows:
         y = splits.index(row["split"])
         color = GAIN if row["low"] > 0 else LOSS if row["high"] < 0 else EVEN
-        ax.errorbar([row["delta"]], [y], xerr=[[row["delta"] - row["low"]], [row["high"] - row["delta"]]],
-                    fmt="o", color=color, capsize=4)  # fmt: skip
+        ax.errorbar(
+            [row["delta"]],
+            [y],
+            xerr=[[row["delta"] - row["low"]], [row["high"] - row["delta"]]],
+            fmt="o",
+            color=color,
+            capsize=4,
+        )
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(splits)), splits)
     ax.set_ylim(len(splits) - 0.5, -0.5)  # the first split on top, as in the table
@@ -132,8 +151,13 @@ def scores_svg(runs: list[RunReport], metric: str, key: str) -> str | None:
     width = 0.8 / len(runs)
     for i, run in enumerate(runs):
         values = [run.evaluation.scores.get(s, {}).get(metric, math.nan) for s in splits]
-        bars = ax.bar([x + (i - (len(runs) - 1) / 2) * width for x in range(len(splits))], values, width,
-                      label=run.name, color=COLORS[i % len(COLORS)])  # fmt: skip
+        bars = ax.bar(
+            [x + (i - (len(runs) - 1) / 2) * width for x in range(len(splits))],
+            values,
+            width,
+            label=run.name,
+            color=COLORS[i % len(COLORS)],
+        )
         ax.bar_label(bars, ["" if math.isnan(v) else f"{v:.3g}" for v in values], fontsize=7)
     ax.set_xticks(range(len(splits)), splits)
     ax.set_ylabel(metric)

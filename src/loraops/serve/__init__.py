@@ -32,8 +32,7 @@ def serve(spec: str, host: str = "127.0.0.1", port: int = 8000, max_new_tokens: 
     if api_key:
         print(f"API key required ({API_KEY_ENV}): send `Authorization: Bearer <key>`", flush=True)
     elif host not in _LOOPBACK:
-        print(f"warning: {host} is reachable from other machines and no API key is set; set {API_KEY_ENV}",
-              flush=True)  # fmt: skip
+        print(f"warning: {host} is reachable from other machines and no API key is set; set {API_KEY_ENV}", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
     try:
         server.run()
@@ -58,5 +57,7 @@ def check_can_listen(host: str, port: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
             sock.bind(address)
     except (OSError, OverflowError) as exc:
-        raise LoraopsError(f"--host {host} --port {port}: cannot listen there ({getattr(exc, 'strerror', None) or exc}); "
-                           "choose another --port, or an address of this machine") from None  # fmt: skip
+        raise LoraopsError(
+            f"--host {host} --port {port}: cannot listen there ({getattr(exc, 'strerror', None) or exc}); "
+            "choose another --port, or an address of this machine"
+        ) from None

@@ -34,8 +34,9 @@ INVALID_REQUEST = "invalid_request_error"
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, type: str = INVALID_REQUEST, param: str | None = None,
-                 code: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, status: int, message: str, type: str = INVALID_REQUEST, param: str | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.body = status, {"message": message, "type": type, "param": param, "code": code}
 
@@ -90,22 +91,34 @@ def _key_check(api_key: str | None) -> Any:
         scheme, _, given = (authorization or "").partition(" ")
         # Constant time, so the key cannot be guessed from response times.
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
-            raise APIError(401, "Missing or incorrect API key: send the server's key (LORAOPS_API_KEY) as "
-                                "`Authorization: Bearer <key>`.", code="invalid_api_key")  # fmt: skip
+            raise APIError(
+                401,
+                "Missing or incorrect API key: send the server's key (LORAOPS_API_KEY) as "
+                "`Authorization: Bearer <key>`.",
+                code="invalid_api_key",
+            )
 
     return check
 
 
 def _check_model(requested: str, served: str) -> None:
     if requested != served:
-        raise APIError(404, f"The model `{requested}` does not exist: this server serves `{served}` "
-                            "(see GET /v1/models).", param="model", code="model_not_found")  # fmt: skip
+        raise APIError(
+            404,
+            f"The model `{requested}` does not exist: this server serves `{served}` (see GET /v1/models).",
+            param="model",
+            code="model_not_found",
+        )
 
 
 def _reply(model: ChatModel, request: ChatCompletionRequest, max_new_tokens: int) -> Reply:
     if request.n != 1:
-        raise APIError(400, f"n={request.n}: this server generates one choice per request; send n=1 (or leave "
-                            "it out) and repeat the request for more.", param="n")  # fmt: skip
+        raise APIError(
+            400,
+            f"n={request.n}: this server generates one choice per request; send n=1 (or leave "
+            "it out) and repeat the request for more.",
+            param="n",
+        )
     if request.tools:
         raise APIError(400, "tools are not supported by this server; send the request without them.", param="tools")
     temperature = 1.0 if request.temperature is None else request.temperature  # OpenAI's default
@@ -133,8 +146,11 @@ def _messages(request: ChatCompletionRequest, system_prompt: str | None) -> list
 
 
 def _usage(reply: Reply) -> dict[str, int]:
-    return {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-            "total_tokens": reply.prompt_tokens + reply.completion_tokens}  # fmt: skip
+    return {
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+    }
 
 
 class _ReplyEvents(EventSourceResponse):
@@ -170,8 +186,9 @@ def _events(reply: Reply, completion: dict[str, Any], include_usage: bool) -> It
                 yield chunk({"content": piece})
     except Exception as exc:  # the 200 is sent already: tell the client in the stream, as OpenAI does
         log.exception("generation failed")
-        yield _event({"error": {"message": f"generation failed: {exc}", "type": "server_error", "param": None,
-                                "code": None}})  # fmt: skip
+        yield _event(
+            {"error": {"message": f"generation failed: {exc}", "type": "server_error", "param": None, "code": None}}
+        )
         return
     yield chunk({}, reply.finish_reason)
     if include_usage:
@@ -198,8 +215,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         if first.get("type") == "json_invalid":
-            return APIError(400, f"The request body is not valid JSON ({first.get('ctx', {}).get('error', '')})"
-                            ).response()  # fmt: skip
+            return APIError(
+                400, f"The request body is not valid JSON ({first.get('ctx', {}).get('error', '')})"
+            ).response()
         param = _param(first.get("loc", ()))
         return APIError(400, f"{param}: {first['msg']}" if param else str(first["msg"]), param=param).response()
 

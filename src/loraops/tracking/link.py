@@ -46,10 +46,16 @@ def read_link(run: RunDir) -> dict[str, Any]:
         return {}
 
 
-def _write_link(run: RunDir, tracker: Tracker, experiment: str | None, complete: bool,
-                imported_from: dict[str, Any] | None) -> None:  # fmt: skip
-    link = {"run_id": tracker.run_id, "experiment_id": experiment, "tracking_uri": public_uri(tracker.uri),
-            "complete": complete, **({"imported_from": imported_from} if imported_from else {})}  # fmt: skip
+def _write_link(
+    run: RunDir, tracker: Tracker, experiment: str | None, complete: bool, imported_from: dict[str, Any] | None
+) -> None:
+    link = {
+        "run_id": tracker.run_id,
+        "experiment_id": experiment,
+        "tracking_uri": public_uri(tracker.uri),
+        "complete": complete,
+        **({"imported_from": imported_from} if imported_from else {}),
+    }
     write_json(run.tracking_path, link)
 
 
@@ -96,14 +102,19 @@ def _imported_copy(tracker: Tracker, settings: Settings, origin: dict[str, Any] 
     if experiment is None:
         return None
     query = f"tags.`{IMPORTED_FROM_TAG}` = '{origin['run_id']}'"
-    runs = tracker.call("finding an imported run", tracker.client.search_runs, [experiment.experiment_id], query,
-                        max_results=1)  # fmt: skip
+    runs = tracker.call(
+        "finding an imported run", tracker.client.search_runs, [experiment.experiment_id], query, max_results=1
+    )
     return runs[0] if runs else None
 
 
 def _create(tracker: Tracker, run: RunDir, experiment: str, imported_from: dict[str, Any] | None) -> Any:
-    tags = {RUN_TAG: run.name, RUN_DIR_TAG: portable_path(run.path), KIND_TAG: "training",
-            **({IMPORTED_FROM_TAG: imported_from["run_id"]} if imported_from else {})}  # fmt: skip
+    tags = {
+        RUN_TAG: run.name,
+        RUN_DIR_TAG: portable_path(run.path),
+        KIND_TAG: "training",
+        **({IMPORTED_FROM_TAG: imported_from["run_id"]} if imported_from else {}),
+    }
     return tracker.call("creating the run", tracker.client.create_run, experiment, run_name=run.name, tags=tags)
 
 

@@ -43,11 +43,14 @@ def lineage_tags(manifest: Mapping[str, Any]) -> dict[str, str]:
     git = manifest.get("git") or {}
     source = {f"data.source.{k}": v for k, v in (data.get("source") or {}).items() if _scalar(v)}
     tags = {
-        "loraops.status": manifest.get("status"), "base_model": manifest.get("model_name"),
-        "data.dataset_sha256": data.get("dataset_sha256"), **source,
-        "git.commit": git.get("commit"), "git.dirty": git.get("dirty"),
+        "loraops.status": manifest.get("status"),
+        "base_model": manifest.get("model_name"),
+        "data.dataset_sha256": data.get("dataset_sha256"),
+        **source,
+        "git.commit": git.get("commit"),
+        "git.dirty": git.get("dirty"),
         "mlflow.source.git.commit": git.get("commit"),  # the MLflow UI shows this one on the run page
-    }  # fmt: skip
+    }
     return {k: str(v) for k, v in tags.items() if v is not None}
 
 
@@ -61,37 +64,58 @@ def _number(value: Any) -> bool:
 
 def trainer_points(logs: Mapping[str, Any], step: int) -> list[Point]:
     """One Trainer log as metrics: validation (eval_*) under val/, the rest (loss, learning rate, grad norm) under train/."""
-    return [(metric_key("val", k[5:]) if k.startswith("eval_") else metric_key("train", k), float(v), step)
-            for k, v in logs.items() if _number(v)]  # fmt: skip
+    return [
+        (metric_key("val", k[5:]) if k.startswith("eval_") else metric_key("train", k), float(v), step)
+        for k, v in logs.items()
+        if _number(v)
+    ]
 
 
 def eval_points(scores: Mapping[str, Mapping[str, Any]], step: int) -> list[Point]:
     """`loraops eval` scores: eval/<split>/<metric>."""
-    return [(metric_key("eval", split, k), float(v), step) for split, values in scores.items()
-            for k, v in values.items() if _number(v)]  # fmt: skip
+    return [
+        (metric_key("eval", split, k), float(v), step)
+        for split, values in scores.items()
+        for k, v in values.items()
+        if _number(v)
+    ]
 
 
 def comparison_points(comparison: Mapping[str, Any], step: int) -> list[Point]:
     """compare's deltas and intervals: compare/<split>/<metric>/{delta,low,high,p}, and compare/improved."""
-    points = [(metric_key("compare", row["split"], row["metric"], part), float(row[part]), step)
-              for row in comparison.get("rows", []) for part in ("delta", "low", "high", "p")
-              if _number(row.get(part)) and math.isfinite(row[part])]  # fmt: skip
+    points = [
+        (metric_key("compare", row["split"], row["metric"], part), float(row[part]), step)
+        for row in comparison.get("rows", [])
+        for part in ("delta", "low", "high", "p")
+        if _number(row.get(part)) and math.isfinite(row[part])
+    ]
     return [*points, ("compare/improved", float(comparison.get("verdict") == "IMPROVED"), step)]
 
 
 def comparison_tags(comparison: Mapping[str, Any]) -> dict[str, str]:
-    return {"loraops.verdict": str(comparison.get("verdict")), "loraops.compared_with": str(comparison.get("reference")),
-            "loraops.compared_with_kind": str(comparison.get("reference_kind"))}  # fmt: skip
+    return {
+        "loraops.verdict": str(comparison.get("verdict")),
+        "loraops.compared_with": str(comparison.get("reference")),
+        "loraops.compared_with_kind": str(comparison.get("reference_kind")),
+    }
 
 
 def history_points(metrics: Mapping[str, Any]) -> list[Point]:
     """Every metric a finished run folder records: the logged losses (and learning rates), the validation
     curve, the run's summary numbers (summary/...) and the eval scores."""
     step = int(metrics.get("global_steps") or 0)
-    points = [(metric_key("train", k), float(entry[k]), int(entry["step"])) for entry in metrics.get("loss_history", [])
-              for k in ("loss", "learning_rate") if _number(entry.get(k))]  # fmt: skip
+    points = [
+        (metric_key("train", k), float(entry[k]), int(entry["step"]))
+        for entry in metrics.get("loss_history", [])
+        for k in ("loss", "learning_rate")
+        if _number(entry.get(k))
+    ]
     curve = (metrics.get("validation") or {}).get("curve", [])
-    points += [(metric_key("val", k), float(v), int(p["step"])) for p in curve for k, v in p.items()
-               if k not in ("step", "epoch", "seconds") and _number(v)]  # fmt: skip
+    points += [
+        (metric_key("val", k), float(v), int(p["step"]))
+        for p in curve
+        for k, v in p.items()
+        if k not in ("step", "epoch", "seconds") and _number(v)
+    ]
     points += [(metric_key("summary", k), float(v), step) for k, v in metrics.items() if _number(v)]
     return points + eval_points(metrics.get("eval") or {}, step)

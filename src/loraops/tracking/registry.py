@@ -69,36 +69,52 @@ def register(run: RunDir, publication: Publication, cfg: CompareConfig) -> dict[
     card = (publication.folder / "README.md").read_text(encoding="utf-8")
     tracker.log_text(card, "published/README.md")
     name = model_name(cfg.registered_model, run)
-    version = tracker.call(f"registering a version of {name}", _new_version, tracker, name, source,
-                           _version_tags(run, publication), clean(card, tracker.uri)[:_DESCRIPTION_LIMIT])  # fmt: skip
+    version = tracker.call(
+        f"registering a version of {name}",
+        _new_version,
+        tracker,
+        name,
+        source,
+        _version_tags(run, publication),
+        clean(card, tracker.uri)[:_DESCRIPTION_LIMIT],
+    )
     if version is None:
         return None
     tracker.call(f"moving {name}@{CHAMPION}", tracker.client.set_registered_model_alias, name, CHAMPION, version)
     if not tracker.active:
         return None
-    log.info("registered %s version %s in MLflow (%s); alias %s points at it", name, version, public_uri(tracker.uri),
-             CHAMPION)  # fmt: skip
+    log.info(
+        "registered %s version %s in MLflow (%s); alias %s points at it",
+        name,
+        version,
+        public_uri(tracker.uri),
+        CHAMPION,
+    )
     return {"model": name, "version": version, "alias": CHAMPION}
 
 
 def _new_version(tracker: Tracker, name: str, source: str, tags: dict[str, str], description: str) -> str:
     if missing_as_none(tracker.client.get_registered_model, name) is None:
         tracker.client.create_registered_model(name, description="LoRA adapters published by loraops")
-    created = tracker.client.create_model_version(name, f"runs:/{tracker.run_id}/{source}", tracker.run_id, tags=tags,
-                                                  description=description)  # fmt: skip
+    created = tracker.client.create_model_version(
+        name, f"runs:/{tracker.run_id}/{source}", tracker.run_id, tags=tags, description=description
+    )
     return str(created.version)
 
 
 def _version_tags(run: RunDir, publication: Publication) -> dict[str, str]:
     comparison = publication.comparison
     tags = {
-        RUN_TAG: run.name, RUN_DIR_TAG: portable_path(run.path), DESTINATION_TAG: publication.destination,
+        RUN_TAG: run.name,
+        RUN_DIR_TAG: portable_path(run.path),
+        DESTINATION_TAG: publication.destination,
         PUBLISHED_AT_TAG: datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "loraops.verdict": comparison.verdict if comparison else "not compared",
         "loraops.compared_with": comparison.reference if comparison else "",
-        "loraops.forced": str(publication.forced).lower(), "loraops.merged": str(publication.merged).lower(),
+        "loraops.forced": str(publication.forced).lower(),
+        "loraops.merged": str(publication.merged).lower(),
         **({HUB_URL_TAG: publication.url} if publication.url else {}),
-    }  # fmt: skip
+    }
     return {k: v for k, v in tags.items() if v}
 
 
@@ -123,6 +139,10 @@ def _champion(tracker: Tracker, name: str) -> dict[str, Any] | None:
     if RUN_TAG not in tags:
         log.warning("%s@%s (version %s) names no loraops run; it cannot be compared against", name, CHAMPION, version)
         return None
-    return {"run": tags[RUN_TAG], "run_dir": tags.get(RUN_DIR_TAG), "destination": tags.get(DESTINATION_TAG),
-            "published_at": tags.get(PUBLISHED_AT_TAG), "registry": {"model": name, "version": str(version),
-                                                                   "alias": CHAMPION}}  # fmt: skip
+    return {
+        "run": tags[RUN_TAG],
+        "run_dir": tags.get(RUN_DIR_TAG),
+        "destination": tags.get(DESTINATION_TAG),
+        "published_at": tags.get(PUBLISHED_AT_TAG),
+        "registry": {"model": name, "version": str(version), "alias": CHAMPION},
+    }

@@ -21,16 +21,20 @@ def record_eval(run: RunDir, scores: dict[str, dict[str, float]], step: int, fol
     _log_eval_files(tracker, folder)
 
 
-def record_model_eval(name: str, base_model: str, kind: str, scores: dict[str, dict[str, float]], folder: Path,
-                      settings: Settings) -> None:  # fmt: skip
+def record_model_eval(
+    name: str, base_model: str, kind: str, scores: dict[str, dict[str, float]], folder: Path, settings: Settings
+) -> None:
     """An evaluation without a run folder (the base model, `kind` baseline; or a bare adapter) in a new MLflow run."""
     if not settings.mlflow:
         return
     tracker = Tracker.connect()
     experiment = experiment_id(tracker, settings.experiment)
     tags = {KIND_TAG: kind, "base_model": base_model, "loraops.eval_of": name}
-    created = tracker.call("creating the run", tracker.client.create_run, experiment, run_name=name, tags=tags) \
-        if experiment is not None else None  # fmt: skip
+    created = (
+        tracker.call("creating the run", tracker.client.create_run, experiment, run_name=name, tags=tags)
+        if experiment is not None
+        else None
+    )
     if created is None:
         return
     tracker.run_id = created.info.run_id

@@ -130,9 +130,13 @@ class Tracker:
         except Exception as exc:  # any failure of the tracker must leave the command running
             self.failed = True
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            log.warning("MLflow tracking at %s failed while %s (%s): going on without it; the run folder keeps "
-                        "every record, and the next command that uses the run adds what MLflow is missing",
-                        public_uri(self.uri), what, clean(first, self.uri))  # fmt: skip
+            log.warning(
+                "MLflow tracking at %s failed while %s (%s): going on without it; the run folder keeps "
+                "every record, and the next command that uses the run adds what MLflow is missing",
+                public_uri(self.uri),
+                what,
+                clean(first, self.uri),
+            )
             return None
 
     def log_metrics(self, points: list[tuple[str, float, int]]) -> None:
