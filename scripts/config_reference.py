@@ -16,7 +16,7 @@ from loraops.config import CompareConfig, EvalConfig, RemoteConfig, TrainConfig,
 
 SCHEMAS = {"train": TrainConfig, "eval": EvalConfig, "compare": CompareConfig, "remote": RemoteConfig}
 # Sections that train and eval share get a table of their own, and one row pointing there.
-SECTIONS = {"remote": "Settings of `loraops remote`: the `remote` table below (configs/remote.yaml)."}
+SECTIONS = {"remote": "Settings of `loraops remote`: the `remote` table below (remote.yaml)."}
 
 
 def _yaml_value(value: object) -> str:
@@ -27,7 +27,9 @@ def _yaml_value(value: object) -> str:
     if value == "":
         return '""'
     if isinstance(value, list):
-        return "[" + ", ".join(map(str, value)) + "]"
+        return "[" + ", ".join(map(_yaml_value, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 

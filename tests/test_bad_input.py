@@ -8,15 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, PC_RECORDS, make_run, write_jsonl
-from test_compare import fake_metrics
+from support import CONFIGS, PC_RECORDS, fake_metrics, make_run, write_jsonl
 
 from loraops.cli import main
-from loraops.config import TrainConfig, load_config
 from loraops.data.files import read_jsonl
 from loraops.errors import DataError
+from loraops.records import Manifest
 from loraops.runs import RunDir
-from loraops.train import train
 
 Run = Callable[..., str]
 
@@ -108,15 +106,15 @@ def test_resume_from_broken_runs(tmp_path: Path, tiny_overrides: list[str], run_
     run = RunDir(make_run(tmp_path / "old", "r1", status="failed"))
     run.manifest_path.write_text('{"status": "fail')
     assert "manifest.json: cannot read" in run_cli(*args, f"resume_from={run.path}")
-    run.write_manifest("failed", {})
+    run.write_manifest(Manifest(status="failed"))
     (run.checkpoints_dir / "checkpoint-2").mkdir(parents=True)  # never completed: no trainer_state.json
     assert "no complete checkpoint" in run_cli(*args, f"resume_from={run.path}")
     run.config_path.unlink()
     assert "config_used.yaml is missing" in run_cli(*args, f"resume_from={run.path}")
 
 
-def test_broken_adapters_and_records(tmp_path: Path, tiny_overrides: list[str], run_cli: Run) -> None:
-    path = train(load_config(TrainConfig, CONFIGS, "train", [*tiny_overrides, "max_steps=1"])).run_dir
+def test_broken_adapters_and_records(tmp_path: Path, trained_run: Path, trained_run_copy: Path, run_cli: Run) -> None:
+    path = trained_run_copy
     run = RunDir(path)
     eval_args = [
         "eval",
@@ -124,8 +122,8 @@ def test_broken_adapters_and_records(tmp_path: Path, tiny_overrides: list[str], 
         str(CONFIGS),
         f"model={path}",
         "limit=1",
-        f"output_dir={tmp_path / 'm'}",
-        f"eval_dir={path.parent.parent / 'data' / 'eval'}",
+        f"metrics_dir={tmp_path / 'm'}",
+        f"eval_dir={trained_run.parent.parent / 'data' / 'eval'}",
     ]
     weights = run.model_dir / "adapter_model.safetensors"
     original = weights.read_bytes()

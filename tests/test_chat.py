@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, make_run
+from support import REPO, make_run
 
 from loraops.chat import Conversation, run_chat
 from loraops.cli import main

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, REPO, write_jsonl
+from support import CONFIGS, REPO, write_jsonl
 
 from loraops.check import check, format_report
 from loraops.cli import main
@@ -67,7 +67,7 @@ def test_check_and_train_count_the_same(tiny_overrides: list[str], small_dataset
     write_jsonl(small_dataset / "long.jsonl", [long, long])
     cfg = load_config(TrainConfig, CONFIGS, "train", [*tiny_overrides, "max_length=48", "max_steps=1"])
     checked = check(cfg).stats.as_dict()
-    trained = train(cfg).metrics["data"]
+    trained = train(cfg).metrics.data
     assert checked["dropped_all_masked"] == 2 and checked == trained
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, REPO
+from support import CONFIGS, REPO
 
 from loraops.cli import main
 

@@ -4,63 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import CONFIGS, make_run
+from support import CONFIGS, fake_metrics, make_run
 
 from loraops.cli import main
-from loraops.config import METRICS
-from loraops.eval.records import MetricsRecords
+from loraops.records import METRICS
 
 
 def fake_run(root: Path, name: str, model_name: str = "default") -> Path:
     return make_run(root / "runs", name, model_name=model_name)
-
-
-def fake_metrics(
-    metrics_dir: Path, name: str, exact: dict[str, float | list[bool]], n: int = 32, **fingerprint: Any
-) -> None:
-    """Eval records as `loraops eval` writes them: per split, `n` examples, the first ones answered right
-    (a share in %, or a list saying which), with a fingerprint that matches any other call's by default."""
-    records = MetricsRecords.of(metrics_dir, name)
-    summary = {}
-    for split, value in exact.items():
-        right = value if isinstance(value, list) else [i < round(value / 100 * n) for i in range(n)]
-        rows = [_row(split, i, ok) for i, ok in enumerate(right)]
-        metrics = {m: sum(r["scores"][m] for r in rows) / len(rows) for m in METRICS if m != "exact_match"}
-        metrics |= {"exact_match": 100 * sum(right) / len(right), "n": len(right)}
-        print_ = {
-            "examples_sha256": f"{split}-{len(right)}",
-            "n": len(right),
-            "generation": {"max_new_tokens": 64},
-            "scoring": {"words": "unicode-words-1", "bleu_tokenize": "13a"},
-            "base_model": {"name": "default", "revision": "r"},
-            "tokenizer_sha256": "t",
-            "chat_template_sha256": "c",
-        } | fingerprint
-        settings = {"eval_dir": "data/eval", "limit": None, "max_new_tokens": 64, "do_sample": False, "seed": 42}
-        records.write_split(
-            split, {"split": split, "metrics": metrics, "fingerprint": print_, "settings": settings}, rows
-        )
-        summary[split] = metrics
-    records.write_summary({"metrics": {**summary, "overall": {}}})
-
-
-def _row(split: str, i: int, right: bool) -> dict[str, Any]:
-    reference = f"=FLOWROLL(A1:A{i + 9}, {i % 5 + 2})"
-    prediction = reference if right else "I do not know"
-    scores = {m: float(right) for m in METRICS} | {"bleu": 100.0 if right else 0.0}
-    return {
-        "id": f"{split}-{i}",
-        "path": f"data/eval/{split}.jsonl",
-        "line": i + 1,
-        "prompt": f"question {i}",
-        "messages": [{"role": "user", "content": f"question {i}"}],
-        "reference": reference,
-        "prediction": prediction,
-        "scores": scores,
-    }
 
 
 def run_compare(tmp_path: Path, run: Path, *extra: str) -> int:
@@ -199,7 +152,11 @@ def test_flips_on_a_hand_built_case(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_training_data_that_holds_eval_examples_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     train_file = tmp_path / "train.jsonl"
     train_file.write_text("".join(json.dumps({"prompt": f"question {i}", "completion": "x"}) + "\n" for i in range(4)))
-    run = make_run(tmp_path / "runs", "r1", manifest={"data": {"files": [{"path": str(train_file), "sha256": "x"}]}})
+    run = make_run(
+        tmp_path / "runs",
+        "r1",
+        manifest={"data": {"files": [{"name": "train.jsonl", "path": str(train_file), "sha256": "x"}]}},
+    )
     fake_metrics(tmp_path / "m", "r1", {"test": 100.0})
     fake_metrics(tmp_path / "m", "baseline/default", {"test": 0.0})
     assert run_compare(tmp_path, run) == 0  # compare reports; publish refuses (test_publish_local)

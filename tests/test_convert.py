@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_jsonl
+from support import write_jsonl
 
 from loraops.cli import main
 from loraops.data.convert import convert_file, convert_folder

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONFIGS, write_jsonl
+from support import CONFIGS, write_jsonl
 
 from loraops.config import TrainConfig, load_config
 from loraops.data.datafiles import fingerprint

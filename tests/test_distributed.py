@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS
+from support import CONFIGS
 
 from loraops.cli import main
 from loraops.config import TrainConfig, load_config
@@ -31,7 +31,7 @@ def test_two_processes_match_one_with_twice_the_accumulation(
     runs = tmp_path / "runs"
     (two,) = [p for p in runs.iterdir() if not p.is_symlink()]
     assert (runs / "latest").resolve() == two.resolve() and capfd.readouterr().out.count("run: ") == 1
-    metrics = RunDir(two).read_metrics()
+    metrics = RunDir(two).read_metrics().as_dict()
     assert (
         metrics["processes"] == 2
         and metrics["global_steps"] == 3
@@ -97,6 +97,6 @@ def test_a_two_process_run_stopped_midway_resumes(tiny_overrides: list[str], tmp
     assert not (runs / "latest").exists()
 
     assert main(["train", "--config-dir", str(CONFIGS), *args, f"resume_from={run}"]) == 0
-    metrics = RunDir(run).read_metrics()
+    metrics = RunDir(run).read_metrics().as_dict()
     assert RunDir(run).is_finished() and metrics["global_steps"] == 40  # 10 epochs x 16 examples / (2 x 2 processes)
     assert "checkpoint-" in metrics["resumed_from"] and (runs / "latest").resolve() == run.resolve()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from support import REPO
 
 
 def loraops(*args: str) -> subprocess.CompletedProcess[str]:
@@ -37,7 +37,7 @@ def test_default_model_learns_the_sample_dsl_and_stops(tmp_path: Path, default_m
 
     # The base model cannot know the invented DSL: half the test split shows it, and both sides must be
     # scored on the same examples with the same settings, or compare refuses.
-    common = [f"model={runs / 'latest'}", f"output_dir={metrics}", "splits=[test]", "limit=32", "max_new_tokens=32"]
+    common = [f"model={runs / 'latest'}", f"metrics_dir={metrics}", "splits=[test]", "limit=32", "max_new_tokens=32"]
     done = loraops("eval", *common)
     assert done.returncode == 0, done.stderr[-3000:]
     done = loraops("eval", "--config-name", "eval_baseline", *common)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONFIGS, REPO, save_random_llama, write_jsonl
+from support import CONFIGS, REPO, save_random_llama, write_jsonl
 
 from loraops.check import check, format_report
 from loraops.cli import main
@@ -57,7 +57,7 @@ GPU = Device("cuda", "1 x GPU", "bf16", 80 * GIB, 79 * GIB, matmul_flops=5e14, r
 
 
 def config(**changes: Any) -> TrainConfig:
-    return replace(TrainConfig(), **changes)
+    return TrainConfig.model_validate(changes)
 
 
 def test_gradient_checkpointing_keeps_less_and_computes_more() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
+from support import write_jsonl
 
 from loraops.errors import DataError
 from loraops.eval.data import find_splits, load_split

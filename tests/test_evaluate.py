@@ -7,18 +7,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, write_jsonl
+from support import CONFIGS, write_jsonl
 
 from loraops.cli import main
-from loraops.config import EvalConfig, TrainConfig, load_config
+from loraops.config import EvalConfig, load_config
 from loraops.eval.evaluate import evaluate
 from loraops.runs import RunDir
-from loraops.train import train
 
 
 @pytest.fixture
-def tiny_run(tiny_overrides: list[str]) -> Path:
-    return train(load_config(TrainConfig, CONFIGS, "train", tiny_overrides + ["max_steps=2"])).run_dir
+def tiny_run(trained_run_copy: Path) -> Path:
+    return trained_run_copy  # evaluation adds to the run's records
 
 
 @pytest.fixture
@@ -39,7 +38,7 @@ def eval_overrides(run: Path, eval_dir: Path, tmp_path: Path) -> list[str]:
     return [
         f"model={run}",
         f"eval_dir={eval_dir}",
-        f"output_dir={tmp_path / 'metrics'}",
+        f"metrics_dir={tmp_path / 'metrics'}",
         "max_new_tokens=6",
         "batch_size=4",
     ]
@@ -63,7 +62,7 @@ def test_eval_writes_metrics_predictions_and_run_records(tiny_run: Path, eval_di
     assert set(result.metrics) == {"test", "dev", "overall"} and result.metrics["overall"]["n"] == 7
 
     run_metrics = RunDir(tiny_run).read_metrics()
-    assert run_metrics["eval"]["test"]["n"] == 6 and "train_loss" in run_metrics
+    assert run_metrics.eval["test"]["n"] == 6 and run_metrics.train_loss is not None
     events = EventAccumulator(str(tiny_run / "logs"))
     events.Reload()
     assert "eval/test/exact_match" in events.Tags()["scalars"]
@@ -78,7 +77,7 @@ def test_baseline_is_keyed_by_base_model(tiny_run: Path, eval_dir: Path, tmp_pat
     shutil.copytree(tiny_model_dir, other)
     second = evaluate(load_config(EvalConfig, CONFIGS, "eval_baseline", overrides + [f"model_name={other}"]))
     assert second.out_dir != first.out_dir and (second.out_dir / "test.json").is_file()
-    assert "eval" not in RunDir(tiny_run).read_metrics()  # a baseline is not the run's score
+    assert RunDir(tiny_run).read_metrics().eval == {}  # a baseline is not the run's score
 
 
 def test_eval_errors_exit_2(tiny_run: Path, eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

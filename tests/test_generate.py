@@ -5,23 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conftest import EVAL_PROMPTS
+from support import EVAL_PROMPTS
 
 from loraops.environment import Environment
-from loraops.eval.evaluate import load_model
 from loraops.eval.generate import GenerationSettings, _decode, encode_prompts, generate
-from loraops.eval.targets import EvalTarget
+from loraops.loading import load_for_inference
 
 CPU = Environment("cpu", "cpu", "fp32", None)
 SETTINGS = GenerationSettings(max_new_tokens=12)
 
 
-def tiny_target(tiny_model_dir: Path, adapter: Path | None) -> EvalTarget:
-    return EvalTarget("t", str(tiny_model_dir), adapter, None)
-
-
 def test_batched_equals_one_at_a_time(tiny_model_dir: Path, tiny_adapter_dir: Path) -> None:
-    model, tokenizer = load_model(tiny_target(tiny_model_dir, tiny_adapter_dir), CPU, merge=True)
+    model, tokenizer = load_for_inference(str(tiny_model_dir), tiny_adapter_dir, CPU, merge=True)
     single = generate(model, tokenizer, EVAL_PROMPTS, SETTINGS, batch_size=1, progress=False)
     batched = generate(model, tokenizer, EVAL_PROMPTS, SETTINGS, batch_size=4, progress=False)
     assert [g.text for g in batched] == [g.text for g in single]
@@ -29,16 +24,11 @@ def test_batched_equals_one_at_a_time(tiny_model_dir: Path, tiny_adapter_dir: Pa
 
 
 def test_merged_adapter_gives_the_same_outputs(tiny_model_dir: Path, tiny_adapter_dir: Path) -> None:
-    target = tiny_target(tiny_model_dir, tiny_adapter_dir)
-    merged = generate(*load_model(target, CPU, merge=True), EVAL_PROMPTS, SETTINGS, batch_size=8, progress=False)
-    unmerged = generate(*load_model(target, CPU, merge=False), EVAL_PROMPTS, SETTINGS, batch_size=8, progress=False)
-    base = generate(
-        *load_model(tiny_target(tiny_model_dir, None), CPU, merge=True),
-        EVAL_PROMPTS,
-        SETTINGS,
-        batch_size=8,
-        progress=False,
-    )
+    def answers(adapter: Path | None, merge: bool) -> list[Any]:
+        model, tokenizer = load_for_inference(str(tiny_model_dir), adapter, CPU, merge)
+        return generate(model, tokenizer, EVAL_PROMPTS, SETTINGS, batch_size=8, progress=False)
+
+    merged, unmerged, base = answers(tiny_adapter_dir, True), answers(tiny_adapter_dir, False), answers(None, True)
     assert [g.text for g in merged] == [g.text for g in unmerged]
     assert [g.text for g in merged] != [g.text for g in base]  # the adapter really is applied
 

@@ -6,18 +6,16 @@ import io
 import json
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hub_server import FakeHub
+from support import HUB_TOKEN as TOKEN
 
 from loraops.data.hub_source import HubSnapshot, fetch_hub_dataset
 from loraops.errors import ConfigError, DataError, LoraopsError
-
-TOKEN = "hf_" + "FakeDatasetToken0123456789abcdefXYZ"  # split: no token-shaped literal in git
 
 CONFIGS_README = """---
 configs:
@@ -43,28 +41,6 @@ def parquet(*texts: str) -> bytes:
     out = io.BytesIO()
     pq.write_table(pa.table({"text": list(texts)}), out)
     return out.getvalue()
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
-    from huggingface_hub import constants
-
-    server = FakeHub(TOKEN).start()
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setattr(constants, "ENDPOINT", server.url)  # huggingface_hub's own side requests stay local too
-    # File URLs start from this template, set at import; an `endpoint` argument only replaces ENDPOINT in it.
-    monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
-    )
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # the fake Hub serves plain files, no Xet
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))  # no real login leaks in
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -312,11 +288,11 @@ def test_train_from_a_hub_dataset_records_its_commit(
         tiny_overrides + ["data_source.type=hub", "data_source.repo_id=tester/qa", "max_steps=1"],
     )
     run = RunDir(train(cfg).run_dir)
-    data = run.read_manifest()["data"]
+    data = run.read_manifest().as_dict()["data"]
     assert data["source"]["type"] == "hub" and data["source"]["commit"] == commit
     assert data["source"]["repo_id"] == "tester/qa" and [f["name"] for f in data["files"]] == [
         "data/train-00000-of-00001.jsonl"
     ]
-    assert run.read_metrics()["data"]["formats"] == {"question_answer": 16}
+    assert run.read_metrics().as_dict()["data"]["formats"] == {"question_answer": 16}
     recorded = [p.read_bytes() for p in run.path.rglob("*") if p.is_file()] + [capsys.readouterr().err.encode()]
     assert not any(TOKEN.encode() in blob for blob in recorded)

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from conftest import CONFIGS, PC_RECORDS
 from lakefs_server import FakeLakeFS
+from support import CONFIGS, PC_RECORDS
 
 from loraops.cli import main
 from loraops.config import TrainConfig, load_config
@@ -41,7 +41,7 @@ def test_train_from_lakefs_records_the_commit(
 ) -> None:
     cfg = load_config(TrainConfig, CONFIGS, "train", tiny_overrides + LAKEFS + ["max_steps=2"])
     run = train(cfg).run_dir
-    source = RunDir(run).read_manifest()["data"]
+    source = RunDir(run).read_manifest().as_dict()["data"]
     head = lakefs.repos["dsl-data"].branches["main"]
     assert source["source"] == {
         "type": "lakefs",

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS
+from support import CONFIGS
 
 from loraops.cli import main
 from loraops.config import TrainConfig, load_config
@@ -86,7 +86,7 @@ def test_qlora_without_cuda_stops_before_anything_heavy(
 def test_qlora_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from loraops.models import quantization_kwargs
+    from loraops.loading import quantization_kwargs
 
     assert quantization_kwargs(False) == {}
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONFIGS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import CONFIGS
 
 from loraops.cli import main
 from loraops.config import EvalConfig, TrainConfig, load_config

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from loraops.eval.compare import Comparison, Row
-from loraops.publish.card import DEFAULT_BASE_ID, CardInputs, front_matter, render_card
-from loraops.publish.stage import base_model_info
+from loraops.models import DEFAULT_HUB_ID, PublicInfo, front_matter, public_info
+from loraops.publish.card import CardInputs, render_card
+from loraops.records import Comparison, Manifest, Row, RunMetrics
 
 PRIVATE = "/home/alice/secret-project"
 CONFIG = {
@@ -26,43 +26,75 @@ CONFIG = {
     "seed": 42,
     "output_dir": f"{PRIVATE}/outputs/runs",
 }
-METRICS = {
-    "global_steps": 105,
-    "epochs_completed": 3.0,
-    "first_logged_loss": 2.6,
-    "final_logged_loss": 0.005,
-    "precision": "fp32",
-    "device": "CPU",
-    "data": {"records": 276, "examples": 276, "tokens": 20387, "formats": {"messages": 87}},
-    "eval": {"test": {"n": 64}, "adversarial": {"n": 32}},
+METRICS = RunMetrics.model_validate(
+    {
+        "global_steps": 105,
+        "epochs_completed": 3.0,
+        "first_logged_loss": 2.6,
+        "final_logged_loss": 0.005,
+        "precision": "fp32",
+        "device": "CPU",
+        "data": {"records": 276, "examples": 276, "tokens": 20387, "formats": {"messages": 87}},
+        "eval": {"test": {"n": 64}, "adversarial": {"n": 32}},
+    }
+)
+MANIFEST = Manifest.model_validate(
+    {
+        "resolved_model": f"{PRIVATE}/models/SmolLM2",
+        "data": {
+            "dataset_sha256": "d" * 64,
+            "files": [
+                {"name": "train_messages.jsonl", "path": f"{PRIVATE}/data/train_messages.jsonl", "sha256": "1" * 64},
+                {"name": "train_pc.jsonl", "path": "data/train_pc.jsonl", "sha256": "2" * 64},
+            ],
+        },
+    }
+)
+FLIP = {
+    "id": "x",
+    "prompt": "q",
+    "expected": "a",
+    "fine_tuned": "a",
+    "reference": "b",
+    "fine_tuned_score": 1,
+    "reference_score": 0,
 }
-MANIFEST = {
-    "resolved_model": f"{PRIVATE}/models/SmolLM2",
-    "data": {
-        "dataset_sha256": "d" * 64,
-        "files": [
-            {"path": f"{PRIVATE}/data/train_messages.jsonl", "sha256": "1" * 64},
-            {"path": "data/train_pc.jsonl", "sha256": "2" * 64},
+COMPARISON = Comparison.model_validate(
+    {
+        "run": "r1",
+        "reference": "baseline/default",
+        "reference_kind": "base",
+        "primary_split": "test",
+        "primary_metric": "exact_match",
+        "verdict": "IMPROVED",
+        "reasons": ["exact_match on test: +100 [+100, +100], p=1.08e-19: significant at alpha=0.05"],
+        "rows": [
+            Row(
+                split="test",
+                metric="exact_match",
+                fine_tuned=100.0,
+                reference=0.0,
+                delta=100.0,
+                low=100.0,
+                high=100.0,
+                p=1.08e-19,
+            ),
+            Row(split="test", metric="rougeL", fine_tuned=1.0, reference=0.199),
+            Row(split="test", metric="bleu", fine_tuned=100.0, reference=3.3),
+            Row(
+                split="adversarial",
+                metric="exact_match",
+                fine_tuned=34.4,
+                reference=0.0,
+                delta=34.4,
+                low=18.8,
+                high=50.0,
+                p=0.0001,
+            ),
+            Row(split="adversarial", metric="rougeL", fine_tuned=0.747, reference=None),
         ],
-    },
-}
-COMPARISON = Comparison(
-    "r1",
-    "baseline/default",
-    "base",
-    "test",
-    "exact_match",
-    "IMPROVED",
-    ["exact_match on test: +100 [+100, +100], p=1.08e-19: significant at alpha=0.05"],
-    [
-        Row("test", "exact_match", 100.0, 0.0, 100.0, 100.0, 100.0, 1.08e-19),
-        Row("test", "rougeL", 1.0, 0.199),
-        Row("test", "bleu", 100.0, 3.3),
-        Row("adversarial", "exact_match", 34.4, 0.0, 34.4, 18.8, 50.0, 0.0001),
-        Row("adversarial", "rougeL", 0.747, None),
-    ],
-    {},
-    flips={"test": {"fixed": [{}] * 64, "broken": []}, "adversarial": {"fixed": [{}] * 11, "broken": []}},
+        "flips": {"test": {"fixed": [FLIP] * 64, "broken": []}, "adversarial": {"fixed": [FLIP] * 11, "broken": []}},
+    }
 )
 
 
@@ -72,8 +104,8 @@ def inputs(**overrides: Any) -> CardInputs:
         config=CONFIG,
         metrics=METRICS,
         manifest=MANIFEST,
-        base_model=DEFAULT_BASE_ID,
-        base_label=DEFAULT_BASE_ID,
+        base_model=DEFAULT_HUB_ID,
+        base_label=DEFAULT_HUB_ID,
         license="apache-2.0",
         merged=False,
         comparison=COMPARISON,
@@ -130,24 +162,22 @@ def test_merged_forced_and_unevaluated_cards() -> None:
     assert "Not evaluated against a reference." in card
 
 
-def test_base_model_info(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert base_model_info("default") == (DEFAULT_BASE_ID, DEFAULT_BASE_ID, "apache-2.0")
+def test_base_model_public_info(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert public_info("default") == PublicInfo(DEFAULT_HUB_ID, DEFAULT_HUB_ID, "apache-2.0")
     folder = tmp_path / "my-llama"
     folder.mkdir()
-    assert base_model_info(str(folder)) == (None, "my-llama", None)
+    assert public_info(str(folder)) == PublicInfo(None, "my-llama", None)
     (folder / "README.md").write_text("---\nlicense: mit\ntags: [x]\n---\n# my llama\n")
-    assert base_model_info(str(folder)) == (None, "my-llama", "mit")
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert public_info(str(folder)) == PublicInfo(None, "my-llama", "mit")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     hub_id = "meta-llama/Meta-Llama-3-8B"
-    assert base_model_info(hub_id) == (hub_id, hub_id, None)  # not in the cache: license unknown, never downloaded
+    assert public_info(hub_id) == PublicInfo(hub_id, hub_id, None)  # not in the cache: no license, no download
     repo = tmp_path / "hub" / "models--meta-llama--Meta-Llama-3-8B"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("abc123")
     (repo / "snapshots" / "abc123").mkdir(parents=True)
     (repo / "snapshots" / "abc123" / "README.md").write_text("---\nlicense: llama3\n---\n")
-    assert base_model_info(hub_id) == (hub_id, hub_id, "llama3")
+    assert public_info(hub_id) == PublicInfo(hub_id, hub_id, "llama3")
 
 
 def test_front_matter() -> None:

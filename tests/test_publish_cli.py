@@ -7,9 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS
-from test_compare import fake_metrics
-from test_publish_local import make_run
+from support import CONFIGS, fake_metrics, finished_run
 
 from loraops.cli import main
 
@@ -27,7 +25,7 @@ def test_publish_exit_statuses(
     tmp_path: Path, tiny_adapter_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)  # compare.yaml's metrics and reference paths are relative to here
-    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    run = finished_run(tmp_path, "r1", tiny_adapter_dir)
     args = ["publish", str(run), "--config-dir", str(no_verify_configs(tmp_path))]
     assert main(args) == 2
     assert "make eval" in capsys.readouterr().err
@@ -51,7 +49,7 @@ def test_artifacts_dir_moves_metrics_reference_and_models_together(
     tmp_path: Path, tiny_adapter_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    run = finished_run(tmp_path, "r1", tiny_adapter_dir)
     elsewhere = tmp_path / "shared-artifacts"
     fake_metrics(elsewhere / "metrics", "baseline/default", {"test": 20.0})
     fake_metrics(elsewhere / "metrics", "r1", {"test": 90.0})

@@ -5,47 +5,26 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hub_server import FakeHub
-from test_compare import fake_metrics
-from test_publish_local import compare_cfg, evaluated, make_run
+from support import HUB_REPO as REPO
+from support import HUB_TOKEN as TOKEN
+from support import compare_cfg, evaluated, fake_metrics, finished_run
 
 from loraops.errors import LoraopsError
+from loraops.models import front_matter
 from loraops.publish import NotImprovedError, publish_hub
-from loraops.publish.card import front_matter
 
 # huggingface_hub's own LFS upload passes a file as `data=`, which httpx2 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")
 
-TOKEN = "hf_" + "FakeSecretToken0123456789abcdefXYZ"  # split: no token-shaped literal in git
-REPO = "tester/tabula-adapter"
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
-    from huggingface_hub import constants
-
-    server = FakeHub(TOKEN).start()
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setattr(constants, "ENDPOINT", server.url)  # huggingface_hub's own side requests stay local too
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.delenv("HF_REPO_ID", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    # Xet storage needs a CAS server; the fake Hub speaks the LFS protocol the client falls back to.
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))  # no real login leaks in
-    yield server
-    server.stop()
-
 
 @pytest.fixture
 def run(tmp_path: Path, tiny_adapter_dir: Path, tiny_model_dir: Path) -> Path:
-    folder = make_run(tmp_path, "r1", tiny_adapter_dir, model_name=str(tiny_model_dir))
+    folder = finished_run(tmp_path, "r1", tiny_adapter_dir, model_name=str(tiny_model_dir))
     evaluated(tmp_path, folder, 80.0, 0.0, model_name=str(tiny_model_dir))
     return folder
 
@@ -182,7 +161,7 @@ def test_rejected_token_and_unreachable_hub_are_clear_errors(
 def test_missing_repo_or_token_fail_before_any_work(
     hub: FakeHub, tmp_path: Path, tiny_adapter_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    unevaluated = make_run(tmp_path, "r1", tiny_adapter_dir)  # the gate would refuse it: these errors come first
+    unevaluated = finished_run(tmp_path, "r1", tiny_adapter_dir)  # the gate would refuse it: these errors come first
     with pytest.raises(LoraopsError, match="no Hub repository: pass --repo"):
         publish(tmp_path, unevaluated)
     with pytest.raises(LoraopsError, match="OWNER/NAME"):

@@ -7,83 +7,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import conftest
 import pytest
-from test_compare import fake_metrics
+from support import compare_cfg, evaluated, fake_metrics, finished_run
 
-from loraops.config import CompareConfig
 from loraops.eval.targets import baseline_name
+from loraops.models import front_matter
 from loraops.publish import NotEvaluatedError, NotImprovedError, PublishResult, publish_local
 from loraops.publish import local as local_mod
-from loraops.publish.card import front_matter
+from loraops.records import DataFileEntry, DataLineage
 from loraops.runs import RunDir
-
-CONFIG = {
-    "model_name": "default",
-    "dataset_path": "/home/alice/private/data",
-    "dataset_pattern": "*.jsonl",
-    "epochs": 2,
-    "max_steps": -1,
-    "batch_size": 4,
-    "gradient_accumulation_steps": 1,
-    "lr": 0.005,
-    "lr_scheduler_type": "cosine",
-    "warmup_ratio": 0.05,
-    "weight_decay": 0.0,
-    "max_length": 256,
-    "lora_r": 4,
-    "lora_alpha": 8,
-    "lora_dropout": 0.05,
-    "lora_target_modules": ["q_proj", "v_proj", "down_proj"],
-    "seed": 42,
-    "output_dir": "outputs/runs",
-}
-
-
-def make_run(root: Path, name: str, adapter_dir: Path, model_name: str = "default") -> Path:
-    """A finished run folder as `loraops train` leaves it, with a real (tiny) adapter."""
-    metrics = {
-        "train_loss": 0.3,
-        "first_logged_loss": 2.6,
-        "final_logged_loss": 0.01,
-        "global_steps": 8,
-        "epochs_completed": 2.0,
-        "precision": "fp32",
-        "device": "CPU",
-        "data": {
-            "records": 16,
-            "examples": 16,
-            "truncated": 0,
-            "dropped_all_masked": 0,
-            "tokens": 900,
-            "trained_tokens": 200,
-            "formats": {"prompt_completion": 16},
-        },
-    }
-    files = [{"path": "/home/alice/private/data/train.jsonl", "sha256": "a" * 64}]
-    manifest = {"model_name": model_name, "data": {"files": files, "dataset_sha256": "b" * 64}}
-    run = conftest.make_run(
-        root / "runs",
-        name,
-        model_name=model_name,
-        adapter_dir=adapter_dir,
-        config=CONFIG,
-        metrics=metrics,
-        manifest=manifest,
-    )
-    (run / "model" / "README.md").write_text("PEFT's generic card\n")
-    return run
-
-
-def evaluated(tmp_path: Path, run: Path, tuned: float, base: float | None, model_name: str = "default") -> None:
-    fake_metrics(tmp_path / "m", run.name, {"test": tuned, "dev": tuned / 2})
-    if base is not None:
-        fake_metrics(tmp_path / "m", baseline_name(model_name), {"test": base, "dev": base})
-
-
-def compare_cfg(tmp_path: Path) -> CompareConfig:
-    # Fake metrics hold no real predictions to regenerate: test_publish_verify.py checks that step.
-    return CompareConfig(artifacts_dir=str(tmp_path / "artifacts"), metrics_dir=str(tmp_path / "m"), verify_samples=0)
 
 
 def publish(tmp_path: Path, run: Path, **kwargs: Any) -> PublishResult:
@@ -91,7 +23,7 @@ def publish(tmp_path: Path, run: Path, **kwargs: Any) -> PublishResult:
 
 
 def test_publish_copies_model_card_and_records_and_sets_reference(tmp_path: Path, tiny_adapter_dir: Path) -> None:
-    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    run = finished_run(tmp_path, "r1", tiny_adapter_dir)
     evaluated(tmp_path, run, 80.0, 0.0)
     result = publish(tmp_path, run)
     dest = tmp_path / "artifacts" / "models" / "r1"
@@ -110,7 +42,7 @@ def test_publish_copies_model_card_and_records_and_sets_reference(tmp_path: Path
     assert not (tmp_path / "artifacts" / "reference_history.jsonl").exists()
 
     # The next run is judged against the published one, and the old reference goes to the history.
-    run2 = make_run(tmp_path, "r2", tiny_adapter_dir)
+    run2 = finished_run(tmp_path, "r2", tiny_adapter_dir)
     fake_metrics(tmp_path / "m", "r2", {"test": 70.0})
     with pytest.raises(NotImprovedError, match="r2 did not beat its reference r1 .published.: NOT IMPROVED"):
         publish(tmp_path, run2)
@@ -122,7 +54,7 @@ def test_publish_copies_model_card_and_records_and_sets_reference(tmp_path: Path
 
 
 def test_gate_refuses_with_numbers_and_force_overrides(tmp_path: Path, tiny_adapter_dir: Path) -> None:
-    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    run = finished_run(tmp_path, "r1", tiny_adapter_dir)
     models = tmp_path / "artifacts" / "models"
     fake_metrics(tmp_path / "m", baseline_name("default"), {"test": 0.0})  # the base model was evaluated
     with pytest.raises(NotEvaluatedError, match=r"no metrics for r1 on split 'test'.*make eval \(loraops eval model="):
@@ -148,7 +80,7 @@ def test_gate_refuses_with_numbers_and_force_overrides(tmp_path: Path, tiny_adap
 
 
 def test_never_evaluated_force_publishes_and_card_says_so(tmp_path: Path, tiny_adapter_dir: Path) -> None:
-    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    run = finished_run(tmp_path, "r1", tiny_adapter_dir)
     result = publish(tmp_path, run, force=True)
     card = (result.path / "README.md").read_text()  # type: ignore[operator]
     assert result.forced and result.comparison is None
@@ -158,7 +90,7 @@ def test_never_evaluated_force_publishes_and_card_says_so(tmp_path: Path, tiny_a
 def test_republish_replaces_cleanly_and_failures_leave_nothing_half_done(
     tmp_path: Path, tiny_adapter_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    run = finished_run(tmp_path, "r1", tiny_adapter_dir)
     evaluated(tmp_path, run, 80.0, 0.0)
     dest = publish(tmp_path, run).path
     assert dest is not None
@@ -184,7 +116,7 @@ def test_republish_replaces_cleanly_and_failures_leave_nothing_half_done(
 
 
 def test_leftovers_of_a_killed_publish_are_recovered(tmp_path: Path, tiny_adapter_dir: Path) -> None:
-    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    run = finished_run(tmp_path, "r1", tiny_adapter_dir)
     evaluated(tmp_path, run, 80.0, 0.0)
     dest = publish(tmp_path, run).path
     assert dest is not None
@@ -202,7 +134,7 @@ def test_merged_model_loads_without_peft_and_matches_base_plus_adapter(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    run = make_run(tmp_path, "r1", tiny_adapter_dir, model_name=str(tiny_model_dir))
+    run = finished_run(tmp_path, "r1", tiny_adapter_dir, model_name=str(tiny_model_dir))
     evaluated(tmp_path, run, 80.0, 0.0, model_name=str(tiny_model_dir))
     result = publish(tmp_path, run, merged=True)
     dest = result.path
@@ -234,11 +166,12 @@ def test_merged_model_loads_without_peft_and_matches_base_plus_adapter(
 
 
 def test_leaked_eval_data_refuses_publishing(tmp_path: Path, tiny_adapter_dir: Path) -> None:
-    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    run = finished_run(tmp_path, "r1", tiny_adapter_dir)
     train_file = tmp_path / "train.jsonl"
     train_file.write_text(json.dumps({"prompt": "question 0", "completion": "x"}) + "\n")
-    manifest = {**RunDir(run).read_manifest(), "data": {"files": [{"path": str(train_file), "sha256": "x"}]}}
-    RunDir(run).write_manifest("finished", {k: v for k, v in manifest.items() if k != "status"})
+    files = [DataFileEntry(name="train.jsonl", path=str(train_file), sha256="x")]
+    manifest = RunDir(run).read_manifest()
+    RunDir(run).write_manifest(manifest.model_copy(update={"data": DataLineage(files=files)}))
     evaluated(tmp_path, run, 100.0, 0.0)
     with pytest.raises(NotImprovedError, match=r"1 of 32 test examples are also training data \(allowed: 0%\)"):
         publish(tmp_path, run)
@@ -248,7 +181,7 @@ def test_leaked_eval_data_refuses_publishing(tmp_path: Path, tiny_adapter_dir: P
 def test_the_gate_says_what_went_wrong(tmp_path: Path, tiny_adapter_dir: Path) -> None:
     from loraops.publish import GateError
 
-    run = make_run(tmp_path, "r1", tiny_adapter_dir)
+    run = finished_run(tmp_path, "r1", tiny_adapter_dir)
     fake_metrics(tmp_path / "m", "r1", {"test": 100.0}, n=1)  # `eval limit=1`
     fake_metrics(tmp_path / "m", baseline_name("default"), {"test": 0.0})
     with pytest.raises(GateError, match="the comparison failed: split 'test' was not scored the same way") as refused:

@@ -6,31 +6,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONFIGS, write_jsonl
+from support import CONFIGS, compare_cfg, write_jsonl
 
-from loraops.config import CompareConfig, EvalConfig, TrainConfig, load_config
+from loraops.config import EvalConfig, load_config
 from loraops.errors import LoraopsError
 from loraops.eval.evaluate import evaluate
 from loraops.publish import publish_local
 from loraops.publish import stage as stage_mod
-from loraops.train import train
 
 
 @pytest.fixture
-def evaluated_run(tiny_overrides: list[str], tmp_path: Path) -> Path:
-    run = train(load_config(TrainConfig, CONFIGS, "train", [*tiny_overrides, "max_steps=2"])).run_dir
+def evaluated_run(trained_run_copy: Path, tmp_path: Path) -> Path:
+    run = trained_run_copy  # evaluation adds its scores to the run's records
     write_jsonl(
         tmp_path / "evalsets" / "test.jsonl",
         [{"prompt": f"Rolling sum of A1:A{n}", "completion": "x"} for n in range(5, 9)],
     )
-    common = [f"eval_dir={tmp_path / 'evalsets'}", f"output_dir={tmp_path / 'm'}", "max_new_tokens=4", "batch_size=2"]
+    common = [f"eval_dir={tmp_path / 'evalsets'}", f"metrics_dir={tmp_path / 'm'}", "max_new_tokens=4", "batch_size=2"]
     for config in ("eval", "eval_baseline"):
         evaluate(load_config(EvalConfig, CONFIGS, config, [f"model={run}", *common]))
     return run
 
 
 def _publish(tmp_path: Path, run: Path, **kwargs: Any) -> Any:
-    cfg = CompareConfig(artifacts_dir=str(tmp_path / "artifacts"), metrics_dir=str(tmp_path / "m"), verify_samples=4)
+    cfg = compare_cfg(tmp_path, verify_samples=4)
     # A random tiny model does not beat its base: --force, so the check itself is what is tested.
     return publish_local(str(run), compare_cfg=cfg, force=True, **kwargs)
 

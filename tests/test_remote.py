@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, make_run
+from support import CONFIGS, make_run
 
 from loraops import remote
 from loraops.config import EvalConfig, RemoteConfig, TrainConfig, load_config
@@ -50,7 +50,7 @@ def test_settings_precedence_env_then_dotenv_then_config(tmp_path: Path) -> None
     s = remote.load_settings(tmp_path, config, environ={"REMOTE_HOST": "from-env", "CUDA_VISIBLE_DEVICES": "0,1"})
     assert (s.host, s.dir, s.user, s.port) == ("from-env", "dir from dotenv", "bob", 2200)
     assert s.python == "/opt/py/bin/python3"
-    assert s.ssh_options == ("-o", "Compression=yes") and s.destination == "bob@from-env"
+    assert s.ssh_args == ["-o", "Compression=yes"] and s.destination == "bob@from-env"
     assert dict(s.forward_env) == {"CUDA_VISIBLE_DEVICES": "0,1", "HF_HOME": "/data/hf"}
     assert s.local_dir == tmp_path.resolve()
 
@@ -174,7 +174,7 @@ def _wait_for_exit_code(job: Path) -> str:
 def test_job_run_file_is_the_contract_not_the_log(tmp_path: Path) -> None:
     """The command writes its run folder to $LORAOPS_RUN_FILE; what it logs does not matter."""
     cmd = f'mkdir -p out/r1 && printf "out/r1\\n" >"${RUN_FILE_ENV}"; echo "any wording at all"; echo boom >&2; exit 3'
-    script = remote.job_start_script(settings(dir="."), "j", ["sh", "-c", cmd])
+    script = remote.job_start_script(settings(dir=str(tmp_path)), "j", ["sh", "-c", cmd])
     subprocess.run(["sh", "-c", script], cwd=tmp_path, check=True)
     job = tmp_path / remote.JOBS_DIR / "j"
     assert _wait_for_exit_code(job) == "3"

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from support import REPO
 
 from loraops import remote
 from loraops.remote import RemoteError, RemoteSettings
@@ -32,9 +32,12 @@ _TOOLS = {
     "ssh-keygen": shutil.which("ssh-keygen"),
 }
 _MISSING = [name for name, found in _TOOLS.items() if not found]
-pytestmark = pytest.mark.skipif(
-    bool(_MISSING), reason=f"not installed: {', '.join(_MISSING)} (apt-get install openssh-server rsync)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        bool(_MISSING), reason=f"not installed: {', '.join(_MISSING)} (apt-get install openssh-server rsync)"
+    ),
+    pytest.mark.xdist_group("sshd"),  # with -n: one worker runs them all, on one sshd and one initialised server
+]
 EVAL_OVERRIDES = ["limit=2", "max_new_tokens=4", "splits=[test]", "batch_size=2"]
 
 
@@ -160,7 +163,7 @@ def test_push_init_train_eval_pull(server: RemoteSettings, tiny_overrides: list[
     assert any((server.local_dir / "artifacts" / "metrics" / "baseline").glob("*/summary.json"))
 
     # A fresh laptop copy: `pull` alone brings the remote latest run and the metrics.
-    fresh = RemoteSettings(**{**server.__dict__, "local_dir": server.local_dir.parent / "fresh"})
+    fresh = server.model_copy(update={"local_dir": server.local_dir.parent / "fresh"})
     pulled = remote.pull(fresh)
     assert pulled.run_dir == fresh.local_dir / "outputs" / "runs" / run.name and pulled.latest_updated
     assert os.readlink(fresh.local_dir / "outputs" / "runs" / "latest") == run.name

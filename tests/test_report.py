@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONFIGS, REPO, make_run
+from support import CONFIGS, REPO, fake_metrics, make_run
 
 from loraops.cli import main
-from loraops.config import METRICS, CompareConfig
+from loraops.config import CompareConfig
 from loraops.eval.compare import compare
 from loraops.eval.records import MetricsRecords
 from loraops.report import build_report
@@ -75,45 +75,6 @@ MANIFEST = {
 }
 
 
-def write_eval(metrics_dir: Path, name: str, right: dict[str, list[bool]], wrong_answer: str = "I do not know") -> None:
-    """Eval records as `loraops eval` writes them, through MetricsRecords; the same fingerprint on every side."""
-    records = MetricsRecords.of(metrics_dir, name)
-    summary = {}
-    for split, oks in right.items():
-        rows = [_row(split, i, ok, wrong_answer) for i, ok in enumerate(oks)]
-        metrics = {m: sum(r["scores"][m] for r in rows) / len(rows) for m in METRICS} | {"n": len(rows)}
-        metrics["exact_match"] *= 100
-        fingerprint = {
-            "examples_sha256": split,
-            "n": len(rows),
-            "generation": {"max_new_tokens": 64},
-            "scoring": {"words": "unicode-words-1", "bleu_tokenize": "13a"},
-            "base_model": {"name": "default", "revision": "r"},
-            "tokenizer_sha256": "t",
-            "chat_template_sha256": "c",
-        }
-        records.write_split(
-            split, {"split": split, "metrics": metrics, "fingerprint": fingerprint, "settings": {"limit": None}}, rows
-        )
-        summary[split] = metrics
-    records.write_summary({"metrics": {**summary, "overall": {}}})
-
-
-def _row(split: str, i: int, ok: bool, wrong_answer: str) -> dict[str, Any]:
-    expected = f"=FLOWROLL(A1:A{i + 9}, {i % 5 + 2})"
-    scores = {m: float(ok) for m in METRICS} | {"bleu": 100.0 if ok else 0.0}
-    return {
-        "id": f"{split}-{i}",
-        "path": f"data/eval/{split}.jsonl",
-        "line": i + 1,
-        "prompt": f"rolling sum {i}",
-        "messages": [{"role": "user", "content": f"rolling sum {i}"}],
-        "reference": expected,
-        "prediction": expected if ok else wrong_answer,
-        "scores": scores,
-    }
-
-
 def make_report_run(tmp_path: Path, name: str = "2026-03-04_05-06-07", **kwargs: Any) -> Path:
     kwargs = {"metrics": TRAIN_METRICS, "manifest": MANIFEST, "config": {"lr": 5e-4, "lora_r": 16}} | kwargs
     return make_run(tmp_path / "runs", name, **kwargs)
@@ -122,13 +83,9 @@ def make_report_run(tmp_path: Path, name: str = "2026-03-04_05-06-07", **kwargs:
 def evaluated_and_compared(tmp_path: Path, run: Path, wrong_answer: str = INJECTION) -> Path:
     """The run 75% right on test and dev, the base model right once per split, and `compare` run on them."""
     metrics = tmp_path / "artifacts" / "metrics"
-    write_eval(
-        metrics,
-        run.name,
-        {"test": [i % 4 != 0 for i in range(16)], "dev": [i % 4 != 1 for i in range(8)]},
-        wrong_answer,
-    )
-    write_eval(metrics, "baseline/default", {"test": [i == 0 for i in range(16)], "dev": [i == 1 for i in range(8)]})
+    right = {"test": [i % 4 != 0 for i in range(16)], "dev": [i % 4 != 1 for i in range(8)]}
+    fake_metrics(metrics, run.name, right, wrong_answer=wrong_answer)
+    fake_metrics(metrics, "baseline/default", {"test": [i == 0 for i in range(16)], "dev": [i == 1 for i in range(8)]})
     compare(
         CompareConfig(
             run=str(run),
@@ -186,7 +143,7 @@ def test_a_run_never_evaluated_or_compared_says_which_command_fills_the_gap(tmp_
     assert "Not evaluated yet" in page and "No verdict" in page and f"loraops eval model={run}" in page
     assert page.count('<svg class="plot"') == 1  # the training curves still show
 
-    write_eval(tmp_path / "artifacts" / "metrics", run.name, {"test": [True, False]})
+    fake_metrics(tmp_path / "artifacts" / "metrics", run.name, {"test": [True, False]})
     page = build_report([str(run)], tmp_path / "artifacts").read_text(encoding="utf-8")
     assert "Evaluated but never compared" in page and f"loraops compare run={run}" in page
     assert "the first 2 of 2 predictions" in page
@@ -224,7 +181,7 @@ def test_several_runs_side_by_side(tmp_path: Path) -> None:
     first = make_report_run(tmp_path)
     second = make_report_run(tmp_path, "2026-03-05_00-00-00", config={"lr": 1e-4, "lora_r": 16})
     metrics = evaluated_and_compared(tmp_path, first)
-    write_eval(metrics, second.name, {"test": [True] * 4})
+    fake_metrics(metrics, second.name, {"test": [True] * 4})
     data = collect(resolve_runs([str(first), str(second), str(first)]), metrics)  # a run named twice shows once
     assert [r.name for r in data.runs] == [first.name, second.name]
     assert config_differences(data.runs) == [("lr", ["0.0005", "0.0001"])]
@@ -256,10 +213,9 @@ def test_no_secret_reaches_the_page(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert CANARY not in page and "&lt;redacted&gt;" in page
 
 
-def test_console_command_reports_a_tiny_training_run(tiny_overrides: list[str], tmp_path: Path) -> None:
-    assert main(["train", "--config-dir", str(CONFIGS), *tiny_overrides]) == 0
-    run = RunDir((tmp_path / "runs" / "latest").resolve())
-    assert all("learning_rate" in h for h in run.read_metrics()["loss_history"])
+def test_console_command_reports_a_tiny_training_run(trained_run: Path, tmp_path: Path) -> None:
+    run = RunDir(trained_run)
+    assert all(h.learning_rate is not None for h in run.read_metrics().loss_history)
     done = subprocess.run(
         [
             sys.executable,
@@ -270,7 +226,7 @@ def test_console_command_reports_a_tiny_training_run(tiny_overrides: list[str], 
             str(tmp_path / "a"),
             "--config-dir",
             str(CONFIGS),
-            str(tmp_path / "runs" / "latest"),
+            str(trained_run.parent / "latest"),
         ],
         capture_output=True,
         text=True,

@@ -7,9 +7,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import make_run
+from support import make_run
 
 from loraops.errors import LoraopsError
+from loraops.records import Manifest, RunMetrics
 from loraops.runs import RUN_FILE_ENV, RunDir, find_run
 from loraops.secrets import REDACTED, redact, scrub
 
@@ -31,15 +32,16 @@ def test_latest_is_a_relative_link_switched_in_place(tmp_path: Path) -> None:
 
 def test_records_round_trip_and_config_snapshot_is_redacted(tmp_path: Path) -> None:
     run = RunDir.create(tmp_path)
-    assert run.status() is None and run.read_metrics() == {} and run.records() == []
+    assert run.status() is None and run.read_metrics() == RunMetrics() and run.records() == []
     run.write_config({"model_name": "default", "lr": 0.1, "hub_token": "hf_SomethingSecret"})
-    run.write_manifest("running", {"model_name": "default"})
+    run.write_manifest(Manifest(status="running", model_name="default"))
     assert run.status() == "running" and not run.is_finished()
-    run.write_manifest("failed", {"model_name": "default"}, error="RuntimeError('x')")
-    assert run.read_manifest() == {"status": "failed", "model_name": "default", "error": "RuntimeError('x')"}
-    run.write_metrics({"global_steps": 7})
-    assert run.record_eval({"test": {"exact_match": 50.0}}) == 7
-    assert run.read_metrics() == {"global_steps": 7, "eval": {"test": {"exact_match": 50.0}}}
+    run.write_manifest(Manifest(status="failed", model_name="default", error="RuntimeError('x')"))
+    assert run.read_manifest() == Manifest(status="failed", model_name="default", error="RuntimeError('x')")
+    run.write_metrics(RunMetrics(global_steps=7))
+    assert run.record_eval({"test": {"exact_match": 50.0, "n": 2}}) == 7
+    assert run.read_metrics() == RunMetrics(global_steps=7, eval={"test": {"exact_match": 50.0, "n": 2}})
+    assert type(run.read_metrics().eval["test"]["n"]) is int  # counts stay whole in the record
     assert run.base_model() == "default" and run.read_config()["hub_token"] == REDACTED
     assert [p.name for p in run.records()] == ["config_used.yaml", "metrics.json", "manifest.json"]
 

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, PC_RECORDS, write_jsonl
+from support import CONFIGS, PC_RECORDS, write_jsonl
 
 from loraops.cli import main
 from loraops.config import TrainConfig, load_config
@@ -99,7 +99,7 @@ def test_kept_adapter_is_the_best_checkpoint_not_the_last(
     caplog.set_level(logging.INFO, logger="loraops")
     monkeypatch.setattr(RunDir, "remove_checkpoints", lambda self: None)  # keep them to compare
     run = RunDir(run_tiny(overfit + ["max_steps=6"]))
-    validation = run.read_metrics()["validation"]
+    validation = run.read_metrics().as_dict()["validation"]
     curve = validation["curve"]
     assert [p["step"] for p in curve] == [1, 2, 3, 4, 5, 6]
     losses = [p["loss"] for p in curve]
@@ -110,7 +110,7 @@ def test_kept_adapter_is_the_best_checkpoint_not_the_last(
     assert all(kept[k].equal(saved[k]) for k in kept)
     assert validation["stopped_early"] is None and validation["data"]["records"] == 4
     assert validation["share_of_runtime"] > 0
-    assert run.read_manifest()["validation"]["path"].endswith("val.jsonl")
+    assert run.read_manifest().as_dict()["validation"]["path"].endswith("val.jsonl")
     assert "validation at step 1 epoch" in run.train_log.read_text()
 
 
@@ -125,7 +125,7 @@ def test_tensorboard_gets_the_validation_curve(overfit: list[str]) -> None:
 
 def test_early_stopping_stops_when_validation_stops_improving(overfit: list[str]) -> None:
     run = RunDir(run_tiny(overfit + ["early_stopping_patience=2"]))
-    metrics = run.read_metrics()
+    metrics = run.read_metrics().as_dict()
     validation = metrics["validation"]
     assert metrics["global_steps"] < 12  # 16 examples / batch 4 * 3 epochs
     assert validation["stopped_early"]["step"] == metrics["global_steps"] == validation["best"]["step"] + 2
@@ -135,7 +135,7 @@ def test_early_stopping_stops_when_validation_stops_improving(overfit: list[str]
 
 def test_generation_metric_selects_and_is_logged(overfit: list[str]) -> None:
     run = RunDir(run_tiny(overfit + ["max_steps=3", "select_metric=jaccard", "val_limit=2", "val_max_new_tokens=4"]))
-    validation = run.read_metrics()["validation"]
+    validation = run.read_metrics().as_dict()["validation"]
     assert validation["select_metric"] == "jaccard" and validation["higher_is_better"]
     scores = [p["jaccard"] for p in validation["curve"]]
     assert validation["best"]["value"] == max(scores) and validation["best"]["step"] == 1 + scores.index(max(scores))
@@ -163,7 +163,7 @@ def test_resume_after_the_best_checkpoint_keeps_it(
 
     monkeypatch.setattr(RunDir, "remove_checkpoints", lambda self: None)
     run_tiny(overfit + ["max_steps=7", f"resume_from={path}"])
-    validation = run.read_metrics()["validation"]
+    validation = run.read_metrics().as_dict()["validation"]
     assert [p["step"] for p in validation["curve"]] == list(range(1, 8))  # the whole life, not just the resumed part
     best = validation["best"]["step"]
     assert best == best_before or validation["curve"][best - 1]["loss"] < state["best_metric"]
@@ -184,6 +184,6 @@ def test_diverging_run_fails_fast_and_leaves_latest_alone(
     runs = tmp_path / "runs"
     assert (runs / "latest").resolve() == good.resolve()
     (failed,) = [p for p in runs.iterdir() if p.is_dir() and not p.is_symlink() and p != good]
-    manifest = RunDir(failed).read_manifest()
+    manifest = RunDir(failed).read_manifest().as_dict()
     assert manifest["status"] == "failed" and "diverged" in manifest["error"]
     assert not (failed / "model").exists() and not (failed / "metrics.json").exists()

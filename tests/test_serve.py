@@ -19,7 +19,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import make_run
+from support import make_run
 
 from loraops.data.tokenize import tokenize_prompt
 from loraops.eval.generate import GenerationSettings

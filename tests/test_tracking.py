@@ -9,38 +9,37 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import socket
 import sys
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONFIGS, make_run, write_jsonl
-from test_compare import fake_metrics
-from test_publish_hub import hub  # noqa: F401  (a fixture: the fake Hub)
+from support import CONFIGS, compare_cfg, evaluated, fake_metrics, finished_run, make_run
+from support import HUB_REPO as REPO
+from support import HUB_TOKEN as TOKEN
+from tracking_sequence import (
+    CANARY,
+    artifact_paths,
+    check_champion,
+    check_sequence,
+    client,
+    closed_port,
+    run_sequence,
+    training_runs,
+)
 
 from loraops.config import CompareConfig, EvalConfig, TrainConfig, load_config
 from loraops.errors import ConfigError
 from loraops.eval.compare import compare
-from loraops.eval.evaluate import evaluate
 from loraops.publish import publish_local
-from loraops.reference import published_reference, read_reference
+from loraops.records import RunMetrics
+from loraops.reference import published_reference
 from loraops.runs import RunDir
+from loraops.secrets import public_url
 from loraops.tracking.importer import import_pulled
 from loraops.tracking.records import flatten_params
-from loraops.tracking.store import embedded_uri, forwardable_uri, public_uri
+from loraops.tracking.store import forwardable_uri
 from loraops.train import train
-
-CANARY = "canary-7Hq2xZp9-do-not-log"  # a secret value that must appear nowhere in the tracking store
-
-
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow SQLite database with its tables: creating them runs ~140 migrations, so tests copy this one."""
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    client(f"sqlite:///{path}").search_experiments()
-    return path
 
 
 @pytest.fixture
@@ -54,137 +53,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) 
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("HF_TOKEN", CANARY)
     return folder
-
-
-def client(uri: str | None = None) -> Any:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri or embedded_uri())
-
-
-@dataclass
-class Sequence:
-    run: Path
-    metrics_dir: Path
-    compare_cfg: CompareConfig
-
-
-def eval_set(folder: Path) -> Path:
-    write_jsonl(
-        folder / "test.jsonl",
-        [{"prompt": f"Rolling sum of A1:A{n}", "completion": f"=FLOWROLL(A1:A{n}, 2)"} for n in range(5, 11)],
-    )
-    return folder
-
-
-def run_sequence(tmp_path: Path, tiny_overrides: list[str], *train_extra: str) -> Sequence:
-    """train -> eval -> eval of the base model -> compare -> publish (forced: a random tiny model rarely improves)."""
-    tracked = ["tracking=mlflow"]
-    quick = [o for o in tiny_overrides if not o.startswith("batch_size=")] + [
-        "batch_size=8",
-        "val_fraction=0.25",
-        "val_metrics=[]",
-    ]
-    run = train(load_config(TrainConfig, CONFIGS, "train", [*quick, *tracked, *train_extra])).run_dir
-    metrics_dir = tmp_path / "metrics"
-    evals = [
-        f"model={run}",
-        f"eval_dir={eval_set(tmp_path / 'evalsets')}",
-        f"output_dir={metrics_dir}",
-        "max_new_tokens=4",
-        "batch_size=8",
-        *tracked,
-    ]
-    evaluate(load_config(EvalConfig, CONFIGS, "eval", evals))
-    evaluate(load_config(EvalConfig, CONFIGS, "eval_baseline", evals))
-    cfg = load_config(
-        CompareConfig,
-        CONFIGS,
-        "compare",
-        [
-            f"run={run}",
-            f"artifacts_dir={tmp_path / 'artifacts'}",
-            f"metrics_dir={metrics_dir}",
-            "verify_samples=0",
-            "bootstrap_resamples=100",
-            *tracked,
-        ],
-    )
-    compare(cfg)
-    publish_local(str(run), force=True, compare_cfg=cfg)
-    return Sequence(run, metrics_dir, cfg)
-
-
-def training_runs(mlflow: Any, experiment: str = "loraops") -> list[Any]:
-    found = mlflow.get_experiment_by_name(experiment)
-    return mlflow.search_runs([found.experiment_id], "tags.`loraops.kind` = 'training'")
-
-
-def artifact_paths(mlflow: Any, run_id: str, path: str | None = None) -> set[str]:
-    paths: set[str] = set()
-    for item in mlflow.list_artifacts(run_id, path):
-        paths |= artifact_paths(mlflow, run_id, item.path) if item.is_dir else {item.path}
-    return paths
-
-
-def check_sequence(mlflow: Any, seq: Sequence) -> Any:
-    """One MLflow run holds the training run, its eval, its verdict and its publication; returns it."""
-    run = RunDir(seq.run)
-    [tracked] = training_runs(mlflow)
-    link = json.loads(run.tracking_path.read_text())
-    assert tracked.info.run_id == link["run_id"] and link["complete"] and tracked.info.run_name == run.name
-    assert tracked.info.status == "FINISHED"
-    params = tracked.data.params
-    assert params["lr"] == "0.005" and params["lora_r"] == "4" and params["data_source.type"] == "local"
-    assert params["tracking"] == "mlflow" and params["lora_target_modules"].startswith('["q_proj"')
-    steps = run.read_metrics()["global_steps"]
-    loss = mlflow.get_metric_history(tracked.info.run_id, "train/loss")
-    assert sorted(m.step for m in loss) == list(range(1, steps + 1))  # logging_steps=1: every step
-    for key in (
-        "train/learning_rate",
-        "train/grad_norm",
-        "val/loss",
-        "eval/test/exact_match",
-        "eval/test/rougeL",
-        "summary/train_loss",
-        "compare/test/exact_match/delta",
-        "compare/test/exact_match/p",
-    ):
-        assert key in tracked.data.metrics, key
-    assert len(mlflow.get_metric_history(tracked.info.run_id, "val/loss")) == 2  # one per epoch
-    comparison = json.loads((seq.metrics_dir / run.name / "comparison.json").read_text())
-    tags = tracked.data.tags
-    assert tags["loraops.verdict"] == comparison["verdict"] and tags["loraops.compared_with_kind"] == "base"
-    manifest = run.read_manifest()
-    assert tags["data.dataset_sha256"] == manifest["data"]["dataset_sha256"] and tags["data.source.type"] == "local"
-    assert tags.get("git.commit") == manifest["git"]["commit"] or manifest["git"]["commit"] is None
-    paths = artifact_paths(mlflow, tracked.info.run_id)
-    assert {
-        "config_used.yaml",
-        "manifest.json",
-        "metrics.json",
-        "model/adapter_model.safetensors",
-        "model/adapter_config.json",
-        "eval/test.json",
-        "eval/test.predictions.jsonl",
-        "compare/comparison.json",
-        "published/README.md",
-    } <= paths
-    return tracked
-
-
-def check_champion(mlflow: Any, seq: Sequence, tracked: Any) -> None:
-    name = f"loraops-{Path(RunDir(seq.run).base_model()).name}"
-    version = mlflow.get_model_version_by_alias(name, "champion")
-    assert version.run_id == tracked.info.run_id and version.source == f"runs:/{tracked.info.run_id}/model"
-    assert version.tags["loraops.run"] == RunDir(seq.run).name and version.tags["loraops.forced"] == "true"
-    assert version.tags["loraops.destination"].startswith("local:") and "Published with --force" in version.description
-    local = read_reference(seq.compare_cfg.reference_file or "")
-    assert local is not None and local["registry"] == {
-        "model": name,
-        "version": str(version.version),
-        "alias": "champion",
-    }
 
 
 def test_train_eval_compare_publish_make_one_mlflow_run(
@@ -229,13 +97,7 @@ def test_train_eval_compare_publish_make_one_mlflow_run(
 def test_champion_rule_registry_first_local_record_as_fallback(
     project: Path, tmp_path: Path, tiny_adapter_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cfg = CompareConfig(
-        artifacts_dir=str(tmp_path / "artifacts"),
-        metrics_dir=str(tmp_path / "m"),
-        verify_samples=0,
-        tracking="mlflow",
-        bootstrap_resamples=100,
-    )
+    cfg = compare_cfg(tmp_path, tracking="mlflow", bootstrap_resamples=100)
     runs = [Path(make_run(tmp_path / "runs", name, adapter_dir=tiny_adapter_dir)) for name in ("r1", "r2", "r3")]
     for run, score in zip(runs, (50.0, 80.0, 90.0)):
         fake_metrics(tmp_path / "m", run.name, {"test": score})
@@ -244,30 +106,24 @@ def test_champion_rule_registry_first_local_record_as_fallback(
     publish_local(str(runs[1]), compare_cfg=cfg)
     mlflow = client()
     assert mlflow.get_model_version_by_alias("loraops-SmolLM2-135M-Instruct", "champion").version == 2
-    assert published_reference(cfg, RunDir(runs[2]))["run"] == "r2"  # type: ignore[index]
+    assert published_reference(cfg, RunDir(runs[2])).run == "r2"  # type: ignore[union-attr]
 
     # Someone moves the alias back in the MLflow UI: the registry decides.
     mlflow.set_registered_model_alias("loraops-SmolLM2-135M-Instruct", "champion", "1")
-    assert compare(replace(cfg, run=str(runs[2]))).reference == "r1"
+    assert compare(cfg.model_copy(update={"run": str(runs[2])})).reference == "r1"
 
     # A publish that did not reach the registry (tracking off): the newer local record wins.
-    publish_local(str(runs[2]), compare_cfg=replace(cfg, tracking="tensorboard"), force=True)
-    assert published_reference(cfg, RunDir(runs[0]))["run"] == "r3"  # type: ignore[index]
+    publish_local(str(runs[2]), compare_cfg=cfg.model_copy(update={"tracking": "tensorboard"}), force=True)
+    assert published_reference(cfg, RunDir(runs[0])).run == "r3"  # type: ignore[union-attr]
 
     # The registry cannot be reached: the local record, and one warning.
     publish_local(str(runs[2]), compare_cfg=cfg, force=True)  # registered this time
     mlflow.set_registered_model_alias("loraops-SmolLM2-135M-Instruct", "champion", "1")
-    assert published_reference(cfg, RunDir(runs[0]))["run"] == "r1"  # type: ignore[index]
+    assert published_reference(cfg, RunDir(runs[0])).run == "r1"  # type: ignore[union-attr]
     with pytest.MonkeyPatch.context() as mp, caplog.at_level(logging.WARNING):
         mp.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
-        assert published_reference(cfg, RunDir(runs[0]))["run"] == "r3"  # type: ignore[index]
+        assert published_reference(cfg, RunDir(runs[0])).run == "r3"  # type: ignore[union-attr]
     assert len([r for r in caplog.records if r.name.startswith("loraops.tracking")]) == 1
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_tracking_outage_costs_one_warning_never_the_run(
@@ -347,7 +203,7 @@ def test_pulled_run_is_imported_once_and_later_pulls_add_to_it(
 
     # The next pull brings the server's tracking.json back, with eval scores added there: same MLflow run.
     run.tracking_path.write_text(json.dumps(server_side))
-    run.write_metrics({**metrics, "eval": {"test": {"exact_match": 42.0, "n": 6}}})
+    run.write_metrics(RunMetrics.model_validate({**metrics, "eval": {"test": {"exact_match": 42.0, "n": 6}}}))
     import_pulled(run)
     [again] = training_runs(mlflow)
     assert again.info.run_id == tracked.info.run_id and again.data.metrics["eval/test/exact_match"] == 42.0
@@ -394,8 +250,8 @@ def test_params_are_flat_redacted_json() -> None:
 
 
 def test_tracking_uris() -> None:
-    assert public_uri("https://ana:pw@mlflow.example.org/path") == "https://mlflow.example.org/path"
-    assert public_uri("sqlite:////srv/mlflow.db") == "sqlite:////srv/mlflow.db"
+    assert public_url("https://ana:pw@mlflow.example.org/path") == "https://mlflow.example.org/path"
+    assert public_url("sqlite:////srv/mlflow.db") == "sqlite:////srv/mlflow.db"
     assert forwardable_uri("https://mlflow.example.org") == "https://mlflow.example.org"
     for local_only in (
         "http://127.0.0.1:5000",
@@ -419,19 +275,15 @@ def test_remote_jobs_get_a_tracking_server_uri(tmp_path: Path) -> None:
 
 def test_publishing_to_the_hub_records_its_url_on_the_version(
     project: Path,
-    hub: Any,  # noqa: F811
+    hub: Any,
     tmp_path: Path,
     tiny_adapter_dir: Path,
 ) -> None:
-    from test_publish_hub import REPO, TOKEN
-    from test_publish_local import compare_cfg, evaluated
-    from test_publish_local import make_run as make_published_run
-
     from loraops.publish import publish_hub
 
-    run = make_published_run(tmp_path, "r1", tiny_adapter_dir)
+    run = finished_run(tmp_path, "r1", tiny_adapter_dir)
     evaluated(tmp_path, run, 80.0, 0.0)
-    result = publish_hub(str(run), repo_id=REPO, compare_cfg=replace(compare_cfg(tmp_path), tracking="mlflow"))
+    result = publish_hub(str(run), repo_id=REPO, compare_cfg=compare_cfg(tmp_path, tracking="mlflow"))
     version = client().get_model_version_by_alias("loraops-SmolLM2-135M-Instruct", "champion")
     assert version.tags["hub_url"] == result.url == f"{hub.url}/{REPO}"
     assert version.tags["loraops.destination"] == f"hf:{REPO}" and version.tags["loraops.verdict"] == "IMPROVED"
@@ -442,12 +294,9 @@ def test_publishing_to_the_hub_records_its_url_on_the_version(
 def test_merged_publish_registers_the_merged_model(
     project: Path, tmp_path: Path, tiny_adapter_dir: Path, tiny_model_dir: Path
 ) -> None:
-    from test_publish_local import compare_cfg, evaluated
-    from test_publish_local import make_run as make_published_run
-
-    run = make_published_run(tmp_path, "r1", tiny_adapter_dir, model_name=str(tiny_model_dir))
+    run = finished_run(tmp_path, "r1", tiny_adapter_dir, model_name=str(tiny_model_dir))
     evaluated(tmp_path, run, 80.0, 0.0, model_name=str(tiny_model_dir))
-    cfg = replace(compare_cfg(tmp_path), tracking="both", registered_model="tabula")
+    cfg = compare_cfg(tmp_path, tracking="both", registered_model="tabula")
     publish_local(str(run), merged=True, compare_cfg=cfg)
     mlflow = client()
     version = mlflow.get_model_version_by_alias("tabula", "champion")

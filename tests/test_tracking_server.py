@@ -13,13 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_tracking import CANARY, check_champion, check_sequence, client, closed_port, empty_store, run_sequence
-
-__all__ = ["empty_store"]  # a fixture, imported for this module's server
+from tracking_sequence import CANARY, check_champion, check_sequence, client, closed_port, run_sequence
 
 
 @pytest.fixture
-def mlflow_server(tmp_path: Path, empty_store: Path) -> Iterator[str]:  # noqa: F811
+def mlflow_server(tmp_path: Path, empty_store: Path) -> Iterator[str]:
     """`mlflow server` on a free port, its database a copy of a migrated empty one; stopped afterwards."""
     root = tmp_path / "server"
     root.mkdir()

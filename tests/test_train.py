@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONFIGS, write_jsonl
+from support import CONFIGS, write_jsonl
 
 from loraops.cli import main
 from loraops.config import TrainConfig, load_config
@@ -21,10 +21,9 @@ def run_tiny(overrides: list[str]) -> Path:
     return train(load_config(TrainConfig, CONFIGS, "train", overrides)).run_dir
 
 
-def test_run_folder_holds_everything(tiny_overrides: list[str], tmp_path: Path) -> None:
-    run = run_tiny(tiny_overrides)
-    assert run.parent == tmp_path / "runs"
-    assert (tmp_path / "runs" / "latest").resolve() == run.resolve()
+def test_run_folder_holds_everything(trained_run: Path) -> None:
+    run = trained_run  # the default config with the tiny overrides, trained once for the session
+    assert (run.parent / "latest").resolve() == run.resolve()
     for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json"):
         assert (run / "model" / name).is_file(), name
 
@@ -55,23 +54,23 @@ def test_run_folder_holds_everything(tiny_overrides: list[str], tmp_path: Path) 
     assert "commit" in manifest["git"] and manifest["environment"]["device"] == "cpu"
 
 
-def test_tensorboard_gets_loss_lr_and_grad_norm(tiny_overrides: list[str]) -> None:
+def test_tensorboard_gets_loss_lr_and_grad_norm(trained_run: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run = run_tiny(tiny_overrides)
+    run = trained_run
     events = EventAccumulator(str(run / "logs"))
     events.Reload()
     assert {"train/loss", "train/learning_rate", "train/grad_norm"} <= set(events.Tags()["scalars"])
     assert len(events.Scalars("train/loss")) >= 8
 
 
-def test_adapter_is_trained_and_loads_with_peft(tiny_overrides: list[str], tiny_model_dir: Path) -> None:
+def test_adapter_is_trained_and_loads_with_peft(trained_run: Path, tiny_model_dir: Path) -> None:
     import torch
     from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    run = run_tiny(tiny_overrides)
+    run = trained_run
     weights = load_file(run / "model" / "adapter_model.safetensors")
     lora_b = [w for name, w in weights.items() if "lora_B" in name]
     assert lora_b and any(w.abs().sum() > 0 for w in lora_b)  # B starts at zero: non-zero means it learned
@@ -116,12 +115,12 @@ def test_hyperparameters_reach_the_trainer(tmp_path: Path) -> None:
 
 def test_gradient_checkpointing_and_accumulation_train(tiny_overrides: list[str]) -> None:
     run = run_tiny(tiny_overrides + ["gradient_checkpointing=true", "gradient_accumulation_steps=2", "epochs=1"])
-    assert RunDir(run).read_metrics()["global_steps"] == 2
+    assert RunDir(run).read_metrics().global_steps == 2
 
 
 def test_bf16_on_cpu_falls_back_to_fp32(tiny_overrides: list[str], caplog: pytest.LogCaptureFixture) -> None:
     run = run_tiny(tiny_overrides + ["bf16=true", "max_steps=1"])
-    assert RunDir(run).read_metrics()["precision"] == "fp32"
+    assert RunDir(run).read_metrics().precision == "fp32"
     assert "running in fp32 on CPU" in caplog.text
 
 
@@ -140,7 +139,7 @@ def test_failed_run_never_becomes_latest(
     assert (runs / "latest").resolve() == good.resolve()
     failed = [p for p in runs.iterdir() if p.is_dir() and not p.is_symlink() and p != good]
     assert len(failed) == 1
-    assert RunDir(failed[0]).read_manifest()["status"] == "failed"
+    assert RunDir(failed[0]).read_manifest().status == "failed"
 
 
 def test_bad_data_exits_2_before_any_run_folder(
@@ -197,7 +196,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(
         run_tiny(overrides)
     monkeypatch.undo()
     (run,) = [p for p in (tmp_path / "runs").iterdir()]
-    assert RunDir(run).read_manifest()["status"] == "failed"
+    assert RunDir(run).read_manifest().status == "failed"
     assert (run / "checkpoints" / "checkpoint-2").is_dir() and not (tmp_path / "runs" / "latest").exists()
     # kill -9 while the next checkpoint was being written: its weights are cut short.
     broken = run / "checkpoints" / "checkpoint-4"
@@ -210,7 +209,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(
         run_tiny(overrides + [f"resume_from={run}", "lr=1e-3"])
     resumed = run_tiny(overrides + [f"resume_from={run}"])
     assert resumed == run and (tmp_path / "runs" / "latest").resolve() == run
-    metrics = RunDir(run).read_metrics()
+    metrics = RunDir(run).read_metrics().as_dict()
     assert metrics["global_steps"] == 8 and metrics["resumed_from"].endswith("checkpoint-2")
     assert metrics["loss_history"][0]["step"] == 1 and len(metrics["epoch_train_loss"]) == 2
     assert not (run / "checkpoints").exists()

@@ -11,7 +11,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from loraops.config import METRICS
+from loraops.records import METRICS
 
 log = logging.getLogger(__name__)
 _SHOWN = ("loss", *METRICS)

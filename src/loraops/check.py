@@ -13,14 +13,16 @@ from loraops.config import TrainConfig
 from loraops.data.datafiles import EVAL_DIRNAME
 from loraops.data.files import is_data_file
 from loraops.data.formats import Example
-from loraops.data.overlap import near_duplicates, prompt_text, shared_prompts
+from loraops.data.overlap import split_overlap
 from loraops.data.prepare import DataStats, prepare_data
 from loraops.data.sources import format_options
 from loraops.data.tokenize import IGNORE_INDEX, Encoded
 from loraops.errors import ConfigError
 from loraops.estimate import Estimate, for_training, format_estimate
 from loraops.eval.data import find_splits, load_split
-from loraops.models import load_tokenizer, resolve_model_path
+from loraops.loading import load_tokenizer
+from loraops.models import resolve_model_path
+from loraops.records import Overlap
 
 TRAIN_OPEN, TRAIN_CLOSE = "[[", "]]"
 
@@ -28,7 +30,7 @@ TRAIN_OPEN, TRAIN_CLOSE = "[[", "]]"
 @dataclass
 class CheckReport:
     stats: DataStats
-    eval_overlap: dict[str, dict[str, int]]  # eval split -> its examples also in training: exact, near, n
+    eval_overlap: dict[str, Overlap]  # eval split -> its examples also in training, exactly or nearly
     max_length: int
     example: str  # one example rendered with its trained spans marked
     example_source: str
@@ -39,7 +41,7 @@ class CheckReport:
 
 def render_marked(tokenizer: Any, enc: Encoded) -> str:
     """The token sequence as text, trained spans wrapped in [[ ]]; everything else is masked."""
-    pieces, run, trained = [], [], False
+    pieces, run, trained = list[str](), list[int](), False
     for token, label in zip(enc.input_ids, enc.labels):
         is_trained = label != IGNORE_INDEX
         if run and is_trained != trained:
@@ -82,20 +84,17 @@ def _validation_source(source: dict[str, Any]) -> str:
     return str(source.get("path"))
 
 
-def _eval_overlap(cfg: TrainConfig, examples: list[Example]) -> dict[str, dict[str, int]]:
+def _eval_overlap(cfg: TrainConfig, examples: list[Example]) -> dict[str, Overlap]:
     """Per split of <dataset_path>/eval: its examples whose prompt training also asks, exactly or nearly."""
     eval_dir = Path(cfg.dataset_path) / EVAL_DIRNAME
     if cfg.data_source.type != "local" or not eval_dir.is_dir() or not any(map(is_data_file, eval_dir.iterdir())):
         return {}
     training = [e.messages for e in examples]
-    texts = [prompt_text(m) for m in training]
     options = format_options(cfg)  # eval files are read with the training data's mapping
-    overlap = {}
-    for name, path in find_splits(str(eval_dir), "*").items():
-        prompts = [e.prompt for e in load_split(path, options)]
-        near = sum(near_duplicates(texts, [" ".join(m["content"] for m in p) for p in prompts]))
-        overlap[name] = {"exact": shared_prompts(prompts, training), "near": near, "n": len(prompts)}
-    return overlap
+    splits = find_splits(str(eval_dir), "*")
+    return {
+        name: split_overlap(training, [e.prompt for e in load_split(path, options)]) for name, path in splits.items()
+    }
 
 
 def _validation_line(r: CheckReport) -> str:
@@ -125,10 +124,10 @@ def format_report(r: CheckReport) -> str:
         + (f", {s.deduplicated} dropped by dedup" if s.deduplicated else ""),
         *(f"skipped on purpose: {n} ({reason})" for reason, n in s.skipped.items()),
         *(
-            f"eval split {split!r}: {o['exact']} of {o['n']} prompts are training prompts, {o['near']} near duplicates"
+            f"eval split {split!r}: {o.exact} of {o.n} prompts are training prompts, {o.near} near duplicates"
             for split, o in r.eval_overlap.items()
         ),
-        f"trained (assistant) tokens: {s.trained_tokens} of {s.tokens} ({100 * s.trained_tokens / max(1, s.tokens):.1f}%)",
+        f"trained (assistant) tokens: {s.trained_tokens} of {s.tokens} ({s.trained_tokens / max(1, s.tokens):.1%})",
         *(
             [
                 f"packing: {s.packing['examples']} examples into {s.packing['rows']} rows of {s.packing['capacity']} "

@@ -8,10 +8,13 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from loraops import __version__, distributed
+from pydantic import BaseModel
+
+from loraops import __version__, distributed, paths
 from loraops.config import CompareConfig, EvalConfig, TrainConfig, help_rows, load_config
+from loraops.config.compose import PROJECT_CONFIGS
 from loraops.errors import INTERRUPTED_EXIT, TERMINATED_EXIT, USER_ERROR_EXIT, LoraopsError, Terminated
 
 log = logging.getLogger("loraops")
@@ -23,20 +26,27 @@ def _keys_epilog(schema: type) -> str:
     return "config keys (override with key=value):\n" + "\n".join(lines)
 
 
+def _add_config_dir(parser: argparse.ArgumentParser, what: str = "folder of YAML configs") -> None:
+    parser.add_argument(
+        "--config-dir",
+        type=Path,
+        default=PROJECT_CONFIGS,
+        help=f"{what} (default: ./configs; a config it lacks comes from those shipped with loraops)",
+    )
+
+
 def _add_config_args(parser: argparse.ArgumentParser, default_name: str) -> None:
     parser.add_argument(
         "--config-name", default=default_name, help=f"config in the config dir (default: {default_name})"
     )
-    parser.add_argument(
-        "--config-dir", type=Path, default=Path("configs"), help="folder of YAML configs (default: configs)"
-    )
+    _add_config_dir(parser)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides, e.g. lr=1e-4 lora_r=8")
 
 
 def _config_command(
     sub: argparse._SubParsersAction, name: str, config: str, schema: type, help: str, description: str
 ) -> argparse.ArgumentParser:
-    """A command driven by configs/<config>.yaml, whose --help lists every key of `schema`."""
+    """A command driven by <config>.yaml, whose --help lists every key of `schema`."""
     parser = sub.add_parser(
         name,
         help=help,
@@ -72,9 +82,9 @@ def _add_publish_parsers(sub: argparse._SubParsersAction) -> None:
         parser.add_argument(
             "model_path",
             nargs="?",
-            default="outputs/runs/latest",
+            default=paths.LATEST_RUN,
             metavar="MODEL_PATH",
-            help="run folder (default: outputs/runs/latest)",
+            help=f"run folder (default: {paths.LATEST_RUN})",
         )
         parser.add_argument(
             "--merged",
@@ -88,16 +98,11 @@ def _add_publish_parsers(sub: argparse._SubParsersAction) -> None:
             help="folder of metrics, models/<run>/ and the reference record "
             "(default: compare.yaml's artifacts_dir, artifacts)",
         )
-        parser.add_argument(
-            "--config-dir",
-            type=Path,
-            default=Path("configs"),
-            help="folder holding compare.yaml, whose settings the gate uses (default: configs)",
-        )
+        _add_config_dir(parser, "folder holding compare.yaml, whose settings the gate uses")
 
 
 _MODEL_HELP = (
-    "a run folder (default: outputs/runs/latest) or run name, a published folder "
+    f"a run folder (default: {paths.LATEST_RUN}) or run name, a published folder "
     "(artifacts/models/<run>), a model folder, or a model name (`default`: the untouched default model)"
 )
 
@@ -127,7 +132,7 @@ def _add_model_parsers(sub: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     for parser in (chat, serve):
-        parser.add_argument("model", nargs="?", default="outputs/runs/latest", metavar="RUN", help=_MODEL_HELP)
+        parser.add_argument("model", nargs="?", default=paths.LATEST_RUN, metavar="RUN", help=_MODEL_HELP)
         parser.add_argument(
             "--max-new-tokens",
             type=int,
@@ -184,7 +189,7 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
         "Several runs: one page with them side by side.",
     )
     report.add_argument(
-        "runs", nargs="*", metavar="RUN", help="run folders or run names (default: outputs/runs/latest)"
+        "runs", nargs="*", metavar="RUN", help=f"run folders or run names (default: {paths.LATEST_RUN})"
     )
     report.add_argument("--samples", type=int, default=8, help="predictions shown per split (default: 8)")
     report.add_argument(
@@ -192,99 +197,90 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="folder of metrics and reports/ (default: compare.yaml's artifacts_dir, artifacts)",
     )
-    report.add_argument(
-        "--config-dir",
-        type=Path,
-        default=Path("configs"),
-        help="folder holding compare.yaml, which says where the metrics are (default: configs)",
-    )
+    _add_config_dir(report, "folder holding compare.yaml, which says where the metrics are")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="loraops", description=__doc__ and "LoRA fine-tuning pipeline for causal LMs."
-    )
-    parser.add_argument("--version", action="version", version=f"loraops {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fmt = argparse.RawDescriptionHelpFormatter
+class ConfigCommand(NamedTuple):
+    """A command a config drives: its default config, schema, one-line help and description."""
 
-    _config_command(
-        sub,
-        "train",
-        "train",
-        TrainConfig,
-        "train a LoRA adapter",
-        "Train a LoRA adapter into outputs/runs/<timestamp>/.",
-    )
-    check = _config_command(
-        sub,
+    name: str
+    config: str
+    schema: type[BaseModel]
+    help: str
+    description: str
+
+
+CONFIG_COMMANDS = (
+    ConfigCommand(
+        "train", "train", TrainConfig, "train a LoRA adapter", f"Train a LoRA adapter into {paths.RUNS_DIR}/<timestamp>/."
+    ),
+    ConfigCommand(
         "check",
         "train",
         TrainConfig,
         "validate config and data and show what training would see",
-        "Validate the training config and data without training: counts, token lengths, "
-        "truncation, masking, one example as the model sees it, and the predicted peak memory and "
-        "time per epoch on this machine.",
-    )
-    check.add_argument("--example", type=int, default=0, help="index of the example to render (default: 0)")
-    _config_command(
-        sub,
+        "Validate the training config and data without training: counts, token lengths, truncation, masking, "
+        "one example as the model sees it, and the predicted peak memory and time per epoch on this machine.",
+    ),
+    ConfigCommand(
         "eval",
         "eval",
         EvalConfig,
         "evaluate an adapter (or, with eval_baseline, its base model)",
         "Generate on data/eval/*.jsonl and score the answers.",
-    )
-    compare = _config_command(
-        sub,
+    ),
+    ConfigCommand(
         "compare",
         "compare",
         CompareConfig,
         "compare a run's eval metrics with the reference, with intervals and a verdict",
-        "Fine-tuned against reference, example by example, per split and metric. Exit status "
-        "0: IMPROVED (significantly), 1: NOT IMPROVED (or a guard tripped), 3: INCONCLUSIVE, "
-        "2: errors (metrics missing, or not comparable).",
-    )
-    compare.add_argument(
-        "--flips",
-        type=int,
-        default=None,
-        metavar="N",
-        help="print N fixed and N broken examples per split (default: show_flips)",
-    )
+        "Fine-tuned against reference, example by example, per split and metric. Exit status 0: IMPROVED "
+        "(significantly), 1: NOT IMPROVED (or a guard tripped), 3: INCONCLUSIVE, 2: errors (metrics missing, "
+        "or not comparable).",
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loraops", description="LoRA fine-tuning pipeline for causal LMs.")
+    parser.add_argument("--version", action="version", version=f"loraops {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = {command.name: _config_command(sub, *command) for command in CONFIG_COMMANDS}
+    commands["check"].add_argument("--example", type=int, default=0, help="index of the example to render (default: 0)")
+    flips = "print N fixed and N broken examples per split (default: show_flips)"
+    commands["compare"].add_argument("--flips", type=int, default=None, metavar="N", help=flips)
     _add_publish_parsers(sub)
     _add_model_parsers(sub)
-    _add_remote_parser(sub, fmt)
+    _add_remote_parser(sub, argparse.RawDescriptionHelpFormatter)
     _add_report_parser(sub)
+    _add_tool_parsers(sub)
+    return parser
 
+
+def _add_tool_parsers(sub: argparse._SubParsersAction) -> None:
     convert = sub.add_parser(
         "convert",
         help="turn pretty-printed JSON and ChatGPT exports into JSONL",
-        description="Convert every .json/.jsonl file in a folder that is not already JSONL "
-        "in a supported format; sources are never modified. Each file is "
-        "reported as converted, skipped or failed; exit status 2 if any "
+        description="Convert every .json/.jsonl file in a folder that is not already JSONL in a supported format; "
+        "sources are never modified. Each file is reported as converted, skipped or failed; exit status 2 if any "
         "failed.",
     )
     convert.add_argument("input_dir", nargs="?", type=Path, default=Path("data"), help="folder to scan (default: data)")
     convert.add_argument("--output-dir", type=Path, default=None, help="where to write (default: beside the sources)")
-
-    sub.add_parser(
+    configs = sub.add_parser(
         "list-configs",
-        help="list the configs in the config dir",
-        description="List configs/*.yaml with their first comment line.",
-    ).add_argument("--config-dir", type=Path, default=Path("configs"))
+        help="list the configs: the project's (./configs) and those shipped with loraops",
+        description="List the project's configs and those shipped with loraops, with the first comment line of "
+        "each; a project config hides a shipped one of the same name.",
+    )
+    _add_config_dir(configs)
+    prepare = "Convert the embedded SmolLM2-135M-Instruct GGUF to a Hugging Face folder."
     sub.add_parser(
-        "prepare-model",
-        help="convert the embedded default model once (make install runs it)",
-        description="Convert the embedded SmolLM2-135M-Instruct GGUF to a Hugging Face folder.",
+        "prepare-model", help="convert the embedded default model once (`make install` runs it)", description=prepare
     )
     sub.add_parser("version", help="print versions", description="Print loraops and library versions.")
-    sub.add_parser(
-        "devices",
-        help="list this machine's GPUs (count, memory, bf16) and CPU",
-        description="What training can use here: `remote init` runs it on the server.",
-    )
-    return parser
+    devices = "What training can use here: `remote init` runs it on the server."
+    sub.add_parser("devices", help="list this machine's GPUs (count, memory, bf16) and CPU", description=devices)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -337,20 +333,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_or_defaults(schema: type, config_dir: Path, name: str, overrides: list[str]) -> Any:
-    """configs/<name>.yaml with overrides, or the schema's defaults with them when there is no such file."""
-    if (Path(config_dir) / f"{name}.yaml").is_file():
-        return load_config(schema, config_dir, name, overrides)
-    from omegaconf import OmegaConf
-
-    defaults = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(overrides))
-    return OmegaConf.to_object(defaults)
-
-
 def _gate_config(args: argparse.Namespace) -> CompareConfig:
     """The gate judges like `loraops compare` does: same primary metric, split, min_delta and files."""
     overrides = [f"artifacts_dir={args.artifacts_dir}"] if args.artifacts_dir else []
-    return _config_or_defaults(CompareConfig, args.config_dir, "compare", overrides)
+    return load_config(CompareConfig, args.config_dir, "compare", overrides)
 
 
 def _publish(args: argparse.Namespace, publish: Any, **kwargs: Any) -> int:
@@ -387,14 +373,13 @@ def cmd_publish_hf(args: argparse.Namespace) -> int:
     return _publish(args, publish_hub, repo_id=args.repo, public=args.public)
 
 
-_REMOTE_SCHEMAS = {"eval": EvalConfig, "eval-baseline": EvalConfig}
-
-
 def cmd_remote(args: argparse.Namespace) -> int:
     from loraops import remote
 
     # Composed and checked here, so a typo fails before anything is sent to the server.
-    cfg = load_config(_REMOTE_SCHEMAS.get(args.action, TrainConfig), args.config_dir, args.config_name, args.overrides)
+    evaluating = args.action in ("eval", "eval-baseline")
+    schema: type[TrainConfig | EvalConfig] = EvalConfig if evaluating else TrainConfig
+    cfg = load_config(schema, args.config_dir, args.config_name, args.overrides)
     settings = remote.load_settings(Path.cwd(), cfg.remote)
     # The server runs the code, configs and data pushed just now, so a remote run matches a local one.
     if args.action == "push" or (args.action in ("init", *_REMOTE_JOB_CONFIGS) and not args.no_push):
@@ -403,11 +388,11 @@ def cmd_remote(args: argparse.Namespace) -> int:
         return remote.init(settings, detach=args.detach).exit_code
     if args.action == "train":
         return remote.train(settings, args.config_name, args.overrides, detach=args.detach).exit_code
-    if args.action in ("eval", "eval-baseline"):
-        job = remote.evaluate(settings, args.config_name, args.overrides, args.detach, metrics_dir=cfg.output_dir)
+    if isinstance(cfg, EvalConfig):
+        job = remote.evaluate(settings, args.config_name, args.overrides, args.detach, metrics_dir=cfg.metrics_dir)
         return job.exit_code
     if args.action == "pull":
-        metrics_dir = _config_or_defaults(EvalConfig, args.config_dir, "eval", []).output_dir
+        metrics_dir = load_config(EvalConfig, args.config_dir, "eval", []).metrics_dir
         result = remote.pull(settings, args.run, cfg.output_dir, metrics_dir, job=args.job)
         return 0 if result.run_dir or result.metrics_dir else 1
     if args.action == "logs":
@@ -433,12 +418,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_list_configs(args: argparse.Namespace) -> int:
-    paths = sorted(Path(args.config_dir).glob("*.yaml"))
-    if not paths:
-        raise LoraopsError(f"no configs in {args.config_dir}")
-    for path in paths:
+    found = {p.stem: p for folder in (paths.shipped_configs(), args.config_dir) for p in sorted(folder.glob("*.yaml"))}
+    for name, path in sorted(found.items()):
         first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
-        print(f"{path.stem:<20} {first}")
+        print(f"{name:<24} {first}")
     return 0
 
 
@@ -448,7 +431,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.samples < 0:
         raise LoraopsError(f"--samples {args.samples}: must be 0 or more")
     overrides = [f"artifacts_dir={args.artifacts_dir}"] if args.artifacts_dir else []
-    cfg = _config_or_defaults(CompareConfig, args.config_dir, "compare", overrides)
+    cfg = load_config(CompareConfig, args.config_dir, "compare", overrides)
     print(f"report: {build_report(args.runs, cfg.artifacts_dir, cfg.metrics_dir, args.samples)}")
     return 0
 

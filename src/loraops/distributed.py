@@ -3,7 +3,7 @@
 loraops runs unchanged under the standard launchers (`torchrun`, `accelerate launch`), which set
 RANK, LOCAL_RANK and WORLD_SIZE; the Trainer does the data parallelism. `num_processes=N` starts
 the launch itself: `torchrun` for plain DDP, `accelerate launch` with an accelerate config file
-(configs/accelerate/: FSDP, DeepSpeed ZeRO 2 and 3).
+(shipped in the package: FSDP, DeepSpeed ZeRO 2 and 3).
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ import sys
 from pathlib import Path
 
 from loraops.errors import ConfigError
+from loraops.paths import shipped_configs
 
 log = logging.getLogger(__name__)
-
-ACCELERATE_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
 
 
 def world_size() -> int:
@@ -69,13 +68,14 @@ def barrier() -> None:
 
 
 def accelerate_config_file(name: str) -> Path:
-    """A file path, or the name of a shipped config (ddp, fsdp, deepspeed_zero2, deepspeed_zero3)."""
+    """A file path, or the name of a config shipped in the package (ddp, fsdp, deepspeed_zero2, deepspeed_zero3)."""
+    shipped = shipped_configs() / "accelerate"
     path = Path(name)
     if path.suffix not in (".yaml", ".yml", ".json"):
-        path = ACCELERATE_CONFIGS / f"{name}.yaml"
+        path = shipped / f"{name}.yaml"
     if not path.is_file():
-        shipped = ", ".join(sorted(p.stem for p in ACCELERATE_CONFIGS.glob("*.yaml")))
-        raise ConfigError(f"accelerate_config={name}: no such file (shipped: {shipped})")
+        names = ", ".join(sorted(p.stem for p in shipped.glob("*.yaml")))
+        raise ConfigError(f"accelerate_config={name}: no such file (shipped: {names})")
     return path
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from os import PathLike
+
 USER_ERROR_EXIT = 2
 INTERRUPTED_EXIT, TERMINATED_EXIT = 130, 143  # 128 + SIGINT, 128 + SIGTERM
 
@@ -17,7 +19,7 @@ class ConfigError(LoraopsError):
 class DataError(LoraopsError):
     """A data file is invalid; the message names file, line and problem."""
 
-    def __init__(self, path: str, line: int | None, problem: str) -> None:
+    def __init__(self, path: str | PathLike[str], line: int | None, problem: str) -> None:
         self.path, self.line, self.problem = str(path), line, problem
         row = self.path.endswith((".parquet", ".csv"))  # tables are numbered by row, not by line
         where = self.path if line is None else f"{self.path}, row {line}" if row else f"{self.path}:{line}"

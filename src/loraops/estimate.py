@@ -15,7 +15,9 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
+from loraops import environment
 from loraops.config import TrainConfig
+from loraops.shapes import ModelShape, TokenPlan, UnknownShape, model_shape, token_plan
 
 log = logging.getLogger(__name__)
 
@@ -32,34 +34,6 @@ ALLOCATOR_SLACK = {"cpu": 0.5, "cuda": 0.0}
 CUDA_CONTEXT_BYTES = 500 * 2**20
 # NF4 with double quantisation: 4 bits a weight plus 8-bit block scales (one per 64) and their fp32 scales.
 NF4_BYTES_PER_PARAM = 0.5 + (8 / 64 + 32 / (64 * 256)) / 8
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    hidden: int
-    layers: int
-    intermediate: int
-    vocab: int
-    heads: int
-    head_dim: int
-    params: int  # the base model's parameters
-    linear_params: int  # of which in the decoder layers' linear layers: the matmuls, and what 4-bit quantises
-    trainable: int  # LoRA's parameters (and those of lora_modules_to_save)
-    lora_inputs: int  # per token and layer: elements kept for backward only because a LoRA reads them
-    lora_ranks: int  # per layer: the ranks of its LoRA modules, summed (each A's output is kept)
-
-
-@dataclass(frozen=True)
-class TokenPlan:
-    """The batches of one epoch as the length-grouped sampler and the padding collator build them."""
-
-    peak_rows: int  # the largest batch: rows x its padded length
-    peak_length: int
-    peak_labelled: int  # the most positions with a trained label one batch can hold
-    epoch_slots: int  # tokens fed per epoch, padding included
-    epoch_labelled: int
-    epoch_attention: int  # per epoch, rows x padded length² summed over batches: attention's cost
-    steps_per_epoch: int  # optimizer steps
 
 
 @dataclass(frozen=True)
@@ -144,10 +118,13 @@ def advice(shape: ModelShape, cfg: TrainConfig, plan: TokenPlan, device: Device)
         )
     if not cfg.gradient_checkpointing:
         ways.append(
-            ("gradient_checkpointing=true", estimate(shape, replace(cfg, gradient_checkpointing=True), plan, device))
+            (
+                "gradient_checkpointing=true",
+                estimate(shape, cfg.model_copy(update={"gradient_checkpointing": True}), plan, device),
+            )
         )
     if not cfg.load_in_4bit and device.kind == "cuda":
-        ways.append(("load_in_4bit=true", estimate(shape, replace(cfg, load_in_4bit=True), plan, device)))
+        ways.append(("load_in_4bit=true", estimate(shape, cfg.model_copy(update={"load_in_4bit": True}), plan, device)))
     return [f"{what}: peak {human(e.peak)}" for what, e in ways]
 
 
@@ -220,9 +197,6 @@ def for_training(cfg: TrainConfig, model_path: str, rows: Sequence[dict[str, Any
 
     None, with a warning, for a model whose shape the estimate cannot read.
     """
-    from loraops import environment
-    from loraops.shapes import UnknownShape, model_shape, token_plan
-
     env = environment.detect(cfg.bf16, cfg.cuda_visible_devices)
     try:
         shape = model_shape(model_path, cfg)

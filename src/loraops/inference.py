@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from loraops.data.formats import Message
 from loraops.errors import LoraopsError
 from loraops.eval.generate import GenerationSettings, encode_prompts, stop_token_ids
 from loraops.eval.targets import EvalTarget, resolve_model
+from loraops.loading import load_for_inference
+from loraops.models import resolve_model_path
 from loraops.runs import RunDir
 
 log = logging.getLogger(__name__)
@@ -102,7 +104,7 @@ class Reply:
         """Stop generating at the next token (the reader is gone); safe from any thread."""
         self._cancel.set()
 
-    def stream(self) -> Iterator[str]:
+    def stream(self) -> Generator[str, None, None]:
         streamer, scanner = _CountingStreamer(self.model.tokenizer), StopScanner(self.stops)
         worker = threading.Thread(target=self._generate, args=(streamer,), daemon=True)
         worker.start()
@@ -163,13 +165,12 @@ class ChatModel:
         """A run, published folder, model folder or model name (see eval/targets.py resolve_model)."""
         import torch
 
-        from loraops.eval.evaluate import load_model
-
         target = resolve_model(spec)
         env = environment.detect(torch.cuda.is_available())  # bf16 where the GPU has it; no warning on CPU
         base = f" (base {target.base_model})" if target.adapter_dir else ""
         log.info("loading %s%s on %s, %s", target.name, base, env.device_name, env.precision)
-        model, tokenizer = load_model(target, env, merge=True)
+        base_path = resolve_model_path(target.base_model)
+        model, tokenizer = load_for_inference(base_path, target.adapter_dir, env, merge=True)
         return cls(target.name, model, tokenizer, trained_system_prompt(target))
 
     def reply(
@@ -211,6 +212,5 @@ def trained_system_prompt(target: EvalTarget) -> str | None:
     """The system prompt the model was trained with: from the run's config, or the copy a published folder holds."""
     for folder in (target.run_dir, target.adapter_dir, Path(target.base_model)):
         if folder is not None and RunDir(folder).config_path.is_file():
-            value = RunDir(folder).read_config().get("system_prompt")
-            return str(value) if value else None
+            return RunDir(folder).train_config().system_prompt or None
     return None

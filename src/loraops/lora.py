@@ -16,7 +16,7 @@ def apply_lora(model: Any, cfg: TrainConfig, initialise: bool = True) -> Any:
     """
     from peft import LoraConfig, get_peft_model
 
-    init = cfg.lora_init if initialise and cfg.lora_init != "default" else True
+    init: Any = cfg.lora_init if initialise and cfg.lora_init != "default" else True  # one of PEFT's names, or True
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,

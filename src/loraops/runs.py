@@ -25,19 +25,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from loraops.atomic import ensure_folder, read_json, write_json, write_text_atomic
+from pydantic import ValidationError
+
+from loraops.atomic import ensure_folder, write_text_atomic
+from loraops.config import TrainConfig
 from loraops.errors import LoraopsError
+from loraops.paths import LATEST, RUNS_DIR
+from loraops.records import FINISHED, Manifest, RunMetrics, Scores
 from loraops.secrets import redact
 
 log = logging.getLogger(__name__)
 
-LATEST = "latest"
 _CHECKPOINT = re.compile(r"checkpoint-\d+")
-DEFAULT_RUNS_DIR = "outputs/runs"
 # A process that starts a run writes the run folder's path to the file this variable names;
 # the remote job wrapper sets it, so `remote pull` reads a file rather than a log line.
 RUN_FILE_ENV = "LORAOPS_RUN_FILE"
-RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "interrupted"
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,16 @@ class RunDir:
             raise LoraopsError(f"{self.config_path}: the run's config is not a mapping")
         return data
 
+    def train_config(self) -> TrainConfig:
+        """The run's config as today's schema reads it; keys it no longer knows are left out."""
+        known = {k: v for k, v in self.read_config().items() if k in TrainConfig.model_fields}
+        try:
+            return TrainConfig.model_validate(known)
+        except (ValidationError, LoraopsError) as exc:
+            raise LoraopsError(
+                f"{self.config_path}: the run's config no longer reads as a train config ({exc})"
+            ) from None
+
     def base_model(self) -> str:
         """The run's model_name, as the user wrote it (`default`, a folder, a hub id)."""
         model_name = self.read_config().get("model_name")
@@ -143,16 +155,16 @@ class RunDir:
             raise LoraopsError(f"{self.config_path}: no model_name; pass model_name=... to name the base model")
         return str(model_name)
 
-    def read_manifest(self) -> dict[str, Any]:
-        return read_json(self.manifest_path) if self.manifest_path.is_file() else {}
+    def read_manifest(self) -> Manifest:
+        """The manifest; an empty one (no status) for a folder without one."""
+        return Manifest.read(self.manifest_path) if self.manifest_path.is_file() else Manifest()
 
-    def read_metrics(self) -> dict[str, Any]:
-        return read_json(self.metrics_path) if self.metrics_path.is_file() else {}
+    def read_metrics(self) -> RunMetrics:
+        return RunMetrics.read(self.metrics_path) if self.metrics_path.is_file() else RunMetrics()
 
     def status(self) -> str | None:
         """running, finished, failed or interrupted; None for a folder without a manifest."""
-        status = self.read_manifest().get("status")
-        return None if status is None else str(status)
+        return self.read_manifest().status
 
     def is_finished(self) -> bool:
         return self.status() == FINISHED
@@ -163,18 +175,18 @@ class RunDir:
 
         write_text_atomic(self.config_path, OmegaConf.to_yaml(redact(config)))
 
-    def write_manifest(self, status: str, manifest: dict[str, Any], error: str | None = None) -> None:
-        write_json(self.manifest_path, {"status": status, **manifest, **({"error": error} if error else {})})
+    def write_manifest(self, manifest: Manifest) -> None:
+        manifest.write(self.manifest_path)
 
-    def write_metrics(self, metrics: dict[str, Any]) -> None:
-        write_json(self.metrics_path, metrics)
+    def write_metrics(self, metrics: RunMetrics) -> None:
+        metrics.write(self.metrics_path)
 
-    def record_eval(self, scores: dict[str, dict[str, float]]) -> int:
+    def record_eval(self, scores: dict[str, Scores]) -> int:
         """Add eval scores to the run's metrics; returns the training step they belong to."""
         metrics = self.read_metrics()
-        metrics["eval"] = scores
+        metrics.eval = scores
         self.write_metrics(metrics)
-        return int(metrics.get("global_steps", 0))
+        return metrics.global_steps or 0
 
     # --- checkpoints and links ------------------------------------------------------------------
 
@@ -257,7 +269,7 @@ def check_runs_dir(output_dir: str | Path) -> None:
         )
 
 
-def find_run(spec: str | Path, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> tuple[RunDir | None, Path | None]:
+def find_run(spec: str | Path, runs_dir: str | Path = RUNS_DIR) -> tuple[RunDir | None, Path | None]:
     """(run, adapter folder) for a run folder, a `latest` link, a run name or an adapter folder.
 
     An adapter folder outside any run gives (None, adapter); a path that does not exist gives (None, None).

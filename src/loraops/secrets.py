@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 REDACTED = "<redacted>"
 # "token" but not "tokens": max_new_tokens counts tokens, HF_TOKEN is one.
@@ -46,3 +47,19 @@ def secret_values(environ: Mapping[str, str]) -> dict[str, str]:
 def leaked_secret(text: str, environ: Mapping[str, str]) -> str | None:
     """The name of the first secret variable whose value appears in `text`, or None."""
     return next((name for name, value in secret_values(environ).items() if value in text), None)
+
+
+def public_url(url: str) -> str:
+    """`url` without its `user:password@` part, fit for records and messages."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def without_url_credentials(text: str, url: str) -> str:
+    """`text` with the `user:password@` of `url`, and the password alone, taken out wherever they appear."""
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        text = text.replace(parts.netloc.rsplit("@", 1)[0] + "@", "")
+    return scrub(text, [parts.password])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from loraops.config import TrainConfig
+from loraops.records import ValidationSummary
 
 
 def validation_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
@@ -39,16 +40,16 @@ def stopped_early(state: Any, early_stopper: Any, cfg: TrainConfig) -> dict[str,
     }
 
 
-def summary(state: Any, cfg: TrainConfig, early_stopper: Any, session_from_step: int) -> dict[str, Any]:
+def summary(state: Any, cfg: TrainConfig, early_stopper: Any, session_from_step: int) -> ValidationSummary:
     """The `validation` section of metrics.json."""
     curve = validation_curve(state.log_history)
     best = next((p for p in curve if p["step"] == state.best_global_step), None)
     seconds = sum(p["seconds"] for p in curve if p["step"] > session_from_step)
-    return {
-        "select_metric": cfg.select_metric,
-        "higher_is_better": cfg.select_metric != "loss",
-        "best": {"step": best["step"], "epoch": best["epoch"], "value": best[cfg.select_metric]} if best else None,
-        "stopped_early": stopped_early(state, early_stopper, cfg),
-        "curve": curve,
-        "seconds": round(seconds, 2),
-    }
+    return ValidationSummary(
+        select_metric=cfg.select_metric,
+        higher_is_better=cfg.select_metric != "loss",
+        best={"step": best["step"], "epoch": best["epoch"], "value": best[cfg.select_metric]} if best else None,
+        stopped_early=stopped_early(state, early_stopper, cfg),
+        curve=curve,
+        seconds=round(seconds, 2),
+    )

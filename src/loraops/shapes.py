@@ -7,12 +7,12 @@ the padding collator would make of the rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from loraops.config import TrainConfig
 from loraops.data.tokenize import IGNORE_INDEX
 from loraops.errors import LoraopsError
-from loraops.estimate import ModelShape, TokenPlan
 from loraops.lora import apply_lora
 
 # Inputs that only LoRA keeps for backward, per module name of Llama-style blocks: q/k/v read one normed
@@ -26,6 +26,34 @@ _LORA_INPUTS = {
     "up_proj": "mlp_in",
     "down_proj": "mlp_mid",
 }
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden: int
+    layers: int
+    intermediate: int
+    vocab: int
+    heads: int
+    head_dim: int
+    params: int  # the base model's parameters
+    linear_params: int  # of which in the decoder layers' linear layers: the matmuls, and what 4-bit quantises
+    trainable: int  # LoRA's parameters (and those of lora_modules_to_save)
+    lora_inputs: int  # per token and layer: elements kept for backward only because a LoRA reads them
+    lora_ranks: int  # per layer: the ranks of its LoRA modules, summed (each A's output is kept)
+
+
+@dataclass(frozen=True)
+class TokenPlan:
+    """The batches of one epoch as the length-grouped sampler and the padding collator build them."""
+
+    peak_rows: int  # the largest batch: rows x its padded length
+    peak_length: int
+    peak_labelled: int  # the most positions with a trained label one batch can hold
+    epoch_slots: int  # tokens fed per epoch, padding included
+    epoch_labelled: int
+    epoch_attention: int  # per epoch, rows x padded length² summed over batches: attention's cost
+    steps_per_epoch: int  # optimizer steps
 
 
 _NEEDED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")

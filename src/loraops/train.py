@@ -11,20 +11,27 @@ from pathlib import Path
 from typing import Any
 
 from loraops import distributed, environment, provenance, selection, tracking
-from loraops.config import TrainConfig
+from loraops.config import RESUMABLE, TrainConfig, marked
 from loraops.data.datafiles import dataset_sha256
 from loraops.data.packing import PackedCollator
 from loraops.data.prepare import PreparedData, prepare_data
 from loraops.errors import ConfigError
+from loraops.loading import check_4bit_supported, check_liger_supported, load_causal_lm, load_tokenizer
 from loraops.lora import apply_lora
-from loraops.models import (
-    check_4bit_supported,
-    check_liger_supported,
-    load_causal_lm,
-    load_tokenizer,
-    resolve_model_path,
+from loraops.models import resolve_model_path
+from loraops.records import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    DataFileEntry,
+    DataLineage,
+    GitInfo,
+    Manifest,
+    RunMetrics,
+    ValidationSummary,
 )
-from loraops.runs import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDir, check_runs_dir
+from loraops.runs import RunDir, check_runs_dir
 from loraops.trainer import LoraopsTrainer, training_arguments, validation_generator
 
 log = logging.getLogger(__name__)
@@ -33,7 +40,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainResult:
     run_dir: Path
-    metrics: dict[str, Any]
+    metrics: RunMetrics
 
 
 # Initialisations that change the base weights: the adapter is converted on save to a plain LoRA for the untouched base.
@@ -96,23 +103,16 @@ def _fit(
     tokenizer: Any,
     data: PreparedData,
     checkpoint: str | None,
-    tracker: tracking.Tracker,
-) -> dict[str, Any]:
+    trackers: tracking.TrainingTrackers,
+) -> RunMetrics:
     from datasets import Dataset
 
     from loraops.callbacks import LossLogCallback
 
     validation = data.validation
     progress = LossLogCallback()
-    callbacks, writer = _callbacks(cfg, run, tracker, validating=validation is not None)
-    processes = distributed.world_size()
-    log.info(
-        "global batch: %d per device x %d accumulation x %d processes = %d examples per step",
-        cfg.batch_size,
-        cfg.gradient_accumulation_steps,
-        processes,
-        cfg.batch_size * cfg.gradient_accumulation_steps * processes,
-    )
+    callbacks = [*trackers.callbacks, *_early_stopping(cfg, validating=validation is not None)]
+    _log_global_batch(cfg)
     trainer = LoraopsTrainer(
         model=model,
         args=training_arguments(cfg, run, env, validating=validation is not None),
@@ -127,43 +127,41 @@ def _fit(
         labelled_logits_only=cfg.labelled_logits_only and not cfg.liger_kernel,
     )
     started = time.monotonic()
-    try:
-        trainer.train(resume_from_checkpoint=checkpoint)
-    finally:
-        if writer is not None:
-            writer.close()
+    trainer.train(resume_from_checkpoint=checkpoint)
     runtime = time.monotonic() - started
     _save_adapter(trainer, run, converted=cfg.lora_init in _MUTATING_INITS)
     fit = _training_summary(trainer.state, progress, checkpoint, runtime)
     if validation is not None:
-        fit["validation"] = _validation_summary(trainer, cfg, progress, runtime, validation.stats.as_dict())
+        fit.validation = _validation_summary(trainer, cfg, progress, runtime, validation.stats.as_dict())
     return fit
 
 
-def _callbacks(cfg: TrainConfig, run: RunDir, tracker: tracking.Tracker, validating: bool) -> tuple[list[Any], Any]:
-    """TensorBoard (main process), MLflow, and early stopping, as the config asks; and the TensorBoard writer."""
-    from torch.utils.tensorboard import SummaryWriter
-    from transformers import EarlyStoppingCallback
-    from transformers.integrations import TensorBoardCallback
+def _log_global_batch(cfg: TrainConfig) -> None:
+    processes, per_device, accumulation = distributed.world_size(), cfg.batch_size, cfg.gradient_accumulation_steps
+    total = per_device * accumulation * processes
+    log.info(
+        f"global batch: {per_device} per device x {accumulation} accumulation x {processes} processes = "
+        f"{total} examples per step"
+    )
 
-    tensorboard = distributed.is_main() and tracking.Settings.of(cfg).tensorboard
-    writer = SummaryWriter(log_dir=str(run.logs_dir)) if tensorboard else None
-    callbacks: list[Any] = [TensorBoardCallback(tb_writer=writer)] if writer else []
-    callbacks += tracking.trainer_callbacks(tracker)
-    if validating and cfg.early_stopping_patience is not None:
-        callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_min_delta))
-    return callbacks, writer
+
+def _early_stopping(cfg: TrainConfig, validating: bool) -> list[Any]:
+    from transformers import EarlyStoppingCallback
+
+    if not validating or cfg.early_stopping_patience is None:
+        return []
+    return [EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_min_delta)]
 
 
 def _validation_summary(
     trainer: Any, cfg: TrainConfig, progress: Any, runtime: float, data: dict[str, Any]
-) -> dict[str, Any]:
+) -> ValidationSummary:
     from transformers import EarlyStoppingCallback
 
     stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)), None)
-    summary = {**selection.summary(trainer.state, cfg, stopper, progress.step_at_start), "data": data}
-    summary["share_of_runtime"] = round(summary["seconds"] / runtime, 4) if runtime else None
-    return summary
+    summary = selection.summary(trainer.state, cfg, stopper, progress.step_at_start)
+    share = round(summary.seconds / runtime, 4) if runtime else None
+    return summary.model_copy(update={"data": data, "share_of_runtime": share})
 
 
 def _collator(tokenizer: Any, model: Any) -> PackedCollator:
@@ -188,42 +186,39 @@ def _save_adapter(trainer: Any, run: RunDir, converted: bool) -> None:
         )
 
 
-def _training_summary(state: Any, progress: Any, checkpoint: str | None, runtime: float) -> dict[str, Any]:
+def _training_summary(state: Any, progress: Any, checkpoint: str | None, runtime: float) -> RunMetrics:
     from loraops.callbacks import epoch_losses, loss_entries
 
     entries = loss_entries(state.log_history)
     tokens = int(state.num_input_tokens_seen)
     session_tokens = tokens - progress.tokens_at_start
-    return {
-        "train_loss": round(sum(e["loss"] * e["steps"] for e in entries) / max(1, sum(e["steps"] for e in entries)), 6),
-        "first_logged_loss": entries[0]["loss"] if entries else None,
-        "final_logged_loss": entries[-1]["loss"] if entries else None,
-        "epoch_train_loss": epoch_losses(entries),
-        "loss_history": [{k: e[k] for k in ("step", "loss", "learning_rate") if k in e} for e in entries],
-        "global_steps": state.global_step,
-        "epochs_completed": round(state.epoch or 0.0, 4),
-        "resumed_from": checkpoint,
-        "runtime_s": round(runtime, 2),
-        "train_tokens": tokens,
-        "tokens_per_second": round(session_tokens / runtime, 2) if runtime > 0 else None,
-    }
+    return RunMetrics(
+        train_loss=round(sum(e["loss"] * e["steps"] for e in entries) / max(1, sum(e["steps"] for e in entries)), 6),
+        first_logged_loss=entries[0]["loss"] if entries else None,
+        final_logged_loss=entries[-1]["loss"] if entries else None,
+        epoch_train_loss=epoch_losses(entries),
+        loss_history=[{k: e[k] for k in ("step", "loss", "learning_rate") if k in e} for e in entries],
+        global_steps=state.global_step,
+        epochs_completed=round(state.epoch or 0.0, 4),
+        resumed_from=checkpoint,
+        runtime_s=round(runtime, 2),
+        train_tokens=tokens,
+        tokens_per_second=round(session_tokens / runtime, 2) if runtime > 0 else None,
+    )
 
 
-def _manifest(cfg: TrainConfig, env: environment.Environment, model_path: str, data: PreparedData) -> dict[str, Any]:
-    return {
-        "model_name": cfg.model_name,
-        "resolved_model": model_path,
-        "git": provenance.git_commit(),
-        "data": {
-            "source": data.source,
-            "files": [{"name": f.name, "path": str(f.path), "sha256": f.sha256} for f in data.files],
-            "dataset_sha256": dataset_sha256(data.files),
-        },
-        "validation": data.validation.source if data.validation else None,
-        "chat_template": "chatml fallback (the model has none)" if data.template_added else "the model's own",
-        "environment": env.as_dict(),
-        "libraries": provenance.library_versions(),
-    }
+def _manifest(cfg: TrainConfig, env: environment.Environment, model_path: str, data: PreparedData) -> Manifest:
+    files = [DataFileEntry(name=f.name, path=str(f.path), sha256=f.sha256) for f in data.files]
+    return Manifest(
+        model_name=cfg.model_name,
+        resolved_model=model_path,
+        git=GitInfo.model_validate(provenance.git_commit()),
+        data=DataLineage(source=data.source, files=files, dataset_sha256=dataset_sha256(data.files)),
+        validation=data.validation.source if data.validation else None,
+        chat_template="chatml fallback (the model has none)" if data.template_added else "the model's own",
+        environment=env.as_dict(),
+        libraries=provenance.library_versions(),
+    )
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -243,40 +238,45 @@ def train(cfg: TrainConfig) -> TrainResult:
     manifest = _manifest(cfg, env, model_path, data)  # once: it runs git and reads package metadata
     with _log_to_file(run.train_log if main else None):
         log.info("run folder: %s%s", run.path, f" (resuming from {checkpoint})" if checkpoint else "")
-        tracker = tracking.OFF
+        trackers = tracking.TrainingTrackers()
         try:
             if main:
                 run.write_config(_config_dict(cfg))
-                run.write_manifest(RUNNING, manifest)
-                tracker = tracking.start_training(run, tracking.Settings.of(cfg))
+                run.write_manifest(manifest.model_copy(update={"status": RUNNING}))
+                trackers = tracking.start_training(run, tracking.Settings.of(cfg))
             model = _lora_model(cfg, model_path, env, run)
-            fit = _fit(cfg, run, env, model, tokenizer, data, checkpoint, tracker)
-            metrics = {
-                **fit,
-                "data": data.stats.as_dict(),
-                "precision": env.precision,
-                "device": env.device_name,
-                "processes": distributed.world_size(),
-            }
+            fit = _fit(cfg, run, env, model, tokenizer, data, checkpoint, trackers)
+            metrics = fit.model_copy(update=_context(data, env))
             if main:
                 run.remove_checkpoints()  # they only serve resuming; the finished adapter is in model/
                 run.write_metrics(metrics)
-                run.write_manifest(FINISHED, manifest)
-                tracking.finish_training(tracker, run)
+                run.write_manifest(manifest.model_copy(update={"status": FINISHED}))
+                trackers.finish()
         except BaseException as exc:
             if main:
-                run.write_manifest(INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED, manifest, repr(exc))
-                tracking.finish_training(tracker, run)
+                status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
+                run.write_manifest(manifest.model_copy(update={"status": status, "error": repr(exc)}))
+                trackers.finish()
             raise
     if main:
         run.mark_latest()
     log.info(
         "finished: train loss %.4f -> %.4f; adapter in %s",
-        fit["first_logged_loss"] or 0,
-        fit["final_logged_loss"] or 0,
+        metrics.first_logged_loss or 0,
+        metrics.final_logged_loss or 0,
         run.model_dir,
     )
     return TrainResult(run.path, metrics)
+
+
+def _context(data: PreparedData, env: environment.Environment) -> dict[str, Any]:
+    """What the metrics record about the data and the machine besides what training measured."""
+    return {
+        "data": data.stats.as_dict(),
+        "precision": env.precision,
+        "device": env.device_name,
+        "processes": distributed.world_size(),
+    }
 
 
 def _check_gpu_features(cfg: TrainConfig) -> None:
@@ -295,32 +295,17 @@ def _new_run(output_dir: str) -> RunDir:
 
 
 def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
-
-
-# Keys that may change when resuming: they do not alter what the run computes.
-_RESUMABLE_CHANGES = {
-    "resume_from",
-    "logging_steps",
-    "save_strategy",
-    "save_steps",
-    "output_dir",
-    "remote",
-    "tracking",
-    "mlflow_experiment",
-}
+    return cfg.model_dump(mode="json")
 
 
 def _resume_point(cfg: TrainConfig, data: PreparedData) -> tuple[RunDir, str]:
     """The unfinished run to continue and its last checkpoint; refuses when config or data changed."""
     run = RunDir(Path(cfg.resume_from or "").resolve())
     check_runs_dir(run.path.parent)  # `latest` moves when the resumed run finishes
-    manifest = run.read_manifest()
-    if not manifest:
+    if not run.manifest_path.is_file():
         raise ConfigError(f"resume_from={cfg.resume_from}: not a run folder (it has no manifest)")
-    if manifest.get("status") == FINISHED:
+    manifest = run.read_manifest()
+    if manifest.status == FINISHED:
         raise ConfigError(f"resume_from={cfg.resume_from}: that run finished; start a new one instead")
     before = run.read_config()
     checkpoint = run.last_checkpoint()
@@ -330,11 +315,12 @@ def _resume_point(cfg: TrainConfig, data: PreparedData) -> tuple[RunDir, str]:
             "(it stopped before the first save, or save_strategy was no)"
         )
     now = _config_dict(cfg)
-    changed = sorted(k for k in set(before) | set(now) if k not in _RESUMABLE_CHANGES and before.get(k) != now.get(k))
+    resumable = marked(TrainConfig, RESUMABLE)
+    changed = sorted(k for k in set(before) | set(now) if k not in resumable and before.get(k) != now.get(k))
     if changed:
         detail = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
         raise ConfigError(f"resume_from={cfg.resume_from}: the config changed since the run started ({detail})")
-    if manifest.get("data", {}).get("dataset_sha256") != dataset_sha256(data.files):
+    if manifest.data.dataset_sha256 != dataset_sha256(data.files):
         raise ConfigError(f"resume_from={cfg.resume_from}: the training data changed since the run started")
     if distributed.is_main():
         run.announce()

@@ -20,6 +20,7 @@ from loraops.data.tokenize import IGNORE_INDEX
 from loraops.errors import LoraopsError
 from loraops.eval.data import EvalExample, as_eval_example
 from loraops.eval.generate import GenerationSettings
+from loraops.eval.scoring import generate_and_score
 from loraops.runs import RunDir
 
 
@@ -46,8 +47,6 @@ class ValidationGenerator:
     batch_size: int
 
     def __call__(self, model: Any) -> dict[str, float]:
-        from loraops.eval.evaluate import generate_and_score  # eval's module imports the model loaders
-
         scores, _ = generate_and_score(model, self.tokenizer, self.examples, self.settings, self.batch_size, False)
         return {metric: scores[metric] for metric in self.metrics}
 
@@ -99,7 +98,8 @@ class LoraopsTrainer(Trainer):
         labelled_logits_only: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, compute_loss_func=labelled_loss if labelled_logits_only else None, **kwargs)
+        kwargs["compute_loss_func"] = labelled_loss if labelled_logits_only else None
+        super().__init__(*args, **kwargs)
         self.generator, self.precision = generator, precision
         self.positions = LabelledPositions(self.model) if labelled_logits_only else None
 
@@ -136,11 +136,12 @@ class LoraopsTrainer(Trainer):
         # Packed batches have no attention mask, and the pad token is often EOS: the Trainer would count
         # every EOS as padding. The collator's padding is told apart by position instead.
         if "position_ids" in inputs and "attention_mask" not in inputs:
-            inputs = {**inputs, "attention_mask": real_token_mask(inputs, self.processing_class.pad_token_id)}
+            tokenizer: Any = self.processing_class
+            inputs = {**inputs, "attention_mask": real_token_mask(inputs, tokenizer.pad_token_id)}
         super()._track_num_input_tokens(inputs)
 
     def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
-        output = super().evaluation_loop(*args, **kwargs)
+        output: Any = super().evaluation_loop(*args, **kwargs)
         if self.generator is not None:
             prefix = kwargs.get("metric_key_prefix", "eval")
             output.metrics.update({f"{prefix}_{k}": v for k, v in self.generator(self.model).items()})

@@ -147,7 +147,7 @@ def conversation_to_messages(conversation: dict[str, Any], counts: Counter[str])
     for node in branch:
         message = node.get("message")
         text = _message_text(message, counts) if message else None
-        if text is not None:
+        if message and text is not None:
             turns.append({"role": message["author"]["role"], "content": text})
     turns, trimmed = _trim_unanswered(_merge_turns(turns))
     if not any(t["role"] == "assistant" for t in turns) or not any(t["role"] == "user" for t in turns):

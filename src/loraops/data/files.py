@@ -82,7 +82,7 @@ def json_values(path: Path, text: str) -> list[tuple[int, Any]]:
 
 def _array_items(path: Path, text: str, pos: int) -> list[tuple[int, Any]]:
     """The items of a top-level array, each with its own line."""
-    decoder, items = json.JSONDecoder(), []
+    decoder, items = json.JSONDecoder(), list[tuple[int, Any]]()
     pos = _skip(text, pos)
     if pos < len(text) and text[pos] == "]":
         return items

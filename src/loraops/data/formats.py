@@ -95,13 +95,14 @@ class Skipped(Exception):
 
 
 def detect_format(record: dict[str, Any]) -> str | None:
-    for name, keys in (
+    layouts: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("preference", ("chosen", "rejected")),
         ("messages", ("messages",)),
         ("sharegpt", ("conversations",)),
         ("prompt_completion", ("prompt", "completion")),
         ("instruction", ("instruction", "output")),
-    ):
+    )
+    for name, keys in layouts:
         if all(k in record for k in keys):
             return name
     for name, (keys, _) in PRESETS.items():  # the most specific layout first: dolly before instruction_response

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import glob
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,19 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from loraops import hf
+from loraops.data.files import DATA_SUFFIXES
 from loraops.errors import ConfigError, DataError, LoraopsError
-from loraops.models import _reachable, hub_endpoint
-from loraops.secrets import scrub
 
 log = logging.getLogger(__name__)
 
-TOKEN_ENV = "HF_TOKEN"
-OFFLINE_ENV = "HF_HUB_OFFLINE"
-DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 # What `datasets` reads, besides the file list, to find configs and splits; all are small. The other
 # files only need to exist by name for that, so they are not downloaded before they are known to be needed.
 METADATA_FILES = ("README.md", ".huggingface.yaml", "dataset_infos.json")
-_MAX_DETAIL = 300  # characters of a server's or library's message kept in ours
 
 
 @dataclass(frozen=True)
@@ -74,22 +69,29 @@ def fetch_hub_dataset(repo_id: str, split: str, revision: str | None = None, sub
     unwritable cache, DataError when the split has no data files loraops can read.
     """
     _check_args(repo_id, split, revision, subset)
-    endpoint, cache = hub_endpoint(), _hub_cache()
-    offline = os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    endpoint, cache, offline = hf.endpoint(), hf.cache_dir(), hf.offline()
     # Checked first: without it an unreachable Hub costs a minute of retries, as in models._hub_model.
-    unreachable = not offline and not _reachable(endpoint)
+    unreachable = not offline and not hf.reachable(endpoint)
     if unreachable:
         log.warning("%s cannot be reached: looking for dataset %s in the local cache %s", endpoint, repo_id, cache)
-    where = _Where(repo_id, revision, endpoint, cache, offline, unreachable)
+    where = hf.Access(
+        name=f"Hugging Face dataset {repo_id}",
+        repo_url=f"{endpoint}/datasets/{repo_id}",
+        check="data_source.repo_id",
+        revision=revision,
+        revision_key="data_source.revision",
+        offline=offline,
+        unreachable=unreachable,
+    )
     download = _Downloader(repo_id, endpoint, cache, local_only=offline or unreachable)
     # 1. resolve the revision to a commit, and fetch what `datasets` reads to find the splits
-    with _translated_errors(where):
+    with hf.translated_errors(where):
         meta_root = download(revision, list(METADATA_FILES))
     commit = meta_root.name
     # 2. which files make up the split, decided on the commit's file list
     wanted = _split_files(repo_id, commit, meta_root, _repo_files(repo_id, commit, meta_root, cache), subset, split)
     # 3. those files only, at the commit (not the revision, which may have moved since step 1)
-    with _translated_errors(where):
+    with hf.translated_errors(where):
         root = download(commit, [glob.escape(path) for path in wanted])
     files = [root.joinpath(*path.split("/")) for path in wanted]
     missing = [str(f) for f in files if not f.is_file()]
@@ -119,18 +121,6 @@ def _check_args(repo_id: str, split: str, revision: str | None, subset: str | No
     for key, value in (("revision", revision), ("subset", subset)):
         if value is not None and not value.strip():
             raise ConfigError(f"data_source.{key} is empty: name one, or leave it out")
-
-
-def _hub_cache() -> Path:
-    """The hub cache folder by huggingface_hub's own rules, but read now: it reads them once, at import."""
-    from huggingface_hub import constants
-
-    configured = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")  # the second: legacy name
-    if configured:
-        return Path(configured).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return Path(constants.HF_HUB_CACHE)
 
 
 @dataclass(frozen=True)
@@ -203,7 +193,7 @@ def _split_files(
             resolved = _resolve_split(_Dataset(repo_id, commit, subset), stand_in, split, Path(tmp) / "datasets-cache")
             relative = sorted({_relative(path, stand_in) for path in resolved}, key=lambda p: p.split("/"))
     except OSError as exc:  # only the stand-in's own writes: `datasets`' errors are translated inside
-        raise LoraopsError(f"cannot write a temporary folder ({tempfile.gettempdir()}): {_first_line(exc)}") from None
+        raise LoraopsError(f"cannot write a temporary folder ({tempfile.gettempdir()}): {hf.first_line(exc)}") from None
     unsupported = sorted({PurePosixPath(p).suffix or p for p in relative if not p.endswith(DATA_SUFFIXES)})
     if unsupported:
         raise DataError(
@@ -251,12 +241,12 @@ def _resolve_split(dataset: _Dataset, folder: Path, split: str, cache_dir: Path)
         builder = datasets.load_dataset_builder(path, name=dataset.subset, cache_dir=str(cache_dir))
     except (DatasetsError, FileNotFoundError) as exc:  # no data files at all; EmptyDatasetError is a FileNotFoundError
         at = f"hf://datasets/{dataset.repo_id}@{dataset.commit}"
-        raise DataError(at, None, f"no data files that `datasets` recognises ({_first_line(exc)})") from None
+        raise DataError(at, None, f"no data files that `datasets` recognises ({hf.first_line(exc)})") from None
     except (ValueError, TypeError, KeyError, yaml.YAMLError) as exc:
         # README.md front matter that is not YAML, `configs:` that `datasets` rejects, mixed formats across splits...
         raise LoraopsError(
             f"{dataset.name}: `datasets` cannot read its layout at commit {dataset.commit[:12]}: "
-            f"{type(exc).__name__}: {_first_line(exc)}"
+            f"{type(exc).__name__}: {hf.first_line(exc)}"
         ) from None
     # Keys are NamedSplit for the naming conventions, str for README configs: compare them as str.
     data_files = {str(name): files for name, files in (builder.config.data_files or {}).items()}
@@ -283,129 +273,3 @@ def _check_subset(dataset: _Dataset, path: str) -> None:
 
 def _relative(local: str, folder: Path) -> str:
     return Path(local).resolve().relative_to(folder).as_posix()
-
-
-@dataclass(frozen=True)
-class _Where:
-    repo_id: str
-    revision: str | None
-    endpoint: str
-    cache: Path
-    offline: bool
-    unreachable: bool
-
-    @property
-    def target(self) -> str:
-        return f"Hugging Face dataset {self.repo_id}" + (f" at revision {self.revision!r}" if self.revision else "")
-
-
-@contextmanager
-def _translated_errors(where: _Where) -> Iterator[None]:
-    """Turn huggingface_hub, connection and cache errors into one clear line that never holds the token."""
-    import httpx2
-
-    try:
-        yield
-    except LoraopsError:
-        raise
-    # HfHubHTTPError and LocalEntryNotFoundError are OSErrors too
-    except (OSError, httpx2.TransportError) as exc:
-        message = scrub(_describe(exc, where), [os.environ.get(TOKEN_ENV), _token()])
-        # `from None`: a chained error may hold the server's reply, and the reply may echo the token.
-        raise LoraopsError(message) from None
-
-
-def _describe(exc: Exception, where: _Where) -> str:
-    import httpx2
-    from huggingface_hub.errors import (
-        FileMetadataError,
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    # Most specific first: GatedRepoError is a RepositoryNotFoundError, and every HfHubHTTPError an OSError.
-    if isinstance(exc, GatedRepoError):
-        return (
-            f"{where.target} is gated: accept its conditions at {where.endpoint}/datasets/{where.repo_id} "
-            f"and set {TOKEN_ENV} to a token of that account"
-        )
-    if isinstance(exc, RepositoryNotFoundError):
-        return (
-            f"Hugging Face dataset {where.repo_id} not found at {where.endpoint}: check data_source.repo_id; "
-            f"{_token_hint()}"
-        )
-    if isinstance(exc, RevisionNotFoundError):
-        return (
-            f"Hugging Face dataset {where.repo_id} has no branch, tag or commit {where.revision!r}: "
-            "check data_source.revision"
-        )
-    if isinstance(exc, LocalEntryNotFoundError):
-        if where.offline or where.unreachable or not isinstance(exc.__cause__, Exception):
-            return _not_cached(exc, where)
-        # Online, the Hub failed and nothing was cached: the Hub's error is the one to tell.
-        return _describe(exc.__cause__, where)
-    if isinstance(exc, HfHubHTTPError):
-        status = exc.response.status_code if exc.response is not None else None
-        if status == 401:
-            return f"{where.endpoint} rejected the token in {TOKEN_ENV} (invalid or expired) reading {where.target}"
-        if status == 403:
-            return (
-                f"{where.endpoint} refused {where.target} (HTTP 403: {_server_message(exc)}): the token in "
-                f"{TOKEN_ENV} may lack read access"
-            )
-        return f"{where.endpoint} failed reading {where.target}: HTTP {status}: {_server_message(exc)}"
-    if isinstance(exc, FileMetadataError):
-        return (
-            f"{where.endpoint} does not answer like a Hugging Face Hub reading {where.target}: check HF_ENDPOINT "
-            f"and any proxy ({_first_line(exc)})"
-        )
-    if isinstance(exc, httpx2.TransportError):
-        return (
-            f"cannot reach {where.endpoint} (set by HF_ENDPOINT) reading {where.target}: {_first_line(exc)}; "
-            "a retry reuses what was downloaded"
-        )
-    return f"cannot write the Hugging Face cache {where.cache} (HF_HOME / HF_HUB_CACHE): {_first_line(exc)}"
-
-
-def _not_cached(exc: Exception, where: _Where) -> str:
-    from huggingface_hub.errors import IncompleteSnapshotError
-
-    what = "only partly in" if isinstance(exc, IncompleteSnapshotError) else "not in"
-    if where.unreachable:
-        return (
-            f"cannot reach {where.endpoint} (set by HF_ENDPOINT), and {where.target} is {what} the local "
-            f"Hugging Face cache {where.cache}: check the network or HF_ENDPOINT"
-        )
-    if where.offline:
-        return (
-            f"{OFFLINE_ENV} is set and {where.target} is {what} the local Hugging Face cache {where.cache}: "
-            f"fetch it once with network access, or unset {OFFLINE_ENV}"
-        )
-    return f"{where.target} could not be fetched from {where.endpoint} nor found in the cache: {_first_line(exc)}"
-
-
-def _token_hint() -> str:
-    if _token():
-        return f"if it is private, the token in {TOKEN_ENV} may not read it"
-    return f"if it is private, set {TOKEN_ENV} to a token that may read it"
-
-
-def _token() -> str | None:
-    """The token huggingface_hub sends: HF_TOKEN, else the one `hf auth login` stored."""
-    from huggingface_hub import get_token
-
-    return get_token()
-
-
-def _server_message(exc: Any) -> str:
-    response = getattr(exc, "response", None)
-    detail = response.headers.get("X-Error-Message") if response is not None else None
-    return (detail or _first_line(exc))[:_MAX_DETAIL]
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:_MAX_DETAIL]

@@ -34,7 +34,7 @@ from lakefs.exceptions import (
 from loraops.data.datafiles import EVAL_DIRNAME
 from loraops.data.files import DATA_SUFFIXES, NOT_DATA
 from loraops.errors import DataError, LoraopsError
-from loraops.secrets import REDACTED, scrub
+from loraops.secrets import REDACTED, public_url, scrub
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def fetch_lakefs(repository: str, ref: str, prefix: str, pattern: str, cache_dir
     prefix = prefix.strip("/")
     with _translated_errors(creds, repository, ref):
         client = lakefs.Client(host=creds.endpoint, username=creds.access_key, password=creds.secret_key)
-        commit_id = _resolve(client, repository, ref, _display_endpoint(creds.endpoint))
+        commit_id = _resolve(client, repository, ref, public_url(creds.endpoint))
         log.info("lakeFS %s@%s resolved to commit %s", repository, ref, commit_id)
         pinned = lakefs.Repository(repository, client=client).commit(commit_id)
         wanted = sorted(
@@ -249,7 +249,7 @@ def _download(pinned: lakefs.Reference, object_path: str, size: int | None, dest
             obj = pinned.object(object_path)
             with obj.reader(mode="rb", pre_sign=False, _request_timeout=REQUEST_TIMEOUT) as src:
                 while chunk := src.read(DOWNLOAD_CHUNK):
-                    out.write(chunk)
+                    out.write(chunk if isinstance(chunk, bytes) else chunk.encode())
             written = out.tell()
         if size is not None and written != size:
             raise LoraopsError(f"lakeFS object {object_path!r}: got {written} bytes, expected {size}")
@@ -271,7 +271,7 @@ def _translated_errors(creds: Credentials, repository: str, ref: str) -> Iterato
 
 
 def _describe(exc: Exception, creds: Credentials, repository: str, ref: str) -> str:
-    endpoint = _display_endpoint(creds.endpoint)
+    endpoint = public_url(creds.endpoint)
     target = f"lakeFS repository {repository!r} at ref {ref!r}"
     # lakeFS exceptions first: some of them are OSError subclasses too
     if isinstance(exc, NotAuthorizedException):
@@ -299,8 +299,3 @@ def _server_message(exc: ServerException) -> str:
 
 def _is_lakefs_error(exc: ServerException) -> bool:
     return isinstance(exc.body, dict) and isinstance(exc.body.get("message"), str)
-
-
-def _display_endpoint(endpoint: str) -> str:
-    """The endpoint without any user:password@ part."""
-    return re.sub(r"//[^/@]*@", "//", endpoint)

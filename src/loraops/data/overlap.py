@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from loraops.data.formats import Message
+from loraops.records import Overlap
 
 
 def conversation_key(messages: list[Message]) -> str:
@@ -68,3 +69,11 @@ def near_duplicates(training: Iterable[str], evaluated: Iterable[str], threshold
         shared = Counter(i for shingle in mine for i in index.get(shingle, ()))
         found.append(any(n / len(mine | sets[i]) >= threshold for i, n in shared.items()))
     return found
+
+
+def split_overlap(training: list[list[Message]], prompts: list[list[Message]]) -> Overlap:
+    """How many of an eval split's prompts training also asks: exactly (whitespace aside) or nearly."""
+    texts = [prompt_text(c) for c in training]
+    near = sum(near_duplicates(texts, [" ".join(m["content"] for m in p) for p in prompts]))
+    n = len(prompts)
+    return Overlap(n=n, exact=shared_prompts(prompts, training), near=near, share=round(near / max(1, n), 4))

@@ -38,7 +38,7 @@ def best_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
     return bins
 
 
-def pack_rows(rows: list[dict[str, list[int]]], capacity: int) -> list[dict[str, list[int]]]:
+def pack_rows(rows: list[dict[str, Any]], capacity: int) -> list[dict[str, Any]]:
     """Rows of input_ids/labels/position_ids, each holding whole examples that fit in `capacity` tokens."""
     packed = []
     for members in best_fit_decreasing([len(r["input_ids"]) for r in rows], capacity):

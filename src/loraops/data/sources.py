@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,17 +12,12 @@ from loraops.data.datafiles import EVAL_DIRNAME, DataFile, fingerprint
 from loraops.data.files import DATA_SUFFIXES, is_data_file, read_records
 from loraops.data.formats import Example, FormatOptions, Skipped, to_example
 from loraops.errors import DataError
+from loraops.paths import cache_dir
 
 if TYPE_CHECKING:
     from loraops.config import TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-def lakefs_cache_dir() -> Path:
-    """Where lakeFS files are cached: LORAOPS_CACHE_DIR/lakefs, else ~/.cache/loraops/lakefs."""
-    base = os.environ.get("LORAOPS_CACHE_DIR") or Path.home() / ".cache" / "loraops"
-    return Path(base) / "lakefs"
 
 
 def find_training_files(dataset_path: str, pattern: str) -> list[DataFile]:
@@ -62,8 +56,8 @@ def resolve_training_files(cfg: "TrainConfig") -> TrainingData:
         from loraops.data.lakefs_source import fetch_lakefs  # the SDK import costs ~0.5 s: only when used
 
         src = cfg.data_source
-        snap = fetch_lakefs(src.repository or "", src.ref, src.path, cfg.dataset_pattern, lakefs_cache_dir())
-        files = fingerprint(snap.files, lakefs_cache_dir() / snap.repository / snap.commit_id / snap.prefix)
+        snap = fetch_lakefs(src.repository or "", src.ref, src.path, cfg.dataset_pattern, cache_dir("lakefs"))
+        files = fingerprint(snap.files, cache_dir("lakefs") / snap.repository / snap.commit_id / snap.prefix)
         return TrainingData(files, {"type": "lakefs", **snap.manifest_entry(), "dataset_pattern": cfg.dataset_pattern})
     if cfg.data_source.type == "hub":
         from loraops.data.hub_source import fetch_hub_dataset  # datasets and the hub client: only when used
@@ -97,6 +91,18 @@ def load_examples(files: list[DataFile], options: FormatOptions | str = "auto") 
         what = f"every record was skipped ({dict(skipped)})" if skipped else "the dataset is empty (no records)"
         raise DataError(", ".join(str(f.path) for f in files), None, what)
     return Loaded(examples, skipped)
+
+
+def reread(paths: list[Path], cfg: TrainConfig) -> list[Example] | None:
+    """Training files read again as the run `cfg` read them (same format and mapping, non-text skipped);
+    None when one is gone or no longer reads."""
+    if not paths or not all(p.is_file() for p in paths):
+        return None
+    options = replace(format_options(cfg), skip_non_text=True)
+    try:
+        return load_examples([DataFile(p, "", p.name) for p in paths], options).examples
+    except DataError:
+        return None
 
 
 def format_options(cfg: TrainConfig) -> FormatOptions:

@@ -69,7 +69,7 @@ def select_validation(cfg: TrainConfig, examples: list[Example], files: list[Dat
 
 def _hold_out(examples: list[Example], fraction: float, files: list[DataFile]) -> Selection:
     names = {str(f.path): f.name for f in files}
-    kept, held = [], []
+    kept, held = list[Example](), list[Example]()
     for example in examples:
         (held if held_out(example, fraction) else kept).append(example)
     if not held or not kept:

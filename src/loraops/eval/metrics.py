@@ -1,6 +1,6 @@
 """Scores for generated answers. ROUGE and BLEU come from rouge-score and sacrebleu.
 
-The names (config.METRICS) are the same per example and per split. Scales follow each metric's
+The names (records.METRICS) are the same per example and per split. Scales follow each metric's
 convention: exact_match is a percentage, Jaccard overlap and ROUGE F-measures are in [0, 1], BLEU
 is sacrebleu's 0-100.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from loraops.config import METRICS
 from loraops.eval.text import RougeTokenizer, bleu_tokenizer, tokens
+from loraops.records import METRICS
 
 _ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -72,7 +72,8 @@ def corpus_metrics(predictions: list[str], references: list[str]) -> dict[str, f
 
 def bleu_stats(predictions: list[str], references: list[str], tokenize: str) -> list[list[int]]:
     """Per-example BLEU sufficient statistics (n-gram matches and totals, lengths): summed, they give corpus BLEU."""
-    return bleu_metric(tokenize)._extract_corpus_statistics(predictions, [references])  # type: ignore[no-any-return]
+    stats: list[list[int]] = bleu_metric(tokenize)._extract_corpus_statistics(predictions, [references])
+    return stats
 
 
 def bleu_from_stats(stats: Any) -> float:

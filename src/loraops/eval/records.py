@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from loraops.atomic import read_json, write_json, write_text_atomic
+from pydantic import ValidationError
+
+from loraops.atomic import write_text_atomic
 from loraops.errors import LoraopsError
+from loraops.records import Comparison, EvalSummary, Prediction, Scores, SplitRecord
 
 OVERALL = "overall"
 
@@ -32,51 +33,61 @@ class MetricsRecords:
     def split_path(self, split: str) -> Path:
         return self.folder / f"{split}.json"
 
+    def predictions_path(self, split: str) -> Path:
+        return self.folder / f"{split}.predictions.jsonl"
+
     @property
     def summary_path(self) -> Path:
         return self.folder / "summary.json"
-
-    def write_split(self, split: str, record: dict[str, Any], predictions: list[dict[str, Any]]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_json(self.split_path(split), record)
-        lines = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in predictions)
-        write_text_atomic(self.folder / f"{split}.predictions.jsonl", lines)
-
-    def write_summary(self, record: dict[str, Any]) -> None:
-        write_json(self.summary_path, record)
 
     @property
     def comparison_path(self) -> Path:
         return self.folder / "comparison.json"
 
-    def write_comparison(self, record: dict[str, Any]) -> None:
+    def files(self) -> list[Path]:
+        """The evaluation's records (splits, predictions, summary), not the comparison: what trackers keep."""
+        found = sorted(p for p in self.folder.glob("*.json*") if p.is_file()) if self.folder.is_dir() else []
+        return [p for p in found if p != self.comparison_path]
+
+    def write_split(self, record: SplitRecord, predictions: list[Prediction]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_json(self.comparison_path, record)
+        record.write(self.split_path(record.split))
+        lines = "".join(row.model_dump_json() + "\n" for row in predictions)
+        write_text_atomic(self.predictions_path(record.split), lines)
 
-    def comparison(self) -> dict[str, Any] | None:
-        """The last `loraops compare` of this model (Comparison.as_dict), or None if it was never compared."""
-        return read_json(self.comparison_path) if self.comparison_path.is_file() else None
+    def write_summary(self, summary: EvalSummary) -> None:
+        summary.write(self.summary_path)
 
-    def split_record(self, split: str) -> dict[str, Any] | None:
+    def write_comparison(self, comparison: Comparison) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        comparison.write(self.comparison_path)
+
+    def comparison(self) -> Comparison | None:
+        """The last `loraops compare` of this model, or None if it was never compared."""
+        return Comparison.read(self.comparison_path) if self.comparison_path.is_file() else None
+
+    def split_record(self, split: str) -> SplitRecord | None:
         """Everything recorded for one split (metrics, settings, fingerprint), or None if not evaluated."""
         path = self.split_path(split)
-        return read_json(path) if path.is_file() else None
+        return SplitRecord.read(path) if path.is_file() else None
 
-    def predictions(self, split: str) -> list[dict[str, Any]]:
+    def predictions(self, split: str) -> list[Prediction]:
         """The per-example rows of one split, in evaluation order."""
-        path = self.folder / f"{split}.predictions.jsonl"
+        path = self.predictions_path(split)
         try:
-            return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, ValueError) as exc:
-            raise LoraopsError(f"{path}: cannot read the predictions ({exc}); run the evaluation again") from None
+            lines = path.read_text(encoding="utf-8").splitlines()
+            return [Prediction.model_validate_json(line) for line in lines if line.strip()]
+        except (OSError, ValidationError) as exc:
+            problem = exc.strerror if isinstance(exc, OSError) else exc.errors()[0]["msg"]
+            raise LoraopsError(f"{path}: cannot read the predictions ({problem}); run the evaluation again") from None
 
-    def split_metrics(self, split: str) -> dict[str, float] | None:
+    def split_metrics(self, split: str) -> Scores | None:
         """The scores of one split, or None if it was not evaluated."""
-        path = self.split_path(split)
-        return read_json(path).get("metrics") if path.is_file() else None
+        record = self.split_record(split)
+        return record.metrics if record else None
 
     def splits(self) -> list[str]:
         """The splits of the last evaluation, in its order; [] before any."""
         if not self.summary_path.is_file():
             return []
-        return [s for s in read_json(self.summary_path).get("metrics", {}) if s != OVERALL]
+        return [s for s in EvalSummary.read(self.summary_path).metrics if s != OVERALL]

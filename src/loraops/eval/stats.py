@@ -68,7 +68,7 @@ def bootstrap_delta(
         )
     samples = np.asarray(result.bootstrap_distribution)
     # Never 0: with B resamples, the bootstrap can only say p < 1/B.
-    p = min(1.0, max(1 / len(samples), 2 * min(np.mean(samples <= 0), np.mean(samples >= 0))))
+    p = min(1.0, max(1 / len(samples), 2 * min(float(np.mean(samples <= 0)), float(np.mean(samples >= 0)))))
     low = _finite(result.confidence_interval.low, delta)
     high = _finite(result.confidence_interval.high, delta)
     return PairedDelta(delta, low, high, float(p))

@@ -12,41 +12,19 @@ from typing import Any
 
 import yaml
 
-from loraops.eval.compare import Comparison
+from loraops.config import CARD, TrainConfig, marked
+from loraops.records import Comparison, Manifest, RunMetrics
 
-DEFAULT_BASE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-DEFAULT_LICENSE = "apache-2.0"
 # The metrics shown per split; the rest are in the run's metrics and the comparison record.
 CARD_METRICS = (("exact_match", "exact match %"), ("rougeL", "ROUGE-L"), ("bleu", "BLEU"))
-HYPERPARAMETERS = (
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "lora_target_modules",
-    "use_dora",
-    "use_rslora",
-    "lora_init",
-    "lora_modules_to_save",
-    "load_in_4bit",
-    "epochs",
-    "max_steps",
-    "batch_size",
-    "gradient_accumulation_steps",
-    "lr",
-    "lr_scheduler_type",
-    "warmup_ratio",
-    "weight_decay",
-    "max_length",
-    "seed",
-)
 
 
 @dataclass(frozen=True)
 class CardInputs:
     run: str
     config: dict[str, Any]  # the run's records, as RunDir reads them
-    metrics: dict[str, Any]
-    manifest: dict[str, Any]
+    metrics: RunMetrics
+    manifest: Manifest
     base_model: str | None  # hub id, or None when the base is a private folder or file
     base_label: str  # how the body names the base model
     license: str | None
@@ -57,25 +35,12 @@ class CardInputs:
     verification: str | None = None  # what reloading the published files showed
 
 
-def front_matter(text: str) -> dict[str, Any]:
-    """The YAML block between leading `---` lines of a README, or {} if there is none or it is broken."""
-    if not text.startswith("---"):
-        return {}
-    parts = text.split("\n---", 1)
-    try:
-        data = yaml.safe_load(parts[0][3:]) if len(parts) == 2 else None
-    except yaml.YAMLError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _dataset(config: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
-    data = manifest.get("data", {})
+def _dataset(config: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
     # Names only: the paths on the training machine are private and mean nothing to readers.
     return {
         "name": PurePath(str(config.get("dataset_path", "data"))).name or "data",
-        "sha256": data.get("dataset_sha256"),
-        "files": [{"name": PurePath(f["path"]).name, "sha256": f["sha256"]} for f in data.get("files", [])],
+        "sha256": manifest.data.dataset_sha256,
+        "files": [{"name": PurePath(f.path).name, "sha256": f.sha256} for f in manifest.data.files],
     }
 
 
@@ -106,23 +71,23 @@ def _fmt(value: Any) -> str:
 
 def _what(c: CardInputs) -> list[str]:
     kind = "a standalone model: the LoRA weights are merged into" if c.merged else "a LoRA adapter (PEFT) for"
-    m, data = c.metrics, c.metrics.get("data", {})
+    m = c.metrics
     return [
         f"This is {kind} **{c.base_label}**, fine-tuned with loraops (run `{c.run}`).",
         "",
-        f"Training: {m.get('global_steps', 'n/a')} optimizer steps over {_fmt(m.get('epochs_completed'))} epochs on "
-        f"{data.get('examples', 'n/a')} examples, {m.get('precision', 'n/a')} on {m.get('device', 'n/a')}; "
-        f"logged loss {_fmt(m.get('first_logged_loss'))} → {_fmt(m.get('final_logged_loss'))}.",
+        f"Training: {_fmt(m.global_steps)} optimizer steps over {_fmt(m.epochs_completed)} epochs on "
+        f"{m.data.get('examples', 'n/a')} examples, {_fmt(m.precision)} on {_fmt(m.device)}; "
+        f"logged loss {_fmt(m.first_logged_loss)} → {_fmt(m.final_logged_loss)}.",
     ]
 
 
 def _hyperparameters(c: CardInputs) -> list[str]:
-    rows = [f"| `{key}` | {_fmt(c.config.get(key))} |" for key in HYPERPARAMETERS if key in c.config]
+    rows = [f"| `{key}` | {_fmt(c.config.get(key))} |" for key in marked(TrainConfig, CARD) if key in c.config]
     return ["## Hyperparameters", "", "| key | value |", "| --- | --- |", *rows]
 
 
 def _data_section(c: CardInputs) -> list[str]:
-    dataset, stats = _dataset(c.config, c.manifest), c.metrics.get("data", {})
+    dataset, stats = _dataset(c.config, c.manifest), c.metrics.data
     counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items() if not isinstance(v, dict))
     formats = ", ".join(f"{k} {v}" for k, v in stats.get("formats", {}).items())
     lines = ["## Data", "", f"Dataset `{dataset['name']}`, sha256 `{dataset['sha256']}`.", ""]
@@ -156,8 +121,8 @@ def _eval_section(c: CardInputs) -> list[str]:
         else:
             cells += ["n/a", "n/a"]
         flips = cmp.flips.get(split)
-        cells.append(f"{len(flips['fixed'])} / {len(flips['broken'])}" if flips else "n/a")
-        n = c.metrics.get("eval", {}).get(split, {}).get("n")
+        cells.append(f"{len(flips.get('fixed', []))} / {len(flips.get('broken', []))}" if flips else "n/a")
+        n = c.metrics.eval.get(split, {}).get("n")
         lines.append(f"| {split}" + (f" ({n})" if n else "") + " | " + " | ".join(cells) + " |")
     lines += ["", f"Verdict: **{cmp.verdict}** on {cmp.primary_metric} ({cmp.primary_split}).", ""]
     lines += [f"- {reason}" for reason in cmp.reasons]

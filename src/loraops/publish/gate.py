@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
-from loraops.eval.compare import Comparison, MissingMetricsError, compare, format_table
+from loraops.eval.compare import MissingMetricsError, compare, format_table
+from loraops.records import Comparison
 from loraops.runs import RunDir
 
 
@@ -37,7 +38,7 @@ class GateResult:
 
 def check_gate(run: RunDir, compare_cfg: CompareConfig | None = None, *, force: bool = False) -> GateResult:
     """Compare the run with its reference; raise a GateError unless it improved or `force` is set."""
-    cfg = replace(compare_cfg or CompareConfig(), run=str(run.path))
+    cfg = (compare_cfg or CompareConfig()).model_copy(update={"run": str(run.path)})
     try:
         result = compare(cfg)
     except MissingMetricsError as exc:
@@ -68,7 +69,7 @@ def check_gate(run: RunDir, compare_cfg: CompareConfig | None = None, *, force: 
 def _leakage(result: Comparison, max_overlap: float) -> list[str]:
     """Splits whose examples are too often in the training data: their scores measure memory, not skill."""
     return [
-        f"{o['near']} of {o['n']} {split} examples are also training data (allowed: {max_overlap:.0%})"
+        f"{o.near} of {o.n} {split} examples are also training data (allowed: {max_overlap:.0%})"
         for split, o in result.overlap.items()
-        if o["share"] > max_overlap
+        if o.share > max_overlap
     ]

@@ -13,14 +13,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from loraops import hf
 from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
-from loraops.models import hub_endpoint
+from loraops.paths import LATEST_RUN
 from loraops.publish.gate import check_gate
+from loraops.publish.record import record_publication
 from loraops.publish.stage import PublishResult, resolve_run, stage
-from loraops.reference import record_reference
-from loraops.secrets import scrub
-from loraops.tracking.registry import Publication, register
+from loraops.tracking.registry import Publication
 
 log = logging.getLogger(__name__)
 
@@ -46,59 +46,21 @@ def hub_repo_id(repo_id: str | None) -> str:
     return repo
 
 
-def hub_token(token: str | None = None) -> str:
-    """An explicit token, else HF_TOKEN, else the one huggingface_hub has stored (`hf auth login`)."""
-    from huggingface_hub import get_token
-
-    found = token or os.environ.get("HF_TOKEN", "").strip() or get_token()
-    if not found:
-        raise LoraopsError("no Hugging Face token: set HF_TOKEN (in .env, which git ignores) or run `hf auth login`")
-    return found
-
-
-def _connection_errors() -> tuple[type[BaseException], ...]:
-    errors: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)  # OfflineModeIsEnabled included
-    try:
-        import httpx2  # huggingface_hub 2.x's HTTP client
-
-        errors += (httpx2.TransportError,)
-    except ImportError:
-        pass
-    try:
-        import requests  # a custom session factory may still use requests
-
-        errors += (requests.ConnectionError, requests.Timeout)
-    except ImportError:
-        pass
-    return errors
-
-
 def _hub_errors() -> tuple[type[BaseException], ...]:
     """What huggingface_hub raises for a failed request or a response it cannot use."""
     from huggingface_hub.errors import HfHubHTTPError
 
-    return (HfHubHTTPError, *_connection_errors(), OSError, ValueError)
+    return (HfHubHTTPError, *hf.connection_errors(), OSError, ValueError)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
-def _explain(exc: BaseException, repo_id: str, endpoint: str) -> str:
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if status == 401:
-        why = "the Hub rejected the token (401 Unauthorized); check HF_TOKEN"
-    elif status == 403:
-        why = f"the token may not write to {repo_id} (403 Forbidden)"
-    elif status is not None:
-        why = f"the Hub answered {status}: {getattr(exc, 'server_message', None) or _first_line(exc)}"
-    elif isinstance(exc, _connection_errors()):
-        why = f"cannot reach {endpoint} ({_first_line(exc)})"
-    else:
-        why = _first_line(exc)
-    # Files only become visible with the commit that names them, and unchanged files are skipped.
-    return f"publishing to {repo_id} failed: {why}. A retry is safe and sends only what is missing: run it again."
+def _access(repo_id: str, endpoint: str) -> hf.Access:
+    return hf.Access(
+        name=f"Hub repository {repo_id}",
+        repo_url=f"{endpoint}/{repo_id}",
+        check="--repo (or HF_REPO_ID)",
+        writing=True,
+        endpoint=endpoint,
+    )
 
 
 def _check_visibility(api: Any, repo_id: str, public: bool) -> None:
@@ -124,17 +86,21 @@ def upload(folder: Path, repo_id: str, *, public: bool, token: str, endpoint: st
     except Exception as exc:
         # LFS uploads wrap the HTTP error in a RuntimeError, and hf_xet raises RuntimeErrors of its
         # own; anything else is a bug and stays one.
-        wrapped = isinstance(exc, RuntimeError) and isinstance(exc.__cause__, _hub_errors())
-        cause = exc.__cause__ if wrapped else exc
+        inner = exc.__cause__
+        cause = inner if isinstance(exc, RuntimeError) and isinstance(inner, _hub_errors()) else exc
         if not isinstance(cause, (*_hub_errors(), RuntimeError)):
             raise
-        # `from None`: the original exception holds the request, Authorization header included.
-        raise LoraopsError(scrub(_explain(cause, repo_id, endpoint), [token])) from None
+        why = hf.describe(cause, _access(repo_id, endpoint), token)
+        # `from None`: the original exception holds the request, Authorization header included. Files only
+        # become visible with the commit that names them, and unchanged files are skipped: a retry is safe.
+        raise LoraopsError(
+            f"publishing to {repo_id} failed: {why}. A retry is safe and sends only what is missing: run it again."
+        ) from None
     return repo
 
 
 def publish_hub(
-    model_path: str = "outputs/runs/latest",
+    model_path: str = LATEST_RUN,
     *,
     repo_id: str | None = None,
     public: bool = False,
@@ -148,11 +114,8 @@ def publish_hub(
 
     `token` and `endpoint` default to HF_TOKEN (or huggingface_hub's stored login) and HF_ENDPOINT.
     """
-    repo, secret, url_root = (
-        hub_repo_id(repo_id),
-        hub_token(token),
-        (endpoint or hub_endpoint()).rstrip("/"),
-    )  # before any work
+    repo, secret = hub_repo_id(repo_id), hf.require_token(token)  # before any work
+    url_root = (endpoint or hf.endpoint()).rstrip("/")
     compare_cfg = compare_cfg or CompareConfig()
     run = resolve_run(model_path)
     gate = check_gate(run, compare_cfg, force=force)
@@ -167,19 +130,10 @@ def publish_hub(
         log.info("uploading %d files of %s to %s (%s)", len(files), run.name, repo, visibility)
         message = f"loraops: publish run {run.name}"
         repo = upload(folder, repo, public=public, token=secret, endpoint=url_root, message=message)
-        published = Publication(folder, merged, gate.comparison, gate.forced, f"hf:{repo}", f"{url_root}/{repo}")
-        registered = register(run, published, compare_cfg)  # inside: a merged model is logged from `folder`
-    reference = record_reference(run, f"hf:{repo}", compare_cfg.reference_file or "", registered)
-    forced = " (forced past the gate)" if gate.forced else ""
-    log.info("published %s to %s/%s%s", run.name, url_root, repo, forced)
+        url, destination = f"{url_root}/{repo}", f"hf:{repo}"
+        published = Publication(folder, merged, gate.comparison, gate.forced, destination, url)
+        reference = record_publication(run, published, compare_cfg)  # a merged model is logged from `folder`
+    log.info("published %s to %s%s", run.name, url, " (forced past the gate)" if gate.forced else "")
     return PublishResult(
-        run.name,
-        run.path,
-        f"hf:{repo}",
-        merged,
-        gate.forced,
-        gate.comparison,
-        files,
-        url=f"{url_root}/{repo}",
-        reference=reference,
+        run.name, run.path, destination, merged, gate.forced, gate.comparison, files, url=url, reference=reference
     )

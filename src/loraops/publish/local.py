@@ -8,10 +8,11 @@ import shutil
 from pathlib import Path
 
 from loraops.config import CompareConfig
+from loraops.paths import LATEST_RUN, portable_path
 from loraops.publish.gate import check_gate
+from loraops.publish.record import record_publication
 from loraops.publish.stage import PublishResult, resolve_run, stage
-from loraops.reference import portable_path, record_reference
-from loraops.tracking.registry import Publication, register
+from loraops.tracking.registry import Publication
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def _swap_in(tmp: Path, dest: Path) -> None:
 
 
 def publish_local(
-    model_path: str = "outputs/runs/latest",
+    model_path: str = LATEST_RUN,
     *,
     merged: bool = False,
     force: bool = False,
@@ -69,7 +70,7 @@ def publish_local(
     compare_cfg = compare_cfg or CompareConfig()
     run = resolve_run(model_path)
     gate = check_gate(run, compare_cfg, force=force)
-    dest = compare_cfg.models_dir / run.name
+    dest = compare_cfg.published_dir / run.name
     dest.parent.mkdir(parents=True, exist_ok=True)
     _recover_leftovers(dest)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
@@ -90,8 +91,8 @@ def publish_local(
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-copied folder behind
         raise
     destination = f"local:{portable_path(dest)}"
-    registered = register(run, Publication(dest, merged, gate.comparison, gate.forced, destination), compare_cfg)
-    reference = record_reference(run, destination, compare_cfg.reference_file or "", registered)
+    publication = Publication(dest, merged, gate.comparison, gate.forced, destination)
+    reference = record_publication(run, publication, compare_cfg)
     log.info("published %s to %s%s", run.name, dest, " (forced past the gate)" if gate.forced else "")
     return PublishResult(
         run.name, run.path, destination, merged, gate.forced, gate.comparison, files, path=dest, reference=reference

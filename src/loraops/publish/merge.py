@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from loraops.models import load_adapter, load_causal_lm, load_tokenizer, resolve_model_path
+from loraops.loading import load_adapter, load_causal_lm, load_tokenizer
+from loraops.models import resolve_model_path
 from loraops.runs import RunDir
 
 log = logging.getLogger(__name__)
@@ -15,7 +16,7 @@ def merge_into(run: RunDir, dest: Path) -> None:
     """Write base + adapter, merged, as a plain transformers model folder (weights, config, tokenizer)."""
     base_name = run.base_model()
     log.info("merging %s into its base model %s", run.model_dir, base_name)
-    if run.read_config().get("load_in_4bit"):
+    if run.train_config().load_in_4bit:
         # Merging into 4-bit weights would round the LoRA update away; the published model is a 16-bit one.
         log.info("the run trained on a 4-bit (QLoRA) base: merging into the base loaded in 16 bits instead")
     # dtype "auto" keeps the base model's own dtype: a bf16 8B model stays 16 GB, not 32.

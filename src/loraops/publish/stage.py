@@ -6,18 +6,17 @@ The local copy (local.py) and the Hub upload (hub.py) both publish a folder stag
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from loraops.atomic import read_json, write_json, write_text_atomic
 from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
-from loraops.eval.compare import Comparison
-from loraops.models import DEFAULT_MODEL
-from loraops.publish.card import DEFAULT_BASE_ID, DEFAULT_LICENSE, CardInputs, front_matter, render_card
+from loraops.models import public_info
+from loraops.publish.card import CardInputs, render_card
 from loraops.publish.gate import GateResult
 from loraops.publish.verify import verify_published
+from loraops.records import Comparison, Reference
 from loraops.runs import RunDir, find_run
 
 
@@ -32,7 +31,7 @@ class PublishResult:
     files: list[str]  # what was published, relative to the published folder / repository root
     path: Path | None = None  # the published folder (local)
     url: str | None = None  # the repository (Hub)
-    reference: dict[str, Any] = field(default_factory=dict)
+    reference: Reference | None = None  # the reference record this publish wrote
 
 
 def resolve_run(model_path: str) -> RunDir:
@@ -46,45 +45,17 @@ def resolve_run(model_path: str) -> RunDir:
     return run
 
 
-def base_model_info(model_name: str) -> tuple[str | None, str, str | None]:
-    """(hub id or None, name for the card's text, license or None) of the run's base model."""
-    if model_name == DEFAULT_MODEL:
-        return DEFAULT_BASE_ID, DEFAULT_BASE_ID, DEFAULT_LICENSE
-    path = Path(model_name).expanduser()
-    if path.exists():  # a private folder or GGUF file: only its name is published, never its path
-        readme = path / "README.md" if path.is_dir() else None
-        meta = front_matter(readme.read_text(encoding="utf-8")) if readme and readme.is_file() else {}
-        return None, path.stem if path.is_file() else path.name, _license(meta)
-    return model_name, model_name, _license(front_matter(_cached_hub_readme(model_name)))
-
-
-def _license(meta: dict[str, Any]) -> str | None:
-    value = meta.get("license")
-    return value if isinstance(value, str) else None
-
-
-def _cached_hub_readme(repo_id: str) -> str:
-    """The base model's README from the local HF cache, if it is there; never a download."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        cached = try_to_load_from_cache(repo_id, "README.md")
-    except Exception:  # an odd id or cache layout just means "license unknown"
-        return ""
-    return Path(cached).read_text(encoding="utf-8") if isinstance(cached, str) else ""
-
-
 def build_card(run: RunDir, *, merged: bool, gate: GateResult, load_from: str, verification: str | None) -> str:
     config = run.read_config()
-    hub_id, label, license_ = base_model_info(run.base_model())
+    base = public_info(run.base_model())
     inputs = CardInputs(
         run=run.name,
         config=config,
         metrics=run.read_metrics(),
         manifest=run.read_manifest(),
-        base_model=hub_id,
-        base_label=label,
-        license=license_,
+        base_model=base.hub_id,
+        base_label=base.label,
+        license=base.license,
         merged=merged,
         comparison=gate.comparison,
         forced_reason=gate.reason if gate.forced else None,
@@ -132,6 +103,6 @@ def stage(
 
 def _publish_adapter_config(path: Path, run: RunDir) -> None:
     config = read_json(path)
-    hub_id, label, _ = base_model_info(run.base_model())
-    config["base_model_name_or_path"] = hub_id or label
+    base = public_info(run.base_model())
+    config["base_model_name_or_path"] = base.hub_id or base.label
     write_json(path, config)

@@ -16,7 +16,8 @@ from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
 from loraops.eval.generate import GenerationSettings, generate
 from loraops.eval.records import MetricsRecords
-from loraops.models import check_4bit_supported, load_adapter, load_causal_lm, load_tokenizer, resolve_model_path
+from loraops.loading import check_4bit_supported, load_adapter, load_causal_lm, load_tokenizer
+from loraops.models import resolve_model_path
 from loraops.runs import RunDir
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,11 @@ def verify_published(folder: Path, run: RunDir, merged: bool, cfg: CompareConfig
     """Regenerate `cfg.verify_samples` evaluated examples from `folder`; a description of the check, or LoraopsError."""
     if cfg.verify_samples == 0:
         return "not checked (verify_samples=0)"
-    records = MetricsRecords.of(cfg.metrics_dir or "", run.name)
+    records = MetricsRecords.of(cfg.metrics_folder, run.name)
     record = records.split_record(cfg.primary_split)
     if record is None:
         return "not checked: the run has no evaluated predictions to reproduce"
-    settings = record.get("settings", {})
+    settings = record.settings
     if settings.get("do_sample"):
         return "not checked: the evaluation sampled, so its answers cannot be reproduced"
     four_bit = bool(settings.get("load_in_4bit"))
@@ -61,16 +62,16 @@ def verify_published(folder: Path, run: RunDir, merged: bool, cfg: CompareConfig
     again = generate(
         model,
         tokenizer,
-        [r["messages"] for r in rows],
+        [r.messages for r in rows],
         GenerationSettings(settings["max_new_tokens"]),
         batch_size=int(settings.get("batch_size", 16)),
         progress=False,
     )
     for row, new in zip(rows, again):
-        if new.text != row["prediction"]:
+        if new.text != row.prediction:
             raise LoraopsError(
-                f"the files to publish do not reproduce the evaluated model: {row.get('path')}:"
-                f"{row.get('line')} was answered {row['prediction']!r} in evaluation, but "
+                f"the files to publish do not reproduce the evaluated model: {row.path}:"
+                f"{row.line} was answered {row.prediction!r} in evaluation, but "
                 f"{new.text!r} by the staged {'merged model' if merged else 'adapter'}; nothing was "
                 "published"
             )

@@ -42,7 +42,6 @@ from loraops.remote.settings import (
     RemoteSettings,
     load_settings,
     read_dotenv,
-    validate,
 )
 
 __all__ = [
@@ -79,6 +78,5 @@ __all__ = [
     "ssh_base",
     "start_job",
     "train",
-    "validate",
     "wait_job",
 ]

@@ -1,7 +1,7 @@
 """The public actions: push, init, train, evaluate, logs, pull.
 
 Where runs and metrics live comes from the composed configs (train's `output_dir`, eval's
-`output_dir`), on the server and here alike; where a job's run folder is, the job's `run` file says.
+`metrics_dir`), on the server and here alike; where a job's run folder is, the job's `run` file says.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from loraops.config import EvalConfig, TrainConfig
+from loraops.paths import LATEST, METRICS_DIR, RUNS_DIR
 from loraops.remote.commands import (
     JOBS_DIR,
     PUSH_MARKER,
@@ -37,7 +37,7 @@ from loraops.remote.jobs import (
     wait_job,
 )
 from loraops.remote.settings import RemoteError, RemoteSettings
-from loraops.runs import DEFAULT_RUNS_DIR, LATEST, RunDir
+from loraops.runs import RunDir
 from loraops.tracking.importer import import_pulled
 
 _RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -115,9 +115,9 @@ def evaluate(
 ) -> JobResult:
     """`loraops eval` (or, with config_name="eval_baseline", the base model) there; pull the run and metrics.
 
-    `metrics_dir` is the composed eval config's output_dir, the same folder on both sides.
+    `metrics_dir` is the composed eval config's metrics_dir, the same folder on both sides.
     """
-    metrics = metrics_dir or EvalConfig().output_dir
+    metrics = metrics_dir or METRICS_DIR
     return _job(settings, "eval", loraops_command("eval", config_name, overrides), detach, metrics)
 
 
@@ -144,7 +144,7 @@ def pull(
     The run is `job`'s run, else the run named `run` in `runs_dir`, else the remote `latest` there;
     `runs_dir` and `metrics_dir` default to the train and eval configs' defaults.
     """
-    runs_dir = runs_dir or TrainConfig().output_dir
+    runs_dir = runs_dir or RUNS_DIR
     where = job_run(settings, job) if job else _run_path(settings, run, runs_dir)
     if job and not where:
         print(f"job {job} made no run folder", file=sys.stderr)
@@ -154,7 +154,7 @@ def pull(
     if run_dir:
         import_pulled(RunDir(run_dir))
     updated = bool(run_dir) and _update_local_latest(run_dir)  # type: ignore[arg-type]
-    metrics = _pull_metrics(settings, metrics_dir or EvalConfig().output_dir)
+    metrics = _pull_metrics(settings, metrics_dir or METRICS_DIR)
     if run_dir:
         print(f"run: {run_dir}" + (" (now latest)" if updated else ""))
     return PullResult(run_dir, updated, metrics)
@@ -208,7 +208,7 @@ def _local_run_path(settings: RemoteSettings, run: str) -> Path:
     path = Path(run)
     if ".." in path.parts or not path.name:
         raise RemoteError(f"the server named the run folder {run!r}; refusing a path that leaves the project")
-    return settings.local_dir / (Path(DEFAULT_RUNS_DIR) / path.name if path.is_absolute() else path)
+    return settings.local_dir / (Path(RUNS_DIR) / path.name if path.is_absolute() else path)
 
 
 def _pull_run(settings: RemoteSettings, run: str) -> Path:

@@ -7,11 +7,11 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from loraops.paths import JOBS_DIR
 from loraops.remote.settings import RemoteError, RemoteSettings
 from loraops.runs import RUN_FILE_ENV
 from loraops.secrets import leaked_secret
 
-JOBS_DIR = "outputs/remote"  # on both sides: one folder per remote job (log, pid, exit code, run)
 JOB_RUN_FILE = "run"  # in the job folder: the path of the run folder the job's command created or used
 # Written by the first push into REMOTE_DIR: a push deletes files there, so only a folder that
 # carries it (or an empty one) is ever pushed to. Excluded below, so --delete never removes it.
@@ -48,7 +48,8 @@ here=$(pwd -P)
 if [ "$here" = / ] || [ "$here" = "$(cd && pwd -P)" ]; then echo home; exit 0; fi
 if [ -f {marker} ]; then echo ours; exit 0; fi
 if [ -n "$(ls -A)" ]; then echo foreign; exit 0; fi
-echo "A copy of a loraops project, kept in sync by 'loraops remote push', which deletes files here that the project does not have." >{marker}
+echo "A copy of a loraops project, kept in sync by 'loraops remote push', which deletes files here that \
+the project does not have." >{marker}
 echo new
 """.format(marker=PUSH_MARKER)
 
@@ -94,7 +95,7 @@ def ssh_base(settings: RemoteSettings) -> list[str]:
         argv += ["-p", str(settings.port)]
     if settings.ssh_key:
         argv += ["-i", str(Path(settings.ssh_key).expanduser()), "-o", "IdentitiesOnly=yes"]
-    return argv + list(settings.ssh_options)
+    return argv + settings.ssh_args
 
 
 def remote_script(settings: RemoteSettings, *lines: str) -> str:

@@ -1,4 +1,5 @@
-"""Remote settings: the environment, then .env, then the config's typed `remote:` section."""
+"""Remote settings: the config's `remote:` section overlaid by REMOTE_* variables, from the environment first,
+then from .env (pydantic-settings reads both; the keys themselves are declared once, in config.RemoteConfig)."""
 
 from __future__ import annotations
 
@@ -6,30 +7,20 @@ import os
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, EnvSettingsSource, SettingsConfigDict
 
 from loraops.config import RemoteConfig
 from loraops.errors import LoraopsError
 
 FORWARDED_ENV = ("CUDA_VISIBLE_DEVICES", "HF_HOME")
-# Settings keys: environment / .env name -> `remote:` config key.
-_KEYS = {
-    "REMOTE_HOST": "host",
-    "REMOTE_USER": "user",
-    "REMOTE_DIR": "dir",
-    "REMOTE_PORT": "port",
-    "REMOTE_SSH_KEY": "ssh_key",
-    "REMOTE_SSH_OPTS": "ssh_options",
-    "REMOTE_PYTHON": "python",
-    "REMOTE_PACKAGES_FROM": "packages_from",
-    "REMOTE_PUSH_GITIGNORED": "push_gitignored",
-    "CUDA_VISIBLE_DEVICES": "cuda_visible_devices",
-    "HF_HOME": "hf_home",
-}
+ENV_PREFIX = "REMOTE_"
+_HOST = re.compile(r"[A-Za-z0-9_.%:\[\]-]+")
+_USER = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")
 
 
 class RemoteError(LoraopsError):
@@ -40,29 +31,84 @@ class ConnectionFailed(RemoteError):
     """ssh could not connect or lost the connection (ssh exit status 255)."""
 
 
-@dataclass(frozen=True)
-class RemoteSettings:
-    host: str
-    dir: str = "loraops"  # relative paths are relative to the remote user's home
-    user: str | None = None
-    port: int | None = None
-    ssh_key: str | None = None
-    ssh_options: tuple[str, ...] = ()
-    python: str = "python3"  # the server's python that creates .venv
-    packages_from: str | None = None  # a server python whose packages .venv may reuse
-    forward_env: tuple[tuple[str, str], ...] = ()
-    push_gitignored: bool = False  # push what .gitignore ignores too (.env files never)
-    local_dir: Path = field(default_factory=Path.cwd)  # the project pushed, and where results land
+class RemoteSettings(RemoteConfig):
+    """The settings in force, and what follows from them; values ssh would read as options are refused."""
+
+    model_config = RemoteConfig.model_config | {"frozen": True}
+
+    local_dir: Path = Field(default_factory=Path.cwd)  # the project pushed, and where results land
+    forward_env: tuple[tuple[str, str], ...] = ()  # variables the remote job gets
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, host: str | None) -> str:
+        if not host:
+            raise RemoteError("no remote host: set REMOTE_HOST (environment or .env) or `remote.host` in the config")
+        if host.startswith("-") or not _HOST.fullmatch(host):  # `-oProxyCommand=...` as a host runs a command
+            raise RemoteError(f"REMOTE_HOST={host!r} is not a host name or address")
+        return host
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, user: str | None) -> str | None:
+        if user is not None and not _USER.fullmatch(user):
+            raise RemoteError(f"REMOTE_USER={user!r} is not a user name")
+        return user
+
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, value: str) -> str:
+        if _relative_to_home(value).rstrip("/") in ("", "."):
+            raise RemoteError(
+                f"REMOTE_DIR={value!r} is the remote home folder (or /) itself: a push deletes what the project "
+                "does not have, so it needs a folder of its own, e.g. REMOTE_DIR=loraops"
+            )
+        return value
 
     @property
     def destination(self) -> str:
-        return f"{self.user}@{self.host}" if self.user else self.host
+        return f"{self.user}@{self.host}" if self.user else str(self.host)
 
     @property
     def remote_dir(self) -> str:
-        # rsync's protected args and `cd --` do not expand `~`; the ssh login starts in home anyway.
-        d = self.dir.strip()
-        return "." if d in ("~", "~/") else d[2:] if d.startswith("~/") else d
+        return _relative_to_home(self.dir)
+
+    @property
+    def ssh_args(self) -> list[str]:
+        return shlex.split(self.ssh_options)
+
+
+def _relative_to_home(folder: str) -> str:
+    # rsync's protected args and `cd --` do not expand `~`; the ssh login starts in home anyway.
+    d = folder.strip()
+    return "." if d in ("~", "~/") else d[2:] if d.startswith("~/") else d
+
+
+class _Environ(EnvSettingsSource):
+    """The environment, or a mapping standing in for it."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # As pydantic-settings reads os.environ: names without regard to case, empty values as unset.
+        return {name.lower(): value for name, value in self._environ.items() if value != ""}
+
+
+class _Variables(BaseSettings, RemoteConfig):
+    """How RemoteConfig's keys are named as variables: REMOTE_<KEY>, or the alias a key declares."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="ignore")
+
+
+def _by_name(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings among what a source found, keyed by field name whether found under the name or the alias;
+    everything else (a .env file also holds tokens) is left out, so it can never reach a message."""
+    fields = RemoteConfig.model_fields
+    names = {info.validation_alias: name for name, info in fields.items() if info.validation_alias}
+    renamed = {names.get(key, key): value for key, value in values.items()}
+    return {key: value for key, value in renamed.items() if key in fields}
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -72,83 +118,34 @@ def read_dotenv(path: Path) -> dict[str, str]:
 
 def load_settings(
     local_dir: Path | None = None,
-    config: RemoteConfig | Mapping[str, Any] | None = None,
+    config: RemoteConfig | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> RemoteSettings:
     """Settings from the environment, then `<local_dir>/.env`, then the config's `remote:` section."""
     local_dir = Path(local_dir or Path.cwd()).resolve()
-    sources = [dict(os.environ if environ is None else environ), read_dotenv(local_dir / ".env")]
-    section = asdict(config) if is_dataclass(config) else dict(config or {})  # type: ignore[arg-type]
-
-    def get(name: str) -> Any:
-        for source in sources:
-            if source.get(name) not in (None, ""):
-                return source[name]
-        return section.get(_KEYS[name])
-
-    host = get("REMOTE_HOST")
-    if not host:
-        raise RemoteError("no remote host: set REMOTE_HOST (environment or .env) or `remote.host` in the config")
-    opts = get("REMOTE_SSH_OPTS") or ()
-    forward = tuple((name, str(get(name))) for name in FORWARDED_ENV if get(name) not in (None, ""))
-    forward += _tracking_server(sources)
-    settings = RemoteSettings(
-        host=str(host),
-        dir=str(get("REMOTE_DIR") or "loraops"),
-        user=_str_or_none(get("REMOTE_USER")),
-        port=_port(get("REMOTE_PORT")),
-        ssh_key=_str_or_none(get("REMOTE_SSH_KEY")),
-        ssh_options=tuple(shlex.split(opts) if isinstance(opts, str) else map(str, opts)),
-        python=str(get("REMOTE_PYTHON") or "python3"),
-        packages_from=_str_or_none(get("REMOTE_PACKAGES_FROM")),
-        forward_env=forward,
-        local_dir=local_dir,
-        push_gitignored=_flag(get("REMOTE_PUSH_GITIGNORED")),
-    )
-    validate(settings)
-    return settings
+    environ = os.environ if environ is None else environ
+    dotenv = DotEnvSettingsSource(_Variables, env_file=local_dir / ".env")()
+    found = _Environ(_Variables, environ)()
+    values = {**(config.model_dump() if config else {}), **_by_name(dotenv), **_by_name(found)}
+    forward = tuple((name, str(values[name.lower()])) for name in FORWARDED_ENV if values.get(name.lower()))
+    forward += _tracking_server(environ, read_dotenv(local_dir / ".env"))
+    try:
+        return RemoteSettings(**values, local_dir=local_dir, forward_env=forward)
+    except ValidationError as exc:
+        raise RemoteError(_explain(exc)) from None
 
 
-def _tracking_server(sources: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
+def _explain(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    key = str(error["loc"][0]) if error["loc"] else "remote"
+    alias = RemoteConfig.model_fields[key].validation_alias if key in RemoteConfig.model_fields else None
+    name = alias if isinstance(alias, str) else ENV_PREFIX + key.upper()
+    return f"{name} (remote.{key})={error['input']!r}: {error['msg']}"
+
+
+def _tracking_server(*sources: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """MLFLOW_TRACKING_URI, when it names a server the job can log to itself (see loraops.tracking.importer)."""
     from loraops.tracking.store import forwardable_uri
 
     uri = forwardable_uri(next((s["MLFLOW_TRACKING_URI"] for s in sources if s.get("MLFLOW_TRACKING_URI")), None))
     return (("MLFLOW_TRACKING_URI", uri),) if uri else ()
-
-
-def _str_or_none(value: Any) -> str | None:
-    return None if value in (None, "") else str(value)
-
-
-def _flag(value: Any) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def _port(value: Any) -> int | None:
-    if value in (None, ""):
-        return None
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        port = 0
-    if not 1 <= port <= 65535:
-        raise RemoteError(f"REMOTE_PORT={value!r} must be a port number (1-65535)")
-    return port
-
-
-_HOST = re.compile(r"[A-Za-z0-9_.%:\[\]-]+")
-_USER = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")
-
-
-def validate(settings: RemoteSettings) -> None:
-    """Reject values that ssh would read as options: `-oProxyCommand=...` as a host runs a local command."""
-    if settings.host.startswith("-") or not _HOST.fullmatch(settings.host):
-        raise RemoteError(f"REMOTE_HOST={settings.host!r} is not a host name or address")
-    if settings.user is not None and not _USER.fullmatch(settings.user):
-        raise RemoteError(f"REMOTE_USER={settings.user!r} is not a user name")
-    if settings.remote_dir.rstrip("/") in ("", "."):
-        raise RemoteError(
-            f"REMOTE_DIR={settings.dir!r} is the remote home folder (or /) itself: a push deletes "
-            "what the project does not have, so it needs a folder of its own, e.g. REMOTE_DIR=loraops"
-        )

@@ -15,12 +15,13 @@ from collections.abc import Iterable
 from html import escape
 from pathlib import Path
 
+from loraops import paths
 from loraops.atomic import ensure_folder, write_text_atomic
+from loraops.paths import LATEST, RUNS_DIR
 from loraops.report.data import collect, resolve_runs
-from loraops.runs import DEFAULT_RUNS_DIR, LATEST, RunDir
+from loraops.runs import RunDir
 from loraops.secrets import REDACTED, secret_values
 
-REPORTS = "reports"
 _MAX_NAME = 120
 
 
@@ -29,16 +30,16 @@ def build_report(
     artifacts_dir: str | Path,
     metrics_dir: str | Path | None = None,
     samples: int = 8,
-    runs_dir: str | Path = DEFAULT_RUNS_DIR,
+    runs_dir: str | Path = RUNS_DIR,
 ) -> Path:
     """Write the report of `runs` (run folders, names or `latest`) under <artifacts_dir>/reports/; its path."""
     from loraops.report.html import render
 
     found = resolve_runs(runs or [str(Path(runs_dir) / LATEST)], runs_dir)
-    data = collect(found, metrics_dir or Path(artifacts_dir) / "metrics", samples)
+    data = collect(found, metrics_dir or paths.metrics_dir(artifacts_dir), samples)
     page = without_secrets(render(data), secret_values(os.environ).values())
-    folder = Path(artifacts_dir) / REPORTS
-    ensure_folder(folder, f"artifacts_dir={artifacts_dir}: {REPORTS}")
+    folder = paths.reports_dir(artifacts_dir)
+    ensure_folder(folder, f"artifacts_dir={artifacts_dir}: {folder.name}")
     path = folder / report_name(found)
     write_text_atomic(path, page)
     return path

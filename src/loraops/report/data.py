@@ -13,11 +13,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from loraops.config import METRICS
 from loraops.errors import LoraopsError
 from loraops.eval.records import MetricsRecords
-from loraops.reference import portable_path
-from loraops.runs import DEFAULT_RUNS_DIR, RunDir, find_run
+from loraops.paths import RUNS_DIR, portable_path
+from loraops.records import METRICS, Manifest, Prediction, RunMetrics
+from loraops.runs import RunDir, find_run
 from loraops.tracking.link import read_link
 
 Point = tuple[float, float]
@@ -78,7 +78,7 @@ class ReportData:
     metrics_dir: str
 
 
-def resolve_runs(specs: list[str], runs_dir: str | Path = DEFAULT_RUNS_DIR) -> list[RunDir]:
+def resolve_runs(specs: list[str], runs_dir: str | Path = RUNS_DIR) -> list[RunDir]:
     """The named runs (folders, `latest`, bare names), each once, in the order given."""
     runs: list[RunDir] = []
     for spec in specs:
@@ -102,7 +102,7 @@ def collect_run(run: RunDir, records: MetricsRecords, samples: int = 8) -> RunRe
     return RunReport(
         name=run.name,
         where=portable_path(run.path),
-        status=manifest.get("status"),
+        status=manifest.status,
         config=config,
         training=training(run.read_metrics(), run),
         evaluation=evaluation(records, portable_path(run.path), samples),
@@ -113,16 +113,16 @@ def collect_run(run: RunDir, records: MetricsRecords, samples: int = 8) -> RunRe
 # --- training -----------------------------------------------------------------------------------
 
 
-def training(metrics: dict[str, Any], run: RunDir | None = None) -> Training:
-    history = metrics.get("loss_history") or []
-    validation = metrics.get("validation") or {}
+def training(metrics: RunMetrics, run: RunDir | None = None) -> Training:
+    history = metrics.loss_history
+    validation = metrics.validation
     result = Training(
-        loss=[(h["step"], h["loss"]) for h in history],
-        learning_rate=[(h["step"], h["learning_rate"]) for h in history if "learning_rate" in h],
-        validation=list(validation.get("curve") or []),
-        select_metric=validation.get("select_metric"),
-        best=validation.get("best"),
-        stopped_early=validation.get("stopped_early"),
+        loss=[(h.step, h.loss) for h in history],
+        learning_rate=[(h.step, h.learning_rate) for h in history if h.learning_rate is not None],
+        validation=list(validation.curve) if validation else [],
+        select_metric=validation.select_metric if validation else None,
+        best=validation.best if validation else None,
+        stopped_early=validation.stopped_early if validation else None,
         facts=training_facts(metrics),
     )
     if history and not result.learning_rate and run is not None:
@@ -130,21 +130,21 @@ def training(metrics: dict[str, Any], run: RunDir | None = None) -> Training:
     return result
 
 
-def training_facts(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    data = metrics.get("data") or {}
+def training_facts(metrics: RunMetrics) -> list[tuple[str, str]]:
+    data, m = metrics.data, metrics
     facts = [
-        ("optimizer steps", metrics.get("global_steps")),
-        ("epochs", metrics.get("epochs_completed")),
-        ("training loss, first → last log", _arrow(metrics.get("first_logged_loss"), metrics.get("final_logged_loss"))),
-        ("mean training loss per epoch", ", ".join(f"{v:.4g}" for v in metrics.get("epoch_train_loss") or []) or None),
+        ("optimizer steps", m.global_steps),
+        ("epochs", m.epochs_completed),
+        ("training loss, first → last log", _arrow(m.first_logged_loss, m.final_logged_loss)),
+        ("mean training loss per epoch", ", ".join(f"{v:.4g}" for v in m.epoch_train_loss) or None),
         ("training examples", data.get("examples")),
         ("truncated examples", data.get("truncated")),
-        ("tokens trained on", metrics.get("train_tokens")),
-        ("runtime", f"{metrics['runtime_s']:.1f} s" if isinstance(metrics.get("runtime_s"), (int, float)) else None),
-        ("tokens per second", metrics.get("tokens_per_second")),
-        ("precision", metrics.get("precision")),
-        ("device", metrics.get("device")),
-        ("resumed from", metrics.get("resumed_from")),
+        ("tokens trained on", m.train_tokens),
+        ("runtime", f"{m.runtime_s:.1f} s" if m.runtime_s is not None else None),
+        ("tokens per second", m.tokens_per_second),
+        ("precision", m.precision),
+        ("device", m.device),
+        ("resumed from", m.resumed_from),
     ]
     return [(k, _text(v)) for k, v in facts if v is not None]
 
@@ -167,7 +167,8 @@ def tensorboard_lr(run: RunDir) -> list[Point]:
 
 
 def evaluation(records: MetricsRecords, where: str, samples: int = 8) -> Evaluation:
-    result = Evaluation(splits=records.splits(), comparison=records.comparison())
+    comparison = records.comparison()
+    result = Evaluation(splits=records.splits(), comparison=comparison.as_dict() if comparison else None)
     for split in result.splits:
         result.scores[split] = {m: v for m, v in (records.split_metrics(split) or {}).items() if m in METRICS}
         rows = _predictions(records, split)
@@ -181,7 +182,7 @@ def evaluation(records: MetricsRecords, where: str, samples: int = 8) -> Evaluat
     return result
 
 
-def _predictions(records: MetricsRecords, split: str) -> list[dict[str, Any]]:
+def _predictions(records: MetricsRecords, split: str) -> list[Prediction]:
     """The split's prediction rows; none when they are gone, so the rest of the report still shows."""
     try:
         return records.predictions(split) if records.split_record(split) else []
@@ -189,9 +190,8 @@ def _predictions(records: MetricsRecords, split: str) -> list[dict[str, Any]]:
         return []
 
 
-def _sample(row: dict[str, Any]) -> dict[str, Any]:
-    keys = ("id", "path", "line", "prompt", "reference", "prediction", "scores")
-    return {k: row.get(k) for k in keys}
+def _sample(row: Prediction) -> dict[str, Any]:
+    return row.model_dump(include={"id", "path", "line", "prompt", "reference", "prediction", "scores"})
 
 
 def _todo(result: Evaluation, where: str) -> list[str]:
@@ -206,33 +206,29 @@ def _todo(result: Evaluation, where: str) -> list[str]:
 
 
 def lineage(
-    manifest: dict[str, Any], config: dict[str, Any], tracking: dict[str, Any] | None = None
+    manifest: Manifest, config: dict[str, Any], tracking: dict[str, Any] | None = None
 ) -> dict[str, list[tuple[str, str]]]:
     """Where the run came from, by section; the manifest's secrets were redacted when it was written."""
-    data = manifest.get("data") or {}
-    git = manifest.get("git") or {}
-    commit = git.get("commit")
+    data, commit = manifest.data, manifest.git.commit
+    dirty = " (uncommitted changes)" if manifest.git.dirty else ""
     sections = {
         "model and code": [
-            ("base model", manifest.get("model_name", config.get("model_name"))),
-            ("resolved to", manifest.get("resolved_model")),
-            ("chat template", manifest.get("chat_template")),
-            (
-                "git commit",
-                f"{commit}{' (uncommitted changes)' if git.get('dirty') else ''}" if commit else "not a git checkout",
-            ),
+            ("base model", manifest.model_name or config.get("model_name")),
+            ("resolved to", manifest.resolved_model),
+            ("chat template", manifest.chat_template),
+            ("git commit", f"{commit}{dirty}" if commit else "not a git checkout"),
             ("MLflow run", (tracking or {}).get("run_id")),
             ("MLflow store", (tracking or {}).get("tracking_uri")),
         ],
         "environment and libraries": [
-            *((k.replace("_", " "), v) for k, v in (manifest.get("environment") or {}).items()),
-            *(manifest.get("libraries") or {}).items(),
+            *((k.replace("_", " "), v) for k, v in manifest.environment.items()),
+            *manifest.libraries.items(),
         ],
         "data": [
-            *(("source: " + k, v) for k, v in (data.get("source") or {}).items()),
-            ("dataset sha256", data.get("dataset_sha256")),
-            *((f"file {f.get('name')}", f.get("sha256")) for f in data.get("files") or [] if isinstance(f, dict)),
-            *(("validation: " + k, v) for k, v in (manifest.get("validation") or {}).items()),
+            *(("source: " + k, v) for k, v in data.source.items()),
+            ("dataset sha256", data.dataset_sha256),
+            *((f"file {f.name}", f.sha256) for f in data.files),
+            *(("validation: " + k, v) for k, v in (manifest.validation or {}).items()),
         ],
     }
     return {name: [(k, _text(v)) for k, v in rows if v is not None] for name, rows in sections.items()}

@@ -221,7 +221,8 @@ RUN = r"""{% macro commands(todo) %}{% for c in todo %}<code>{{ c }}</code>{{ ",
   <h2>Lineage</h2>
   <div class="columns lineage">
   {% for section, rows in run.lineage.items() if rows %}
-  <div{% if section == "data" %} class="wide"{% endif %}><h3>{{ section }}</h3><table>{% for k, v in rows %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}
+  <div{% if section == "data" %} class="wide"{% endif %}><h3>{{ section }}</h3><table>
+    {%- for k, v in rows %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}
   </table></div>{% endfor %}
   </div>
   <details><summary>config used (<code>config_used.yaml</code>, secrets redacted)</summary>

@@ -15,8 +15,10 @@ from typing import Any
 
 from loraops.atomic import read_json, write_json
 from loraops.errors import LoraopsError
-from loraops.reference import portable_path
-from loraops.runs import FAILED, FINISHED, INTERRUPTED, RunDir
+from loraops.paths import portable_path
+from loraops.records import FAILED, FINISHED, INTERRUPTED
+from loraops.runs import RunDir
+from loraops.secrets import public_url
 from loraops.tracking.records import (
     IMPORTED_FROM_TAG,
     KIND_TAG,
@@ -28,7 +30,7 @@ from loraops.tracking.records import (
     lineage_tags,
 )
 from loraops.tracking.settings import Settings
-from loraops.tracking.store import OFF, Tracker, experiment_id, find_run, public_uri
+from loraops.tracking.store import OFF, Tracker, experiment_id, find_run
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ def _write_link(
     link = {
         "run_id": tracker.run_id,
         "experiment_id": experiment,
-        "tracking_uri": public_uri(tracker.uri),
+        "tracking_uri": public_url(tracker.uri),
         "complete": complete,
         **({"imported_from": imported_from} if imported_from else {}),
     }

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from loraops.records import Comparison, Manifest, RunMetrics, Scores
 from loraops.secrets import redact
 
 RUN_TAG, RUN_DIR_TAG, KIND_TAG = "loraops.run", "loraops.run_dir", "loraops.kind"
@@ -36,20 +37,17 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return params
 
 
-def lineage_tags(manifest: Mapping[str, Any]) -> dict[str, str]:
+def lineage_tags(manifest: Manifest) -> dict[str, str]:
     """Where the run came from: data fingerprint and source (lakeFS or Hub commit), code commit, base model."""
-    manifest = redact(dict(manifest))
-    data = manifest.get("data") or {}
-    git = manifest.get("git") or {}
-    source = {f"data.source.{k}": v for k, v in (data.get("source") or {}).items() if _scalar(v)}
+    source = {f"data.source.{k}": v for k, v in redact(manifest.data.source).items() if _scalar(v)}
     tags = {
-        "loraops.status": manifest.get("status"),
-        "base_model": manifest.get("model_name"),
-        "data.dataset_sha256": data.get("dataset_sha256"),
+        "loraops.status": manifest.status,
+        "base_model": manifest.model_name,
+        "data.dataset_sha256": manifest.data.dataset_sha256,
         **source,
-        "git.commit": git.get("commit"),
-        "git.dirty": git.get("dirty"),
-        "mlflow.source.git.commit": git.get("commit"),  # the MLflow UI shows this one on the run page
+        "git.commit": manifest.git.commit,
+        "git.dirty": manifest.git.dirty,
+        "mlflow.source.git.commit": manifest.git.commit,  # the MLflow UI shows this one on the run page
     }
     return {k: str(v) for k, v in tags.items() if v is not None}
 
@@ -63,7 +61,7 @@ def _number(value: Any) -> bool:
 
 
 def trainer_points(logs: Mapping[str, Any], step: int) -> list[Point]:
-    """One Trainer log as metrics: validation (eval_*) under val/, the rest (loss, learning rate, grad norm) under train/."""
+    """One Trainer log as metrics: validation (eval_*) under val/, the rest (loss, lr, grad norm) under train/."""
     return [
         (metric_key("val", k[5:]) if k.startswith("eval_") else metric_key("train", k), float(v), step)
         for k, v in logs.items()
@@ -71,7 +69,7 @@ def trainer_points(logs: Mapping[str, Any], step: int) -> list[Point]:
     ]
 
 
-def eval_points(scores: Mapping[str, Mapping[str, Any]], step: int) -> list[Point]:
+def eval_points(scores: Mapping[str, Scores], step: int) -> list[Point]:
     """`loraops eval` scores: eval/<split>/<metric>."""
     return [
         (metric_key("eval", split, k), float(v), step)
@@ -81,41 +79,42 @@ def eval_points(scores: Mapping[str, Mapping[str, Any]], step: int) -> list[Poin
     ]
 
 
-def comparison_points(comparison: Mapping[str, Any], step: int) -> list[Point]:
+def comparison_points(comparison: Comparison, step: int) -> list[Point]:
     """compare's deltas and intervals: compare/<split>/<metric>/{delta,low,high,p}, and compare/improved."""
     points = [
-        (metric_key("compare", row["split"], row["metric"], part), float(row[part]), step)
-        for row in comparison.get("rows", [])
-        for part in ("delta", "low", "high", "p")
-        if _number(row.get(part)) and math.isfinite(row[part])
+        (metric_key("compare", row.split, row.metric, part), float(value), step)
+        for row in comparison.rows
+        for part, value in (("delta", row.delta), ("low", row.low), ("high", row.high), ("p", row.p))
+        if value is not None and math.isfinite(value)
     ]
-    return [*points, ("compare/improved", float(comparison.get("verdict") == "IMPROVED"), step)]
+    return [*points, ("compare/improved", float(comparison.improved), step)]
 
 
-def comparison_tags(comparison: Mapping[str, Any]) -> dict[str, str]:
+def comparison_tags(comparison: Comparison) -> dict[str, str]:
     return {
-        "loraops.verdict": str(comparison.get("verdict")),
-        "loraops.compared_with": str(comparison.get("reference")),
-        "loraops.compared_with_kind": str(comparison.get("reference_kind")),
+        "loraops.verdict": comparison.verdict,
+        "loraops.compared_with": comparison.reference,
+        "loraops.compared_with_kind": comparison.reference_kind,
     }
 
 
-def history_points(metrics: Mapping[str, Any]) -> list[Point]:
+def history_points(metrics: RunMetrics) -> list[Point]:
     """Every metric a finished run folder records: the logged losses (and learning rates), the validation
     curve, the run's summary numbers (summary/...) and the eval scores."""
-    step = int(metrics.get("global_steps") or 0)
+    step = metrics.global_steps or 0
     points = [
-        (metric_key("train", k), float(entry[k]), int(entry["step"]))
-        for entry in metrics.get("loss_history", [])
-        for k in ("loss", "learning_rate")
-        if _number(entry.get(k))
+        (metric_key("train", key), float(value), entry.step)
+        for entry in metrics.loss_history
+        for key, value in (("loss", entry.loss), ("learning_rate", entry.learning_rate))
+        if value is not None
     ]
-    curve = (metrics.get("validation") or {}).get("curve", [])
+    curve = metrics.validation.curve if metrics.validation else []
     points += [
         (metric_key("val", k), float(v), int(p["step"]))
         for p in curve
         for k, v in p.items()
         if k not in ("step", "epoch", "seconds") and _number(v)
     ]
-    points += [(metric_key("summary", k), float(v), step) for k, v in metrics.items() if _number(v)]
-    return points + eval_points(metrics.get("eval") or {}, step)
+    summary = metrics.model_dump(exclude={"eval", "loss_history", "validation", "data"})
+    points += [(metric_key("summary", k), float(v), step) for k, v in summary.items() if _number(v)]
+    return points + eval_points(metrics.eval, step)

@@ -12,18 +12,15 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from loraops.reference import portable_path
+from loraops.paths import portable_path
+from loraops.records import Comparison, Reference, RegistryVersion
 from loraops.runs import RunDir
+from loraops.secrets import public_url
 from loraops.tracking.link import open_run
 from loraops.tracking.records import RUN_DIR_TAG, RUN_TAG
 from loraops.tracking.settings import Settings
-from loraops.tracking.store import Tracker, clean, missing_as_none, public_uri
-
-if TYPE_CHECKING:
-    from loraops.config import CompareConfig
-    from loraops.eval.compare import Comparison
+from loraops.tracking.store import Tracker, clean, missing_as_none
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +41,19 @@ class Publication:
     url: str | None = None  # the Hub repository's page
 
 
-def model_name(configured: str | None, run: RunDir) -> str:
-    """The registered model: `registered_model`, else loraops-<base model name> (one champion per base model)."""
+def model_name(configured: str | None, base_label: str) -> str:
+    """The registered model: `registered_model`, else loraops-<base model name> (one champion per base model);
+    `base_label` is the base model's public name (never a private path)."""
     if configured:
         return configured
-    from loraops.publish.stage import base_model_info  # the one owner of a base model's public name
-
-    label = base_model_info(run.base_model())[1]
-    return "loraops-" + re.sub(
-        r"[^A-Za-z0-9._-]+", "-", Path(label).stem if label.endswith(".gguf") else Path(label).name
-    )
+    name = Path(base_label).stem if base_label.endswith(".gguf") else Path(base_label).name
+    return "loraops-" + re.sub(r"[^A-Za-z0-9._-]+", "-", name)
 
 
-def register(run: RunDir, publication: Publication, cfg: CompareConfig) -> dict[str, Any] | None:
-    """Register the published model as a new version and point `champion` at it; {model, version, alias},
-    or None when tracking is off or MLflow failed (said once; the publish itself stands)."""
-    tracker = open_run(run, Settings.of(cfg))
+def register(run: RunDir, publication: Publication, settings: Settings, name: str) -> RegistryVersion | None:
+    """Register the published model as a new version of `name` and point `champion` at it; None when tracking
+    is off or MLflow failed (said once; the publish itself stands)."""
+    tracker = open_run(run, settings)
     if not tracker.logging:
         return None
     source = "model"
@@ -68,7 +62,6 @@ def register(run: RunDir, publication: Publication, cfg: CompareConfig) -> dict[
         tracker.log_folder(publication.folder, source)
     card = (publication.folder / "README.md").read_text(encoding="utf-8")
     tracker.log_text(card, "published/README.md")
-    name = model_name(cfg.registered_model, run)
     version = tracker.call(
         f"registering a version of {name}",
         _new_version,
@@ -87,10 +80,10 @@ def register(run: RunDir, publication: Publication, cfg: CompareConfig) -> dict[
         "registered %s version %s in MLflow (%s); alias %s points at it",
         name,
         version,
-        public_uri(tracker.uri),
+        public_url(tracker.uri),
         CHAMPION,
     )
-    return {"model": name, "version": version, "alias": CHAMPION}
+    return RegistryVersion(model=name, version=version, alias=CHAMPION)
 
 
 def _new_version(tracker: Tracker, name: str, source: str, tags: dict[str, str], description: str) -> str:
@@ -118,7 +111,7 @@ def _version_tags(run: RunDir, publication: Publication) -> dict[str, str]:
     return {k: v for k, v in tags.items() if v}
 
 
-def champion(settings: Settings, name: str) -> dict[str, Any] | None:
+def champion(settings: Settings, name: str) -> Reference | None:
     """The version `champion` points at, as a reference record (run, run_dir, destination, published_at,
     registry); None when there is none, or when the registry cannot be asked (said once, as a warning)."""
     if not settings.mlflow:
@@ -127,7 +120,7 @@ def champion(settings: Settings, name: str) -> dict[str, Any] | None:
     return tracker.call(f"finding {name}@{CHAMPION}", _champion, tracker, name)
 
 
-def _champion(tracker: Tracker, name: str) -> dict[str, Any] | None:
+def _champion(tracker: Tracker, name: str) -> Reference | None:
     model = missing_as_none(tracker.client.get_registered_model, name)
     version = (model.aliases or {}).get(CHAMPION) if model is not None else None
     if version is None:
@@ -139,10 +132,10 @@ def _champion(tracker: Tracker, name: str) -> dict[str, Any] | None:
     if RUN_TAG not in tags:
         log.warning("%s@%s (version %s) names no loraops run; it cannot be compared against", name, CHAMPION, version)
         return None
-    return {
-        "run": tags[RUN_TAG],
-        "run_dir": tags.get(RUN_DIR_TAG),
-        "destination": tags.get(DESTINATION_TAG),
-        "published_at": tags.get(PUBLISHED_AT_TAG),
-        "registry": {"model": name, "version": str(version), "alias": CHAMPION},
-    }
+    return Reference(
+        run=tags[RUN_TAG],
+        run_dir=tags.get(RUN_DIR_TAG),
+        destination=tags.get(DESTINATION_TAG),
+        published_at=tags.get(PUBLISHED_AT_TAG),
+        registry=RegistryVersion(model=name, version=str(version), alias=CHAMPION),
+    )

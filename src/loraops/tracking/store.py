@@ -13,14 +13,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from loraops.errors import LoraopsError
-from loraops.secrets import scrub, secret_values
+from loraops.paths import MLFLOW_STORE_DIR
+from loraops.secrets import public_url, scrub, secret_values, without_url_credentials
 
 log = logging.getLogger(__name__)
 
-STORE_DIR = "mlruns"  # the embedded store, in the project folder (git-ignored)
 STORE_FILE = "mlflow.db"
 ARTIFACTS_DIR = "artifacts"
 # MLflow retries a failed request for minutes by default; during an outage that would stall training.
@@ -53,20 +53,12 @@ def import_mlflow() -> Any:
 
 def embedded_uri(project: Path | None = None) -> str:
     """The store used when MLFLOW_TRACKING_URI is not set: a SQLite file under <project>/mlruns/."""
-    return f"sqlite:///{(project or Path.cwd()).resolve() / STORE_DIR / STORE_FILE}"
+    return f"sqlite:///{(project or Path.cwd()).resolve() / MLFLOW_STORE_DIR / STORE_FILE}"
 
 
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI (environment or .env), else the embedded store of the project (the working folder)."""
     return os.environ.get("MLFLOW_TRACKING_URI", "").strip() or embedded_uri()
-
-
-def public_uri(uri: str) -> str:
-    """The URI without user name and password, fit for records and messages."""
-    parts = urlsplit(uri)
-    if not parts.netloc or "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def forwardable_uri(uri: str | None) -> str | None:
@@ -80,18 +72,9 @@ def forwardable_uri(uri: str | None) -> str | None:
     return uri.strip() if parts.scheme in ("http", "https") and not local and not credentials else None
 
 
-def _secrets(uri: str) -> list[str]:
-    password = urlsplit(uri).password
-    return [*secret_values(os.environ).values(), *([password] if password else [])]
-
-
 def clean(text: str, uri: str | None = None) -> str:
     """`text` without the URI's credentials and with every secret value of the environment replaced."""
-    uri = uri or tracking_uri()
-    netloc = urlsplit(uri).netloc
-    if "@" in netloc:
-        text = text.replace(netloc.rsplit("@", 1)[0] + "@", "")
-    return scrub(text, _secrets(uri))
+    return scrub(without_url_credentials(text, uri or tracking_uri()), secret_values(os.environ).values())
 
 
 @dataclass
@@ -133,7 +116,7 @@ class Tracker:
             log.warning(
                 "MLflow tracking at %s failed while %s (%s): going on without it; the run folder keeps "
                 "every record, and the next command that uses the run adds what MLflow is missing",
-                public_uri(self.uri),
+                public_url(self.uri),
                 what,
                 clean(first, self.uri),
             )

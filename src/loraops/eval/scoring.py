@@ -1,0 +1,61 @@
+"""Answer eval examples and score the answers: the one path by which `loraops eval`, validation during
+training and publish's proof turn a model and examples into scores, so their numbers always agree."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from loraops.eval.data import EvalExample
+from loraops.eval.fingerprint import example_id
+from loraops.eval.generate import Generation, GenerationSettings, generate
+from loraops.eval.metrics import example_scores, summarize
+from loraops.eval.text import bleu_tokenizer
+from loraops.records import Prediction, Scores
+
+
+def predictions(examples: list[EvalExample], generations: list[Generation], bleu_tokenize: str) -> list[Prediction]:
+    """One scored row per example: what was asked and expected, the answer, and its scores."""
+    return [
+        Prediction(
+            id=example_id(e),
+            path=e.path,
+            line=e.line,
+            prompt=e.prompt[-1]["content"],
+            messages=e.prompt,
+            reference=e.reference,
+            prediction=g.text,
+            stopped_at_eos=g.stopped,
+            new_tokens=g.new_tokens,
+            scores=example_scores(g.text, e.reference, bleu_tokenize),
+        )
+        for e, g in zip(examples, generations)
+    ]
+
+
+def split_metrics(rows: list[Prediction], bleu_tokenize: str) -> Scores:
+    """A split's scores from its scored rows, and how often the model ended its answer itself."""
+    answers, references = [r.prediction for r in rows], [r.reference for r in rows]
+    metrics = summarize([r.scores for r in rows], answers, references, bleu_tokenize)
+    metrics["stopped_at_eos_pct"] = round(100 * sum(r.stopped_at_eos for r in rows) / max(1, len(rows)), 2)
+    return metrics
+
+
+def generate_and_score(
+    model: Any,
+    tokenizer: Any,
+    examples: list[EvalExample],
+    settings: GenerationSettings,
+    batch_size: int,
+    progress: bool = True,
+    tokenize: str | None = None,
+) -> tuple[Scores, list[Prediction]]:
+    """Generate an answer to every example and score it: the split's metrics and per-example rows.
+
+    BLEU's tokenizer is chosen from the references unless `tokenize` names it (and recorded by the caller).
+    """
+    tokenize = tokenize or bleu_tokenizer(e.reference for e in examples)
+    started = time.monotonic()
+    generations = generate(model, tokenizer, [e.prompt for e in examples], settings, batch_size, progress)
+    rows = predictions(examples, generations, tokenize)
+    return {**split_metrics(rows, tokenize), "generation_s": round(time.monotonic() - started, 2)}, rows
