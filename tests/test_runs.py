@@ -100,3 +100,13 @@ def test_secret_looking_keys_are_redacted_and_values_scrubbed() -> None:
         "max_new_tokens": 64,
     }
     assert scrub("token abc123 in abc123", ["abc123", None, ""]) == f"token {REDACTED} in {REDACTED}"
+
+
+def test_a_run_config_reads_back_whatever_this_machine_has_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    run = RunDir(make_run(tmp_path, "r1", config={"tracking": "mlflow", "lr": 1e-3, "a_key_from_an_older_loraops": 1}))
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # trained on a server with MLflow; read here without it
+    assert run.train_config().tracking == "mlflow" and run.train_config().lr == 1e-3

@@ -212,7 +212,11 @@ class ConfigCommand(NamedTuple):
 
 CONFIG_COMMANDS = (
     ConfigCommand(
-        "train", "train", TrainConfig, "train a LoRA adapter", f"Train a LoRA adapter into {paths.RUNS_DIR}/<timestamp>/."
+        "train",
+        "train",
+        TrainConfig,
+        "train a LoRA adapter",
+        f"Train a LoRA adapter into {paths.RUNS_DIR}/<timestamp>/.",
     ),
     ConfigCommand(
         "check",

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from loraops.atomic import ensure_folder, write_text_atomic
-from loraops.config import TrainConfig
+from loraops.config.schema import RECORDED_CONTEXT, TrainConfig
 from loraops.errors import LoraopsError
 from loraops.paths import LATEST, RUNS_DIR
 from loraops.records import FINISHED, Manifest, RunMetrics, Scores
@@ -142,7 +142,7 @@ class RunDir:
         """The run's config as today's schema reads it; keys it no longer knows are left out."""
         known = {k: v for k, v in self.read_config().items() if k in TrainConfig.model_fields}
         try:
-            return TrainConfig.model_validate(known)
+            return TrainConfig.model_validate(known, context=RECORDED_CONTEXT)
         except (ValidationError, LoraopsError) as exc:
             raise LoraopsError(
                 f"{self.config_path}: the run's config no longer reads as a train config ({exc})"

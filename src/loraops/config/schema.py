@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from loraops import paths
 from loraops.data.formats import COLUMN_TARGETS, PREFERENCE_USES
@@ -137,9 +137,14 @@ def _experiment_field() -> Any:
     )
 
 
-def _check_mlflow(tracking: str) -> None:
+# Validation context of a config read back from a run's records: what this machine has installed does not
+# matter then (a run trained elsewhere with tracking=mlflow still reads here without MLflow).
+RECORDED_CONTEXT = {"recorded": True}
+
+
+def _check_mlflow(tracking: str, info: ValidationInfo) -> None:
     """MLflow is optional: asking for it without it installed is the user's to fix now, not at the first log."""
-    if tracking == "tensorboard":
+    if tracking == "tensorboard" or (info.context or {}).get("recorded"):
         return
     try:
         found = importlib.util.find_spec("mlflow") is not None
@@ -376,12 +381,12 @@ class TrainConfig(Schema):
     remote: RemoteConfig = _remote_section()
 
     @model_validator(mode="after")
-    def _consistent(self) -> TrainConfig:
+    def _consistent(self, info: ValidationInfo) -> TrainConfig:
         if self.eval_strategy == "no":
             for key, default in (("early_stopping_patience", None), ("select_metric", "loss")):
                 if getattr(self, key) != default:
                     raise ConfigError(f"{key}={getattr(self, key)!r} needs validation, but eval_strategy is no")
-        _check_mlflow(self.tracking)
+        _check_mlflow(self.tracking, info)
         return self
 
     @property
@@ -426,8 +431,8 @@ class EvalConfig(Schema):
     remote: RemoteConfig = _remote_section()
 
     @model_validator(mode="after")
-    def _tracker_installed(self) -> EvalConfig:
-        _check_mlflow(self.tracking)
+    def _tracker_installed(self, info: ValidationInfo) -> EvalConfig:
+        _check_mlflow(self.tracking, info)
         return self
 
 
@@ -498,11 +503,11 @@ class CompareConfig(Schema):
     )
 
     @model_validator(mode="after")
-    def _derived_folders(self) -> CompareConfig:
+    def _derived_folders(self, info: ValidationInfo) -> CompareConfig:
         # Derived here, so one artifacts_dir override moves metrics, reference and models together.
         self.metrics_dir = self.metrics_dir or str(paths.metrics_dir(self.artifacts_dir))
         self.reference_file = self.reference_file or str(paths.reference_file(self.artifacts_dir))
-        _check_mlflow(self.tracking)
+        _check_mlflow(self.tracking, info)
         return self
 
     @property
