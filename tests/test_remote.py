@@ -183,13 +183,33 @@ def test_job_run_file_is_the_contract_not_the_log(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "r1" / "remote.log").exists()  # the server's run folder is left as loraops wrote it
 
 
-def test_pulled_runs_land_at_the_same_place_and_never_outside(tmp_path: Path) -> None:
+def test_a_pulled_run_lands_in_its_runs_folder_and_nowhere_else(tmp_path: Path) -> None:
     s = settings(local_dir=tmp_path)
-    assert _local_run_path(s, "elsewhere/r1") == tmp_path / "elsewhere" / "r1"
-    assert _local_run_path(s, "/scratch/runs/r1") == tmp_path / "outputs" / "runs" / "r1"
-    for bad in ("../r1", "outputs/../../r1", ""):
-        with pytest.raises(RemoteError, match="leaves the project"):
-            _local_run_path(s, bad)
+    assert _local_run_path(s, "outputs/runs/r1", "outputs/runs") == tmp_path / "outputs" / "runs" / "r1"
+    assert _local_run_path(s, "elsewhere/runs/r1", "elsewhere/runs/") == tmp_path / "elsewhere" / "runs" / "r1"
+    assert _local_run_path(s, "/scratch/runs/r1", "/scratch/runs") == tmp_path / "outputs" / "runs" / "r1"
+    # What a hostile or broken server could write in a job's run file: never a path out of the runs folder.
+    for bad in (
+        "configs",
+        "src/loraops",
+        "outputs/runs/../../configs",
+        "../r1",
+        "outputs/runs/..",
+        "",
+        "/etc",
+        "outputs/runs/a/b",
+        "outputs/runs/.hidden",
+        "/scratch/runs/r1",
+    ):
+        with pytest.raises(RemoteError, match=r"a pulled run must be a run folder in outputs/runs/"):
+            _local_run_path(s, bad, "outputs/runs")
+
+
+def test_job_ids_are_names_never_paths(tmp_path: Path) -> None:
+    for bad in ("../../configs", "a/b", "..", ".x"):
+        with pytest.raises(RemoteError, match="is not a job id"):
+            remote.pull(settings(local_dir=tmp_path), job=bad)
+    assert not any(tmp_path.iterdir())
 
 
 def test_pull_accepts_run_names_only(tmp_path: Path) -> None:
@@ -231,3 +251,30 @@ def test_cli_remote_command(
     assert "REMOTE_HOST" in capsys.readouterr().err
     assert main(["remote", "train", "lr=-1"]) == 2  # checked here, before anything is sent
     assert "lr=-1" in capsys.readouterr().err
+
+
+def test_git_decides_what_a_push_sends(tmp_path: Path) -> None:
+    from loraops.remote.pushed import project_files, sent_before
+
+    assert project_files(tmp_path) is None  # not a git repository: the caller falls back and says so
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    files = {
+        "train.py": "x",
+        "data/a.jsonl": "{}",
+        "hf_token.txt": "secret",
+        "notes.md": "mine",
+        ".env": "HF_TOKEN=x",
+        "data/.env.local": "x",
+        "outputs/runs/r1/metrics.json": "{}",
+        "src/__pycache__/m.pyc": "x",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / ".gitignore").write_text("hf_token.txt \n")  # a trailing space, stripped by git
+    (tmp_path / ".git" / "info" / "exclude").write_text("notes.md\n")
+    subprocess.run(["git", "add", "-f", ".env"], cwd=tmp_path, check=True)  # even a tracked .env stays home
+    assert project_files(tmp_path) == [".gitignore", "data/a.jsonl", "train.py"]
+    assert "notes.md" in (project_files(tmp_path, include_ignored=True) or [])
+    assert sent_before('{"files": ["a.py", "../../etc/passwd", "/etc/hosts", 3]}') == ["a.py"]
+    assert sent_before("A copy of a loraops project (an older marker)") == []

@@ -118,6 +118,7 @@ def laptop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (dest / "data" / ".env").write_text("LAKEFS_SECRET_KEY=NeverLeavesTheLaptop\n")
     (dest / ".gitignore").write_text((REPO / ".gitignore").read_text() + "*.scratch\n")
     (dest / "data" / "notes.scratch").write_text("ignored by git, so never pushed\n")
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)  # a checkout, as a user's project is
     return dest
 
 
@@ -197,7 +198,7 @@ def test_pull_reads_the_job_file_whatever_the_log_says_and_follows_output_dir(
     try:
         remote.push(server)
         overrides = [*_train_overrides(tiny_overrides), "max_steps=1", "output_dir=elsewhere/runs"]
-        result = remote.train(server, "train", overrides)
+        result = remote.train(server, "train", overrides, runs_dir="elsewhere/runs")  # as the CLI passes output_dir
     finally:
         train_py.write_text(original)
         remote.push(server)
@@ -208,6 +209,20 @@ def test_pull_reads_the_job_file_whatever_the_log_says_and_follows_output_dir(
     assert (server.local_dir / "elsewhere" / "runs" / "latest").resolve() == result.run_dir.resolve()
     again = remote.pull(server, job=result.job, runs_dir="elsewhere/runs")
     assert again.run_dir == result.run_dir
+
+
+def test_a_hostile_run_file_cannot_make_pull_write_outside_the_runs_folder(server: RemoteSettings) -> None:
+    job = remote.start_job(server, "echo", ["echo", "hi"])
+    assert remote.wait_job(server, job, follow=False) == 0
+    before = {p: p.read_bytes() for p in (server.local_dir / "src" / "loraops").rglob("*.py")}
+    (Path(server.remote_dir) / "src" / "loraops" / "planted.py").write_text("print('pwned')\n")  # the server's own
+    for hostile in ("configs", "src/loraops", "outputs/runs/../../src"):
+        (Path(server.remote_dir) / remote.JOBS_DIR / job / remote.JOB_RUN_FILE).write_text(hostile + "\n")
+        with pytest.raises(RemoteError, match="a pulled run must be a run folder in outputs/runs/"):
+            remote.pull(server, job=job)
+    assert (server.local_dir / "configs").is_symlink()  # the project's files are as they were
+    assert {p: p.read_bytes() for p in (server.local_dir / "src" / "loraops").rglob("*.py")} == before
+    (Path(server.remote_dir) / "src" / "loraops" / "planted.py").unlink()
 
 
 def test_detached_job_survives_and_logs_follows_it(
@@ -233,10 +248,53 @@ def test_push_never_deletes_what_it_did_not_put_there(sshd: dict[str, str], lapt
     home = remote.load_settings(laptop, environ={**sshd, "REMOTE_DIR": str(Path.home())})
     with pytest.raises(RemoteError, match="is the home folder"):
         remote.push(home)
-    # A folder an earlier push marked: a file the project no longer has is deleted there.
+    # A folder marked by hand (or by an older loraops): pushed to, and still nothing deleted that no push sent.
     (target / remote.PUSH_MARKER).write_text("")
     remote.push(s)
-    assert not (target / "thesis.tex").exists() and (target / "pyproject.toml").is_file()
+    assert (target / "thesis.tex").read_text() == "years of work\n" and (target / "pyproject.toml").is_file()
+
+
+def test_push_sends_what_git_would_commit_and_deletes_only_what_it_sent(
+    sshd: dict[str, str], laptop: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "copy"
+    s = remote.load_settings(laptop, environ={**sshd, "REMOTE_DIR": str(target)})
+    gitignore = (laptop / ".gitignore").read_text()
+    made = [laptop / "hf_token.txt", laptop / "private-notes.md", laptop / "data" / "extra.jsonl"]
+    (laptop / ".gitignore").write_text(gitignore + "hf_token.txt \n")  # git strips the space; rsync's filter did not
+    (laptop / ".git" / "info" / "exclude").write_text("private-notes.md\n")  # ignored by git, in no .gitignore
+    for path, text in zip(made, ("hf_" + "Z" * 34 + "\n", "mine\n", "{}\n")):
+        path.write_text(text)
+    try:
+        ignored = subprocess.run(
+            ["git", "check-ignore", "hf_token.txt", "private-notes.md"], cwd=laptop, text=True, capture_output=True
+        ).stdout.split()
+        assert ignored == ["hf_token.txt", "private-notes.md"]
+        remote.push(s)
+        assert not (target / "hf_token.txt").exists() and not (target / "private-notes.md").exists()
+        assert (target / "data" / "extra.jsonl").is_file() and (target / "configs").is_symlink()
+        (target / "server-notes.txt").write_text("the server's own\n")
+        (laptop / "data" / "extra.jsonl").unlink()
+        remote.push(s)
+        assert not (target / "data" / "extra.jsonl").exists()  # sent by the last push, gone here: deleted there
+        assert (target / "server-notes.txt").exists()  # no push ever sent it: kept
+    finally:
+        (laptop / ".gitignore").write_text(gitignore)
+        (laptop / ".git" / "info" / "exclude").write_text("")
+        for path in made:
+            path.unlink(missing_ok=True)
+
+
+def test_outside_git_the_push_falls_back_to_rsync_filters_and_says_so(
+    sshd: dict[str, str], laptop: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = tmp_path / "not-a-checkout"
+    shutil.copytree(laptop, plain, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+    s = remote.load_settings(plain, environ={**sshd, "REMOTE_DIR": str(tmp_path / "copy")})
+    remote.push(s)
+    assert "is not a git repository" in capsys.readouterr().err
+    assert (tmp_path / "copy" / "pyproject.toml").is_file() and not (tmp_path / "copy" / ".env").exists()
+    assert not (tmp_path / "copy" / "data" / "notes.scratch").exists()
 
 
 def test_unreachable_host(sshd: dict[str, str], laptop: Path) -> None:

@@ -390,10 +390,10 @@ def cmd_remote(args: argparse.Namespace) -> int:
         remote.push(settings)
     if args.action == "init":
         return remote.init(settings, detach=args.detach).exit_code
-    if args.action == "train":
-        return remote.train(settings, args.config_name, args.overrides, detach=args.detach).exit_code
+    if args.action == "train" and isinstance(cfg, TrainConfig):
+        return remote.train(settings, args.config_name, args.overrides, args.detach, cfg.output_dir).exit_code
     if isinstance(cfg, EvalConfig):
-        job = remote.evaluate(settings, args.config_name, args.overrides, args.detach, metrics_dir=cfg.metrics_dir)
+        job = remote.evaluate(settings, args.config_name, args.overrides, args.detach, cfg.metrics_dir, cfg.model)
         return job.exit_code
     if args.action == "pull":
         metrics_dir = load_config(EvalConfig, args.config_dir, "eval", []).metrics_dir

@@ -10,11 +10,12 @@ import re
 import shlex
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from loraops.paths import LATEST, METRICS_DIR, RUNS_DIR
+from loraops.paths import LATEST, LATEST_RUN, METRICS_DIR, RUNS_DIR
 from loraops.remote.commands import (
     JOBS_DIR,
     PUSH_MARKER,
@@ -29,6 +30,7 @@ from loraops.remote.jobs import (
     _rsync,
     _run_checked,
     _ssh,
+    checked_job,
     job_run,
     job_status,
     latest_job,
@@ -36,6 +38,7 @@ from loraops.remote.jobs import (
     start_job,
     wait_job,
 )
+from loraops.remote.pushed import marker_text, project_files, sent_before
 from loraops.remote.settings import RemoteError, RemoteSettings
 from loraops.runs import RunDir
 from loraops.tracking.importer import import_pulled
@@ -61,15 +64,41 @@ class PullResult:
 def push(settings: RemoteSettings) -> int:
     """Sync the project to REMOTE_DIR (no .env files, nothing git ignores, no local state); 0, or raises.
 
-    A file removed here (a data file!) must not linger there, so the push deletes; it therefore only
-    ever goes to a folder that an earlier push marked as a loraops copy, or to an empty one.
+    A file removed here (a data file!) must not linger there, so the push deletes what an earlier push sent
+    and the project no longer has; it only ever goes to a folder that an earlier push marked, or an empty one.
     """
     _check_push_target(settings)
-    _rsync(
-        settings, f"{settings.local_dir}/", remote_path(settings) + "/", "pushing the project", push_options(settings)
-    )
+    files = project_files(settings.local_dir, settings.push_gitignored)
+    if files is None:
+        print(
+            f"{settings.local_dir} is not a git repository: what to push is decided by rsync's reading of the "
+            ".gitignore files, which differs from git's in corner cases (trailing spaces, .git/info/exclude)",
+            file=sys.stderr,
+        )
+        _rsync(
+            settings,
+            f"{settings.local_dir}/",
+            remote_path(settings) + "/",
+            "pushing the project",
+            push_options(settings),
+        )
+    else:
+        _push_files(settings, files)
     print(f"pushed {settings.local_dir} to {remote_path(settings)}")
     return 0
+
+
+def _push_files(settings: RemoteSettings, files: list[str]) -> None:
+    """Send exactly `files`, delete what the last push sent that is gone here, then record what was sent."""
+    marker = _ssh(settings, remote_script(settings, f"cat {PUSH_MARKER} 2>/dev/null || true"), "reading the marker")
+    gone = sorted(set(sent_before(marker)) - set(files))
+    with tempfile.TemporaryDirectory(prefix="loraops-push-") as tmp:
+        listing, record = Path(tmp) / "files", Path(tmp) / PUSH_MARKER
+        listing.write_bytes("\0".join([*files, *gone]).encode("utf-8", "surrogateescape"))
+        options = [f"--files-from={listing}", "--from0", "--delete-missing-args"]
+        _rsync(settings, f"{settings.local_dir}/", remote_path(settings) + "/", "pushing the project", options)
+        record.write_text(marker_text(files), encoding="utf-8")
+        _rsync(settings, str(record), remote_path(settings, PUSH_MARKER), "recording what was pushed")
 
 
 def _check_push_target(settings: RemoteSettings) -> None:
@@ -100,10 +129,16 @@ def init(settings: RemoteSettings, detach: bool = False) -> JobResult:
 
 
 def train(
-    settings: RemoteSettings, config_name: str = "train", overrides: Sequence[str] = (), detach: bool = False
+    settings: RemoteSettings,
+    config_name: str = "train",
+    overrides: Sequence[str] = (),
+    detach: bool = False,
+    runs_dir: str = RUNS_DIR,
 ) -> JobResult:
-    """`loraops train` on the server; when it ends, pull its run folder (and log) home."""
-    return _job(settings, "train", loraops_command("train", config_name, overrides), detach)
+    """`loraops train` on the server; when it ends, pull its run folder (and log) home.
+
+    `runs_dir` is the composed train config's output_dir: the only folder a run may come home to."""
+    return _job(settings, "train", loraops_command("train", config_name, overrides), detach, runs_dir)
 
 
 def evaluate(
@@ -112,13 +147,23 @@ def evaluate(
     overrides: Sequence[str] = (),
     detach: bool = False,
     metrics_dir: str | None = None,
+    model: str = LATEST_RUN,
 ) -> JobResult:
     """`loraops eval` (or, with config_name="eval_baseline", the base model) there; pull the run and metrics.
 
-    `metrics_dir` is the composed eval config's metrics_dir, the same folder on both sides.
+    `metrics_dir` is the composed eval config's metrics_dir, the same folder on both sides; `model` its
+    `model`, whose runs folder is the only one the evaluated run may come home to.
     """
-    metrics = metrics_dir or METRICS_DIR
-    return _job(settings, "eval", loraops_command("eval", config_name, overrides), detach, metrics)
+    command = loraops_command("eval", config_name, overrides)
+    return _job(settings, "eval", command, detach, runs_dir_of(model), metrics_dir or METRICS_DIR)
+
+
+def runs_dir_of(model: str) -> str:
+    """The runs folder of an eval's `model`: a run, `latest` or a run name, or a run's model/ folder."""
+    path = PurePosixPath(model)
+    if len(path.parts) == 1:
+        return RUNS_DIR
+    return str(path.parent.parent if path.name == "model" else path.parent)
 
 
 def logs(settings: RemoteSettings, job: str | None = None, follow: bool = True) -> int:
@@ -145,10 +190,11 @@ def pull(
     `runs_dir` and `metrics_dir` default to the train and eval configs' defaults.
     """
     runs_dir = runs_dir or RUNS_DIR
+    job = checked_job(job) if job else None
     where = job_run(settings, job) if job else _run_path(settings, run, runs_dir)
     if job and not where:
         print(f"job {job} made no run folder", file=sys.stderr)
-    run_dir = _pull_run(settings, where) if where else None
+    run_dir = _pull_run(settings, where, runs_dir) if where else None
     if run_dir and job:
         _attach_job_log(pull_job(settings, job), run_dir)
     if run_dir:
@@ -171,11 +217,16 @@ def _run_path(settings: RemoteSettings, run: str | None, runs_dir: str) -> str |
     if not out:
         print(f"no finished run on the server ({settings.remote_dir}/{runs_dir}/{LATEST} is missing)", file=sys.stderr)
         return None
-    return f"{runs_dir}/{Path(out).name}"
+    return f"{runs_dir}/{PurePosixPath(out).name}"  # checked as a run name by _local_run_path
 
 
 def _job(
-    settings: RemoteSettings, action: str, command: list[str], detach: bool, metrics_dir: str | None = None
+    settings: RemoteSettings,
+    action: str,
+    command: list[str],
+    detach: bool,
+    runs_dir: str = RUNS_DIR,
+    metrics_dir: str | None = None,
 ) -> JobResult:
     job = start_job(settings, action, command)
     if detach:
@@ -193,7 +244,7 @@ def _job(
     run_dir = None
     where = job_run(settings, job) if action != "init" else None
     if where:
-        run_dir = _pull_run(settings, where)
+        run_dir = _pull_run(settings, where, runs_dir)
         _attach_job_log(log, run_dir)
         import_pulled(RunDir(run_dir))
         _update_local_latest(run_dir)
@@ -203,21 +254,27 @@ def _job(
     return JobResult(code, job, run_dir, log)
 
 
-def _local_run_path(settings: RemoteSettings, run: str) -> Path:
-    """Where a remote run lands here: the same path relative to the project; absolute ones in outputs/runs."""
-    path = Path(run)
-    if ".." in path.parts or not path.name:
-        raise RemoteError(f"the server named the run folder {run!r}; refusing a path that leaves the project")
-    return settings.local_dir / (Path(RUNS_DIR) / path.name if path.is_absolute() else path)
+def _local_run_path(settings: RemoteSettings, run: str, runs_dir: str) -> Path:
+    """Where a remote run lands here: <runs_dir>/<run name> in the project (outputs/runs/ when runs_dir is an
+    absolute folder of the server), and nowhere else. The server names the run (its job's run file, its
+    `latest` link), so what it says is only accepted as one run name inside the expected runs folder."""
+    path, expected = PurePosixPath(run), PurePosixPath(runs_dir)
+    if not _RUN_NAME.fullmatch(path.name) or path.parent != expected or ".." in expected.parts:
+        raise RemoteError(
+            f"the server named the run folder {run!r}; a pulled run must be a run folder in {runs_dir}/ "
+            "(the train config's output_dir), so nothing is pulled"
+        )
+    return settings.local_dir / (RUNS_DIR if expected.is_absolute() else runs_dir) / path.name
 
 
-def _pull_run(settings: RemoteSettings, run: str) -> Path:
-    """rsync one run folder; `run` is relative to REMOTE_DIR, or absolute."""
-    local = _local_run_path(settings, run)
+def _pull_run(settings: RemoteSettings, run: str, runs_dir: str) -> Path:
+    """rsync one run folder; `run` is relative to REMOTE_DIR, or absolute. Links pointing out of it are not
+    brought home (--safe-links)."""
+    local = _local_run_path(settings, run, runs_dir)
     local.mkdir(parents=True, exist_ok=True)
     source = f"{settings.destination}:{run}" if run.startswith("/") else remote_path(settings, run)
     try:
-        _rsync(settings, source.rstrip("/") + "/", str(local) + "/", f"pulling {run}")
+        _rsync(settings, source.rstrip("/") + "/", str(local) + "/", f"pulling {run}", ["--safe-links"])
     except RemoteError:
         _rmdir_if_empty(local)  # a run name that does not exist there leaves nothing behind here
         raise
@@ -244,7 +301,7 @@ def _pull_metrics(settings: RemoteSettings, metrics_dir: str) -> Path | None:
         f"{settings.destination}:{metrics_dir}" if metrics_dir.startswith("/") else remote_path(settings, metrics_dir)
     )
     # No --delete: metrics of runs evaluated here, or pulled from another server, stay.
-    _rsync(settings, source.rstrip("/") + "/", str(local) + "/", "pulling metrics")
+    _rsync(settings, source.rstrip("/") + "/", str(local) + "/", "pulling metrics", ["--safe-links"])
     return local
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import re
 import secrets
 import shlex
 import subprocess
@@ -24,6 +25,7 @@ from loraops.remote.commands import (
 from loraops.remote.settings import ConnectionFailed, RemoteError, RemoteSettings
 
 _SSH_FAILED = 255  # ssh's own exit status for connection and authentication errors
+_JOB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _RECONNECTS = 5
 
 
@@ -139,12 +141,20 @@ def latest_job(settings: RemoteSettings) -> str:
     out = _ssh(settings, remote_script(settings, f"readlink {JOBS_DIR}/latest || true"), "finding the last job")
     if not out.strip():
         raise RemoteError(f"no remote jobs in {settings.remote_dir}/{JOBS_DIR} on {settings.destination}")
-    return out.strip()
+    return checked_job(out.strip(), "the server's latest job")
+
+
+def checked_job(job: str, said_by: str = "--job") -> str:
+    """A job id names one folder in outputs/remote/, on both sides: never a path."""
+    if not _JOB_ID.fullmatch(job):
+        raise RemoteError(f"{said_by} {job!r} is not a job id (such as 2026-11-25_08-15-12_train_a1b2c3)")
+    return job
 
 
 def pull_job(settings: RemoteSettings, job: str) -> Path:
     """Bring `outputs/remote/<job>/` (log, exit code) home; returns the local log path."""
-    local = settings.local_dir / JOBS_DIR / job
+    local = settings.local_dir / JOBS_DIR / checked_job(job)
     local.mkdir(parents=True, exist_ok=True)
-    _rsync(settings, remote_path(settings, JOBS_DIR, job) + "/", str(local) + "/", "pulling the job log")
+    source = remote_path(settings, JOBS_DIR, job) + "/"
+    _rsync(settings, source, str(local) + "/", "pulling the job log", ["--safe-links"])
     return local / "job.log"
