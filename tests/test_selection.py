@@ -174,13 +174,15 @@ def test_resume_after_the_best_checkpoint_keeps_it(
     assert all(kept[k].equal(saved[k]) for k in kept)
 
 
+@pytest.mark.parametrize("steps", [[], ["max_steps=1"]], ids=["mid-run", "on-the-last-step"])
 def test_diverging_run_fails_fast_and_leaves_latest_alone(
-    tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], steps: list[str]
 ) -> None:
     good = run_tiny(tiny_overrides + ["max_steps=1"])
-    assert main(["train", *tiny_overrides, "lr=1e30", "warmup_ratio=0"]) == 2
+    assert main(["train", *tiny_overrides, "lr=1e30", "warmup_ratio=0", *steps]) == 2
     err = capsys.readouterr().err
     assert "training diverged at step" in err and "lr=1e+30" in err and "Traceback" not in err
+    assert "after the last update" in err or not steps  # the check that runs once training stopped
     runs = tmp_path / "runs"
     assert (runs / "latest").resolve() == good.resolve()
     (failed,) = [p for p in runs.iterdir() if p.is_dir() and not p.is_symlink() and p != good]

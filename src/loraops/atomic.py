@@ -5,23 +5,49 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from loraops.errors import LoraopsError
+from loraops.errors import LoraopsError, WriteError
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+@contextmanager
+def writing(path: Path, what: str) -> Iterator[None]:
+    """A refused write in the block (a full disk...) becomes a WriteError naming the file the system named,
+    or else `path`, and `what` was being written: a bare `[Errno 28]` says neither."""
+    try:
+        yield
+    except OSError as exc:
+        raise WriteError(exc.filename or path, what, exc) from None
+
+
+def write_text_atomic(path: Path, text: str, what: str = "this file") -> None:
     """Write through a temporary file and a rename, so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise WriteError(path, what, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide records from teammates
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(path, what, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def overwrite_in_place(path: Path, text: str) -> None:
+    """Rewrite an existing file in the blocks it already holds: what still works on a full disk, where a new
+    file cannot be made. Not atomic; only for a record that must not keep saying something false."""
+    with open(path, "r+", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.truncate()
 
 
 def ensure_folder(path: Path, what: str) -> None:

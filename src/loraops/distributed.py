@@ -60,6 +60,17 @@ def share(value: str | None) -> str:
     return str(box[0])
 
 
+def first_found(value: str | None) -> str | None:
+    """The first process's non-None `value`, on every process: what one found, all act on, so none waits alone."""
+    if world_size() == 1:
+        return value
+    import torch.distributed as dist
+
+    found: list[str | None] = [None] * world_size()
+    dist.all_gather_object(found, value)
+    return next((v for v in found if v is not None), None)
+
+
 def barrier() -> None:
     if world_size() > 1:
         import torch.distributed as dist

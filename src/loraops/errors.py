@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from errno import EDQUOT, ENOSPC
 from os import PathLike
 
 USER_ERROR_EXIT = 2
@@ -24,6 +25,15 @@ class DataError(LoraopsError):
         row = self.path.endswith((".parquet", ".csv"))  # tables are numbered by row, not by line
         where = self.path if line is None else f"{self.path}, row {line}" if row else f"{self.path}:{line}"
         super().__init__(f"{where}: {problem}")
+
+
+class WriteError(LoraopsError):
+    """The system refused a write (a full disk, a quota, permissions); the message names what and where."""
+
+    def __init__(self, path: str | PathLike[str], what: str, exc: OSError) -> None:
+        self.path, self.errno = str(path), exc.errno
+        advice = "; the disk is full: free space and try again" if exc.errno in (ENOSPC, EDQUOT) else ""
+        super().__init__(f"{self.path}: cannot write {what} ({exc.strerror or exc}){advice}")
 
 
 class Terminated(KeyboardInterrupt):

@@ -9,10 +9,11 @@ than read by key and misread later. Fields added by a newer loraops are kept (`e
 from __future__ import annotations
 
 import json
+import numbers
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from loraops.atomic import read_json, write_text_atomic
 from loraops.errors import LoraopsError
@@ -22,7 +23,16 @@ Status = Literal["running", "finished", "failed", "interrupted"]
 IMPROVED, NOT_IMPROVED, INCONCLUSIVE = "IMPROVED", "NOT IMPROVED", "INCONCLUSIVE"
 Verdict = Literal["IMPROVED", "NOT IMPROVED", "INCONCLUSIVE"]
 VERDICT_EXIT_CODES = {IMPROVED: 0, NOT_IMPROVED: 1, INCONCLUSIVE: 3}
-Scores = dict[str, float | int]  # metric -> value, and counts such as n (kept whole)
+
+
+def _number(value: Any) -> Any:
+    """One check for the int-or-float below, so a wrong value is named by its key alone."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # Real: numpy's numbers too
+        raise ValueError(f"must be a number, got {value!r:.40}")
+    return value
+
+
+Scores = dict[str, Annotated[float | int, BeforeValidator(_number)]]  # metric -> value; counts (n) kept whole
 # The scores of an answer and of a split (each the mean of the per-example score of the same name; BLEU: corpus BLEU).
 METRICS = ("exact_match", "jaccard", "rouge1", "rouge2", "rougeL", "bleu")
 
@@ -42,8 +52,8 @@ class Record(BaseModel):
                 f"{path}: not a valid {cls.__name__.lower()} record ({_first_problem(exc)}); restore or delete it"
             ) from None
 
-    def write(self, path: Path) -> None:
-        write_text_atomic(Path(path), self.model_dump_json(indent=2) + "\n")
+    def write(self, path: Path, what: str = "this record") -> None:
+        write_text_atomic(Path(path), self.model_dump_json(indent=2) + "\n", what)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON types, as the file holds them."""

@@ -27,12 +27,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from loraops.atomic import ensure_folder, write_text_atomic
+from loraops.atomic import ensure_folder, overwrite_in_place, write_text_atomic
 from loraops.config.schema import RECORDED_CONTEXT, TrainConfig
 from loraops.errors import LoraopsError
 from loraops.paths import LATEST, RUNS_DIR
 from loraops.records import FINISHED, Manifest, RunMetrics, Scores
-from loraops.secrets import redact
+from loraops.secrets import redact, scrubbed, secret_values
 
 log = logging.getLogger(__name__)
 
@@ -170,16 +170,32 @@ class RunDir:
         return self.status() == FINISHED
 
     def write_config(self, config: dict[str, Any]) -> None:
-        """Snapshot the resolved config, with the values of secret-looking keys redacted."""
+        """Snapshot the resolved config: the values of secret-looking keys redacted, and any secret value of the
+        environment (a `${oc.env:HF_TOKEN}` interpolated into a prompt) replaced wherever it stands."""
         from omegaconf import OmegaConf
 
-        write_text_atomic(self.config_path, OmegaConf.to_yaml(redact(config)))
+        clean = scrubbed(redact(config), secret_values(os.environ).values())
+        write_text_atomic(self.config_path, OmegaConf.to_yaml(clean), "the run's config")
 
     def write_manifest(self, manifest: Manifest) -> None:
-        manifest.write(self.manifest_path)
+        manifest.write(self.manifest_path, "the run's manifest")
+
+    def record_stop(self, manifest: Manifest) -> None:
+        """The manifest of a run that stopped (failed, interrupted). On a full disk no new file can be made,
+        and a manifest left saying `running` would lie: the old one is then overwritten in the blocks it holds,
+        compact and with the error cut to fit."""
+        try:
+            self.write_manifest(manifest)
+            return
+        except LoraopsError:
+            pass
+        try:
+            overwrite_in_place(self.manifest_path, _fitted(manifest, self.manifest_path.stat().st_size))
+        except OSError as exc:
+            log.error("%s: cannot record that the run %s (%s)", self.manifest_path, manifest.status, exc.strerror)
 
     def write_metrics(self, metrics: RunMetrics) -> None:
-        metrics.write(self.metrics_path)
+        metrics.write(self.metrics_path, "the run's metrics")
 
     def record_eval(self, scores: dict[str, Scores]) -> int:
         """Add eval scores to the run's metrics; returns the training step they belong to."""
@@ -229,6 +245,16 @@ class RunDir:
         except ValueError:
             where = str(self.path.resolve())
         write_text_atomic(Path(target), where + "\n")
+
+
+def _fitted(manifest: Manifest, size: int) -> str:
+    """The manifest as compact JSON of at most `size` bytes, its error message cut as much as that takes."""
+    error = manifest.error or ""
+    text = manifest.model_dump_json()
+    while len(text.encode()) > size and error:
+        error = error[: max(0, len(error) - (len(text.encode()) - size))]
+        text = manifest.model_copy(update={"error": error}).model_dump_json()
+    return text
 
 
 def checkpoint_problem(checkpoint: Path) -> str | None:

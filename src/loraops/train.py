@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from loraops import distributed, environment, provenance, selection, tracking
+from loraops.atomic import writing
 from loraops.config import RESUMABLE, TrainConfig, marked
 from loraops.data.datafiles import dataset_sha256
 from loraops.data.packing import PackedCollator
@@ -127,8 +130,10 @@ def _fit(
         labelled_logits_only=cfg.labelled_logits_only and not cfg.liger_kernel,
     )
     started = time.monotonic()
-    trainer.train(resume_from_checkpoint=checkpoint)
+    with writing(run.checkpoints_dir, "a checkpoint or the training logs"):  # what the Trainer writes as it goes
+        trainer.train(resume_from_checkpoint=checkpoint)
     runtime = time.monotonic() - started
+    trainer.check_final_update()
     _save_adapter(trainer, run, converted=cfg.lora_init in _MUTATING_INITS)
     fit = _training_summary(trainer.state, progress, checkpoint, runtime)
     if validation is not None:
@@ -175,7 +180,18 @@ def _collator(tokenizer: Any, model: Any) -> PackedCollator:
 
 
 def _save_adapter(trainer: Any, run: RunDir, converted: bool) -> None:
-    """The kept adapter and tokenizer into model/; through the Trainer, which gathers FSDP and ZeRO-3 shards."""
+    """The kept adapter and tokenizer into model/; a part-written model/ is removed, so nothing loads it."""
+    try:
+        with writing(run.model_dir, "the trained adapter"):
+            _write_adapter(trainer, run, converted)
+    except BaseException:
+        if distributed.is_main():
+            shutil.rmtree(run.model_dir, ignore_errors=True)
+        raise
+
+
+def _write_adapter(trainer: Any, run: RunDir, converted: bool) -> None:
+    """Through the Trainer, which gathers FSDP and ZeRO-3 shards."""
     trainer.save_model(str(run.model_dir))  # every process takes part; the main one writes
     if distributed.is_main():
         (run.model_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle, and the run keeps its config
@@ -255,7 +271,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         except BaseException as exc:
             if main:
                 status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
-                run.write_manifest(manifest.model_copy(update={"status": status, "error": repr(exc)}))
+                run.record_stop(manifest.model_copy(update={"status": status, "error": repr(exc)}))
                 trackers.finish()
             raise
     if main:
@@ -327,13 +343,32 @@ def _resume_point(cfg: TrainConfig, data: PreparedData) -> tuple[RunDir, str]:
     return run, checkpoint
 
 
+class _RunLog(logging.FileHandler):
+    """train.log; a write the system refuses (a full disk) ends the file with one warning, where logging's
+    default would print a traceback for every later line."""
+
+    broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.broken:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.broken = True
+        print(
+            f"loraops: warning: {self.baseFilename}: cannot write the run's log ({sys.exc_info()[1]}); "
+            "it goes on in the terminal only",
+            file=sys.stderr,
+        )
+
+
 @contextmanager
 def _log_to_file(path: Path | None) -> Iterator[None]:
     """The run's log also goes to train.log while the block runs (path None: no file, another process's run)."""
     if path is None:
         yield
         return
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _RunLog(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("loraops").addHandler(handler)
     try:

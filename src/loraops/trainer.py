@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import Trainer
 
-from loraops import environment
+from loraops import distributed, environment
 from loraops.config import TrainConfig
 from loraops.data.packing import real_token_mask
 from loraops.data.tokenize import IGNORE_INDEX
@@ -27,10 +27,10 @@ from loraops.runs import RunDir
 class TrainingDiverged(LoraopsError):
     """The loss or gradient norm stopped being a finite number: every later step would be garbage."""
 
-    def __init__(self, step: int, what: str, value: float, lr: float, precision: str) -> None:
+    def __init__(self, step: int, finding: str, lr: float, precision: str) -> None:
         self.step = step
         super().__init__(
-            f"training diverged at step {step}: the {what} is {value}. Likely causes: a learning rate too high "
+            f"training diverged at step {step}: the {finding}. Likely causes: a learning rate too high "
             f"for this model and data (lr={lr:g}; try 10x lower, or more warmup), or an overflow in {precision} "
             "(fp16 overflows far sooner than bf16 or fp32). The run is recorded as failed and `latest` is unchanged."
         )
@@ -147,8 +147,27 @@ class LoraopsTrainer(Trainer):
             output.metrics.update({f"{prefix}_{k}": v for k, v in self.generator(self.model).items()})
         return output
 
+    def check_final_update(self) -> None:
+        """The last update has no later step whose loss would show it diverged: before the run may finish,
+        the kept weights must be finite and so must one training batch's loss through them."""
+        import torch
+
+        # Every process takes part in the forward pass (sharded models gather), then all learn what any found.
+        with torch.no_grad():
+            batch = self._prepare_inputs(next(iter(self.get_train_dataloader())))
+            loss = float(self.compute_loss(self.model_wrapped, batch).detach().float().mean())
+        problem = None if math.isfinite(loss) else f"loss is {loss} after the last update"
+        model: Any = self.model
+        for name, weight in model.named_parameters():
+            if problem is None and weight.requires_grad and not torch.isfinite(weight).all():
+                problem = f"trained weight {name} is not finite"
+        problem = distributed.first_found(problem)
+        if problem is not None:
+            raise TrainingDiverged(self.state.global_step, problem, self.args.learning_rate, self.precision)
+
     def _diverged(self, what: str, value: float) -> TrainingDiverged:
-        return TrainingDiverged(self.state.global_step + 1, what, value, self.args.learning_rate, self.precision)
+        step = self.state.global_step + 1
+        return TrainingDiverged(step, f"{what} is {value}", self.args.learning_rate, self.precision)
 
 
 def training_arguments(cfg: TrainConfig, run: RunDir, env: environment.Environment, validating: bool) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from loraops.atomic import write_text_atomic
+from loraops.atomic import write_text_atomic, writing
 from loraops.errors import LoraopsError
 from loraops.records import Comparison, EvalSummary, Prediction, Scores, SplitRecord
 
@@ -50,17 +50,21 @@ class MetricsRecords:
         return [p for p in found if p != self.comparison_path]
 
     def write_split(self, record: SplitRecord, predictions: list[Prediction]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        record.write(self.split_path(record.split))
+        """Predictions first: the split's record, written last, says what the predictions are. A write that
+        fails between the two leaves records `compare` refuses (their scores disagree), never a wrong verdict."""
+        with writing(self.folder, "the evaluation's folder"):
+            self.folder.mkdir(parents=True, exist_ok=True)
         lines = "".join(row.model_dump_json() + "\n" for row in predictions)
-        write_text_atomic(self.predictions_path(record.split), lines)
+        write_text_atomic(self.predictions_path(record.split), lines, f"the {record.split} split's predictions")
+        record.write(self.split_path(record.split), f"the {record.split} split's scores")
 
     def write_summary(self, summary: EvalSummary) -> None:
-        summary.write(self.summary_path)
+        summary.write(self.summary_path, "the evaluation's summary")
 
     def write_comparison(self, comparison: Comparison) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        comparison.write(self.comparison_path)
+        with writing(self.folder, "the comparison's folder"):
+            self.folder.mkdir(parents=True, exist_ok=True)
+        comparison.write(self.comparison_path, "the comparison")
 
     def comparison(self) -> Comparison | None:
         """The last `loraops compare` of this model, or None if it was never compared."""
@@ -72,14 +76,13 @@ class MetricsRecords:
         return SplitRecord.read(path) if path.is_file() else None
 
     def predictions(self, split: str) -> list[Prediction]:
-        """The per-example rows of one split, in evaluation order."""
+        """The per-example rows of one split, in evaluation order; a broken row is named by its line."""
         path = self.predictions_path(split)
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
-            return [Prediction.model_validate_json(line) for line in lines if line.strip()]
-        except (OSError, ValidationError) as exc:
-            problem = exc.strerror if isinstance(exc, OSError) else exc.errors()[0]["msg"]
-            raise LoraopsError(f"{path}: cannot read the predictions ({problem}); run the evaluation again") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LoraopsError(f"{path}: cannot read the predictions ({exc}); run the evaluation again") from None
+        return [_prediction(path, number, line) for number, line in enumerate(lines, start=1) if line.strip()]
 
     def split_metrics(self, split: str) -> Scores | None:
         """The scores of one split, or None if it was not evaluated."""
@@ -91,3 +94,13 @@ class MetricsRecords:
         if not self.summary_path.is_file():
             return []
         return [s for s in EvalSummary.read(self.summary_path).metrics if s != OVERALL]
+
+
+def _prediction(path: Path, number: int, line: str) -> Prediction:
+    try:
+        return Prediction.model_validate_json(line)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        problem = f"`{field}`: {error['msg']}" if field else error["msg"]
+        raise LoraopsError(f"{path}:{number}: not a prediction row ({problem}); run the evaluation again") from None
