@@ -128,7 +128,7 @@ def test_valid_jsonl_is_left_alone_and_rerun_is_idempotent(tmp_path: Path) -> No
     ("text", "line", "fragment"),
     [
         ('{\n  "prompt": "p",\n  "completion": \n}', 4, "invalid JSON"),
-        ('[\n  {"prompt": "p", "completion": "c"},\n  {"prompt": "p"}\n]', 1, "cannot tell the format"),
+        ('[\n  {"prompt": "p", "completion": "c"},\n  {"prompt": "p"}\n]', 3, "cannot tell the format"),
         ('{"prompt": "p", "completion": "c"}\n\n{\n "messages": [{"role": "robot", "content": "x"}]\n}', 3, "'robot'"),
     ],
 )
@@ -187,6 +187,19 @@ def test_cli_convert_reports_each_file_and_fails_at_the_end(tmp_path: Path, caps
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".broken")]  # no temporary file left behind
     assert main(["convert", str(tmp_path)]) == 2  # a rerun changes nothing and still says the folder is not done
     assert "conversations.json: up to date" in capsys.readouterr().out
+
+
+def test_two_sources_with_one_output_name_are_refused_naming_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "x.json").write_text(json.dumps([{"prompt": "a", "completion": "1"}], indent=2))
+    (tmp_path / "x.jsonl").write_text(json.dumps([{"prompt": "b", "completion": "2"}], indent=2))  # pretty-printed
+    (tmp_path / "y.json").write_text(json.dumps([{"prompt": "c", "completion": "3"}], indent=2))
+    assert main(["convert", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert out.count("x.json and x.jsonl would both convert to x.converted.jsonl") == 2
+    assert not (tmp_path / "x.converted.jsonl").exists()  # neither is kept at the other's expense
+    assert (tmp_path / "y.converted.jsonl").is_file()  # the rest of the folder still converts
 
 
 def test_failed_rerun_names_the_earlier_output(tmp_path: Path) -> None:

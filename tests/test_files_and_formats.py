@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from loraops.data.files import read_jsonl
+from loraops.data.files import read_jsonl, read_records
 from loraops.data.formats import to_example
 from loraops.data.sources import find_training_files, load_examples
 from loraops.errors import DataError
@@ -82,3 +83,33 @@ def test_empty_dataset_and_no_files_are_errors(tmp_path: Path) -> None:
         load_examples(find_training_files(str(tmp_path), "*.jsonl"), "auto")
     with pytest.raises(DataError, match="no training files match"):
         find_training_files(str(tmp_path), "*.json")
+
+
+def test_every_array_and_object_of_a_json_file_is_read_as_convert_reads_it(tmp_path: Path) -> None:
+    from loraops.data.convert import convert_file
+
+    path = tmp_path / "two-arrays.json"
+    first, second = [{"prompt": "a", "completion": "1"}, {"prompt": "b", "completion": "2"}], [{"text": "c"}]
+    path.write_text(json.dumps(first, indent=1) + "\n" + json.dumps(second) + '\n{"prompt": "d", "completion": "4"}\n')
+    records = list(read_records(path))
+    assert [record for _, record in records] == [*first, *second, {"prompt": "d", "completion": "4"}]
+    assert [line for line, _ in records] == [2, 6, 11, 12]  # each record's own line, never a silent drop
+    (tmp_path / "out").mkdir()
+    assert convert_file(path, tmp_path / "out").records == 4  # `convert` reads the same records
+
+
+def test_json_line_numbers_cost_one_pass() -> None:
+    from loraops.data.files import json_values
+
+    class CountingText(str):
+        scanned = 0
+
+        def count(self, sub: str, start: int | None = None, end: int | None = None) -> int:  # type: ignore[override]
+            CountingText.scanned += (len(self) if end is None else end) - (start or 0)
+            return super().count(sub, start, end)
+
+    text = CountingText(
+        "[\n" + ",\n".join(json.dumps({"prompt": str(i), "completion": "x"}) for i in range(3000)) + "\n]"
+    )
+    assert len(json_values(Path("big.json"), text)[0].value) == 3000
+    assert CountingText.scanned <= 2 * len(text)  # counted from the last record's line, not from the start each time

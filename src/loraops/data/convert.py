@@ -17,12 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loraops.atomic import ensure_folder, read_json, write_json, write_text_atomic
-from loraops.data.files import check_encodable, is_chatgpt_export, json_values, read_jsonl
+from loraops.atomic import ensure_folder, read_json, write_json, write_text_atomic, writing
+from loraops.data.files import (
+    CONVERTED_SUFFIX,
+    JsonValue,
+    check_encodable,
+    is_chatgpt_export,
+    json_records,
+    json_values,
+    read_jsonl,
+)
 from loraops.data.formats import Message, to_example
-from loraops.errors import DataError, LoraopsError
+from loraops.errors import DataError, LoraopsError, WriteError
 
-OUTPUT_SUFFIX = ".converted.jsonl"
+OUTPUT_SUFFIX = CONVERTED_SUFFIX
 LEDGER = ".loraops-converted"  # JSON: output name -> sha256 of what convert wrote there
 _BROWSING_CONTENT = {"tether_browsing_display", "tether_quote", "system_error"}
 # Where a LLaMA-Factory `dataset_info.json` entry says its data lives: such a file describes datasets, it is not one.
@@ -184,16 +192,16 @@ def _records_from_export(path: Path, conversations: list[dict[str, Any]], counts
     return records
 
 
-def _records_from_json(path: Path, values: list[tuple[int, Any]]) -> list[dict[str, Any]]:
-    """Plain records (an object, an array of objects, or a stream of objects), each validated."""
+def _records_from_json(path: Path, values: list[JsonValue]) -> list[dict[str, Any]]:
+    """Plain records (objects and arrays of objects, as many as the file holds), each validated: the records
+    training would read from the same file."""
     records = []
-    for line, value in values:
-        for item in value if isinstance(value, list) else [value]:
-            if not isinstance(item, dict):
-                raise DataError(path, line, f"expected JSON objects, got {type(item).__name__}")
-            check_encodable(item, path, line)
-            to_example(item, "auto", path, line)  # same checks as training, with the object's line
-            records.append(item)
+    for line, item in json_records(values):
+        if not isinstance(item, dict):
+            raise DataError(path, line, f"expected JSON objects, got {type(item).__name__}")
+        check_encodable(item, path, line)
+        to_example(item, "auto", path, line)  # same checks as training, with the object's line
+        records.append(item)
     return records
 
 
@@ -209,7 +217,7 @@ def _valid_jsonl(path: Path) -> bool:
 
 def convert_file(path: Path, output_dir: Path) -> FileReport:
     """Convert one file; never touches the source, rewrites the output only when it changes."""
-    if path.name.endswith(OUTPUT_SUFFIX) or (path.suffix == ".jsonl" and _valid_jsonl(path)):
+    if not needs_converting(path):
         return FileReport(path, "skipped", "already JSONL in a supported format")
     try:
         text = path.read_bytes().decode("utf-8-sig")
@@ -218,11 +226,11 @@ def convert_file(path: Path, output_dir: Path) -> FileReport:
     except OSError as exc:
         raise DataError(path, None, f"cannot read the file: {exc.strerror or exc}") from None
     values = json_values(path, text)
-    if len(values) == 1 and is_dataset_registry(values[0][1]):
+    if len(values) == 1 and is_dataset_registry(values[0].value):
         return FileReport(path, "skipped", "not data: a dataset registry, like LLaMA-Factory's dataset_info.json")
     counts: Counter[str] = Counter()
-    if len(values) == 1 and is_chatgpt_export(values[0][1]):
-        records, kind = _records_from_export(path, values[0][1], counts), "ChatGPT export"
+    if len(values) == 1 and is_chatgpt_export(values[0].value):
+        records, kind = _records_from_export(path, values[0].value, counts), "ChatGPT export"
     else:
         records, kind = _records_from_json(path, values), "pretty-printed JSON"
     if not records:
@@ -235,6 +243,10 @@ def convert_file(path: Path, output_dir: Path) -> FileReport:
     if path.suffix == ".jsonl":
         kind += "; move the source out of the training folder, it still matches *.jsonl"
     return FileReport(path, action, kind, output, len(records), counts)
+
+
+def needs_converting(path: Path) -> bool:
+    return not (path.name.endswith(OUTPUT_SUFFIX) or (path.suffix == ".jsonl" and _valid_jsonl(path)))
 
 
 def output_path(source: Path, output_dir: Path) -> Path:
@@ -260,18 +272,14 @@ def _write_output(source: Path, output: Path, body: str) -> bool:
                 f"exists and was not written by `loraops convert`, or was edited since; "
                 f"move it away or delete it to convert {source.name} again",
             )
+    write_text_atomic(output, body, "the converted file")
     try:
-        write_text_atomic(output, body)
-    except OSError as exc:
-        raise DataError(output, None, f"cannot write the converted file: {exc.strerror or exc}") from None
-    try:
-        write_json(ledger_path, {**ledger, output.name: hashlib.sha256(data).hexdigest()})
-    except OSError as exc:
+        with writing(ledger_path, f"{output.name}'s entry in the ledger"):
+            write_json(ledger_path, {**ledger, output.name: hashlib.sha256(data).hexdigest()})
+    except WriteError:
         # An output the ledger does not vouch for would block every rerun ("not written by convert"): remove it.
         output.unlink(missing_ok=True)
-        raise DataError(
-            ledger_path, None, f"cannot record {output.name} in the ledger: {exc.strerror or exc}"
-        ) from None
+        raise
     return False
 
 
@@ -286,7 +294,26 @@ def convert_folder(input_dir: Path, output_dir: Path | None = None) -> list[File
     )
     if not paths:
         raise LoraopsError(f"{input_dir}: no .json or .jsonl files to convert")
-    return [_convert_or_fail(p, output_dir or input_dir) for p in paths]
+    output_dir = output_dir or input_dir
+    clashes = _clashes(paths, output_dir)
+    return [clashes[p] if p in clashes else _convert_or_fail(p, output_dir) for p in paths]
+
+
+def _clashes(paths: list[Path], output_dir: Path) -> dict[Path, FileReport]:
+    """Failures for sources that would convert to the same output (`x.json` and a pretty-printed `x.jsonl`):
+    converting both would keep one and drop the other, and training would then skip the dropped one."""
+    by_output: dict[Path, list[Path]] = {}
+    for path in paths:
+        if needs_converting(path):
+            by_output.setdefault(output_path(path, output_dir), []).append(path)
+    reports = {}
+    for output, sources in by_output.items():
+        if len(sources) > 1:
+            names = " and ".join(p.name for p in sources)
+            for path in sources:
+                reason = f"{names} would both convert to {output.name}; rename one of them and convert again"
+                reports[path] = FileReport(path, "failed", reason)
+    return reports
 
 
 def _convert_or_fail(path: Path, output_dir: Path) -> FileReport:
@@ -303,7 +330,7 @@ def _failure(path: Path, output: Path, exc: Exception) -> FileReport:
         line, reason = exc.line, exc.problem  # the report line already names the file
     else:
         line, reason = None, str(exc)
-    about_output = isinstance(exc, DataError) and exc.path == str(output)
+    about_output = isinstance(exc, (DataError, WriteError)) and exc.path == str(output)
     if output.is_file() and not about_output:  # say so, or the stale records would train unnoticed
         reason += f"; the earlier {output.name} is left as it was"
     return FileReport(path, "failed", reason, line=line)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,23 +38,21 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def read_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """An array of records, one record, or one record per line; each with the line it starts on."""
+    """The records of a .json file, each with the line it starts on: the rule `convert` follows too."""
     try:
         text = path.read_bytes().removeprefix(_BOM).decode("utf-8")
     except OSError as exc:
         raise DataError(path, None, f"cannot read the file: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise DataError(path, text_line(path, exc.start), f"not valid UTF-8 (byte {exc.start})") from None
-    stripped = text.lstrip()
-    start = len(text) - len(stripped)
-    values = _array_items(path, text, start + 1) if stripped.startswith("[") else json_values(path, text)
-    if is_chatgpt_export([value for _, value in values]):
+    values = json_values(path, text)
+    if any(is_chatgpt_export(v.value) for v in values):
         raise DataError(
             path,
             None,
             f"this is a ChatGPT export; turn it into JSONL first: loraops convert {path.parent} (make convert)",
         )
-    for line, value in values:
+    for line, value in json_records(values):
         if not isinstance(value, dict):
             raise DataError(path, line, f"expected a JSON object, got {type(value).__name__}")
         check_encodable(value, path, line)
@@ -69,34 +68,71 @@ def text_line(path: Path, offset: int) -> int:
     return path.read_bytes()[:offset].count(b"\n") + 1
 
 
-def json_values(path: Path, text: str) -> list[tuple[int, Any]]:
-    """Every JSON value in `text` (one, or several one after another, as JSON Lines) with its start line."""
-    decoder, values = json.JSONDecoder(), []
+@dataclass(frozen=True)
+class JsonValue:
+    """A top-level value of a JSON file, with the line it starts on (and, for an array, each item's)."""
+
+    line: int
+    value: Any
+    item_lines: list[int] | None = None
+
+
+def json_records(values: list[JsonValue]) -> list[tuple[int, Any]]:
+    """The file's records: every item of its top-level arrays and every other top-level value, in order."""
+    return [
+        pair
+        for v in values
+        for pair in (zip(v.item_lines, v.value) if v.item_lines is not None else [(v.line, v.value)])
+    ]
+
+
+def json_values(path: Path, text: str) -> list[JsonValue]:
+    """Every top-level JSON value in `text`: one, several one after another (JSON Lines), arrays among them.
+
+    One pass: each line number is counted from the previous one, so a 60k-record array reads in linear time."""
+    decoder, lines, values = json.JSONDecoder(), _Lines(text), list[JsonValue]()
     pos = _skip(text, 0)
     while pos < len(text):
-        value, pos = _decode(path, decoder, text, pos)
-        values.append(value)
+        if text[pos] == "[":
+            line, (items, pos) = lines.at(pos), _array_items(path, decoder, text, pos + 1, lines)
+            values.append(JsonValue(line, [value for _, value in items], [n for n, _ in items]))
+        else:
+            (line, value), pos = _decode(path, decoder, text, pos, lines)
+            values.append(JsonValue(line, value))
         pos = _skip(text, pos)
     return values
 
 
-def _array_items(path: Path, text: str, pos: int) -> list[tuple[int, Any]]:
-    """The items of a top-level array, each with its own line."""
-    decoder, items = json.JSONDecoder(), list[tuple[int, Any]]()
+class _Lines:
+    """Line numbers of increasing positions in a text, each counted from the last."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.pos, self.line = text, 0, 1
+
+    def at(self, pos: int) -> int:
+        self.line += self.text.count("\n", self.pos, pos)
+        self.pos = pos
+        return self.line
+
+
+def _array_items(
+    path: Path, decoder: json.JSONDecoder, text: str, pos: int, lines: _Lines
+) -> tuple[list[tuple[int, Any]], int]:
+    """The items of a top-level array starting after its `[`, each with its own line; and where the array ends."""
+    items = list[tuple[int, Any]]()
     pos = _skip(text, pos)
     if pos < len(text) and text[pos] == "]":
-        return items
+        return items, pos + 1
     while True:
-        item, pos = _decode(path, decoder, text, pos)
+        item, pos = _decode(path, decoder, text, pos, lines)
         items.append(item)
         pos = _skip(text, pos)
         if pos < len(text) and text[pos] == ",":
             pos = _skip(text, pos + 1)
             continue
         if pos < len(text) and text[pos] == "]":
-            return items
-        line = text.count("\n", 0, pos) + 1
-        raise DataError(path, line, "invalid JSON: expected `,` or `]` after an array item")
+            return items, pos + 1
+        raise DataError(path, lines.at(pos), "invalid JSON: expected `,` or `]` after an array item")
 
 
 def _skip(text: str, pos: int) -> int:
@@ -105,8 +141,8 @@ def _skip(text: str, pos: int) -> int:
     return pos
 
 
-def _decode(path: Path, decoder: json.JSONDecoder, text: str, pos: int) -> tuple[tuple[int, Any], int]:
-    line = text.count("\n", 0, pos) + 1
+def _decode(path: Path, decoder: json.JSONDecoder, text: str, pos: int, lines: _Lines) -> tuple[tuple[int, Any], int]:
+    line = lines.at(pos)
     try:
         value, end = decoder.raw_decode(text, pos)
     except json.JSONDecodeError as exc:
