@@ -3,16 +3,22 @@ small models built around the real default tokenizer. Fixtures live in conftest.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from loraops.config import CompareConfig
+from loraops.eval.metrics import example_scores
 from loraops.eval.records import MetricsRecords
+from loraops.eval.scoring import split_metrics
 from loraops.eval.targets import baseline_name
 from loraops.records import (
-    METRICS,
     EvalSummary,
     EvalTargetRecord,
     Manifest,
@@ -168,18 +174,17 @@ def fake_metrics(
     **fingerprint: Any,
 ) -> None:
     """Eval records as `loraops eval` writes them: per split, `n` examples, the first ones answered right
-    (a share in %, or a list saying which), the others with `wrong_answer`, with a fingerprint that matches
-    any other call's by default."""
+    (a share in %, or a list saying which), the others with `wrong_answer`, scored by loraops' own scorer,
+    with a fingerprint that matches any other call's by default."""
     records = MetricsRecords.of(metrics_dir, name)
     target = EvalTargetRecord(name=name, base_model="default")
     summary = {}
     for split, value in exact.items():
         right = value if isinstance(value, list) else [i < round(value / 100 * n) for i in range(n)]
         rows = [_row(split, i, ok, wrong_answer) for i, ok in enumerate(right)]
-        metrics: dict[str, float | int] = {m: sum(r.scores[m] for r in rows) / len(rows) for m in METRICS}
-        metrics |= {"exact_match": 100 * sum(right) / len(right), "n": len(right)}
+        metrics = split_metrics(rows, "13a")
         print_ = {
-            "examples_sha256": f"{split}-{len(right)}",
+            "examples_sha256": sha256_of([row.id for row in rows]),
             "n": len(right),
             "generation": {"max_new_tokens": 64},
             "scoring": {"words": "unicode-words-1", "bleu_tokenize": "13a"},
@@ -194,17 +199,24 @@ def fake_metrics(
     records.write_summary(EvalSummary(model=target, metrics={**summary, "overall": {}}))
 
 
+def sha256_of(value: Any) -> str:
+    """How eval's fingerprints hash a JSON value (the records' format, restated)."""
+    return hashlib.sha256(json.dumps(value, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+
 def _row(split: str, i: int, right: bool, wrong_answer: str) -> Prediction:
     reference = f"=FLOWROLL(A1:A{i + 9}, {i % 5 + 2})"
+    prediction = reference if right else wrong_answer
+    messages = [{"role": "user", "content": f"question {i}"}]
     return Prediction(
-        id=f"{split}-{i}",
+        id=sha256_of([messages, reference])[:16],  # as eval names an example: by what it asks and expects
         path=f"data/eval/{split}.jsonl",
         line=i + 1,
         prompt=f"question {i}",
-        messages=[{"role": "user", "content": f"question {i}"}],
+        messages=messages,
         reference=reference,
-        prediction=reference if right else wrong_answer,
-        scores={m: float(right) for m in METRICS} | {"bleu": 100.0 if right else 0.0},
+        prediction=prediction,
+        scores=example_scores(prediction, reference, "13a"),
     )
 
 
@@ -220,3 +232,22 @@ def compare_cfg(tmp_path: Path, **keys: Any) -> CompareConfig:
     publish skips its proof (test_publish_verify.py checks that step on real ones)."""
     values = {"artifacts_dir": str(tmp_path / "artifacts"), "metrics_dir": str(tmp_path / "m"), "verify_samples": 0}
     return CompareConfig.model_validate(values | keys)
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """An ASGI app on uvicorn in a thread, on a free port of 127.0.0.1; yields its /v1 base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join()

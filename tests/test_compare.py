@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-from support import CONFIGS, fake_metrics, make_run
+from support import CONFIGS, fake_metrics, make_run, sha256_of
 
 from loraops.cli import main
 from loraops.records import METRICS
@@ -145,7 +146,8 @@ def test_flips_on_a_hand_built_case(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "test: 1 fixed, 1 broken" in out
     assert "fixed: 'question 0'" in out and "broken: 'question 1'" in out
     flips = json.loads((tmp_path / "m" / "r1" / "comparison.json").read_text())["flips"]["test"]
-    assert [f["id"] for f in flips["fixed"]] == ["test-0"] and [f["id"] for f in flips["broken"]] == ["test-1"]
+    assert [f["prompt"] for f in flips["fixed"]] == ["question 0"]
+    assert [f["prompt"] for f in flips["broken"]] == ["question 1"]
     assert flips["broken"][0]["reference"] == flips["broken"][0]["expected"] != flips["broken"][0]["fine_tuned"]
 
 
@@ -163,3 +165,87 @@ def test_training_data_that_holds_eval_examples_is_reported(tmp_path: Path, caps
     assert "leakage: 4 of 32 test examples are also in the training data (4 exactly)" in capsys.readouterr().out
     overlap = json.loads((tmp_path / "m" / "r1" / "comparison.json").read_text())["overlap"]["test"]
     assert overlap == {"n": 32, "exact": 4, "near": 4, "share": 0.125}
+
+
+def test_scores_are_recomputed_never_trusted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = fake_run(tmp_path, "r1")
+    fake_metrics(tmp_path / "m", "r1", {"test": 10.0})
+    fake_metrics(tmp_path / "m", "baseline/default", {"test": 10.0})
+    predictions = tmp_path / "m" / "r1" / "test.predictions.jsonl"
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    forged = [{**row, "scores": rows[0]["scores"]} for row in rows]  # a right answer's scores; answers unchanged
+    predictions.write_text("".join(json.dumps(row) + "\n" for row in forged))
+    assert run_compare(tmp_path, run) == 2
+    err = capsys.readouterr().err
+    assert f"{predictions}:4: the stored scores do not match the prediction and the reference" in err
+    assert "evaluate again" in err and "IMPROVED" not in err
+    assert not (tmp_path / "m" / "r1" / "comparison.json").exists()  # nothing judged, nothing recorded
+
+    predictions.write_text("".join(json.dumps(row) + "\n" for row in rows))  # the answers' own scores again
+    record = tmp_path / "m" / "r1" / "test.json"
+    forged_record = json.loads(record.read_text())
+    forged_record["metrics"]["exact_match"] = 100.0
+    record.write_text(json.dumps(forged_record))
+    assert run_compare(tmp_path, run) == 2
+    assert f"{record}: the recorded metrics do not match its predictions (exact_match 100.0" in capsys.readouterr().err
+
+
+def test_references_edited_to_match_the_answers_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A forgery with consistent scores: each wrong answer made "right" by changing what it was expected to be."""
+    from loraops.eval.metrics import example_scores
+
+    run = fake_run(tmp_path, "r1")
+    fake_metrics(tmp_path / "m", "r1", {"test": 10.0})
+    fake_metrics(tmp_path / "m", "baseline/default", {"test": 50.0})
+    folder = tmp_path / "m" / "r1"
+    rows = [json.loads(line) for line in (folder / "test.predictions.jsonl").read_text().splitlines()]
+    forged = [
+        {**row, "reference": row["prediction"], "scores": example_scores(row["prediction"], row["prediction"], "13a")}
+        for row in rows
+    ]
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        (folder / "test.predictions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        record = json.loads((folder / "test.json").read_text())
+        record["metrics"] = {**record["metrics"], "exact_match": 100.0, "jaccard": 1.0, "bleu": 100.0}
+        record["metrics"].update(rouge1=1.0, rouge2=1.0, rougeL=1.0)
+        (folder / "test.json").write_text(json.dumps(record))
+
+    write(forged)
+    assert run_compare(tmp_path, run) == 2
+    assert "test.predictions.jsonl:4: the prompt or reference is not the one evaluated" in capsys.readouterr().err
+    write([{**row, "id": sha256_of([row["messages"], row["reference"]])[:16]} for row in forged])  # ids forged too
+    assert run_compare(tmp_path, run) == 2
+    assert "these rows are not the examples the split's record names" in capsys.readouterr().err
+    assert not (folder / "comparison.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (
+            lambda row: {k: v for k, v in row.items() if k != "scores"},
+            ":9: not a prediction row (`scores`: Field required)",
+        ),
+        (
+            lambda row: {**row, "scores": {**row["scores"], "bleu": "high"}},
+            ":9: not a prediction row (`scores.bleu`: Value error, must be a number, got 'high')",
+        ),
+        (lambda row: "{broken", ":9: not a prediction row (Invalid JSON"),
+    ],
+    ids=["no-scores", "not-a-number", "broken-line"],
+)
+def test_a_broken_prediction_row_is_named_by_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: Any, fragment: str
+) -> None:
+    run = fake_run(tmp_path, "r1")
+    fake_metrics(tmp_path / "m", "r1", {"test": 80.0})
+    fake_metrics(tmp_path / "m", "baseline/default", {"test": 0.0})
+    predictions = tmp_path / "m" / "r1" / "test.predictions.jsonl"
+    lines = predictions.read_text().splitlines()
+    changed = change(json.loads(lines[8]))
+    lines[8] = changed if isinstance(changed, str) else json.dumps(changed)
+    predictions.write_text("\n".join(lines) + "\n")
+    assert run_compare(tmp_path, run) == 2
+    err = capsys.readouterr().err
+    assert f"{predictions}{fragment}" in err and "Traceback" not in err

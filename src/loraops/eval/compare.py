@@ -15,9 +15,11 @@ from loraops.data.overlap import split_overlap
 from loraops.data.sources import reread
 from loraops.errors import LoraopsError
 from loraops.eval import verdict
+from loraops.eval.fingerprint import check_rows
 from loraops.eval.records import MetricsRecords
+from loraops.eval.scoring import check_split_metrics, rescored
 from loraops.eval.targets import baseline_name
-from loraops.records import Comparison, Flip, Overlap, Row, SplitRecord
+from loraops.records import Comparison, Flip, Overlap, Prediction, Row, SplitRecord
 from loraops.reference import published_reference, reference_run_dir
 from loraops.runs import RunDir, find_run
 from loraops.tracking import Settings
@@ -46,6 +48,15 @@ class _Side:
                 f"the metrics of {self.name} on {split!r} predate fingerprints; evaluate again: {self.produce}"
             )
         return record
+
+    def scored(self, split: str) -> tuple[SplitRecord, list[Prediction]]:
+        """The split's record and rows, every score recomputed from the answers (never taken on trust)."""
+        record = self.split(split)
+        tokenize = str(record.fingerprint.get("scoring", {}).get("bleu_tokenize", "13a"))
+        rows = rescored(self.records.predictions(split), tokenize, self.records.predictions_path(split))
+        check_rows(record.fingerprint, rows, self.records.predictions_path(split))
+        metrics = check_split_metrics(record.metrics, rows, tokenize, self.records.split_path(split))
+        return record.model_copy(update={"metrics": metrics}), rows
 
 
 def _reference(cfg: CompareConfig, run: RunDir) -> tuple[str, str, str]:
@@ -103,12 +114,12 @@ def _compare_split(
     split: str, tuned: _Side, ref: _Side, run: RunDir, kind: str, cfg: CompareConfig
 ) -> tuple[list[Row], dict[str, list[Flip]] | None]:
     """The split's rows and its flips; no flips when the reference was never scored on it."""
-    tuned_record = tuned.split(split)
+    tuned_record, tuned_rows = tuned.scored(split)
     if ref.records.split_record(split) is None:
         return verdict.unpaired_rows(split, tuned_record), None
-    ref_record = ref.split(split)
-    verdict.check_comparable(split, tuned_record, ref_record, kind, _eval_fix(run, ref_record))
-    pairs = verdict.paired(tuned.records.predictions(split), ref.records.predictions(split))
+    verdict.check_comparable(split, tuned_record, ref.split(split), kind, _eval_fix(run, ref.split(split)))
+    ref_record, ref_rows = ref.scored(split)
+    pairs = verdict.paired(tuned_rows, ref_rows)
     return verdict.split_rows(split, tuned_record, ref_record, pairs, cfg), verdict.flips(pairs, cfg.primary_metric)
 
 

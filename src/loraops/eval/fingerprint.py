@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
+from loraops.errors import LoraopsError
 from loraops.eval.data import EvalExample
 from loraops.eval.generate import GenerationSettings
 from loraops.eval.text import WORDS_VERSION
+from loraops.records import Prediction
 
 # What was asked and how it was scored: must match whatever the two sides are.
 DATA_FIELDS = ("examples_sha256", "n", "generation", "scoring")
@@ -22,7 +25,27 @@ def _sha256(value: Any) -> str:
 
 def example_id(example: EvalExample) -> str:
     """Names an example by what it asks and expects, so two evaluations pair up example by example."""
-    return _sha256([example.prompt, example.reference])[:16]
+    return _row_id(example.prompt, example.reference)
+
+
+def _row_id(messages: Any, reference: str) -> str:
+    return _sha256([messages, reference])[:16]
+
+
+def check_rows(fingerprint: dict[str, Any], rows: list[Prediction], where: Path) -> None:
+    """Each row's id is what it asks and expects, and the ids together are the examples the fingerprint names:
+    a row edited after evaluation (a reference made to match its prediction) is refused, never judged."""
+    for line, row in enumerate(rows, start=1):
+        if row.id != _row_id(row.messages, row.reference):
+            raise LoraopsError(
+                f"{where}:{line}: the prompt or reference is not the one evaluated (it no longer matches the row's "
+                "id); the file was changed after `loraops eval`, so it is not judged: evaluate again"
+            )
+    if _sha256([row.id for row in rows]) != fingerprint.get("examples_sha256"):
+        raise LoraopsError(
+            f"{where}: these rows are not the examples the split's record names (its examples_sha256); the file "
+            "was changed after `loraops eval`, so it is not judged: evaluate again"
+        )
 
 
 def split_fingerprint(

@@ -3,15 +3,20 @@ training and publish's proof turn a model and examples into scores, so their num
 
 from __future__ import annotations
 
+import math
 import time
+from pathlib import Path
 from typing import Any
 
+from loraops.errors import LoraopsError
 from loraops.eval.data import EvalExample
 from loraops.eval.fingerprint import example_id
 from loraops.eval.generate import Generation, GenerationSettings, generate
 from loraops.eval.metrics import example_scores, summarize
 from loraops.eval.text import bleu_tokenizer
-from loraops.records import Prediction, Scores
+from loraops.records import METRICS, Prediction, Scores
+
+_TOLERANCE = 1e-9  # the scorer is deterministic: a stored score differs only when something else wrote it
 
 
 def predictions(examples: list[EvalExample], generations: list[Generation], bleu_tokenize: str) -> list[Prediction]:
@@ -59,3 +64,40 @@ def generate_and_score(
     generations = generate(model, tokenizer, [e.prompt for e in examples], settings, batch_size, progress)
     rows = predictions(examples, generations, tokenize)
     return {**split_metrics(rows, tokenize), "generation_s": round(time.monotonic() - started, 2)}, rows
+
+
+def rescored(rows: list[Prediction], bleu_tokenize: str, where: Path) -> list[Prediction]:
+    """The rows with every score recomputed from the prediction and the reference. Stored scores are a cache:
+    one that disagrees means the file was changed after evaluation, and nothing is judged on it."""
+    fresh = [
+        row.model_copy(update={"scores": example_scores(row.prediction, row.reference, bleu_tokenize)}) for row in rows
+    ]
+    for line, (stored, row) in enumerate(zip(rows, fresh), start=1):
+        wrong = [m for m in METRICS if not _agrees(stored.scores.get(m), row.scores[m])]
+        if wrong:
+            shown = ", ".join(f"{m} {stored.scores.get(m)!r} (recomputed: {row.scores[m]:.6g})" for m in wrong)
+            raise LoraopsError(
+                f"{where}:{line}: the stored scores do not match the prediction and the reference ({shown}); the "
+                "file was changed after `loraops eval`, so it is not judged: evaluate again"
+            )
+    return fresh
+
+
+def check_split_metrics(record: Scores, rows: list[Prediction], bleu_tokenize: str, where: Path) -> Scores:
+    """The split's metrics recomputed from its rows; the recorded ones must agree (same rule as `rescored`)."""
+    fresh = split_metrics(rows, bleu_tokenize)
+    wrong = [m for m in METRICS if m in record and not _agrees(record[m], fresh[m], rounded=True)]
+    if wrong:
+        shown = ", ".join(f"{m} {record[m]!r} (recomputed: {fresh[m]:.6g})" for m in wrong)
+        raise LoraopsError(
+            f"{where}: the recorded metrics do not match its predictions ({shown}); the files were changed after "
+            "`loraops eval`, so they are not judged: evaluate again"
+        )
+    return {**record, **{m: fresh[m] for m in METRICS}}
+
+
+def _agrees(stored: Any, fresh: float, rounded: bool = False) -> bool:
+    """Equal up to float noise (and, for split metrics, up to the rounding `summarize` applies)."""
+    if not isinstance(stored, (int, float)) or isinstance(stored, bool):
+        return False
+    return math.isclose(float(stored), fresh, rel_tol=_TOLERANCE, abs_tol=1e-4 if rounded else _TOLERANCE)
