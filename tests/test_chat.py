@@ -161,6 +161,15 @@ def test_ctrl_c_during_a_reply_drops_the_turn(chat_model: ChatModel) -> None:
     assert chat_model.reply([{"role": "user", "content": "x"}], SETTINGS).complete()  # the model is free again
 
 
+def test_a_conversation_outgrowing_the_context_is_said_so_and_goes_on(chat_model: ChatModel) -> None:
+    out = io.StringIO()
+    # The tiny model's context is 512 tokens; the second turn alone is well over that.
+    script = io.StringIO("hi\n" + "many words " * 400 + "\nhello again\n")
+    conversation = run_chat(chat_model, SETTINGS, Conversation(), script, out)
+    assert "This model's maximum context length is 512 tokens" in out.getvalue() and "/reset" in out.getvalue()
+    assert [t["content"] for t in conversation.turns if t["role"] == "user"] == ["hi", "hello again"]
+
+
 # --- the command ------------------------------------------------------------------------------------
 
 
@@ -179,15 +188,15 @@ def test_cli_chat_on_piped_input(tiny_model_dir: Path) -> None:
             "--seed",
             "1",
         ],
-        input="hi\n",
+        input=b"hi\n\xff\xfe not UTF-8\n",  # a terminal in another encoding, or a binary file piped in
         capture_output=True,
-        text=True,
         cwd=REPO,
         timeout=300,
     )
-    assert done.returncode == 0, done.stderr
-    assert f"chatting with {tiny_model_dir.name}" in done.stdout
-    assert done.stdout.count(">>> ") == 2 and "Traceback" not in done.stderr
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert done.returncode == 0, err
+    assert f"chatting with {tiny_model_dir.name}" in out
+    assert out.count(">>> ") == 3 and "Traceback" not in err
 
 
 def test_cli_chat_bad_input_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ import pytest
 from support import CONFIGS
 
 from loraops.cli import main
-from loraops.config import ALL_PROJECTIONS, TrainConfig, help_rows, load_config
+from loraops.config import ALL_PROJECTIONS, EvalConfig, TrainConfig, help_rows, load_config
 from loraops.errors import ConfigError, LoraopsError
 
 
@@ -55,6 +55,7 @@ def test_llama3_preset() -> None:
         ("warmup_ratio=1.5", "warmup_ratio=1.5 must be in [0, 1)"),
         ("lora_dropout=1", "lora_dropout=1 must be in [0, 1)"),
         ("max_steps=0", "max_steps=0 must be -1 (all epochs) or at least 1"),
+        ("seed=-1", "seed=-1 must be in [0, 4294967295]"),  # numpy's range: a traceback before
         ("lr=inf", "lr=inf must be a finite number"),
         ("val_metrics=[bleu,meteor]", "val_metrics=['bleu', 'meteor'] must be among exact_match"),
         ("num_train_epochs=2", "did you mean `epochs`?"),  # what transformers calls it
@@ -65,6 +66,11 @@ def test_invalid_config_is_a_clear_error(override: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(TrainConfig, CONFIGS, "train", [override])
     assert fragment in str(err.value)
+
+
+def test_a_temperature_too_small_to_sample_with_is_refused() -> None:
+    with pytest.raises(ConfigError, match="temperature=1e-300 must be at least 1e-05"):
+        load_config(EvalConfig, CONFIGS, "eval", ["do_sample=true", "temperature=1e-300"])  # logits / t overflow
 
 
 def test_keys_that_need_validation_are_refused_without_it() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from support import CONFIGS
 
@@ -203,3 +203,154 @@ def test_random_yaml_configs_load_or_fail_cleanly(entries: dict[str, Any], raw: 
                 load_config(schema, path, name, [])
             except LoraopsError:
                 pass  # the CLI prints it and exits 2
+
+
+# --- compare's records ------------------------------------------------------------------------------
+
+record_fields = st.sampled_from(
+    ["id", "prompt", "messages", "reference", "prediction", "scores", "metrics", "fingerprint", "n", "exact_match"]
+)
+
+
+def poke(value: Any, data: st.DataObject) -> Any:
+    """`value` with one field somewhere inside set to a random JSON value, or removed."""
+    if isinstance(value, dict) and value and data.draw(st.booleans()):
+        key = data.draw(st.sampled_from(sorted(value)) | record_fields)
+        if data.draw(st.booleans()):
+            return {k: v for k, v in value.items() if k != key}
+        return {**value, key: poke(value.get(key), data)}
+    if isinstance(value, list) and value and data.draw(st.booleans()):
+        at = data.draw(st.integers(0, len(value) - 1))
+        return [*value[:at], poke(value[at], data), *value[at + 1 :]]
+    return data.draw(json_values)
+
+
+@settings(SETTINGS, max_examples=40)
+@given(data=st.data())
+def test_changed_eval_records_never_make_a_worse_run_improved(
+    capsys: pytest.CaptureFixture[str], data: st.DataObject
+) -> None:
+    """The run answers 10% right, its base model 50%: whatever is changed in the run's records afterwards
+    (a field, a line, bytes), compare says NOT IMPROVED or INCONCLUSIVE, or refuses with exit 2; never a
+    traceback, never IMPROVED."""
+    from support import fake_metrics, make_run
+
+    with folder() as path:
+        run = make_run(path / "runs", "r1")
+        fake_metrics(path / "m", "r1", {"test": 10.0}, n=16)
+        fake_metrics(path / "m", "baseline/default", {"test": 50.0}, n=16)
+        target = path / "m" / "r1" / data.draw(st.sampled_from(["test.json", "test.predictions.jsonl", "summary.json"]))
+        # A record file is one JSON document; a predictions file, one per line.
+        lines = target.read_bytes().splitlines() if target.suffix == ".jsonl" else [target.read_bytes()]
+        at = data.draw(st.integers(0, len(lines) - 1))
+        if data.draw(st.booleans()):
+            lines[at] = json.dumps(poke(json.loads(lines[at]), data)).encode()
+        else:
+            lines[at] = mutate(lines[at], data)
+        target.write_bytes(b"\n".join(lines) + b"\n")
+        args = ["compare", "--config-dir", str(CONFIGS), f"run={run}", f"metrics_dir={path / 'm'}"]
+        code = main([*args, f"reference_file={path / 'reference.json'}", "bootstrap_resamples=200"])
+        err = capsys.readouterr().err
+        assert code in (1, 2, 3) and "Traceback" not in err, err[-3000:]
+
+
+# --- the server's requests --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server_url(tiny_model_dir: Path) -> Iterator[str]:
+    from support import serving
+
+    from loraops.inference import ChatModel
+    from loraops.serve import create_app
+
+    with serving(create_app(ChatModel.load(str(tiny_model_dir)), max_new_tokens=2)) as url:
+        yield url
+
+
+SERVED = "the served model"  # replaced by its name in the test
+numbers = st.integers() | st.floats() | st.sampled_from([0, 1, -1, 2**32, 2**64, 10**30, 0.5, 1e300])
+strings = texts | st.sampled_from(["\ud800", "a\udfffb", "x" * 70, "tiny", "hi"])
+contents = strings | st.lists(
+    st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "x"])}, optional={"text": strings | scalars}),
+    max_size=2,
+)
+# What a client sends...
+fair = {
+    "messages": st.lists(
+        st.fixed_dictionaries(
+            {"role": st.sampled_from(["system", "developer", "user", "assistant"]), "content": st.text(max_size=30)}
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    "max_tokens": st.integers(1, 3),
+    "temperature": st.floats(0, 2),
+    "top_p": st.floats(0.01, 1),
+    "seed": st.integers(0, 2**32 - 1),
+    "stop": st.text(max_size=5) | st.lists(st.text(max_size=5), max_size=4),
+    "stream": st.booleans(),
+    "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
+}
+# ...and what a hostile or broken one may send instead.
+foul = {
+    "model": strings,
+    "messages": st.lists(
+        st.fixed_dictionaries(
+            {"role": st.sampled_from(["system", "user", "assistant", "tool", "robot"]) | scalars},
+            optional={"content": contents | scalars, "name": strings},
+        ),
+        max_size=3,
+    )
+    | scalars,
+    "max_tokens": numbers | scalars,
+    "max_completion_tokens": numbers,
+    "temperature": numbers,
+    "top_p": numbers,
+    "n": numbers,
+    "seed": numbers | scalars,
+    "stop": strings | st.lists(strings, max_size=6) | scalars,
+    "stream": scalars,
+    "stream_options": st.fixed_dictionaries({}, optional={"include_usage": scalars}) | scalars,
+    "tools": st.lists(json_values, max_size=1) | scalars,
+}
+
+
+@st.composite
+def requests(draw: Any) -> dict[str, Any]:
+    """A fair request with up to two fields made foul (or left out)."""
+    body = {"model": SERVED, "messages": draw(fair["messages"])}
+    body |= {key: draw(value) for key, value in fair.items() if key != "messages" and draw(st.booleans())}
+    for key in draw(st.lists(st.sampled_from(sorted(foul)), max_size=2, unique=True)):
+        if draw(st.booleans()):
+            body[key] = draw(foul[key])
+        else:
+            body.pop(key, None)
+    return body
+
+
+@settings(SETTINGS, max_examples=150)
+@given(body=requests())
+def test_random_requests_get_an_answer_or_a_4xx_in_openais_shape(
+    server_url: str, tiny_model_dir: Path, body: dict[str, Any]
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    if body.get("model") == SERVED:
+        body = {**body, "model": tiny_model_dir.name}
+    data = json.dumps(body).encode()  # JSON's ASCII escapes: how half a surrogate pair arrives
+    request = urllib.request.Request(server_url + "/chat/completions", data, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            status, text = response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        status, text = exc.code, exc.read().decode()
+    event(f"status {status}")
+    assert status in (200, 400, 404), (status, text[:500])
+    if status != 200:
+        assert set(json.loads(text)["error"]) == {"message", "type", "param", "code"}
+    elif body.get("stream") is True:
+        assert text.rstrip().endswith("data: [DONE]") and '"server_error"' not in text, text[-500:]
+    else:
+        assert json.loads(text)["object"] == "chat.completion"

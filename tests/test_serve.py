@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +19,7 @@ from typing import Any
 
 import openai
 import pytest
-from support import make_run
+from support import make_run, serving
 
 from loraops.data.tokenize import tokenize_prompt
 from loraops.eval.generate import GenerationSettings
@@ -30,12 +30,26 @@ KEY = "lk-" + "CanaryServeKey0123456789abcdef"  # split: no key-shaped literal i
 ERROR_FIELDS = {"message", "type", "param", "code"}
 
 
+LONG_CONTEXT = 131_072
+
+
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_adapter_dir: Path) -> Path:
+def long_context_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny model with a 128k-token context, as recent models have: a long reply fits, a prompt of
+    megabytes does not."""
+    folder = tmp_path_factory.mktemp("long-context") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": LONG_CONTEXT}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, long_context_model_dir: Path, tiny_adapter_dir: Path) -> Path:
     return make_run(
         tmp_path_factory.mktemp("runs"),
         "2026-02-03_04-05-06",
-        model_name=str(tiny_model_dir),
+        model_name=str(long_context_model_dir),
         adapter_dir=tiny_adapter_dir,
     )
 
@@ -47,21 +61,8 @@ def chat_model(run_dir: Path) -> ChatModel:
 
 @pytest.fixture(scope="module")
 def base_url(chat_model: ChatModel) -> Iterator[str]:
-    """The app on uvicorn in a thread, on a free port of 127.0.0.1."""
-    import uvicorn
-
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(chat_model, max_new_tokens=16), host="127.0.0.1", port=0, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join()
+    with serving(create_app(chat_model, max_new_tokens=16)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +208,10 @@ def test_greedy_when_temperature_is_zero(client: openai.OpenAI, chat_model: Chat
     )
     expected = chat_model.reply([{"role": "user", "content": "hi"}], GenerationSettings.sampling(6)).complete()
     assert answer.choices[0].message.content == expected
+    tiny = client.chat.completions.create(  # too small to divide logits by (they overflow): greedy, as in vLLM
+        model=chat_model.name, messages=[{"role": "user", "content": "hi"}], temperature=1e-282, max_tokens=6
+    )
+    assert tiny.choices[0].message.content == expected
 
 
 def test_seed_makes_sampling_repeatable(client: openai.OpenAI, chat_model: ChatModel) -> None:
@@ -231,17 +236,76 @@ def test_seed_makes_sampling_repeatable(client: openai.OpenAI, chat_model: ChatM
             "messages[0].content",
             "'image_url' part",
         ),
+        # What once held the model or crashed the server: seeds numpy cannot take, text no tokenizer takes,
+        # stop strings by the thousand or of megabytes.
+        ({"model": "M", "messages": [{"role": "user", "content": "hi"}], "seed": 2**64}, "seed", "4294967295"),
+        ({"model": "M", "messages": [{"role": "user", "content": "hi"}], "seed": -1}, "seed", "0"),
+        ({"model": "M", "messages": [{"role": "user", "content": "a \ud800 b"}]}, "messages[0].content", "surrogate"),
+        (
+            {"model": "M", "messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}]},
+            "messages[0].content[0].text",
+            "surrogate",
+        ),
+        ({"model": "M", "messages": [{"role": "user", "content": "hi"}], "stop": ["."] * 2000}, "stop", "at most 4"),
+        ({"model": "M", "messages": [{"role": "user", "content": "hi"}], "stop": "x" * 65}, "stop", "64 characters"),
     ],
 )
 def test_bad_requests_are_400_in_openais_shape(
     client: openai.OpenAI, chat_model: ChatModel, body: dict[str, Any], param: str, words: str
 ) -> None:
     body = {**body, "model": chat_model.name}
-    with pytest.raises(openai.BadRequestError) as caught:  # posted as is: the client would refuse some itself
-        client.post("/chat/completions", body=body, cast_to=object)
+    # Posted as JSON text through the client: it would refuse some bodies itself, and JSON's ASCII escapes
+    # are how half a surrogate pair arrives (curl, a JavaScript client).
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.post("/chat/completions", content=json.dumps(body).encode(), cast_to=object)
     error = caught.value.response.json()["error"]
     assert set(error) == ERROR_FIELDS and error["type"] == "invalid_request_error"
     assert error["param"] == param and words in error["message"]
+
+
+def test_a_prompt_of_megabytes_is_refused_before_it_is_tokenized(
+    client: openai.OpenAI, chat_model: ChatModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import loraops.inference
+
+    tokenized = []
+    monkeypatch.setattr(loraops.inference, "encode_prompts", lambda *a: tokenized.append(1) or [[0]])
+    with pytest.raises(openai.BadRequestError) as caught:
+        _ask(client, chat_model.name, "hello " * 2_000_000)  # 2M tokens, 12 MB
+    error = caught.value.response.json()["error"]
+    assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
+    assert f"maximum context length is {LONG_CONTEXT} tokens" in error["message"] and "at least" in error["message"]
+    assert not tokenized  # refused on its size alone: tokenizing it took seconds and gigabytes
+
+
+def test_a_reply_must_fit_the_context_left_by_the_prompt(
+    client: openai.OpenAI, chat_model: ChatModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompt = "one two three four five six"
+    tokens = len(tokenize_prompt(chat_model.tokenizer, [{"role": "user", "content": prompt}]))
+    monkeypatch.setattr(chat_model, "context_length", tokens + 5)  # a short context, for this test
+    with pytest.raises(openai.BadRequestError) as caught:  # asked for more than is left: refused, never cut
+        _ask(client, chat_model.name, prompt, max_tokens=6)
+    error = caught.value.response.json()["error"]
+    assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
+    assert f"you requested {tokens + 6} tokens ({tokens} in the messages, 6 in the completion)" in error["message"]
+    # The server's default length (16 here) is the server's choice: cut to what is left.
+    answer = client.chat.completions.create(
+        model=chat_model.name, messages=[{"role": "user", "content": prompt}], temperature=0
+    )
+    assert (answer.usage.completion_tokens, answer.choices[0].finish_reason) == (5, "length")
+    monkeypatch.setattr(chat_model, "context_length", tokens)  # not one token of room
+    with pytest.raises(openai.BadRequestError, match=f"your messages resulted in {tokens} tokens"):
+        _ask(client, chat_model.name, prompt)
+
+
+def test_empty_and_unmatchable_stop_strings_stop_nothing(client: openai.OpenAI, chat_model: ChatModel) -> None:
+    plain = _ask(client, chat_model.name, "Say many words", max_tokens=8)
+    # "\x13": a character no token of this vocabulary shows, which transformers' stop matcher refuses outright.
+    for stop in ("", ["", "never appears"], ["\x13", "never appears"]):
+        with_empty = _ask(client, chat_model.name, "Say many words", max_tokens=8, stop=stop)
+        assert with_empty.choices[0].message.content == plain.choices[0].message.content
+        assert with_empty.usage.completion_tokens == plain.usage.completion_tokens == 8
 
 
 def test_unknown_model_is_404_model_not_found(client: openai.OpenAI, chat_model: ChatModel) -> None:

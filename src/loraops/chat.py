@@ -6,6 +6,7 @@ history every turn. Lines starting with / are commands; EOF (Ctrl-D) and Ctrl-C 
 
 from __future__ import annotations
 
+import io
 import sys
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import TextIO
 from loraops.data.formats import Message
 from loraops.errors import LoraopsError
 from loraops.eval.generate import GenerationSettings
-from loraops.inference import ChatModel
+from loraops.inference import ChatModel, PromptTooLong
 
 PROMPT = ">>> "
 COMMANDS = "/reset clears the conversation, /system TEXT sets the system prompt (/system alone removes it), /exit quits"
@@ -42,6 +43,8 @@ def chat(spec: str, settings: GenerationSettings, system: str | None = None, see
     """Load the model named by `spec` and chat on stdin/stdout; `system` overrides the trained system prompt."""
     from transformers import set_seed
 
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="replace")  # bytes that are not UTF-8 are shown as such, never a crash
     model = ChatModel.load(spec)
     if seed is not None:
         set_seed(seed)
@@ -98,7 +101,12 @@ def _answer(
 ) -> None:
     """Stream the reply to `text`; Ctrl-C stops it, and the turn is dropped from the conversation."""
     conversation.turns.append({"role": "user", "content": text})
-    reply = model.reply(conversation.messages(), settings)
+    try:
+        reply = model.reply(conversation.messages(), settings)
+    except PromptTooLong as exc:
+        conversation.turns.pop()
+        output.write(f"({exc} /reset starts the conversation over.)\n\n")
+        return
     try:
         with closing(reply.stream()) as pieces:
             for piece in pieces:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Generator, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList, StopStringCriteria, TextIteratorStreamer
 
 from loraops import environment
 from loraops.data.formats import Message
@@ -27,6 +28,21 @@ from loraops.runs import RunDir
 log = logging.getLogger(__name__)
 
 STOP, LENGTH = "stop", "length"  # why a reply ended, in OpenAI's words
+
+
+class PromptTooLong(LoraopsError):
+    """The prompt, or the prompt and the reply asked for, does not fit the model's context (OpenAI's wording)."""
+
+    def __init__(self, context: int, prompt: int, reply: int | None = None, at_least: bool = False) -> None:
+        if reply is None:
+            detail, fix = f"your messages resulted in {'at least ' * at_least}{prompt} tokens", "the messages"
+        else:
+            detail = f"you requested {prompt + reply} tokens ({prompt} in the messages, {reply} in the completion)"
+            fix = "the messages or completion"
+        super().__init__(
+            f"This model's maximum context length is {context} tokens. However, {detail}. "
+            f"Please reduce the length of {fix}."
+        )
 
 
 class StopScanner:
@@ -87,9 +103,16 @@ class Reply:
     are complete once the stream ends."""
 
     def __init__(
-        self, model: ChatModel, prompt_ids: list[int], settings: GenerationSettings, stops: list[str], seed: int | None
+        self,
+        model: ChatModel,
+        prompt_ids: list[int],
+        settings: GenerationSettings,
+        stops: list[str],
+        seed: int | None,
+        stop_matcher: StoppingCriteria | None = None,
     ) -> None:
         self.model, self.prompt_ids, self.settings, self.stops, self.seed = model, prompt_ids, settings, stops, seed
+        self.stop_matcher = stop_matcher
         self.text = ""
         self.completion_tokens = 0
         self.finish_reason: str | None = None
@@ -157,8 +180,10 @@ class ChatModel:
     def __init__(self, name: str, model: Any, tokenizer: Any, system_prompt: str | None = None) -> None:
         self.name, self.model, self.tokenizer, self.system_prompt = name, model, tokenizer, system_prompt
         self.stops = stop_token_ids(model, tokenizer)
+        self.context_length: int | None = getattr(model.config, "max_position_embeddings", None)
         self.generating = threading.Lock()  # one reply at a time on the model
         self._encoding = threading.Lock()  # a fast tokenizer is not safe to call from two threads at once
+        self._longest_token: int | None = None
 
     @classmethod
     def load(cls, spec: str) -> ChatModel:
@@ -174,17 +199,70 @@ class ChatModel:
         return cls(target.name, model, tokenizer, trained_system_prompt(target))
 
     def reply(
-        self, messages: list[Message], settings: GenerationSettings, stops: Iterable[str] = (), seed: int | None = None
+        self,
+        messages: list[Message],
+        settings: GenerationSettings,
+        stops: Iterable[str] = (),
+        seed: int | None = None,
+        fit: bool = True,
     ) -> Reply:
-        """A reply to `messages`, not generated yet; a prompt the chat template refuses fails here, at once."""
+        """A reply to `messages`, not generated yet; a prompt the chat template refuses, or one longer than the
+        model's context, fails here, at once. With `fit`, the reply's length is cut to the context left;
+        without, a reply that would not fit is refused (a client that asked for that many tokens)."""
         from jinja2 import TemplateError
 
+        stops = [text for text in stops if text]  # an empty stop string stops nothing
         try:
             with self._encoding:
+                self._check_bound(messages)
                 prompt = encode_prompts(self.tokenizer, [messages])[0]
+                matcher = self._stop_matcher(stops)
         except TemplateError as exc:
             raise LoraopsError(f"the model's chat template refused these messages: {exc}") from None
-        return Reply(self, prompt, settings, list(stops), seed)
+        return Reply(self, prompt, self._fitted(len(prompt), settings, fit), stops, seed, matcher)
+
+    def _stop_matcher(self, stops: list[str]) -> StoppingCriteria | None:
+        """Transformers' matcher for the stop strings it can find in tokens, so generation ends on the token
+        that completes one. It cannot match a string holding a character no token shows (some control
+        characters): such a string still cuts the text (StopScanner) and ends generation at the next token."""
+
+        def build(strings: list[str]) -> StoppingCriteria | None:
+            try:
+                return StopStringCriteria(self.tokenizer, strings)
+            except ValueError:
+                return None
+
+        whole = build(stops) if stops else None
+        if whole is not None or not stops:
+            return whole
+        matchable = [text for text in stops if build([text]) is not None]
+        return build(matchable) if matchable else None
+
+    def _check_bound(self, messages: list[Message]) -> None:
+        """Refuse, before tokenizing, a prompt that cannot fit whatever its tokens: tokenizing megabytes takes
+        seconds and gigabytes. No token is longer than the longest in the vocabulary, which bounds the count."""
+        if self.context_length is None:
+            return
+        if self._longest_token is None:
+            vocab = self.tokenizer.get_vocab()
+            # +1: SentencePiece drops a token's leading space when it is shown alone.
+            self._longest_token = 1 + max(len(self.tokenizer.convert_tokens_to_string([t]).encode()) for t in vocab)
+        size = sum(len(str(m.get("content") or "").encode("utf-8", "surrogatepass")) for m in messages)
+        at_least = size // self._longest_token
+        if at_least >= self.context_length:
+            raise PromptTooLong(self.context_length, at_least, at_least=True)
+
+    def _fitted(self, prompt_tokens: int, settings: GenerationSettings, fit: bool) -> GenerationSettings:
+        if self.context_length is None:
+            return settings
+        room = self.context_length - prompt_tokens
+        if room <= 0:
+            raise PromptTooLong(self.context_length, prompt_tokens)
+        if settings.max_new_tokens <= room:
+            return settings
+        if not fit:
+            raise PromptTooLong(self.context_length, prompt_tokens, settings.max_new_tokens)
+        return replace(settings, max_new_tokens=room)
 
     def generate(self, reply: Reply, streamer: _CountingStreamer, cancel: threading.Event) -> None:
         import torch
@@ -202,9 +280,7 @@ class ChatModel:
                 eos_token_id=self.stops,
                 pad_token_id=self.tokenizer.pad_token_id,
                 use_cache=True,
-                stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]),
-                stop_strings=reply.stops or None,
-                tokenizer=self.tokenizer,
+                stopping_criteria=StoppingCriteriaList([_Cancelled(cancel), *filter(None, [reply.stop_matcher])]),
             )
 
 

@@ -38,6 +38,8 @@ ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 TRACKING_MODES = ("tensorboard", "mlflow", "both")  # where runs, evaluations and verdicts are tracked
 COMPARE_AGAINST = ("auto", "base", "published")
 GLOB_PROBLEM = "must be a non-empty glob relative to its folder, e.g. *.jsonl"
+MAX_SEED = 2**32 - 1  # numpy's seeds, which transformers.set_seed seeds too
+MIN_TEMPERATURE = 1e-5  # below it, logits divided by the temperature overflow; vLLM reads it as greedy too
 
 # What a marker on a field means to the module that asks for it.
 RESUMABLE = "resumable"  # may change when a run is resumed: it does not alter what the run computes
@@ -327,7 +329,7 @@ class TrainConfig(Schema):
         "With num_processes>1: launch with `accelerate launch` and this config: ddp, fsdp, deepspeed_zero2, "
         "deepspeed_zero3 (shipped with loraops) or a file of yours.",
     )
-    seed: int = option(42, "Random seed for initialisation, shuffling and dropout.", CARD)
+    seed: int = option(42, "Random seed for initialisation, shuffling and dropout.", CARD, ge=0, le=MAX_SEED)
     logging_steps: int = option(5, "Log loss, learning rate and grad norm every this many steps.", RESUMABLE, ge=1)
     save_strategy: Annotated[str, one_of(STRATEGIES)] = option(
         "epoch",
@@ -414,7 +416,7 @@ class EvalConfig(Schema):
     batch_size: int = option(32, "Prompts generated together.", RECORDED, ge=1)
     max_new_tokens: int = option(64, "Generation stops here if no EOS came first.", RECORDED, ge=1)
     do_sample: bool = option(False, "Sample instead of greedy decoding.", RECORDED)
-    temperature: float = option(1.0, "Sampling temperature (only with do_sample).", RECORDED, gt=0)
+    temperature: float = option(1.0, "Sampling temperature (only with do_sample).", RECORDED, ge=MIN_TEMPERATURE)
     top_p: float = option(1.0, "Nucleus sampling threshold (only with do_sample).", RECORDED, gt=0, le=1)
     merge_adapter: bool = option(
         True, "Merge LoRA weights into the base before generating (faster, same results).", RECORDED
@@ -424,7 +426,7 @@ class EvalConfig(Schema):
     )
     bf16: bool = option(True, "Generate in bf16 on GPUs that support it; always fp32 on CPU.", RECORDED)
     cuda_visible_devices: str | None = option(None, "GPUs to use (null: leave CUDA_VISIBLE_DEVICES alone).")
-    seed: int = option(42, "Seed for sampling.", RECORDED)
+    seed: int = option(42, "Seed for sampling.", RECORDED, ge=0, le=MAX_SEED)
     metrics_dir: str = option(paths.METRICS_DIR, "Where metrics and predictions are written, one folder per model.")
     tracking: Tracking = _tracking_field()
     mlflow_experiment: Experiment = _experiment_field()
@@ -468,7 +470,9 @@ class CompareConfig(Schema):
         lt=1,
     )
     bootstrap_resamples: int = option(2000, "Paired bootstrap resamples for the intervals.", ge=100)
-    seed: int = option(42, "Seed of the bootstrap, so the same metrics always give the same verdict.")
+    seed: int = option(
+        42, "Seed of the bootstrap, so the same metrics always give the same verdict.", ge=0, le=MAX_SEED
+    )
     guards: list[GuardConfig] = Field(
         default_factory=lambda: [GuardConfig.model_validate(g) for g in DEFAULT_GUARDS],
         description="Splits that must not drop significantly by more than max_drop (split, metric, max_drop).",

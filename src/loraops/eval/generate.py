@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from loraops.config.schema import MIN_TEMPERATURE
 from loraops.data.formats import Message
 from loraops.data.tokenize import tokenize_prompt
 
@@ -20,9 +21,10 @@ class GenerationSettings:
     def sampling(
         cls, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, do_sample: bool = False
     ) -> GenerationSettings:
-        """OpenAI's convention: temperature 0 is greedy, above 0 samples (as does do_sample, at 1.0 then)."""
-        sample = do_sample or temperature > 0
-        return cls(max_new_tokens, sample, temperature if temperature > 0 else 1.0, top_p)
+        """OpenAI's convention: temperature 0 is greedy, above 0 samples (as does do_sample, at 1.0 then). A
+        temperature too small to sample with (logits divided by it overflow) is greedy too, as vLLM treats it."""
+        usable = temperature >= MIN_TEMPERATURE
+        return cls(max_new_tokens, do_sample or usable, temperature if usable else 1.0, top_p)
 
     def kwargs(self) -> dict[str, Any]:
         sampling = {"temperature": self.temperature, "top_p": self.top_p} if self.do_sample else {}

@@ -25,7 +25,7 @@ from loraops.data.formats import Message
 from loraops.data.messages import RecordProblem, content_text
 from loraops.errors import LoraopsError
 from loraops.eval.generate import GenerationSettings
-from loraops.inference import ChatModel, Reply
+from loraops.inference import ChatModel, PromptTooLong, Reply
 from loraops.serve.schemas import ChatCompletionRequest
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,13 @@ def _reply(model: ChatModel, request: ChatCompletionRequest, max_new_tokens: int
     temperature = 1.0 if request.temperature is None else request.temperature  # OpenAI's default
     limit = request.max_completion_tokens or request.max_tokens or max_new_tokens
     settings = GenerationSettings.sampling(limit, temperature, 1.0 if request.top_p is None else request.top_p)
+    # A reply length the client asked for is honoured or refused; the server's default is cut to fit.
+    fit = request.max_completion_tokens is None and request.max_tokens is None
+    messages = _messages(request, model.system_prompt)
     try:
-        return model.reply(_messages(request, model.system_prompt), settings, request.stop_strings(), request.seed)
+        return model.reply(messages, settings, request.stop_strings(), request.seed, fit)
+    except PromptTooLong as exc:
+        raise APIError(400, str(exc), param="messages", code="context_length_exceeded") from None
     except LoraopsError as exc:
         raise APIError(400, str(exc), param="messages") from None
 
@@ -218,7 +223,7 @@ def _add_error_handlers(app: FastAPI) -> None:
             return APIError(
                 400, f"The request body is not valid JSON ({first.get('ctx', {}).get('error', '')})"
             ).response()
-        param = _param(first.get("loc", ()))
+        param = (first.get("ctx") or {}).get("param") or _param(first.get("loc", ()))
         return APIError(400, f"{param}: {first['msg']}" if param else str(first["msg"]), param=param).response()
 
     @app.exception_handler(HTTPException)
