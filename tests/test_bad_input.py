@@ -224,3 +224,14 @@ def test_duplicates_and_eval_overlap_are_counted(
     out = capsys.readouterr().out
     assert "duplicate records (whitespace aside): 2" in out
     assert "eval split 'test': 2 of 2 prompts are training prompts, 2 near duplicates" in out
+
+
+def test_a_base_model_with_truncated_weights_is_named(tmp_path: Path, tiny_model_dir: Path, run_cli: Run) -> None:
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # an interrupted download
+    write_jsonl(tmp_path / "data" / "train.jsonl", PC_RECORDS)
+    args = ["train", "--config-dir", str(CONFIGS), f"model_name={broken}", f"dataset_path={tmp_path / 'data'}"]
+    out = run_cli(*args, f"output_dir={tmp_path / 'runs'}", "max_steps=1")
+    assert f"cannot load model '{broken}': a weights file is damaged or incomplete" in out

@@ -53,6 +53,20 @@ def test_publish_copies_model_card_and_records_and_sets_reference(tmp_path: Path
     assert json.loads((tmp_path / "artifacts" / "reference.json").read_text())["run"] == "r2"
 
 
+def test_a_secret_in_an_older_runs_config_is_scrubbed_from_the_published_copy(
+    tmp_path: Path, tiny_adapter_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "hf_" + "S" * 34
+    monkeypatch.setenv("HF_TOKEN", secret)
+    run = finished_run(tmp_path, "r1", tiny_adapter_dir)
+    config = RunDir(run).config_path
+    config.write_text(config.read_text() + f"system_prompt: Use the key {secret} wisely.\n")  # as recorded before
+    evaluated(tmp_path, run, 80.0, 0.0)
+    dest = publish(tmp_path, run).path
+    assert "Use the key <redacted> wisely." in (dest / "config_used.yaml").read_text()
+    assert not [p for p in dest.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
 def test_gate_refuses_with_numbers_and_force_overrides(tmp_path: Path, tiny_adapter_dir: Path) -> None:
     run = finished_run(tmp_path, "r1", tiny_adapter_dir)
     models = tmp_path / "artifacts" / "models"

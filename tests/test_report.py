@@ -204,6 +204,16 @@ def test_cli_writes_the_report_and_refuses_a_missing_run(tmp_path: Path, capsys:
     assert "loraops: error:" in err and "nope: no such run folder" in err and "Traceback" not in err
 
 
+def test_dollar_signs_in_names_are_text_not_math(tmp_path: Path) -> None:
+    first = make_report_run(tmp_path, "run-a$^$b")  # broken math for matplotlib, a plain name for a user
+    second = make_report_run(tmp_path, "cost_$x")
+    metrics = tmp_path / "artifacts" / "metrics"
+    fake_metrics(metrics, first.name, {"price$_$split": [True, False, True], "test": [True]})
+    fake_metrics(metrics, second.name, {"price$_$split": [False, False, True]})
+    page = build_report([str(first), str(second)], tmp_path / "artifacts").read_text(encoding="utf-8")
+    assert "run-a$^$b" in page and "price$_$split" in page
+
+
 def test_no_secret_reaches_the_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", CANARY)
     manifest = {**MANIFEST, "data": {**MANIFEST["data"], "source": {"type": "hub", "revision": CANARY}}}

@@ -168,8 +168,11 @@ def test_secrets_never_reach_run_records_or_output(
     secrets = {"HF_TOKEN": "hf_" + "Q" * 34, "LAKEFS_SECRET_KEY": "lakefs-secret-" + "Z" * 20}
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
-    assert main(["train", "--config-dir", str(CONFIGS), *tiny_overrides, "max_steps=2"]) == 0
+    prompt = "system_prompt='Use the key ${oc.env:HF_TOKEN} wisely.'"  # a secret interpolated into a value
+    assert main(["train", "--config-dir", str(CONFIGS), *tiny_overrides, "max_steps=2", prompt]) == 0
     captured = capsys.readouterr()
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if not p.is_symlink()]
+    assert "Use the key <redacted> wisely." in (run / "config_used.yaml").read_text()
     texts = [captured.out, captured.err]
     for path in (tmp_path / "runs").rglob("*"):
         if path.is_file():

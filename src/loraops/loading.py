@@ -73,14 +73,24 @@ def quantization_kwargs(load_in_4bit: bool) -> dict[str, Any]:
 
 
 def load_causal_lm(model_path: str, dtype: Any, load_in_4bit: bool = False) -> Any:
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     try:
         return AutoModelForCausalLM.from_pretrained(
             model_path, dtype=dtype, **hf.load_kwargs(), **quantization_kwargs(load_in_4bit)
         )
+    except SafetensorError as exc:  # a weights file cut short (an interrupted download or copy)
+        raise LoraopsError(
+            f"cannot load model {model_path!r}: a weights file is damaged or incomplete ({_first(exc)}); "
+            "download or convert it again"
+        ) from None
     except (OSError, ValueError) as exc:
         raise LoraopsError(f"cannot load model {model_path!r}: {exc}") from exc
+
+
+def _first(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def load_adapter(model: Any, adapter_dir: str | Path) -> Any:

@@ -31,6 +31,16 @@ def redact(value: Any) -> Any:
     return value
 
 
+def scrubbed(value: Any, secrets: Iterable[str | None]) -> Any:
+    """`value` with every given secret replaced in every string inside it (dicts, lists), keys untouched."""
+    found = [s for s in secrets if s]
+    if isinstance(value, dict):
+        return {k: scrubbed(v, found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrubbed(v, found) for v in value]
+    return scrub(value, found) if isinstance(value, str) else value
+
+
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
     """`text` with every given secret value replaced by REDACTED."""
     for secret in secrets:

@@ -5,6 +5,7 @@ The local copy (local.py) and the Hub upload (hub.py) both publish a folder stag
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from loraops.publish.gate import GateResult
 from loraops.publish.verify import verify_published
 from loraops.records import Comparison, Reference
 from loraops.runs import RunDir, find_run
+from loraops.secrets import scrub, secret_values
 
 
 @dataclass
@@ -94,10 +96,12 @@ def stage(
         if public:
             _publish_adapter_config(dest / "adapter_config.json", run)
     verification = verify_published(dest, run, merged, compare_cfg) if gate.comparison is not None else None
+    # A run recorded by an older loraops may hold a secret the user interpolated into a value: scrubbed here too.
+    secrets = secret_values(os.environ).values()
     card = build_card(run, merged=merged, gate=gate, load_from=load_from, verification=verification)
-    write_text_atomic(dest / "README.md", card)
+    write_text_atomic(dest / "README.md", scrub(card, secrets), "the model card")
     for record in run.records() if records else ():
-        shutil.copyfile(record, dest / record.name)
+        write_text_atomic(dest / record.name, scrub(record.read_text(encoding="utf-8"), secrets), "a run record")
     return sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
 
 

@@ -7,10 +7,12 @@ salts its ids with its own key, so several SVGs in one page never answer to each
 
 from __future__ import annotations
 
+import functools
 import io
 import math
+from collections.abc import Callable
 from html import escape
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import matplotlib
 from matplotlib.figure import Figure
@@ -22,6 +24,8 @@ from loraops.report.data import RunReport, Training
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 GAIN, LOSS, EVEN = "#2ca02c", "#d62728", "#7f7f7f"
 UNITS = {"exact_match": "points (%)", "bleu": "BLEU points"}
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def to_svg(fig: Figure, key: str, label: str) -> str:
@@ -34,6 +38,18 @@ def to_svg(fig: Figure, key: str, label: str) -> str:
     return svg.replace("<svg ", f'<svg class="plot" role="img" aria-label="{escape(label)}" ', 1)
 
 
+def plain_text(draw: Callable[P, R]) -> Callable[P, R]:
+    """Draw with every text as plain text: a `$` in a run or split name is a dollar sign, not math."""
+
+    @functools.wraps(draw)
+    def drawn(*args: P.args, **kwargs: P.kwargs) -> R:
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return drawn
+
+
+@plain_text
 def training_svg(series: list[tuple[str, Training]], key: str) -> str | None:
     """Loss (training and validation), learning rate and validation generation metrics, one panel each."""
     series = [(name, t) for name, t in series if t.recorded]
@@ -102,6 +118,7 @@ def _drawer_metric(metric: str) -> Any:
     return draw
 
 
+@plain_text
 def delta_svg(rows: list[dict[str, Any]], primary_metric: str, key: str) -> str | None:
     """Each split's paired delta (fine-tuned minus reference) with its interval, one panel per metric."""
     rows = [r for r in rows if r.get("delta") is not None]
@@ -141,6 +158,7 @@ def _draw_deltas(ax: Any, rows: list[dict[str, Any]], splits: list[str]) -> None
     ax.grid(axis="x", alpha=0.3)
 
 
+@plain_text
 def scores_svg(runs: list[RunReport], metric: str, key: str) -> str | None:
     """One bar per run for each split: the runs' scores on `metric` side by side."""
     splits = list(dict.fromkeys(s for run in runs for s, scores in run.evaluation.scores.items() if metric in scores))
