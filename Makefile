@@ -13,7 +13,7 @@ BIN          := $(VENV)/bin
 STAMP        := $(VENV)/.loraops-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install check convert train eval eval-baseline compare report publish publish-hf chat serve bench bench-train bench-validation \
+.PHONY: help venv install check convert train eval eval-baseline compare report publish publish-hf chat serve bench bench-train bench-validation gpu-check \
         push ssh-init ssh-train ssh-eval ssh-eval-baseline ssh-logs pull mlflow-ui list-configs data canary lint test test-quick \
         clean distclean
 
@@ -98,6 +98,9 @@ bench-train: install ## training speed: loraops vs the plain Trainer+PEFT recipe
 
 bench-validation: install ## train with the defaults, then show the validation curve, the kept step and validation's share of the run
 	$(BIN)/python bench/validation_cost.py $(ARGS)
+
+gpu-check: install ## on a GPU machine: one OK/BAD/SKIP line per GPU check, results in artifacts/gpu-check/ (ARGS="--plumbing" on CPU)
+	$(BIN)/python bench/gpu_check.py $(ARGS)
 
 mlflow-ui: $(STAMP) ## MLflow's UI on the embedded store mlruns/ (runs, evals, verdicts, registered models): http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000

@@ -44,7 +44,7 @@ def main() -> None:
             super().__init__(*a, **k)
             self.add_callback(Step())
 
-    loraops_train.LoraopsTrainer = Profiled
+    loraops_train.LoraopsTrainer = Profiled  # type: ignore[misc]
     with tempfile.TemporaryDirectory() as out:
         cfg = load_config(
             TrainConfig,

@@ -37,7 +37,7 @@ TRAINERS = {
     "trl": "TRL SFTTrainer",
     "trl-packing": "TRL SFTTrainer, packing",
 }
-LORA = {
+LORA: dict[str, Any] = {
     "r": 16,
     "lora_alpha": 32,
     "lora_dropout": 0.0,  # loraops' default; the loraops-dropout row shows 0.05
@@ -61,7 +61,7 @@ class Meter:
             ids = batch["input_ids"]
             mask = batch.get("attention_mask")
             if mask is None and "position_ids" in batch and "labels" in batch:  # packed rows: padding by position
-                mask = real_token_mask(batch, pad_token_id)
+                mask = real_token_mask(batch, pad_token_id if pad_token_id is not None else -1)
             self.real += int(mask.sum()) if mask is not None else int(ids.numel())
             self.slots += int(ids.numel())
             if "labels" in batch:
@@ -88,7 +88,8 @@ class Meter:
 def sample_examples() -> tuple[Any, list[Any], str]:
     from loraops.config import TrainConfig
     from loraops.data.prepare import prepare_data
-    from loraops.models import load_tokenizer, resolve_model_path
+    from loraops.loading import load_tokenizer
+    from loraops.models import resolve_model_path
 
     path = resolve_model_path("default")
     tokenizer = load_tokenizer(path)
@@ -125,7 +126,7 @@ def run_loraops(name: str, steps: int, batch: int, meter: Meter) -> None:
             super().__init__(*args, **kwargs)
             self.add_callback(meter.callback())
 
-    loraops_train.LoraopsTrainer = Measured
+    loraops_train.LoraopsTrainer = Measured  # type: ignore[misc]
     extra = {
         "loraops-full-head": ["labelled_logits_only=false"],
         "loraops-dropout": ["lora_dropout=0.05"],

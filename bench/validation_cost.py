@@ -22,7 +22,7 @@ from loraops.runs import RunDir, find_run
 
 def _mean_loss(history: list[dict[str, float]], after: int, upto: int) -> str:
     """Step-weighted mean of the logged training losses over the steps (after, upto]."""
-    total, steps, last = 0.0, 0, 0
+    total, steps, last = 0.0, 0.0, 0.0
     for entry in history:
         covered = entry["step"] - last
         if after < entry["step"] <= upto:
@@ -32,7 +32,7 @@ def _mean_loss(history: list[dict[str, float]], after: int, upto: int) -> str:
 
 
 def report(run: RunDir) -> str:
-    metrics = run.read_metrics()
+    metrics = run.read_metrics().as_dict()
     validation = metrics.get("validation")
     if not validation:
         return f"{run.path}: the run did not validate (no validation data, or eval_strategy=no)"

@@ -18,7 +18,8 @@ from loraops import environment
 from loraops.config import EvalConfig
 from loraops.data.tokenize import ensure_chat_template
 from loraops.eval.generate import GenerationSettings, generate
-from loraops.models import load_causal_lm, load_tokenizer, prepare_default_model
+from loraops.loading import load_causal_lm, load_tokenizer
+from loraops.models import prepare_default_model
 
 # Replay: other general requests, answered by the base model too, mixed into the training data so
 # that the adapter keeps answering general requests as the base model did (and not with a formula).

@@ -50,10 +50,11 @@ def test_two_processes_match_one_with_twice_the_accumulation(
 
 def test_launch_commands_are_the_standard_launchers() -> None:
     torchrun = launch_command(4, None, ["train", "lr=1e-4"])
-    assert torchrun[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4"]
+    assert torchrun[1:7] == ["-m", "loraops.launcher", "torchrun", "--standalone", "--nproc_per_node", "4"]
     assert torchrun[-4:] == ["-m", "loraops", "train", "lr=1e-4"]
     fsdp = launch_command(2, "fsdp", ["train"])
-    assert fsdp[1:3] == ["-m", "accelerate.commands.launch"] and fsdp[4].endswith("configs/accelerate/fsdp.yaml")
+    assert fsdp[1:5] == ["-m", "loraops.launcher", "accelerate", "--config_file"]
+    assert fsdp[5].endswith("configs/accelerate/fsdp.yaml") and fsdp[6:8] == ["--num_processes", "2"]
     with pytest.raises(ConfigError, match="accelerate_config=zero9: no such file .shipped: ddp, deepspeed_zero2"):
         launch_command(2, "zero9", ["train"])
 
@@ -100,3 +101,43 @@ def test_a_two_process_run_stopped_midway_resumes(tiny_overrides: list[str], tmp
     metrics = RunDir(run).read_metrics().as_dict()
     assert RunDir(run).is_finished() and metrics["global_steps"] == 40  # 10 epochs x 16 examples / (2 x 2 processes)
     assert "checkpoint-" in metrics["resumed_from"] and (runs / "latest").resolve() == run.resolve()
+
+
+def test_validation_answers_are_shared_among_processes_and_scored_together(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each process generates every world-th answer; all of them, gathered back in order, are scored as one
+    process scores them alone (so DDP does not generate the same answers N times)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from loraops import distributed
+    from loraops.eval.data import EvalExample
+    from loraops.eval.generate import GenerationSettings
+    from loraops.trainer import ValidationGenerator, interleaved
+
+    assert interleaved([[0, 2, 4], [1, 3]]) == [0, 1, 2, 3, 4] and interleaved([[0], []]) == [0]
+    model, tokenizer = (
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        AutoTokenizer.from_pretrained(tiny_model_dir),
+    )
+    torch.manual_seed(0)
+    examples = [
+        EvalExample([{"role": "user", "content": f"question {i}"}], f"answer {i}", "val.jsonl", i + 1) for i in range(5)
+    ]
+    generator = ValidationGenerator(tokenizer, examples, ["jaccard", "rougeL"], GenerationSettings(6), 1)
+    alone = generator(model)
+    shares: dict[int, list[object]] = {}
+
+    def as_rank(rank: int) -> dict[str, float]:
+        monkeypatch.setattr(distributed, "rank", lambda: rank)
+        monkeypatch.setattr(
+            distributed, "gathered", lambda rows: shares.setdefault(rank, rows) and [shares[0], shares.get(1, [])]
+        )
+        return generator(model)
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    as_rank(0)
+    together = as_rank(1)  # rank 1 gathers both shares
+    assert [len(shares[0]), len(shares[1])] == [3, 2]  # each generated its share only
+    assert together == alone

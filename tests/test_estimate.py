@@ -21,6 +21,7 @@ from loraops.estimate import (
     EFFICIENCY,
     NF4_BYTES_PER_PARAM,
     Device,
+    Layout,
     ModelShape,
     TokenPlan,
     estimate,
@@ -92,8 +93,8 @@ def test_logits_scale_with_the_trained_positions_only() -> None:
 def test_4bit_quantises_the_decoder_weights() -> None:
     half, nf4 = estimate(SHAPE, config(), PLAN, GPU), estimate(SHAPE, config(load_in_4bit=True), PLAN, GPU)
     assert half.weights == 2 * SHAPE.params
-    others = SHAPE.params - SHAPE.linear_params  # embeddings and norms, made fp32 by prepare_model_for_kbit_training
-    assert nf4.weights == int(SHAPE.linear_params * NF4_BYTES_PER_PARAM) + 4 * others
+    others = SHAPE.params - SHAPE.linear_params  # embeddings and norms: cast back to bf16 after PEFT's fp32 upcast
+    assert nf4.weights == int(SHAPE.linear_params * NF4_BYTES_PER_PARAM) + 2 * others
     assert 0.5 < NF4_BYTES_PER_PARAM < 0.52 and nf4.weights < half.weights
 
 
@@ -109,8 +110,23 @@ def test_time_is_flops_over_the_measured_rate() -> None:
     per_token = 4 * SHAPE.linear_params + 6 * SHAPE.trainable
     assert e.flops_per_epoch > per_token * PLAN.epoch_slots and e.epochs == 3
     assert estimate(SHAPE, config(max_steps=10), PLAN, CPU).epochs == pytest.approx(10 / 41)
-    two = estimate(SHAPE, config(num_processes=2), PLAN, CPU)
+    two = estimate(SHAPE, config(epochs=3), PLAN, CPU, Layout(processes=2))
     assert two.flops_per_epoch == pytest.approx(e.flops_per_epoch / 2)  # each process takes half the batches
+
+
+def test_memory_per_process_follows_what_each_mode_shards() -> None:
+    one = estimate(SHAPE, config(), PLAN, GPU)
+    ddp, zero2 = (estimate(SHAPE, config(), PLAN, GPU, Layout(4, sharding)) for sharding in (None, "zero2"))
+    assert (ddp.weights, ddp.optimizer, ddp.gradients) == (one.weights, one.optimizer, one.gradients)
+    assert zero2.weights == one.weights and zero2.adapter == one.adapter  # ZeRO-2 keeps the model whole
+    assert (zero2.optimizer, zero2.gradients) == (one.optimizer // 4, one.gradients // 4)
+    for sharding in ("fsdp", "zero3"):
+        sharded = estimate(SHAPE, config(), PLAN, GPU, Layout(4, sharding))
+        layer = one.weights // SHAPE.layers
+        assert sharded.weights == one.weights // 4 + 2 * layer  # a quarter, and the layer in use and the next
+        assert (sharded.adapter, sharded.optimizer) == (one.adapter // 4, one.optimizer // 4)
+        assert sharded.activations == one.activations  # each process still runs its own batch
+        assert "4 processes" in format_estimate(sharded)[0]
 
 
 def test_advice_only_when_the_peak_does_not_fit() -> None:

@@ -18,8 +18,9 @@ from loraops.data.prepare import DataStats, prepare_data
 from loraops.data.sources import format_options
 from loraops.data.tokenize import IGNORE_INDEX, Encoded
 from loraops.errors import ConfigError
-from loraops.estimate import Estimate, for_training, format_estimate
+from loraops.estimate import Estimate, Layout, for_training, format_estimate
 from loraops.eval.data import find_splits, load_split
+from loraops.launch import plan
 from loraops.loading import load_tokenizer
 from loraops.models import resolve_model_path
 from loraops.records import Overlap
@@ -60,6 +61,7 @@ def _wrap(text: str, trained: bool) -> str:
 
 def check(cfg: TrainConfig, example_index: int = 0) -> CheckReport:
     """Run training's data step on the config and describe what it produced."""
+    launch = plan(cfg)  # what cannot run on this machine is refused as training would refuse it
     model_path = resolve_model_path(cfg.model_name)
     tokenizer = load_tokenizer(model_path)
     data = prepare_data(cfg, tokenizer, model_path)
@@ -74,7 +76,7 @@ def check(cfg: TrainConfig, example_index: int = 0) -> CheckReport:
         example_source=f"{shown.path}:{shown.line} ({shown.format})",
         validation=data.validation.stats if data.validation else None,
         validation_source=_validation_source(data.validation.source) if data.validation else "",
-        estimate=for_training(cfg, model_path, data.rows),
+        estimate=for_training(cfg, model_path, data.rows, Layout(launch.processes, launch.sharding)),
     )
 
 

@@ -288,13 +288,16 @@ def _add_tool_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from loraops.train import train
+    from loraops.launch import plan
+    from loraops.train import preflight, train
 
     cfg = load_config(TrainConfig, args.config_dir, args.config_name, args.overrides)
-    if cfg.num_processes > 1 and not distributed.under_launcher():
+    launch = plan(cfg)  # several GPUs: one process each; what cannot run here is refused now
+    if launch.relaunches(cfg.accelerate_config):
+        preflight(cfg)  # a data error is said once, here, not by each process
         argv = ["train", "--config-dir", str(args.config_dir), "--config-name", args.config_name, *args.overrides]
-        return distributed.relaunch(cfg.num_processes, cfg.accelerate_config, argv)
-    result = train(cfg)
+        return distributed.relaunch(launch.processes, cfg.accelerate_config, argv)
+    result = train(cfg, launch)
     if distributed.is_main():
         print(f"run: {result.run_dir}")
     return 0

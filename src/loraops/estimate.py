@@ -23,13 +23,14 @@ log = logging.getLogger(__name__)
 
 # Share of the measured matmul rate that training reaches, FLOPs counted as `_epoch_flops` does. CPU: the
 # default config's 243 real tokens/s (README, Performance) is 68% of the 190 GFLOP/s measured beside it; a
-# brief benchmark reads a little lower. CUDA: assumed, not measured yet.
+# brief benchmark reads a little lower. CUDA: assumed from the small shapes LoRA runs (rank-16 products), not
+# measured yet: `make gpu-check` measures it.
 EFFICIENCY = {"cpu": 0.65, "cuda": 0.35}
 # glibc keeps blocks a step frees in its heap, so a CPU process's resident memory rises above what its tensors
 # hold. Measured through the Trainer, that slack was 0.33x (a 4-layer test model) and 0.60x (the default model)
-# of a step's transient tensors (activations, logits); half is counted. PyTorch's CUDA allocator caches too;
-# its share has not been measured here (no GPU), so none is added there.
-ALLOCATOR_SLACK = {"cpu": 0.5, "cuda": 0.0}
+# of a step's transient tensors (activations, logits); half is counted. PyTorch's CUDA caching allocator
+# fragments too, as batches change length: a quarter is assumed there (not measured: `make gpu-check` does).
+ALLOCATOR_SLACK = {"cpu": 0.5, "cuda": 0.25}
 # A CUDA context and its kernels take memory outside PyTorch's allocator.
 CUDA_CONTEXT_BYTES = 500 * 2**20
 # NF4 with double quantisation: 4 bits a weight plus 8-bit block scales (one per 64) and their fp32 scales.
@@ -45,6 +46,18 @@ class Device:
     memory_available: int
     matmul_flops: float  # a matrix product's rate in the training precision, measured on this device
     runtime_bytes: int  # the process before the model: interpreter, libraries, data (CPU), CUDA context (GPU)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the run is spread: processes, and what they shard (see loraops.launch)."""
+
+    processes: int = 1
+    sharding: str | None = None  # fsdp | zero2 | zero3; None: DDP or one process, each holding everything
+
+    @property
+    def shards_weights(self) -> bool:
+        return self.sharding in ("fsdp", "zero3")
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,7 @@ class Estimate:
     device: Device
     plan: TokenPlan
     flops_assumption: str
+    layout: Layout = Layout()
     advice: tuple[str, ...] = ()  # ways under the device's free memory, when the peak is over it
 
     @property
@@ -76,17 +90,28 @@ class Estimate:
         return self.runtime + self.weights + self.adapter + self.tensors + self.allocator
 
 
-def estimate(shape: ModelShape, cfg: TrainConfig, plan: TokenPlan, device: Device) -> Estimate:
-    """Peak memory per process, by component, and the time of one epoch on `device` (one per process)."""
+def estimate(
+    shape: ModelShape, cfg: TrainConfig, plan: TokenPlan, device: Device, layout: Layout = Layout()
+) -> Estimate:
+    """Peak memory per process, by component, and the time of one epoch on `device` (one per process).
+
+    Sharded weights (FSDP, ZeRO-3): each process holds its share of every tensor, and the layer in use and the
+    next (prefetched) gathered whole; ZeRO-2 shards gradients and optimizer state only; DDP shards nothing.
+    """
     act = 2 if device.precision in ("bf16", "fp16") or cfg.load_in_4bit else 4
     kept, working = _activation_bytes(shape, cfg, plan, act)
     logits = _logit_bytes(shape, cfg, plan, act)
-    flops = _epoch_flops(shape, cfg, plan) / cfg.num_processes  # each process takes its share of the batches
+    flops = _epoch_flops(shape, cfg, plan) / layout.processes  # each process takes its share of the batches
+    share = layout.processes if layout.shards_weights else 1
+    states = layout.processes if layout.sharding else 1  # gradients and optimizer state: sharded by all three
+    weights = _weight_bytes(shape, cfg, device)
+    if layout.shards_weights:
+        weights = weights // share + 2 * weights // shape.layers
     return Estimate(
-        weights=_weight_bytes(shape, cfg, device),
-        adapter=4 * shape.trainable,  # PEFT keeps adapters in fp32
-        gradients=4 * shape.trainable,
-        optimizer=8 * shape.trainable,  # AdamW: two moments per parameter
+        weights=weights,
+        adapter=4 * shape.trainable // share,  # PEFT keeps adapters in fp32
+        gradients=4 * shape.trainable // states,
+        optimizer=8 * shape.trainable // states,  # AdamW: two moments per parameter
         activations=kept,
         logits=logits,
         working=working,
@@ -98,12 +123,15 @@ def estimate(shape: ModelShape, cfg: TrainConfig, plan: TokenPlan, device: Devic
         device=device,
         plan=plan,
         flops_assumption=_flops_assumption(cfg),
+        layout=layout,
     )
 
 
-def advice(shape: ModelShape, cfg: TrainConfig, plan: TokenPlan, device: Device) -> list[str]:
+def advice(
+    shape: ModelShape, cfg: TrainConfig, plan: TokenPlan, device: Device, layout: Layout = Layout()
+) -> list[str]:
     """When the peak exceeds the device's free memory: what each way out would bring it to."""
-    if estimate(shape, cfg, plan, device).peak <= device.memory_available:
+    if estimate(shape, cfg, plan, device, layout).peak <= device.memory_available:
         return []
     ways = []
     if cfg.batch_size > 1:
@@ -113,18 +141,20 @@ def advice(shape: ModelShape, cfg: TrainConfig, plan: TokenPlan, device: Device)
             (
                 f"batch_size={half} (gradient_accumulation_steps={cfg.gradient_accumulation_steps * 2} keeps "
                 "the step's examples)",
-                estimate(shape, cfg, smaller, device),
+                estimate(shape, cfg, smaller, device, layout),
             )
         )
     if not cfg.gradient_checkpointing:
         ways.append(
             (
                 "gradient_checkpointing=true",
-                estimate(shape, cfg.model_copy(update={"gradient_checkpointing": True}), plan, device),
+                estimate(shape, cfg.model_copy(update={"gradient_checkpointing": True}), plan, device, layout),
             )
         )
     if not cfg.load_in_4bit and device.kind == "cuda":
-        ways.append(("load_in_4bit=true", estimate(shape, cfg.model_copy(update={"load_in_4bit": True}), plan, device)))
+        ways.append(
+            ("load_in_4bit=true", estimate(shape, cfg.model_copy(update={"load_in_4bit": True}), plan, device, layout))
+        )
     return [f"{what}: peak {human(e.peak)}" for what, e in ways]
 
 
@@ -135,9 +165,10 @@ def _smaller_batches(plan: TokenPlan, share: float) -> TokenPlan:
 
 
 def _weight_bytes(shape: ModelShape, cfg: TrainConfig, device: Device) -> int:
-    if cfg.load_in_4bit:  # the decoder's linear layers in NF4; prepare_model_for_kbit_training makes the rest fp32
-        return int(shape.linear_params * NF4_BYTES_PER_PARAM) + 4 * (shape.params - shape.linear_params)
-    return (4 if device.precision == "fp32" else 2) * shape.params
+    dtype_bytes = 4 if device.precision == "fp32" else 2
+    if cfg.load_in_4bit:  # the decoder's linear layers in NF4; the rest (embeddings, LM head) in the compute dtype
+        return int(shape.linear_params * NF4_BYTES_PER_PARAM) + dtype_bytes * (shape.params - shape.linear_params)
+    return dtype_bytes * shape.params
 
 
 def _layer_elements(shape: ModelShape, length: int) -> int:
@@ -192,12 +223,14 @@ def _flops_assumption(cfg: TrainConfig) -> str:
     )
 
 
-def for_training(cfg: TrainConfig, model_path: str, rows: Sequence[dict[str, Any]]) -> Estimate | None:
+def for_training(
+    cfg: TrainConfig, model_path: str, rows: Sequence[dict[str, Any]], layout: Layout = Layout()
+) -> Estimate | None:
     """The estimate for `cfg` on this machine's training device, `rows` being what the Trainer gets.
 
     None, with a warning, for a model whose shape the estimate cannot read.
     """
-    env = environment.detect(cfg.bf16, cfg.cuda_visible_devices)
+    env = environment.detect(cfg.bf16, cfg.cuda_visible_devices, cfg.device)
     try:
         shape = model_shape(model_path, cfg)
     except UnknownShape as exc:
@@ -214,7 +247,8 @@ def for_training(cfg: TrainConfig, model_path: str, rows: Sequence[dict[str, Any
         found.matmul_flops,
         CUDA_CONTEXT_BYTES if env.device == "cuda" else _process_bytes(),
     )
-    return replace(estimate(shape, cfg, plan, device), advice=tuple(advice(shape, cfg, plan, device)))
+    result = estimate(shape, cfg, plan, device, layout)
+    return replace(result, advice=tuple(advice(shape, cfg, plan, device, layout)))
 
 
 def _process_bytes() -> int:
@@ -238,6 +272,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
+def _layout_text(layout: Layout) -> str:
+    if layout.processes == 1:
+        return "one process"
+    sharded = {
+        "fsdp": "FSDP: all sharded",
+        "zero3": "ZeRO-3: all sharded",
+        "zero2": "ZeRO-2: gradients and optimizer sharded",
+    }.get(layout.sharding or "", "DDP: each holds everything")
+    return f"{layout.processes} processes, {sharded}"
+
+
 def format_estimate(e: Estimate) -> list[str]:
     """The report's lines: each component, the peak against the device's free memory, and the time."""
     d, p = e.device, e.plan
@@ -255,7 +300,8 @@ def format_estimate(e: Estimate) -> list[str]:
     where = "cuda:0" if d.kind == "cuda" else "RAM"
     run = f"; {e.epochs:.3g} epochs: ~{_duration(e.seconds_per_epoch * e.epochs)}" if e.epochs != 1 else ""
     lines = [
-        f"estimate for {d.name}, {d.precision}, per process; the largest batch: {p.peak_rows} x {p.peak_length} "
+        f"estimate for {d.name}, {d.precision}, per process ({_layout_text(e.layout)}); the largest batch: "
+        f"{p.peak_rows} x {p.peak_length} "
         f"tokens, at most {p.peak_labelled} trained positions:",
         *(f"  {name:<32}{human(size):>11}" for name, size in rows),
         f"  {'peak':<32}{human(e.peak):>11}  ({where}: {human(d.memory_available)} free of {human(d.memory_total)}; "

@@ -12,7 +12,7 @@ from typing import Any
 
 from loraops import distributed, hf
 from loraops.data.tokenize import ensure_chat_template
-from loraops.environment import Environment
+from loraops.environment import Environment, native_bf16
 from loraops.errors import ConfigError, LoraopsError
 
 
@@ -57,28 +57,43 @@ def check_liger_supported() -> None:
     )
 
 
-def quantization_kwargs(load_in_4bit: bool) -> dict[str, Any]:
-    """from_pretrained arguments for a QLoRA base: NF4, double quantisation, bf16 compute (fp16 without bf16)."""
+def quantization_kwargs(load_in_4bit: bool, sharded: bool = False) -> dict[str, Any]:
+    """from_pretrained arguments for a QLoRA base: NF4, double quantisation, bf16 compute (fp16 without bf16 in
+    hardware). The 4-bit weights are stored in the compute dtype, so FSDP and ZeRO-3 can shard them with the
+    rest (one dtype per flat parameter); sharded, they are placed by the sharding, not by a device_map."""
     if not load_in_4bit:
         return {}
     import torch
     from transformers import BitsAndBytesConfig
 
-    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    compute = torch.bfloat16 if native_bf16() else torch.float16
     config = BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_quant_storage=compute,
     )
-    # 4-bit weights are placed at load time, each process on its own GPU.
-    return {"quantization_config": config, "device_map": {"": distributed.local_rank()}}
+    if sharded:
+        return {"quantization_config": config}
+    return {"quantization_config": config, "device_map": {"": distributed.local_rank()}}  # each process its GPU
 
 
-def load_causal_lm(model_path: str, dtype: Any, load_in_4bit: bool = False) -> Any:
+def load_causal_lm(
+    model_path: str,
+    dtype: Any,
+    load_in_4bit: bool = False,
+    attn_implementation: str | None = None,
+    sharded: bool = False,
+) -> Any:
+    """The model in `dtype`; `sharded`: trained under FSDP or ZeRO-3, which place the weights themselves."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
+    attention = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         return AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=dtype, **hf.load_kwargs(), **quantization_kwargs(load_in_4bit)
+            model_path, dtype=dtype, **hf.load_kwargs(), **quantization_kwargs(load_in_4bit, sharded), **attention
         )
     except SafetensorError as exc:  # a weights file cut short (an interrupted download or copy)
         raise LoraopsError(

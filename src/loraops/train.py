@@ -19,7 +19,8 @@ from loraops.data.datafiles import dataset_sha256
 from loraops.data.packing import PackedCollator
 from loraops.data.prepare import PreparedData, prepare_data
 from loraops.errors import ConfigError
-from loraops.loading import check_4bit_supported, check_liger_supported, load_causal_lm, load_tokenizer
+from loraops.launch import MUTATING_INITS, Launch, plan
+from loraops.loading import load_causal_lm, load_tokenizer
 from loraops.lora import apply_lora
 from loraops.models import resolve_model_path
 from loraops.records import (
@@ -35,7 +36,7 @@ from loraops.records import (
     ValidationSummary,
 )
 from loraops.runs import RunDir, check_runs_dir
-from loraops.trainer import LoraopsTrainer, training_arguments, validation_generator
+from loraops.trainer import LoraopsTrainer, check_one_gpu_per_process, training_arguments, validation_generator
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +47,18 @@ class TrainResult:
     metrics: RunMetrics
 
 
-# Initialisations that change the base weights: the adapter is converted on save to a plain LoRA for the untouched base.
-_MUTATING_INITS = ("pissa", "olora")
-
-
-def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment, run: RunDir) -> Any:
-    from peft import prepare_model_for_kbit_training
+def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment, run: RunDir, launch: Launch) -> Any:
     from transformers import set_seed
 
     set_seed(cfg.seed)  # LoRA's initial weights are random
-    model = load_causal_lm(model_path, env.torch_dtype, cfg.load_in_4bit)
+    sharded = launch.sharding in ("fsdp", "zero3")
+    model = load_causal_lm(model_path, env.torch_dtype, cfg.load_in_4bit, cfg.attn_implementation, sharded)
     # The cache is for generation; in training it costs memory, and it hides packed rows' boundaries.
     model.config.use_cache = False
     if cfg.load_in_4bit:
-        model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=cfg.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
+        model = _prepared_4bit(model, cfg, env.torch_dtype, sharded)
     model = apply_lora(model, cfg)
-    if cfg.lora_init in _MUTATING_INITS and distributed.is_main():
+    if cfg.lora_init.startswith(MUTATING_INITS) and distributed.is_main():
         _save_initial_adapter(model, run)
     trainable, total = model.get_nb_trainable_parameters()
     variant = "".join(
@@ -90,6 +83,28 @@ def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment,
     return model
 
 
+def _prepared_4bit(model: Any, cfg: TrainConfig, dtype: Any, sharded: bool) -> Any:
+    """A 4-bit base made trainable, as TRL prepares one. PEFT's preparation upcasts every weight that is not
+    4-bit to fp32, embeddings and LM head included (+2 GiB on Llama-3's 128k vocabulary): those go back to
+    the compute dtype. Sharded (FSDP, ZeRO-3), the preparation is left out: a flat parameter holds one dtype."""
+    import torch
+    from peft import prepare_model_for_kbit_training
+
+    if sharded:
+        if cfg.gradient_checkpointing:
+            model.enable_input_require_grads()  # checkpointed blocks need an input that wants gradients
+        return model
+    model = prepare_model_for_kbit_training(
+        model,
+        use_gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+    )
+    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+        if module is not None and module.weight.dtype == torch.float32 and dtype != torch.float32:
+            module.to(dtype)
+    return model
+
+
 def _save_initial_adapter(model: Any, run: RunDir) -> None:
     """PiSSA/OLoRA start from the base's own singular vectors; their start is kept to convert the result."""
     config = model.peft_config["default"]
@@ -102,6 +117,7 @@ def _fit(
     cfg: TrainConfig,
     run: RunDir,
     env: environment.Environment,
+    args: Any,
     model: Any,
     tokenizer: Any,
     data: PreparedData,
@@ -118,7 +134,7 @@ def _fit(
     _log_global_batch(cfg)
     trainer = LoraopsTrainer(
         model=model,
-        args=training_arguments(cfg, run, env, validating=validation is not None),
+        args=args,
         train_dataset=Dataset.from_list(data.rows),
         eval_dataset=Dataset.from_list(validation.rows) if validation else None,
         data_collator=_collator(tokenizer, model),
@@ -134,7 +150,7 @@ def _fit(
         trainer.train(resume_from_checkpoint=checkpoint)
     runtime = time.monotonic() - started
     trainer.check_final_update()
-    _save_adapter(trainer, run, converted=cfg.lora_init in _MUTATING_INITS)
+    _save_adapter(trainer, run, converted=cfg.lora_init.startswith(MUTATING_INITS))
     fit = _training_summary(trainer.state, progress, checkpoint, runtime)
     if validation is not None:
         fit.validation = _validation_summary(trainer, cfg, progress, runtime, validation.stats.as_dict())
@@ -174,8 +190,9 @@ def _collator(tokenizer: Any, model: Any) -> PackedCollator:
 
     # Pads each batch to its longest member; label padding is -100 by position, never by token id.
     unpacked = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-    # Flash attention reads packed boundaries only from one flattened row; sdpa and eager from each row's positions.
-    flatten = str(getattr(model.config, "_attn_implementation", "")).startswith("flash_attention")
+    # Flash attention (and hub kernels of it) reads packed boundaries only from one flattened row: the varlen
+    # path, each example apart; sdpa and eager read them from each row's positions, through a full mask.
+    flatten = "flash" in str(getattr(model.config, "_attn_implementation", ""))
     return PackedCollator(tokenizer.pad_token_id, unpacked, flatten)
 
 
@@ -237,15 +254,29 @@ def _manifest(cfg: TrainConfig, env: environment.Environment, model_path: str, d
     )
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+def preflight(cfg: TrainConfig) -> None:
+    """What training checks before the model loads (the model's name, its tokenizer, every data error), run once
+    in the process about to start a launcher: else each of its processes would fail on it alike."""
+    model_path = resolve_model_path(cfg.model_name)
+    prepare_data(cfg, load_tokenizer(model_path), model_path)
+
+
+def train(cfg: TrainConfig, launch: Launch | None = None) -> TrainResult:
     """Run one training job end to end and return its run folder and metrics.
 
     Under a launcher every process runs this; only the main one writes the run's records and moves `latest`.
     """
+    launch = launch or plan(cfg)  # before the process group: cuda_visible_devices must come first
     distributed.init()
-    env = environment.detect(cfg.bf16, cfg.cuda_visible_devices)
-    _check_gpu_features(cfg)
-    log.info("device: %s, precision: %s, processes: %d", env.device_name, env.precision, distributed.world_size())
+    env = environment.detect(cfg.bf16, None, cfg.device)
+    threads = environment.use_cpu_threads(cfg.cpu_threads, launch.processes) if env.device == "cpu" else None
+    log.info(
+        "device: %s, precision: %s, processes: %d%s",
+        env.device_name,
+        env.precision,
+        distributed.world_size(),
+        f", {threads} CPU threads each" if threads else "",
+    )
     model_path = resolve_model_path(cfg.model_name)
     tokenizer = load_tokenizer(model_path)
     data = prepare_data(cfg, tokenizer, model_path)  # all data errors surface here, before a run folder exists
@@ -260,8 +291,12 @@ def train(cfg: TrainConfig) -> TrainResult:
                 run.write_config(_config_dict(cfg))
                 run.write_manifest(manifest.model_copy(update={"status": RUNNING}))
                 trackers = tracking.start_training(run, tracking.Settings.of(cfg))
-            model = _lora_model(cfg, model_path, env, run)
-            fit = _fit(cfg, run, env, model, tokenizer, data, checkpoint, trackers)
+            # The Trainer's arguments before the model: they tell transformers that ZeRO-3 is on, so each
+            # process loads only its shard (zero3_init_flag) instead of the whole model.
+            args = training_arguments(cfg, run, env, validating=data.validation is not None)
+            check_one_gpu_per_process(args)
+            model = _lora_model(cfg, model_path, env, run, launch)
+            fit = _fit(cfg, run, env, args, model, tokenizer, data, checkpoint, trackers)
             metrics = fit.model_copy(update=_context(data, env))
             if main:
                 run.remove_checkpoints()  # they only serve resuming; the finished adapter is in model/
@@ -293,13 +328,6 @@ def _context(data: PreparedData, env: environment.Environment) -> dict[str, Any]
         "device": env.device_name,
         "processes": distributed.world_size(),
     }
-
-
-def _check_gpu_features(cfg: TrainConfig) -> None:
-    if cfg.load_in_4bit:
-        check_4bit_supported()
-    if cfg.liger_kernel:
-        check_liger_supported()
 
 
 def _new_run(output_dir: str) -> RunDir:

@@ -7,7 +7,9 @@ decides publication can also pick the checkpoint, and refuses to go on once the 
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +19,12 @@ from loraops import distributed, environment
 from loraops.config import TrainConfig
 from loraops.data.packing import real_token_mask
 from loraops.data.tokenize import IGNORE_INDEX
-from loraops.errors import LoraopsError
+from loraops.errors import ConfigError, LoraopsError
 from loraops.eval.data import EvalExample, as_eval_example
 from loraops.eval.generate import GenerationSettings
-from loraops.eval.scoring import generate_and_score
+from loraops.eval.scoring import generate_and_score, split_metrics
+from loraops.eval.text import bleu_tokenizer
+from loraops.records import Prediction
 from loraops.runs import RunDir
 
 
@@ -47,8 +51,24 @@ class ValidationGenerator:
     batch_size: int
 
     def __call__(self, model: Any) -> dict[str, float]:
-        scores, _ = generate_and_score(model, self.tokenizer, self.examples, self.settings, self.batch_size, False)
+        """Each process answers its share of the prompts (every world-th, from its rank); the scores come from
+        all the answers, gathered in the original order, as one process alone would compute them."""
+        world, rank = distributed.world_size(), distributed.rank()
+        tokenize = bleu_tokenizer(e.reference for e in self.examples)
+        mine = self.examples[rank::world]
+        rows: list[Prediction] = []
+        if mine:
+            _, rows = generate_and_score(model, self.tokenizer, mine, self.settings, self.batch_size, False, tokenize)
+        scores = split_metrics(interleaved(distributed.gathered(rows)), tokenize)
         return {metric: scores[metric] for metric in self.metrics}
+
+
+def interleaved(shares: list[list[Any]]) -> list[Any]:
+    """The items of `shares[r] = items[r::len(shares)]`, back in their original order."""
+    return [item for group in itertools.zip_longest(*shares, fillvalue=_NONE) for item in group if item is not _NONE]
+
+
+_NONE = object()
 
 
 class LabelledPositions:
@@ -168,6 +188,17 @@ class LoraopsTrainer(Trainer):
     def _diverged(self, what: str, value: float) -> TrainingDiverged:
         step = self.state.global_step + 1
         return TrainingDiverged(step, f"{what} is {value}", self.args.learning_rate, self.precision)
+
+
+def check_one_gpu_per_process(args: Any) -> None:
+    """The Trainer wraps a model in nn.DataParallel when one process sees several GPUs; loraops never lets it
+    (launch.plan gives each process one), since DataParallel splits a batch behind the loss's back."""
+    if args.n_gpu > 1:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise ConfigError(
+            f"one training process sees {args.n_gpu} GPUs (CUDA_VISIBLE_DEVICES={visible}): run `loraops train` "
+            "itself, which starts one process per GPU, or set cuda_visible_devices to one"
+        )
 
 
 def training_arguments(cfg: TrainConfig, run: RunDir, env: environment.Environment, validating: bool) -> Any:

@@ -8,6 +8,7 @@ Validation is pydantic's: a wrong type or an impossible value is refused before 
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,7 +34,9 @@ SCHEDULERS = (
 )
 DATA_SOURCE_TYPES = ("local", "lakefs", "hub")
 STRATEGIES = ("epoch", "steps", "no")
-LORA_INITS = ("default", "gaussian", "pissa", "olora")
+LORA_INITS = ("default", "gaussian", "pissa", "olora")  # and pissa_niter_<n>: PiSSA by a fast randomized SVD
+DEVICES = ("auto", "cuda", "cpu")
+ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")  # or a hub kernel, "<org>/<repo>"
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TRACKING_MODES = ("tensorboard", "mlflow", "both")  # where runs, evaluations and verdicts are tracked
 COMPARE_AGAINST = ("auto", "base", "published")
@@ -54,6 +57,18 @@ def one_of(choices: tuple[str, ...]) -> AfterValidator:
         return value
 
     return AfterValidator(check)
+
+
+def _lora_init(value: str) -> str:
+    if value not in LORA_INITS and not re.fullmatch(r"pissa_niter_[1-9]\d*", value):
+        raise ValueError(f"must be one of {', '.join(LORA_INITS)}, or pissa_niter_<n> (PiSSA by a fast SVD)")
+    return value
+
+
+def _attention(value: str) -> str:
+    if value not in ATTENTION and not re.fullmatch(r"[\w.-]+/[\w.-]+(:[\w.-]+)?", value):
+        raise ValueError(f"must be one of {', '.join(ATTENTION)}, or a kernel of the Hugging Face hub (org/repo)")
+    return value
 
 
 def _all_in(choices: tuple[str, ...]) -> AfterValidator:
@@ -304,10 +319,10 @@ class TrainConfig(Schema):
         False, "DoRA: LoRA on the direction, with a trained magnitude per output (PEFT use_dora).", CARD
     )
     use_rslora: bool = option(False, "rsLoRA: scale by alpha/sqrt(r) instead of alpha/r, stabler at high rank.", CARD)
-    lora_init: Annotated[str, one_of(LORA_INITS)] = option(
+    lora_init: Annotated[str, AfterValidator(_lora_init)] = option(
         "default",
         "LoRA initialisation: default (B=0), gaussian, pissa, olora (pissa and olora are saved as a "
-        "plain LoRA for the untouched base).",
+        "plain LoRA for the untouched base); pissa_niter_4: PiSSA by a fast randomized SVD (seconds, not minutes).",
         CARD,
     )
     lora_modules_to_save: list[str] | None = option(
@@ -318,11 +333,32 @@ class TrainConfig(Schema):
         "QLoRA: the frozen base in 4 bits (bitsandbytes NF4, double quantisation, bf16 compute); CUDA only.",
         CARD,
     )
+    attn_implementation: Annotated[str, AfterValidator(_attention)] = option(
+        "sdpa",
+        "Attention kernel: sdpa, eager, flash_attention_2 (pip install flash-attn), flash_attention_3, or a hub "
+        "kernel (org/repo, pip install kernels). With packing, flash attention runs each example apart "
+        "(varlen) where sdpa builds a batch x length x length mask.",
+    )
+    device: Annotated[str, one_of(DEVICES)] = option(
+        "auto",
+        "auto: the GPUs when torch can use them, else the CPU; cpu: the CPU even with GPUs; cuda: GPUs or stop. "
+        "A GPU torch cannot use (an old driver, a CPU-only build) stops with auto too, rather than train on the CPU.",
+    )
     cuda_visible_devices: str | None = option(
         None, 'GPUs to use, e.g. "0,1" (null: leave CUDA_VISIBLE_DEVICES as it is).', RESUMABLE
     )
-    num_processes: int = option(
-        1, "Training processes on this machine (one per GPU): >1 launches them with torchrun (DDP).", ge=1
+    num_processes: int | None = option(
+        None,
+        "Training processes on this machine, one per GPU; null: one per visible GPU (1 without GPUs). Several "
+        "are launched with torchrun (DDP), or accelerate with accelerate_config. 1 with several GPUs: the first.",
+        ge=1,
+    )
+    cpu_threads: int | None = option(
+        None,
+        "torch threads on the CPU; null: the CPUs this process may use (its affinity and cgroup quota), "
+        "divided among the processes. Threads beyond the free cores spin against each other.",
+        RESUMABLE,
+        ge=1,
     )
     accelerate_config: str | None = option(
         None,
@@ -425,6 +461,9 @@ class EvalConfig(Schema):
         None, "Generate on a 4-bit base (QLoRA; CUDA only, never merged); null: as the run trained."
     )
     bf16: bool = option(True, "Generate in bf16 on GPUs that support it; always fp32 on CPU.", RECORDED)
+    device: Annotated[str, one_of(DEVICES)] = option(
+        "auto", "auto: a GPU when torch can use one, else the CPU; cpu: the CPU even with GPUs; cuda: a GPU or stop."
+    )
     cuda_visible_devices: str | None = option(None, "GPUs to use (null: leave CUDA_VISIBLE_DEVICES alone).")
     seed: int = option(42, "Seed for sampling.", RECORDED, ge=0, le=MAX_SEED)
     metrics_dir: str = option(paths.METRICS_DIR, "Where metrics and predictions are written, one folder per model.")

@@ -58,7 +58,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         RunDir(target.run_dir).announce()
     splits = _splits(cfg)  # every data error before the model loads
     four_bit = _four_bit(cfg, target)  # before anything heavy: QLoRA needs CUDA
-    env = environment.detect(cfg.bf16, cfg.cuda_visible_devices)
+    env = environment.detect(cfg.bf16, cfg.cuda_visible_devices, cfg.device)
     log.info("evaluating %s (base %s) on %s, %s", target.name, target.base_model, env.device_name, env.precision)
     set_seed(cfg.seed)
     base_path = resolve_model_path(target.base_model)  # once: for a hub id it probes the network
