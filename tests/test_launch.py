@@ -200,6 +200,7 @@ def test_a_busy_machine_gets_fewer_threads_and_a_warning(
     import torch
 
     before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(environment, "usable_cpus", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
     try:
@@ -207,6 +208,9 @@ def test_a_busy_machine_gets_fewer_threads_and_a_warning(
             assert environment.use_cpu_threads(None, 2) == 1 and torch.get_num_threads() == 1
         assert "this machine is busy (load 3.0 on 2 usable CPUs)" in caplog.text
         assert environment.use_cpu_threads(2, 1) == 2  # cpu_threads=2 chosen
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        assert environment.use_cpu_threads(None, 1) == 1  # OMP_NUM_THREADS, the user's or torchrun's, is kept
     finally:
         torch.set_num_threads(before)
 

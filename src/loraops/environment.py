@@ -209,14 +209,18 @@ def _cgroup_quota(root: Path) -> int | None:
 
 
 def use_cpu_threads(requested: int | None, processes: int) -> int:
-    """Set torch's CPU threads: `requested`, or the usable CPUs shared among the processes; warn when the
+    """Set torch's CPU threads: `requested`, OMP_NUM_THREADS where set, or the usable CPUs shared among the
+    processes; warn when the
     machine is busy, since threads that outnumber the free cores spin against each other (a 3 s training step
     took 30-90 s beside one other busy process, and 3 s with one thread each)."""
     import torch
 
     usable = usable_cpus()
-    threads = requested or max(1, usable // max(1, processes))
-    torch.set_num_threads(threads)
+    if requested is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads = torch.get_num_threads()  # chosen already, by the user or the launcher (torchrun sets 1)
+    else:
+        threads = requested or max(1, usable // max(1, processes))
+        torch.set_num_threads(threads)
     load = os.getloadavg()[0]
     if load >= usable - 0.5:
         log.warning(
