@@ -355,8 +355,8 @@ class TrainConfig(Schema):
     )
     cpu_threads: int | None = option(
         None,
-        "torch threads on the CPU; null: the CPUs this process may use (its affinity and cgroup quota), "
-        "divided among the processes. Threads beyond the free cores spin against each other.",
+        "torch threads on the CPU; null: OMP_NUM_THREADS where set, else the CPUs this process may use (its "
+        "affinity and cgroup quota) divided among the processes. Threads beyond the free cores spin.",
         RESUMABLE,
         ge=1,
     )
