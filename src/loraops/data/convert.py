@@ -215,10 +215,11 @@ def _valid_jsonl(path: Path) -> bool:
     return bool(records)
 
 
-def convert_file(path: Path, output_dir: Path) -> FileReport:
-    """Convert one file; never touches the source, rewrites the output only when it changes."""
-    if not needs_converting(path):
-        return FileReport(path, "skipped", "already JSONL in a supported format")
+def convert_file(path: Path, output_dir: Path, checked: bool = False) -> FileReport:
+    """Convert one file; never touches the source, rewrites the output only when it changes. `checked`: the
+    caller found it needs converting already (reading a JSONL file whole to find out is not free)."""
+    if not checked and not needs_converting(path):
+        return _already_jsonl(path)
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -243,6 +244,10 @@ def convert_file(path: Path, output_dir: Path) -> FileReport:
     if path.suffix == ".jsonl":
         kind += "; move the source out of the training folder, it still matches *.jsonl"
     return FileReport(path, action, kind, output, len(records), counts)
+
+
+def _already_jsonl(path: Path) -> FileReport:
+    return FileReport(path, "skipped", "already JSONL in a supported format")
 
 
 def needs_converting(path: Path) -> bool:
@@ -295,8 +300,12 @@ def convert_folder(input_dir: Path, output_dir: Path | None = None) -> list[File
     if not paths:
         raise LoraopsError(f"{input_dir}: no .json or .jsonl files to convert")
     output_dir = output_dir or input_dir
-    clashes = _clashes(paths, output_dir)
-    return [clashes[p] if p in clashes else _convert_or_fail(p, output_dir) for p in paths]
+    pending = [p for p in paths if needs_converting(p)]  # each file read once to decide
+    clashes = _clashes(pending, output_dir)
+    return [
+        clashes[p] if p in clashes else _convert_or_fail(p, output_dir) if p in pending else _already_jsonl(p)
+        for p in paths
+    ]
 
 
 def _clashes(paths: list[Path], output_dir: Path) -> dict[Path, FileReport]:
@@ -304,8 +313,7 @@ def _clashes(paths: list[Path], output_dir: Path) -> dict[Path, FileReport]:
     converting both would keep one and drop the other, and training would then skip the dropped one."""
     by_output: dict[Path, list[Path]] = {}
     for path in paths:
-        if needs_converting(path):
-            by_output.setdefault(output_path(path, output_dir), []).append(path)
+        by_output.setdefault(output_path(path, output_dir), []).append(path)
     reports = {}
     for output, sources in by_output.items():
         if len(sources) > 1:
@@ -320,7 +328,7 @@ def _convert_or_fail(path: Path, output_dir: Path) -> FileReport:
     """One file's report; its failure is reported rather than raised, so the rest of the folder still converts.
     Outputs are only ever replaced atomically and after every check, so a failed file leaves nothing half-written."""
     try:
-        return convert_file(path, output_dir)
+        return convert_file(path, output_dir, checked=True)
     except (LoraopsError, OSError) as exc:  # OSError: a file the system refused (permissions, a full disk)
         return _failure(path, output_path(path, output_dir), exc)
 
