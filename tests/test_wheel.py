@@ -78,3 +78,27 @@ def test_the_wheel_runs_outside_the_checkout(installed: Path, tmp_path: Path, ti
     accelerate = "from loraops.distributed import accelerate_config_file as f; print(f('fsdp'))"
     fsdp = Path(_run(installed / "python", "-c", accelerate, cwd=tmp_path).stdout.strip())
     assert fsdp.is_file() and fsdp.is_relative_to(installed.parent) and fsdp.name == "fsdp.yaml"
+
+
+def test_the_oldest_run_installs_the_declared_lower_bounds() -> None:
+    """make test-oldest is only proof of the ranges if .ci/oldest.txt pins what pyproject.toml declares."""
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    declared = {}
+    for text in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]:
+        requirement = Requirement(text)
+        lower = [spec.version for spec in requirement.specifier if spec.operator in (">=", "==")]
+        declared[canonicalize_name(requirement.name)] = lower[0] if lower else None
+    pinned = {}
+    for line in (REPO / ".ci" / "oldest.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pinned[canonicalize_name(name)] = version
+    assert set(pinned) == set(declared), "every dependency has a lower bound, and the oldest run installs it"
+    assert {name: Version(v) for name, v in pinned.items() if name != "torch"} == {
+        name: Version(v) for name, v in declared.items() if name != "torch"
+    }
+    assert declared["torch"] == "2.11" and pinned["torch"] == "2.13.0"

@@ -9,6 +9,7 @@ The token is handed to huggingface_hub and nowhere else; every message built her
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 from collections.abc import Iterator
@@ -199,14 +200,13 @@ def _token_hint(access: Access) -> str:
 
 
 def connection_errors() -> tuple[type[BaseException], ...]:
-    """What a request that never got an answer raises (huggingface_hub 2.x speaks through httpx2)."""
+    """What a request that never got an answer raises (huggingface_hub 1.x speaks through httpx, 2.x httpx2)."""
     errors: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
-    try:
-        import httpx2
-
-        errors += (httpx2.TransportError,)
-    except ImportError:
-        pass
+    for name in ("httpx", "httpx2"):
+        try:
+            errors += (importlib.import_module(name).TransportError,)
+        except ImportError:
+            pass
     return errors
 
 

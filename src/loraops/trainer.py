@@ -11,6 +11,7 @@ import itertools
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from transformers import Trainer
@@ -185,6 +186,21 @@ class LoraopsTrainer(Trainer):
         if problem is not None:
             raise TrainingDiverged(self.state.global_step, problem, self.args.learning_rate, self.precision)
 
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        # transformers before 5.2x maps the optimizer state to `cpu:N` when processes share the CPU, which
+        # torch.load cannot restore; later releases load it on the plain CPU, as done here (no FSDP or DeepSpeed
+        # runs on the CPU: launch.plan refuses them).
+        import torch
+
+        args: Any = self.args
+        if checkpoint is None or args.device.type != "cpu" or args.world_size == 1:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        optimizer, scheduler = Path(checkpoint) / "optimizer.pt", Path(checkpoint) / "scheduler.pt"
+        if optimizer.is_file() and scheduler.is_file():
+            owner: Any = self  # both exist once training has started; the Trainer types them as optional
+            owner.optimizer.load_state_dict(torch.load(optimizer, map_location="cpu", weights_only=True))
+            owner.lr_scheduler.load_state_dict(torch.load(scheduler, map_location="cpu", weights_only=True))
+
     def _diverged(self, what: str, value: float) -> TrainingDiverged:
         step = self.state.global_step + 1
         return TrainingDiverged(step, f"{what} is {value}", self.args.learning_rate, self.precision)
@@ -199,6 +215,13 @@ def check_one_gpu_per_process(args: Any) -> None:
             f"one training process sees {args.n_gpu} GPUs (CUDA_VISIBLE_DEVICES={visible}): run `loraops train` "
             "itself, which starts one process per GPU, or set cuda_visible_devices to one"
         )
+
+
+def _checkpointing_arguments(arguments_class: type, enabled: bool) -> dict[str, Any]:
+    # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing (the old name warns until v6).
+    fields = getattr(arguments_class, "__dataclass_fields__", {})
+    name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
 
 
 def training_arguments(cfg: TrainConfig, run: RunDir, env: environment.Environment, validating: bool) -> Any:
@@ -222,8 +245,7 @@ def training_arguments(cfg: TrainConfig, run: RunDir, env: environment.Environme
         bf16=env.precision == "bf16",
         fp16=env.precision == "fp16",
         use_cpu=env.device == "cpu",
-        activation_checkpointing=cfg.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        **_checkpointing_arguments(TrainingArguments, cfg.gradient_checkpointing),
         seed=cfg.seed,
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
