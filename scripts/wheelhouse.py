@@ -174,14 +174,28 @@ def fetch(packages: dict[str, str], target: Target, out: Path) -> None:
     platform_args = [arg for tag in PLATFORMS for arg in ("--platform", tag)]
     for name, version in sorted(packages.items()):
         pin = f"{name}=={version}"
-        done = _pip("download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version", python_tag,
-                    "--implementation", "cp", *platform_args, "--dest", str(out), pin)  # fmt: skip
+        done = _pip(
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            python_tag,
+            "--implementation",
+            "cp",
+            *platform_args,
+            "--dest",
+            str(out),
+            pin,
+        )
         if done.returncode == 0:
             continue
         built = _pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), pin)
         if built.returncode != 0:
-            raise WheelhouseError(f"no wheel of {pin} for Python {target.python} and none could be built: "
-                                  f"{(done.stderr or built.stderr).strip()[-400:]}")  # fmt: skip
+            raise WheelhouseError(
+                f"no wheel of {pin} for Python {target.python} and none could be built: "
+                f"{(done.stderr or built.stderr).strip()[-400:]}"
+            )
         impure = [
             wheel.name
             for wheel in out.glob(f"{name.replace('-', '_')}-*.whl")

@@ -20,6 +20,7 @@ COMMANDS = {
     "loraops.remote.actions": {"loraops.remote"},
     "loraops.serve": {"loraops.cli"},
     "loraops.chat": {"loraops.cli"},
+    "loraops.export.command": {"loraops.cli"},
 }
 # What the trackers may read: the core records and folders, never a command, eval, publish or the reference.
 TRACKING_MAY_IMPORT = {

@@ -53,3 +53,15 @@ def test_default_model_learns_the_sample_dsl_and_stops(tmp_path: Path, default_m
     assert tuned["n"] == 32
     assert tuned["stopped_at_eos_pct"] >= 95, "the fine-tuned model must end its answers with EOS"
     assert tuned["exact_match"] >= 50 and base["exact_match"] <= 10
+
+    # llama.cpp runs the exported files on the evaluated prompts: the LoRA on the very GGUF base the default
+    # model was converted from, the merged model, and its Q4_K_M quantisation.
+    done = loraops(
+        "export", str(run), "--artifacts-dir", str(tmp_path), "--merged", "--quantize", "q4_k_m", "--limit", "16"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    record = json.loads((tmp_path / "exports" / run.name / "gguf" / "export.json").read_text())
+    assert record["files"]["base"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    agreement = {a["artifact"]: a for a in record["agreement"]}
+    assert agreement["base + LoRA"]["exact"] >= 0.9 and agreement["merged F16"]["exact"] >= 0.9
+    assert agreement["merged Q4_K_M"]["tokens"] >= 0.5 and record["good"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,3 +74,43 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise LoraopsError(f"{path}: expected a JSON object, got {type(data).__name__}; restore or delete it")
     return data
+
+
+_STAGING_KINDS = ("tmp", "old")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def recover_folder_leftovers(dest: Path) -> None:
+    """Undo what an interrupted swap_in_folder of `dest` (a dead process) left next to it."""
+    for kind in _STAGING_KINDS:
+        for path in dest.parent.glob(f".{dest.name}.{kind}-*"):
+            pid = path.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or _pid_alive(int(pid)):
+                continue
+            if kind == "old" and not dest.exists():
+                os.replace(path, dest)  # it died between the two renames: the old copy is still whole
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def swap_in_folder(tmp: Path, dest: Path) -> None:
+    """Replace `dest` by the complete `tmp`; the old copy is deleted only once the new one is in place."""
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    if dest.exists():
+        os.replace(dest, old)  # rename cannot replace a non-empty folder, so move the old one aside first
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        if old.exists():
+            os.replace(old, dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

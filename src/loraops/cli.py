@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from loraops import __version__, distributed, paths
 from loraops.config import CompareConfig, EvalConfig, TrainConfig, help_rows, load_config
 from loraops.config.compose import PROJECT_CONFIGS
-from loraops.errors import INTERRUPTED_EXIT, TERMINATED_EXIT, USER_ERROR_EXIT, LoraopsError, Terminated
+from loraops.errors import INTERRUPTED_EXIT, TERMINATED_EXIT, USER_ERROR_EXIT, ConfigError, LoraopsError, Terminated
 
 log = logging.getLogger("loraops")
 
@@ -99,6 +99,33 @@ def _add_publish_parsers(sub: argparse._SubParsersAction) -> None:
             "(default: compare.yaml's artifacts_dir, artifacts)",
         )
         _add_config_dir(parser, "folder holding compare.yaml, whose settings the gate uses")
+
+
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser(
+        "export",
+        help="the run as GGUF for llama.cpp and Ollama, or as a folder vLLM serves, proven by generation",
+        description="Export a run into artifacts/exports/<run>/<format>/: --format gguf writes the LoRA as GGUF "
+        "(llama.cpp's own converter), its base, an Ollama Modelfile and, with --merged, the merged model "
+        "(--quantize q8_0|q4_k_m|...); the files are then run by llama.cpp on the evaluated prompts and kept "
+        "only if they reproduce the evaluated answers (export_min_agreement in compare.yaml; exit 1 otherwise, "
+        "unless --force). --format vllm writes the adapter checked against what vLLM loads.",
+    )
+    export.add_argument(
+        "model_path",
+        nargs="?",
+        default=paths.LATEST_RUN,
+        metavar="MODEL_PATH",
+        help=f"run folder (default: {paths.LATEST_RUN})",
+    )
+    export.add_argument("--format", choices=("gguf", "vllm"), default="gguf", help="what to export (default gguf)")
+    export.add_argument("--merged", action="store_true", help="gguf: also the merged model, as F16")
+    export.add_argument("--quantize", metavar="TYPE", help="gguf: also the merged model quantised (q8_0, q4_k_m...)")
+    export.add_argument("--limit", type=int, metavar="N", help="prove on the first N evaluated prompts only")
+    export.add_argument("--out", metavar="DIR", help="folder to write (default: artifacts/exports/<run>/<format>)")
+    export.add_argument("--force", action="store_true", help="keep the files even below the agreement threshold")
+    export.add_argument("--artifacts-dir", default=None, help="folder of metrics and exports (default: artifacts)")
+    _add_config_dir(export, "folder holding compare.yaml (primary_split, export_min_agreement)")
 
 
 _MODEL_HELP = (
@@ -254,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     flips = "print N fixed and N broken examples per split (default: show_flips)"
     commands["compare"].add_argument("--flips", type=int, default=None, metavar="N", help=flips)
     _add_publish_parsers(sub)
+    _add_export_parser(sub)
     _add_model_parsers(sub)
     _add_remote_parser(sub, argparse.RawDescriptionHelpFormatter)
     _add_report_parser(sub)
@@ -380,6 +408,34 @@ def cmd_publish_hf(args: argparse.Namespace) -> int:
     return _publish(args, publish_hub, repo_id=args.repo, public=args.public)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from loraops.export.command import Request, export
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    request = Request(
+        args.format, args.merged, args.quantize and args.quantize.lower(), args.limit, args.out, args.force
+    )
+    result = export(args.model_path, request, _gate_config(args))
+    for agreement in result.record.agreement:
+        print(
+            f"{agreement['artifact']}: {agreement['exact']:.1%} identical answers, "
+            f"{agreement['tokens']:.1%} token agreement ({agreement['examples']} {result.record.split} prompts)"
+        )
+    if not result.placed:
+        print(
+            f"loraops: the exported files answered unlike the evaluated model (below export_min_agreement="
+            f"{result.record.min_agreement}); nothing was written (--force keeps them)",
+            file=sys.stderr,
+        )
+        return 1
+    for note in result.record.notes:
+        print(f"note: {note}")
+    print(f"exported: {result.path}")
+    print("\n".join(result.record.commands))
+    return 0
+
+
 def cmd_remote(args: argparse.Namespace) -> int:
     from loraops import remote
 
@@ -473,6 +529,7 @@ COMMANDS = {
     "convert": cmd_convert,
     "publish": cmd_publish,
     "publish-hf": cmd_publish_hf,
+    "export": cmd_export,
     "remote": cmd_remote,
     "chat": cmd_chat,
     "serve": cmd_serve,

@@ -113,6 +113,15 @@ def resolve_model_path(model_name: str) -> str:
     return _hub_model(model_name)
 
 
+def source_gguf(model_name: str) -> Path | None:
+    """The GGUF file a model was converted from (the embedded default, a .gguf model_name), else None: llama.cpp
+    runs that very file, whose weights are the ones training saw after dequantisation."""
+    if model_name == DEFAULT_MODEL:
+        return embedded_gguf_path()
+    path = Path(model_name).expanduser()
+    return path.resolve() if path.suffix == ".gguf" and path.is_file() else None
+
+
 def looks_like_path(name: str) -> bool:
     """Not a hub id (`name` or `owner/name`): a path, even when nothing is there."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1

@@ -7,6 +7,7 @@ this module, so moving a folder is a change of one line.
     outputs/remote/<job>/        remote jobs: log, pid, exit code, run file (on the server and here)
     artifacts/metrics/<name>/    what `loraops eval` wrote, and the last comparison
     artifacts/models/<run>/      published runs
+    artifacts/exports/<run>/     exported runs: <format>/ (gguf, vllm)
     artifacts/reports/           HTML reports
     artifacts/reference.json     the published reference run
     models/                      converted base models (LORAOPS_MODELS_DIR)
@@ -27,6 +28,7 @@ JOBS_DIR = "outputs/remote"
 ARTIFACTS_DIR = "artifacts"
 METRICS = "metrics"
 PUBLISHED = "models"
+EXPORTS = "exports"
 REPORTS = "reports"
 REFERENCE_FILE = "reference.json"
 METRICS_DIR = f"{ARTIFACTS_DIR}/{METRICS}"
@@ -41,6 +43,11 @@ def metrics_dir(artifacts_dir: str | Path) -> Path:
 def published_dir(artifacts_dir: str | Path) -> Path:
     """Where `loraops publish` puts published runs."""
     return Path(artifacts_dir) / PUBLISHED
+
+
+def exports_dir(artifacts_dir: str | Path) -> Path:
+    """Where `loraops export` puts exported runs."""
+    return Path(artifacts_dir) / EXPORTS
 
 
 def reports_dir(artifacts_dir: str | Path) -> Path:

@@ -255,6 +255,24 @@ class RegistryVersion(Record):
     alias: str
 
 
+class ExportRecord(Record):
+    """export.json, in the export folder and as exports/<format>.json in the run folder: what was exported,
+    and how closely the target engine reproduced the evaluated answers."""
+
+    run: str
+    format: Literal["gguf", "vllm"]
+    files: dict[str, str]  # role (lora, base, merged, quantized, modelfile, adapter) -> file name in the folder
+    sha256: dict[str, str]  # file name -> digest
+    engine: dict[str, str | None]  # the engine and version that ran the proof, or why none did
+    split: str | None = None
+    agreement: list[dict[str, Any]] = Field(default_factory=list)
+    min_agreement: float | None = None
+    good: bool
+    forced: bool = False
+    commands: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
 class Reference(Record):
     """reference.json: the published run that `compare` measures new runs against."""
 

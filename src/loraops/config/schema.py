@@ -524,6 +524,13 @@ class CompareConfig(Schema):
         "publish regenerates this many primary-split examples from the files it is about to publish (0: skip).",
         ge=0,
     )
+    export_min_agreement: float = option(
+        0.9,
+        "export: share of evaluated answers an exported file must reproduce exactly (llama.cpp, greedy) before "
+        "it is kept; quantised files are measured and reported, not held to it.",
+        ge=0,
+        le=1,
+    )
     max_overlap: float = option(
         0.0,
         "Share of a split's examples that may also be in the training data (exact or near) before publish refuses.",
@@ -565,6 +572,11 @@ class CompareConfig(Schema):
     def published_dir(self) -> Path:
         """Where `loraops publish` puts published runs."""
         return paths.published_dir(self.artifacts_dir)
+
+    @property
+    def exports_dir(self) -> Path:
+        """Where `loraops export` puts exported runs."""
+        return paths.exports_dir(self.artifacts_dir)
 
 
 def _is_section(annotation: Any) -> bool:

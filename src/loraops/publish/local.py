@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from pathlib import Path
 
+from loraops.atomic import recover_folder_leftovers, swap_in_folder
 from loraops.config import CompareConfig
 from loraops.paths import LATEST_RUN, portable_path
 from loraops.publish.gate import check_gate
@@ -15,45 +15,6 @@ from loraops.publish.stage import PublishResult, resolve_run, stage
 from loraops.tracking.registry import Publication
 
 log = logging.getLogger(__name__)
-
-_STAGING_KINDS = ("tmp", "old")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def _recover_leftovers(dest: Path) -> None:
-    """Undo what an interrupted publish of the same run (a dead process) left next to `dest`."""
-    for kind in _STAGING_KINDS:
-        for path in dest.parent.glob(f".{dest.name}.{kind}-*"):
-            pid = path.name.rsplit("-", 1)[-1]
-            if not pid.isdigit() or _pid_alive(int(pid)):
-                continue
-            if kind == "old" and not dest.exists():
-                os.replace(path, dest)  # it died between the two renames: the old copy is still whole
-            else:
-                shutil.rmtree(path, ignore_errors=True)
-
-
-def _swap_in(tmp: Path, dest: Path) -> None:
-    """Replace `dest` by the complete `tmp`; the old copy is deleted only once the new one is in place."""
-    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-    if dest.exists():
-        os.replace(dest, old)  # rename cannot replace a non-empty folder, so move the old one aside first
-    try:
-        os.replace(tmp, dest)
-    except BaseException:
-        if old.exists():
-            os.replace(old, dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def publish_local(
@@ -72,7 +33,7 @@ def publish_local(
     gate = check_gate(run, compare_cfg, force=force)
     dest = compare_cfg.published_dir / run.name
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _recover_leftovers(dest)
+    recover_folder_leftovers(dest)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -86,7 +47,7 @@ def publish_local(
             records=True,
             public=False,
         )
-        _swap_in(tmp, dest)
+        swap_in_folder(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-copied folder behind
         raise

@@ -1,0 +1,5 @@
+"""`loraops export`: a run in the forms other engines run: GGUF for llama.cpp and Ollama, a folder for vLLM.
+
+command.py (the command), gguf.py (the GGUF files), llamacpp.py (llama.cpp's converters and engine),
+agreement.py (the proof by generation), ollama.py (the Modelfile), vllm.py (the vLLM folder), card.py.
+"""
