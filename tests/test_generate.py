@@ -8,7 +8,7 @@ from typing import Any
 from support import EVAL_PROMPTS
 
 from loraops.environment import Environment
-from loraops.eval.generate import GenerationSettings, _decode, encode_prompts, generate
+from loraops.eval.generate import GenerationSettings, decode_answer, encode_prompts, generate
 from loraops.loading import load_for_inference
 
 CPU = Environment("cpu", "cpu", "fp32", None)
@@ -44,7 +44,7 @@ def test_prompts_are_rendered_like_training(tokenizer: Any) -> None:
 def test_decoding_stops_at_the_first_stop_token(tokenizer: Any) -> None:
     eos = tokenizer.eos_token_id
     hello = tokenizer("hello there", add_special_tokens=False)["input_ids"]
-    stopped = _decode(tokenizer, hello + [eos] + hello, [eos])
+    stopped = decode_answer(tokenizer, hello + [eos] + hello, [eos])
     assert (stopped.text, stopped.stopped, stopped.new_tokens) == ("hello there", True, len(hello) + 1)
-    runaway = _decode(tokenizer, hello, [eos])
+    runaway = decode_answer(tokenizer, hello, [eos])
     assert (runaway.stopped, runaway.new_tokens) == (False, len(hello))

@@ -60,3 +60,22 @@ def test_artifacts_dir_moves_metrics_reference_and_models_together(
     assert json.loads((elsewhere / "reference.json").read_text())["run"] == "r1"
     assert (elsewhere / "models" / "r1" / "README.md").is_file()
     assert not (tmp_path / "artifacts").exists()  # nothing went to the default folder
+
+
+def test_force_never_publishes_an_unevaluated_latest_it_was_not_named(
+    tmp_path: Path, tiny_adapter_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = finished_run(tmp_path, "r1", tiny_adapter_dir)
+    (tmp_path / "outputs" / "runs").mkdir(parents=True)
+    shutil.move(run, tmp_path / "outputs" / "runs" / "r1")
+    (tmp_path / "outputs" / "runs" / "latest").symlink_to("r1")
+    configs = ["--config-dir", str(no_verify_configs(tmp_path))]
+    assert main(["publish", "--force", *configs]) == 2
+    err = capsys.readouterr().err
+    assert "--force would publish the latest run, r1, which was never evaluated" in err and "name the run" in err
+    assert not (tmp_path / "artifacts").exists()
+
+    assert main(["publish", "outputs/runs/r1", "--force", *configs]) == 0  # named: the user means it
+    out = capsys.readouterr().out
+    assert "published with --force over: r1 was never compared with its reference" in out

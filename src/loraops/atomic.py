@@ -114,3 +114,12 @@ def swap_in_folder(tmp: Path, dest: Path) -> None:
             os.replace(old, dest)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def link_or_copy(source: Path, dest: Path) -> None:
+    """`dest` with the bytes of `source`: a hard link where the filesystem allows (no second copy of a large
+    file), else a copy."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)

@@ -16,6 +16,7 @@ from loraops.data.formats import Message
 from loraops.errors import LoraopsError
 from loraops.eval.generate import GenerationSettings
 from loraops.inference import ChatModel, PromptTooLong
+from loraops.llamacpp_chat import load_model
 
 PROMPT = ">>> "
 COMMANDS = "/reset clears the conversation, /system TEXT sets the system prompt (/system alone removes it), /exit quits"
@@ -39,13 +40,20 @@ def check_settings(temperature: float, top_p: float, max_new_tokens: int) -> Non
         raise LoraopsError(f"--max-new-tokens {max_new_tokens}: must be at least 1")
 
 
-def chat(spec: str, settings: GenerationSettings, system: str | None = None, seed: int | None = None) -> Conversation:
+def chat(
+    spec: str,
+    settings: GenerationSettings,
+    system: str | None = None,
+    seed: int | None = None,
+    engine: str = "transformers",
+    gguf: str | None = None,
+) -> Conversation:
     """Load the model named by `spec` and chat on stdin/stdout; `system` overrides the trained system prompt."""
     from transformers import set_seed
 
     if isinstance(sys.stdin, io.TextIOWrapper):
         sys.stdin.reconfigure(errors="replace")  # bytes that are not UTF-8 are shown as such, never a crash
-    model = ChatModel.load(spec)
+    model = load_model(spec, engine, gguf)
     if seed is not None:
         set_seed(seed)
     conversation = Conversation(model.system_prompt if system is None else system or None)

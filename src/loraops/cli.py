@@ -82,7 +82,7 @@ def _add_publish_parsers(sub: argparse._SubParsersAction) -> None:
         parser.add_argument(
             "model_path",
             nargs="?",
-            default=paths.LATEST_RUN,
+            default=None,  # None: `latest`, which --force will not publish unevaluated
             metavar="MODEL_PATH",
             help=f"run folder (default: {paths.LATEST_RUN})",
         )
@@ -90,6 +90,12 @@ def _add_publish_parsers(sub: argparse._SubParsersAction) -> None:
             "--merged",
             action="store_true",
             help="publish a standalone model with the LoRA weights merged in (no PEFT needed)",
+        )
+        parser.add_argument(
+            "--format",
+            choices=("safetensors", "gguf"),
+            default="safetensors",
+            help="gguf: also the run's GGUF files that `loraops export` wrote and proved (default: safetensors only)",
         )
         parser.add_argument("--force", action="store_true", help="publish even if the gate refuses")
         parser.add_argument(
@@ -121,7 +127,14 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--format", choices=("gguf", "vllm"), default="gguf", help="what to export (default gguf)")
     export.add_argument("--merged", action="store_true", help="gguf: also the merged model, as F16")
     export.add_argument("--quantize", metavar="TYPE", help="gguf: also the merged model quantised (q8_0, q4_k_m...)")
-    export.add_argument("--limit", type=int, metavar="N", help="prove on the first N evaluated prompts only")
+    export.add_argument("--limit", type=int, metavar="N", help="prove on the first N prompts of each split only")
+    export.add_argument(
+        "--split",
+        action="append",
+        metavar="NAME",
+        help="eval split whose prompts prove the files, repeatable (default: compare.yaml's primary_split); a "
+        "split never evaluated is answered by the PEFT model first",
+    )
     export.add_argument("--out", metavar="DIR", help="folder to write (default: artifacts/exports/<run>/<format>)")
     export.add_argument("--force", action="store_true", help="keep the files even below the agreement threshold")
     export.add_argument("--artifacts-dir", default=None, help="folder of metrics and exports (default: artifacts)")
@@ -160,6 +173,17 @@ def _add_model_parsers(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     for parser in (chat, serve):
         parser.add_argument("model", nargs="?", default=paths.LATEST_RUN, metavar="RUN", help=_MODEL_HELP)
+        parser.add_argument(
+            "--engine",
+            choices=("transformers", "llamacpp"),
+            default="transformers",
+            help="llamacpp: run the run's GGUF export (`loraops export`) with llama.cpp, as it will ship",
+        )
+        parser.add_argument(
+            "--gguf",
+            choices=("lora", "merged", "quantized"),
+            help="with --engine llamacpp: which exported file (default: the LoRA on its base, if exported)",
+        )
         parser.add_argument(
             "--max-new-tokens",
             type=int,
@@ -380,7 +404,13 @@ def _publish(args: argparse.Namespace, publish: Any, **kwargs: Any) -> int:
 
     try:
         result = publish(
-            args.model_path, merged=args.merged, force=args.force, compare_cfg=_gate_config(args), **kwargs
+            args.model_path or paths.LATEST_RUN,
+            named_run=args.model_path is not None,
+            merged=args.merged,
+            force=args.force,
+            compare_cfg=_gate_config(args),
+            gguf=args.format == "gguf",
+            **kwargs,
         )
     except NotImprovedError as exc:  # evaluated, and not (significantly) better: compare's exit status, 1 or 3
         print(f"loraops: {exc}", file=sys.stderr)
@@ -388,7 +418,7 @@ def _publish(args: argparse.Namespace, publish: Any, **kwargs: Any) -> int:
     if result.comparison is not None:
         print(format_table(result.comparison))
     if result.forced:
-        print("warning: published with --force; the model card says so")
+        print(f"warning: published with --force over: {result.forced_reason}; the model card says so")
     kind = "merged model" if result.merged else "adapter"
     print(f"published: {result.path or result.url} ({kind}, {len(result.files)} files)")
     return 0
@@ -414,13 +444,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     request = Request(
-        args.format, args.merged, args.quantize and args.quantize.lower(), args.limit, args.out, args.force
+        args.format,
+        args.merged,
+        args.quantize and args.quantize.lower(),
+        args.limit,
+        args.out,
+        args.force,
+        tuple(args.split or ()),
+        args.config_dir,
     )
     result = export(args.model_path, request, _gate_config(args))
     for agreement in result.record.agreement:
         print(
-            f"{agreement['artifact']}: {agreement['exact']:.1%} identical answers, "
-            f"{agreement['tokens']:.1%} token agreement ({agreement['examples']} {result.record.split} prompts)"
+            f"{agreement['artifact']} on {agreement['split']} ({agreement['examples']} prompts): "
+            f"{agreement['exact']:.1%} identical answers, {agreement['tokens']:.1%} token agreement"
         )
     if not result.placed:
         print(
@@ -469,14 +506,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     check_settings(args.temperature, args.top_p, args.max_new_tokens)
     settings = GenerationSettings.sampling(args.max_new_tokens, args.temperature, args.top_p, args.do_sample)
-    chat(args.model, settings, args.system, args.seed)
+    chat(args.model, settings, args.system, args.seed, args.engine, args.gguf)
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from loraops.serve import serve
 
-    serve(args.model, args.host, args.port, args.max_new_tokens)
+    serve(args.model, args.host, args.port, args.max_new_tokens, args.engine, args.gguf)
     return 0
 
 

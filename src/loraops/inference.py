@@ -177,10 +177,12 @@ class Reply:
 class ChatModel:
     """A model, its tokenizer and its name (the id clients see), loaded once."""
 
-    def __init__(self, name: str, model: Any, tokenizer: Any, system_prompt: str | None = None) -> None:
+    def __init__(
+        self, name: str, model: Any, tokenizer: Any, system_prompt: str | None = None, context: int | None = None
+    ) -> None:
         self.name, self.model, self.tokenizer, self.system_prompt = name, model, tokenizer, system_prompt
         self.stops = stop_token_ids(model, tokenizer)
-        self.context_length: int | None = getattr(model.config, "max_position_embeddings", None)
+        self.context_length = context or getattr(getattr(model, "config", None), "max_position_embeddings", None)
         self.generating = threading.Lock()  # one reply at a time on the model
         self._encoding = threading.Lock()  # a fast tokenizer is not safe to call from two threads at once
         self._longest_token: int | None = None

@@ -264,7 +264,7 @@ class ExportRecord(Record):
     files: dict[str, str]  # role (lora, base, merged, quantized, modelfile, adapter) -> file name in the folder
     sha256: dict[str, str]  # file name -> digest
     engine: dict[str, str | None]  # the engine and version that ran the proof, or why none did
-    split: str | None = None
+    splits: list[str] = Field(default_factory=list)  # the eval splits whose prompts the proof answered
     agreement: list[dict[str, Any]] = Field(default_factory=list)
     min_agreement: float | None = None
     good: bool

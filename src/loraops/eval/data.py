@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from loraops.config import EvalConfig
 from loraops.data.files import is_data_file, read_records
 from loraops.data.formats import Example, FormatOptions, Message, to_example
 from loraops.errors import DataError
@@ -48,3 +49,10 @@ def find_splits(eval_dir: str, pattern: str, only: list[str] | None = None) -> d
             raise DataError(root, None, f"no eval split named {', '.join(missing)} (have: {', '.join(found)})")
         found = {name: found[name] for name in only}
     return found
+
+
+def configured_splits(cfg: EvalConfig) -> dict[str, list[EvalExample]]:
+    """The splits an eval config names, read and checked (every data error before any model loads)."""
+    options = FormatOptions(cfg.data_format, dict(cfg.columns or {}), cfg.system_prompt)
+    found = find_splits(cfg.eval_dir, cfg.eval_pattern, cfg.splits)
+    return {name: load_split(path, options)[: cfg.limit] for name, path in found.items()}

@@ -9,8 +9,7 @@ from typing import Any
 
 from loraops import environment
 from loraops.config import RECORDED, EvalConfig, marked
-from loraops.data.formats import FormatOptions
-from loraops.eval.data import EvalExample, find_splits, load_split
+from loraops.eval.data import EvalExample, configured_splits
 from loraops.eval.fingerprint import split_fingerprint
 from loraops.eval.generate import GenerationSettings
 from loraops.eval.records import OVERALL, MetricsRecords
@@ -43,12 +42,6 @@ def _four_bit(cfg: EvalConfig, target: EvalTarget) -> bool:
     return four_bit
 
 
-def _splits(cfg: EvalConfig) -> dict[str, list[EvalExample]]:
-    options = FormatOptions(cfg.data_format, dict(cfg.columns or {}), cfg.system_prompt)
-    found = find_splits(cfg.eval_dir, cfg.eval_pattern, cfg.splits)
-    return {name: load_split(path, options)[: cfg.limit] for name, path in found.items()}
-
-
 def evaluate(cfg: EvalConfig) -> EvalResult:
     """Evaluate the configured model on every split; write metrics and predictions."""
     from transformers import set_seed
@@ -56,7 +49,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     target = resolve_target(cfg.model, cfg.model_name, cfg.baseline)
     if target.run_dir is not None:
         RunDir(target.run_dir).announce()
-    splits = _splits(cfg)  # every data error before the model loads
+    splits = configured_splits(cfg)  # every data error before the model loads
     four_bit = _four_bit(cfg, target)  # before anything heavy: QLoRA needs CUDA
     env = environment.detect(cfg.bf16, cfg.cuda_visible_devices, cfg.device)
     log.info("evaluating %s (base %s) on %s, %s", target.name, target.base_model, env.device_name, env.precision)

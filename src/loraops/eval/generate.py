@@ -79,11 +79,12 @@ def generate(
             )
         new = out[:, padded["input_ids"].shape[1] :].tolist()
         for index, tokens in zip(batch, new):
-            results[index] = _decode(tokenizer, tokens, stops)
+            results[index] = decode_answer(tokenizer, tokens, stops)
     return results  # type: ignore[return-value]
 
 
-def _decode(tokenizer: Any, tokens: list[int], stops: list[int]) -> Generation:
+def decode_answer(tokenizer: Any, tokens: list[int], stops: list[int]) -> Generation:
+    """An answer from its generated token ids: cut at the first stop token, special tokens dropped, stripped."""
     end = next((i for i, t in enumerate(tokens) if t in stops), None)
     kept = tokens if end is None else tokens[:end]
     return Generation(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loraops.eval.generate import encode_prompts
+from loraops.eval.generate import decode_answer, encode_prompts
 from loraops.export.llamacpp import native_output_captured
 from loraops.records import Prediction
 
@@ -22,14 +22,15 @@ from loraops.records import Prediction
 class Agreement:
     artifact: str  # what ran: "base + LoRA", "merged F16", "merged Q4_K_M"
     files: list[str]
+    split: str
     examples: int
     exact: float  # share of identical answers
-    tokens: float  # mean share of the evaluated answer's tokens reproduced before the first difference
+    tokens: float  # mean share of the reference answer's tokens reproduced before the first difference
     first_difference: dict[str, Any] | None  # where they first disagreed: file, line, both answers
     quantized: bool = False  # a quantisation loraops applied: measured and reported, not held to the threshold
 
     def summary(self) -> str:
-        return f"{self.artifact}: {self.exact:.0%} identical answers, {self.tokens:.0%} token agreement"
+        return f"{self.artifact} on {self.split}: {self.exact:.0%} identical answers, {self.tokens:.0%} token agreement"
 
 
 def common_prefix_share(reference: list[int], other: list[int]) -> float:
@@ -40,36 +41,40 @@ def common_prefix_share(reference: list[int], other: list[int]) -> float:
     return same / max(len(reference), len(other))
 
 
-def measure(
+def compare(
     artifact: str,
-    files: list[Path],
+    files: list[str],
+    split: str,
     rows: list[Prediction],
+    answers: list[str],
     tokenizer: Any,
-    max_new_tokens: int,
-    lora: Path | None,
-    quantized: bool = False,
+    quantized: bool,
 ) -> Agreement:
-    """Generate every row's prompt with llama.cpp on `files[0]` (+ the LoRA) and compare with the evaluated answers."""
-    answers = generate_llamacpp(files[0], lora, tokenizer, [row.messages for row in rows], max_new_tokens)
+    """How closely `answers` (the engine's) reproduce the rows' predictions (the PEFT model's)."""
     shares, first = [], None
     for row, answer in zip(rows, answers):
         expected = tokenizer.encode(row.prediction, add_special_tokens=False)
         shares.append(common_prefix_share(expected, tokenizer.encode(answer, add_special_tokens=False)))
         if answer != row.prediction and first is None:
-            first = {"path": row.path, "line": row.line, "evaluated": row.prediction, "engine": answer}
+            first = {"path": row.path, "line": row.line, "reference": row.prediction, "engine": answer}
     exact = sum(answer == row.prediction for row, answer in zip(rows, answers)) / max(len(rows), 1)
-    names = [path.name for path in files] + ([lora.name] if lora else [])
-    return Agreement(artifact, names, len(rows), exact, sum(shares) / max(len(shares), 1), first, quantized)
+    return Agreement(artifact, files, split, len(rows), exact, sum(shares) / max(len(shares), 1), first, quantized)
 
 
 def generate_llamacpp(
-    model: Path, lora: Path | None, tokenizer: Any, prompts: list[list[dict[str, Any]]], max_new_tokens: int
+    model: Path,
+    lora: Path | None,
+    tokenizer: Any,
+    prompts: list[list[dict[str, Any]]],
+    budgets: list[int],
+    stops: list[int],
 ) -> list[str]:
-    """Greedy answers from llama.cpp, decoded as loraops' own generation decodes them."""
+    """Greedy answers from llama.cpp, each within its token budget: token ids decoded by the run's tokenizer
+    exactly as loraops' own generation decodes them (llama.cpp's own text drops partial UTF-8 bytes)."""
     from llama_cpp import Llama
 
     encoded = encode_prompts(tokenizer, prompts)
-    context = max((len(ids) for ids in encoded), default=0) + max_new_tokens + 8
+    context = max((len(ids) + budget for ids, budget in zip(encoded, budgets)), default=0) + 8
     answers = []
     with native_output_captured(model.name + (f" with {lora.name}" if lora else "")):
         llm = Llama(
@@ -80,17 +85,12 @@ def generate_llamacpp(
             seed=0,
             verbose=False,
         )
-        for ids in encoded:
-            llm.reset()
-            out: Any = llm.create_completion(
-                prompt=ids,
-                max_tokens=max_new_tokens,
-                temperature=0.0,
-                top_k=1,
-                top_p=1.0,
-                min_p=0.0,
-                repeat_penalty=1.0,
-            )
-            answers.append(out["choices"][0]["text"].strip())
+        for ids, budget in zip(encoded, budgets):
+            tokens: list[int] = []
+            for token in llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
+                tokens.append(token)
+                if token in stops or len(tokens) >= budget:
+                    break
+            answers.append(decode_answer(tokenizer, tokens, stops).text)
         llm.close()
     return answers

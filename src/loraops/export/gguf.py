@@ -8,12 +8,11 @@ llama.cpp's own quantiser when asked.
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from loraops.atomic import link_or_copy
 from loraops.errors import ConfigError
 from loraops.export.llamacpp import quant_types, quantize, run_converter
 from loraops.models import resolve_model_path, source_gguf
@@ -82,8 +81,5 @@ def _base_gguf(base_name: str, base_dir: str, folder: Path) -> Path:
         run_converter("convert_hf_to_gguf.py", [base_dir, "--outfile", str(dest), "--outtype", "f16"], "the base model")
         return dest
     dest = folder / original.name
-    try:
-        os.link(original, dest)  # the same bytes, no second copy where the filesystem allows
-    except OSError:
-        shutil.copyfile(original, dest)
+    link_or_copy(original, dest)
     return dest

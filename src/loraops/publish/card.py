@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from loraops.config import CARD, TrainConfig, marked
-from loraops.records import Comparison, Manifest, RunMetrics
+from loraops.records import Comparison, ExportRecord, Manifest, RunMetrics
 
 # The metrics shown per split; the rest are in the run's metrics and the comparison record.
 CARD_METRICS = (("exact_match", "exact match %"), ("rougeL", "ROUGE-L"), ("bleu", "BLEU"))
@@ -33,6 +33,7 @@ class CardInputs:
     forced_reason: str | None  # set when --force overrode the gate
     load_from: str  # repo id or folder the usage snippet loads
     verification: str | None = None  # what reloading the published files showed
+    gguf: ExportRecord | None = None  # the GGUF export whose files are published beside the model
 
 
 def _dataset(config: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
@@ -54,6 +55,8 @@ def metadata(c: CardInputs) -> dict[str, Any]:
         meta["license"] = c.license
     meta["pipeline_tag"] = "text-generation"
     meta["tags"] = ["loraops", "lora", "peft", "merged" if c.merged else "adapter", "text-generation"]
+    if c.gguf is not None:
+        meta["tags"].append("gguf")
     meta["datasets"] = [dataset["name"]]
     if c.forced_reason:
         meta["forced"] = True
@@ -156,10 +159,43 @@ def _usage(c: CardInputs) -> list[str]:
     ]
 
 
+def _gguf_section(c: CardInputs) -> list[str]:
+    record = c.gguf
+    if record is None:
+        return []
+    carried = {role: name for role, name in record.files.items() if role in ("lora", "merged", "quantized")}
+    lines = [
+        "## GGUF: llama.cpp and Ollama",
+        "",
+        "Converted by llama.cpp's own converters (`loraops export`); the sha256 of each file here is the one "
+        f"export ran: {record.engine.get('name')} {record.engine.get('version')} answered the prompts of "
+        f"{', '.join(f'`{s}`' for s in record.splits)} greedily with it, against the fine-tuned model's answers.",
+        "",
+        "| what ran | files | split | identical answers | token agreement |",
+        "| --- | --- | --- | --- | --- |",
+        *[
+            f"| {a['artifact']} | {', '.join(f'`{f}`' for f in a['files'])} | {a['split']} ({a['examples']}) "
+            f"| {a['exact']:.1%} | {a['tokens']:.1%} |"
+            for a in record.agreement
+        ],
+        "",
+        "```bash",
+    ]
+    if "lora" in carried:
+        lines.append(f"llama-cli -m {record.files['base']} --lora {carried['lora']} -cnv   # the base model's GGUF")
+    model = carried.get("quantized") or carried.get("merged")
+    if model is not None:
+        lines.append(f"llama-server -m {model} --port 8080")
+    if "modelfile_merged" in record.files:
+        lines.append(f"ollama create {c.run.lower()} -f {record.files['modelfile_merged']}")
+    return lines + ["```"] + [f"- {note}" for note in record.notes if "quantis" in note]
+
+
 def render_card(c: CardInputs) -> str:
     head = yaml.safe_dump(metadata(c), sort_keys=False, allow_unicode=True)
     title = f"# {c.run}: {'merged ' if c.merged else ''}LoRA fine-tune of {c.base_label}"
     warning = [f"> **Published with --force**: {c.forced_reason}", ""] if c.forced_reason else []
-    sections = [_what(c), _hyperparameters(c), _data_section(c), _eval_section(c), _usage(c)]
+    sections = [_what(c), _hyperparameters(c), _data_section(c), _eval_section(c), _usage(c), _gguf_section(c)]
+    sections = [section for section in sections if section]
     body = [title, "", *warning, *"\n\n".join("\n".join(s) for s in sections).splitlines()]
     return f"---\n{head}---\n\n" + "\n".join(body) + "\n"

@@ -36,8 +36,11 @@ class GateResult:
     reason: str | None  # why the gate would have refused, without paths: the model card quotes it when forced
 
 
-def check_gate(run: RunDir, compare_cfg: CompareConfig | None = None, *, force: bool = False) -> GateResult:
-    """Compare the run with its reference; raise a GateError unless it improved or `force` is set."""
+def check_gate(
+    run: RunDir, compare_cfg: CompareConfig | None = None, *, force: bool = False, named: bool = True
+) -> GateResult:
+    """Compare the run with its reference; raise a GateError unless it improved or `force` is set. `named`:
+    the user named the run; --force never publishes a never-evaluated run that was only the default `latest`."""
     cfg = (compare_cfg or CompareConfig()).model_copy(update={"run": str(run.path)})
     try:
         result = compare(cfg)
@@ -46,6 +49,11 @@ def check_gate(run: RunDir, compare_cfg: CompareConfig | None = None, *, force: 
         reason = f"{run.name} was never compared with its reference (eval metrics are missing)"
         if not force:
             raise NotEvaluatedError(f"refusing to publish: {exc}; use --force to publish anyway") from None
+        if not named:
+            raise NotEvaluatedError(
+                f"refusing to publish: --force would publish the latest run, {run.name}, which was never evaluated; "
+                "name the run to publish it unevaluated (`loraops publish outputs/runs/<run> --force`)"
+            ) from None
         return GateResult(None, True, reason)
     except LoraopsError as exc:  # not comparable, or a broken record: say exactly that
         if not force:

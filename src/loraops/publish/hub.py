@@ -16,6 +16,7 @@ from typing import Any
 from loraops import hf
 from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
+from loraops.export.carry import gguf_export
 from loraops.paths import LATEST_RUN
 from loraops.publish.gate import check_gate
 from loraops.publish.record import record_publication
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 # Files an earlier publish to the repository may have left that this one does not replace
 # (an adapter's files after a merged publish, a shard count that changed); other files are kept.
-STALE_MODEL_FILES = ["*.safetensors", "*.bin", "*.json", "*.jinja", "*.model", "*.txt"]
+STALE_MODEL_FILES = ["*.safetensors", "*.bin", "*.json", "*.jinja", "*.model", "*.txt", "*.gguf", "Modelfile*"]
 
 
 def hub_repo_id(repo_id: str | None) -> str:
@@ -109,6 +110,8 @@ def publish_hub(
     token: str | None = None,
     endpoint: str | None = None,
     compare_cfg: CompareConfig | None = None,
+    gguf: bool = False,
+    named_run: bool = True,
 ) -> PublishResult:
     """Upload a run to the Hub (private unless `public`) and make it the reference for `compare`.
 
@@ -118,13 +121,22 @@ def publish_hub(
     url_root = (endpoint or hf.endpoint()).rstrip("/")
     compare_cfg = compare_cfg or CompareConfig()
     run = resolve_run(model_path)
-    gate = check_gate(run, compare_cfg, force=force)
+    gate = check_gate(run, compare_cfg, force=force, named=named_run)
+    exported = gguf_export(compare_cfg.exports_dir, run.name, force) if gguf else None
     # Staged beside the artifacts rather than in /tmp: a merged 8B model is 16 GB.
     Path(compare_cfg.artifacts_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=compare_cfg.artifacts_dir, prefix=".hub-staging-") as tmp:
         folder = Path(tmp) / run.name
         files = stage(
-            run, folder, merged=merged, gate=gate, compare_cfg=compare_cfg, load_from=repo, records=False, public=True
+            run,
+            folder,
+            merged=merged,
+            gate=gate,
+            compare_cfg=compare_cfg,
+            load_from=repo,
+            records=False,
+            public=True,
+            gguf=exported,
         )
         visibility = "public" if public else "private"
         log.info("uploading %d files of %s to %s (%s)", len(files), run.name, repo, visibility)
@@ -135,5 +147,14 @@ def publish_hub(
         reference = record_publication(run, published, compare_cfg)  # a merged model is logged from `folder`
     log.info("published %s to %s%s", run.name, url, " (forced past the gate)" if gate.forced else "")
     return PublishResult(
-        run.name, run.path, destination, merged, gate.forced, gate.comparison, files, url=url, reference=reference
+        run.name,
+        run.path,
+        destination,
+        merged,
+        gate.forced,
+        gate.comparison,
+        files,
+        url=url,
+        reference=reference,
+        forced_reason=gate.reason if gate.forced else None,
     )

@@ -8,6 +8,7 @@ import shutil
 
 from loraops.atomic import recover_folder_leftovers, swap_in_folder
 from loraops.config import CompareConfig
+from loraops.export.carry import gguf_export
 from loraops.paths import LATEST_RUN, portable_path
 from loraops.publish.gate import check_gate
 from loraops.publish.record import record_publication
@@ -23,6 +24,8 @@ def publish_local(
     merged: bool = False,
     force: bool = False,
     compare_cfg: CompareConfig | None = None,
+    gguf: bool = False,
+    named_run: bool = True,
 ) -> PublishResult:
     """Copy a run's model, card and records to <artifacts_dir>/models/<run>/ and make it the reference.
 
@@ -30,7 +33,8 @@ def publish_local(
     """
     compare_cfg = compare_cfg or CompareConfig()
     run = resolve_run(model_path)
-    gate = check_gate(run, compare_cfg, force=force)
+    gate = check_gate(run, compare_cfg, force=force, named=named_run)
+    exported = gguf_export(compare_cfg.exports_dir, run.name, force) if gguf else None
     dest = compare_cfg.published_dir / run.name
     dest.parent.mkdir(parents=True, exist_ok=True)
     recover_folder_leftovers(dest)
@@ -46,6 +50,7 @@ def publish_local(
             load_from=portable_path(dest),
             records=True,
             public=False,
+            gguf=exported,
         )
         swap_in_folder(tmp, dest)
     except BaseException:
@@ -56,5 +61,14 @@ def publish_local(
     reference = record_publication(run, publication, compare_cfg)
     log.info("published %s to %s%s", run.name, dest, " (forced past the gate)" if gate.forced else "")
     return PublishResult(
-        run.name, run.path, destination, merged, gate.forced, gate.comparison, files, path=dest, reference=reference
+        run.name,
+        run.path,
+        destination,
+        merged,
+        gate.forced,
+        gate.comparison,
+        files,
+        path=dest,
+        reference=reference,
+        forced_reason=gate.reason if gate.forced else None,
     )

@@ -13,11 +13,12 @@ from pathlib import Path
 from loraops.atomic import read_json, write_json, write_text_atomic
 from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
+from loraops.export.carry import carry
 from loraops.models import public_info
 from loraops.publish.card import CardInputs, render_card
 from loraops.publish.gate import GateResult
 from loraops.publish.verify import verify_published
-from loraops.records import Comparison, Reference
+from loraops.records import Comparison, ExportRecord, Reference
 from loraops.runs import RunDir, find_run
 from loraops.secrets import scrub, secret_values
 
@@ -34,6 +35,7 @@ class PublishResult:
     path: Path | None = None  # the published folder (local)
     url: str | None = None  # the repository (Hub)
     reference: Reference | None = None  # the reference record this publish wrote
+    forced_reason: str | None = None  # what --force overrode
 
 
 def resolve_run(model_path: str) -> RunDir:
@@ -47,7 +49,15 @@ def resolve_run(model_path: str) -> RunDir:
     return run
 
 
-def build_card(run: RunDir, *, merged: bool, gate: GateResult, load_from: str, verification: str | None) -> str:
+def build_card(
+    run: RunDir,
+    *,
+    merged: bool,
+    gate: GateResult,
+    load_from: str,
+    verification: str | None,
+    gguf: ExportRecord | None = None,
+) -> str:
     config = run.read_config()
     base = public_info(run.base_model())
     inputs = CardInputs(
@@ -63,6 +73,7 @@ def build_card(run: RunDir, *, merged: bool, gate: GateResult, load_from: str, v
         forced_reason=gate.reason if gate.forced else None,
         load_from=load_from,
         verification=verification,
+        gguf=gguf,
     )
     return render_card(inputs)
 
@@ -77,6 +88,7 @@ def stage(
     load_from: str,
     records: bool,
     public: bool,
+    gguf: tuple[Path, ExportRecord] | None = None,
 ) -> list[str]:
     """Fill the empty folder `dest` with the model, prove it is the evaluated one, then add its card and
     (if `records`) the run's records. Returns the staged files, relative to `dest`.
@@ -96,9 +108,13 @@ def stage(
         if public:
             _publish_adapter_config(dest / "adapter_config.json", run)
     verification = verify_published(dest, run, merged, compare_cfg) if gate.comparison is not None else None
+    if gguf is not None:
+        carry(*gguf, dest)
     # A run recorded by an older loraops may hold a secret the user interpolated into a value: scrubbed here too.
     secrets = secret_values(os.environ).values()
-    card = build_card(run, merged=merged, gate=gate, load_from=load_from, verification=verification)
+    card = build_card(
+        run, merged=merged, gate=gate, load_from=load_from, verification=verification, gguf=gguf[1] if gguf else None
+    )
     write_text_atomic(dest / "README.md", scrub(card, secrets), "the model card")
     for record in run.records() if records else ():
         write_text_atomic(dest / record.name, scrub(record.read_text(encoding="utf-8"), secrets), "a run record")

@@ -10,7 +10,7 @@ import os
 import socket
 
 from loraops.errors import LoraopsError
-from loraops.inference import ChatModel
+from loraops.llamacpp_chat import load_model
 from loraops.serve.app import create_app
 
 __all__ = ["API_KEY_ENV", "create_app", "serve"]
@@ -19,13 +19,20 @@ API_KEY_ENV = "LORAOPS_API_KEY"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def serve(spec: str, host: str = "127.0.0.1", port: int = 8000, max_new_tokens: int = 256) -> None:
+def serve(
+    spec: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_new_tokens: int = 256,
+    engine: str = "transformers",
+    gguf: str | None = None,
+) -> None:
     """Load the model named by `spec` and serve it until Ctrl-C or SIGTERM."""
     import uvicorn
 
     api_key = os.environ.get(API_KEY_ENV) or None
     check_can_listen(host, port)
-    model = ChatModel.load(spec)
+    model = load_model(spec, engine, gguf)
     app = create_app(model, api_key, max_new_tokens)
     shown_host = f"[{host}]" if ":" in host else host
     print(f"serving {model.name} at http://{shown_host}:{port}/v1 (model id: {model.name})", flush=True)
