@@ -120,7 +120,12 @@ def test_metadata_for_an_adapter() -> None:
     meta = front_matter(card)
     assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["library_name"] == "peft"
     assert meta["license"] == "apache-2.0" and {"loraops", "lora", "peft"} <= set(meta["tags"])
-    assert meta["datasets"] == ["data"] and "forced" not in meta
+    assert "datasets" not in meta and "forced" not in meta  # a local folder is no Hub dataset id
+    assert "Dataset `data`, sha256" in card
+    hub = inputs(config=CONFIG | {"data_source": {"type": "hub", "repo_id": "databricks/databricks-dolly-15k"}})
+    assert front_matter(render_card(hub))["datasets"] == ["databricks/databricks-dolly-15k"]
+    assert "Elsewhere, load the base yourself" in render_card(inputs(local=True))
+    assert "Elsewhere" not in card and "Elsewhere" not in render_card(inputs(local=True, merged=True))
     assert meta["loraops"]["dataset_sha256"] == "d" * 64
     assert meta["loraops"]["data_files"] == [
         {"name": "train_messages.jsonl", "sha256": "1" * 64},

@@ -307,3 +307,32 @@ def test_merged_publish_registers_the_merged_model(
         "published/README.md",
         "model/adapter_model.safetensors",
     } <= artifact_paths(mlflow, version.run_id)
+
+
+def test_publish_follows_the_runs_own_tracking_and_says_when_it_does_not(
+    project: Path,
+    tmp_path: Path,
+    tiny_adapter_dir: Path,
+    tiny_model_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`train tracking=mlflow` then a plain `publish`: compare.yaml says tensorboard, the run says mlflow;
+    the registry gets the version. With tracking=tensorboard given, it does not, and the log says so."""
+    import shutil
+
+    from loraops.cli import main
+
+    run = finished_run(tmp_path, "r1", tiny_adapter_dir, model_name=str(tiny_model_dir))
+    RunDir(run).write_config({**RunDir(run).read_config(), "tracking": "mlflow"})
+    evaluated(tmp_path, run, 80.0, 0.0, model_name=str(tiny_model_dir))
+    overrides = [f"metrics_dir={tmp_path / 'm'}", "verify_samples=0", f"artifacts_dir={tmp_path / 'artifacts'}"]
+    args = ["publish", str(run), *overrides]
+    assert main([*args, "registered_model=tabula"]) == 0, capsys.readouterr().err
+    assert str(client().get_model_version_by_alias("tabula", "champion").version) == "1"
+
+    shutil.rmtree(tmp_path / "artifacts" / "models")
+    caplog.clear()
+    assert main([*args, "registered_model=other", "tracking=tensorboard"]) == 0
+    assert "was tracked in MLflow, but this publish is not (tracking=tensorboard)" in caplog.text
+    assert [m.name for m in client().search_registered_models()] == ["tabula"]

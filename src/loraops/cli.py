@@ -87,6 +87,12 @@ def _add_publish_parsers(sub: argparse._SubParsersAction) -> None:
             help=f"run folder (default: {paths.LATEST_RUN})",
         )
         parser.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="key=value",
+            help="compare.yaml overrides, e.g. tracking=mlflow (default tracking: the run's own)",
+        )
+        parser.add_argument(
             "--merged",
             action="store_true",
             help="publish a standalone model with the LoRA weights merged in (no PEFT needed)",
@@ -395,17 +401,25 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def _gate_config(args: argparse.Namespace) -> CompareConfig:
     """The gate judges like `loraops compare` does: same primary metric, split, min_delta and files."""
     overrides = [f"artifacts_dir={args.artifacts_dir}"] if args.artifacts_dir else []
-    return load_config(CompareConfig, args.config_dir, "compare", overrides)
+    return load_config(CompareConfig, args.config_dir, "compare", overrides + list(getattr(args, "overrides", [])))
+
+
+def _split_run_and_overrides(args: argparse.Namespace) -> None:
+    """`publish tracking=mlflow`: argparse takes the first key=value for the optional run; it is an override."""
+    if args.model_path and "=" in args.model_path and not Path(args.model_path).exists():
+        args.overrides, args.model_path = [args.model_path, *args.overrides], None
 
 
 def _publish(args: argparse.Namespace, publish: Any, **kwargs: Any) -> int:
     from loraops.eval.compare import format_table
     from loraops.publish import NotImprovedError
 
+    _split_run_and_overrides(args)
     try:
         result = publish(
             args.model_path or paths.LATEST_RUN,
             named_run=args.model_path is not None,
+            follow_tracking=not any(o.split("=", 1)[0].lstrip("+") == "tracking" for o in args.overrides),
             merged=args.merged,
             force=args.force,
             compare_cfg=_gate_config(args),

@@ -33,6 +33,7 @@ class CardInputs:
     forced_reason: str | None  # set when --force overrode the gate
     load_from: str  # repo id or folder the usage snippet loads
     verification: str | None = None  # what reloading the published files showed
+    local: bool = False  # a local publish: the adapter's base_model_name_or_path is a path on this machine
     gguf: ExportRecord | None = None  # the GGUF export whose files are published beside the model
 
 
@@ -43,6 +44,11 @@ def _dataset(config: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
         "sha256": manifest.data.dataset_sha256,
         "files": [{"name": PurePath(f.path).name, "sha256": f.sha256} for f in manifest.data.files],
     }
+
+
+def _hub_dataset(config: dict[str, Any]) -> str | None:
+    source = config.get("data_source") or {}
+    return str(source["repo_id"]) if source.get("type") == "hub" and source.get("repo_id") else None
 
 
 def metadata(c: CardInputs) -> dict[str, Any]:
@@ -57,7 +63,9 @@ def metadata(c: CardInputs) -> dict[str, Any]:
     meta["tags"] = ["loraops", "lora", "peft", "merged" if c.merged else "adapter", "text-generation"]
     if c.gguf is not None:
         meta["tags"].append("gguf")
-    meta["datasets"] = [dataset["name"]]
+    hub_dataset = _hub_dataset(c.config)
+    if hub_dataset:  # the Hub's `datasets` are Hub dataset ids; a local folder is named in the body instead
+        meta["datasets"] = [hub_dataset]
     if c.forced_reason:
         meta["forced"] = True
     meta["loraops"] = {"run": c.run, "dataset_sha256": dataset["sha256"], "data_files": dataset["files"]}
@@ -156,6 +164,18 @@ def _usage(c: CardInputs) -> list[str]:
         "out = model.generate(**ids, max_new_tokens=64)",
         'print(tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True))',
         "```",
+        *_elsewhere(c),
+    ]
+
+
+def _elsewhere(c: CardInputs) -> list[str]:
+    if c.merged or not c.local:
+        return []
+    return [
+        "",
+        "`adapter_config.json` names the base model as this machine holds it (`base_model_name_or_path`), so "
+        "`PeftModel.from_pretrained` loads this folder here as is. Elsewhere, load the base yourself, as above "
+        f"(`{c.base_model or c.base_label}`), and pass it: the adapter does not depend on where the base is.",
     ]
 
 

@@ -19,7 +19,7 @@ from loraops.errors import LoraopsError
 from loraops.export.carry import gguf_export
 from loraops.paths import LATEST_RUN
 from loraops.publish.gate import check_gate
-from loraops.publish.record import record_publication
+from loraops.publish.record import follow_run_tracking, record_publication, warn_if_untracked
 from loraops.publish.stage import PublishResult, resolve_run, stage
 from loraops.tracking.registry import Publication
 
@@ -112,6 +112,7 @@ def publish_hub(
     compare_cfg: CompareConfig | None = None,
     gguf: bool = False,
     named_run: bool = True,
+    follow_tracking: bool = False,
 ) -> PublishResult:
     """Upload a run to the Hub (private unless `public`) and make it the reference for `compare`.
 
@@ -121,6 +122,9 @@ def publish_hub(
     url_root = (endpoint or hf.endpoint()).rstrip("/")
     compare_cfg = compare_cfg or CompareConfig()
     run = resolve_run(model_path)
+    if follow_tracking:  # the command line, where no tracking=... was given
+        compare_cfg = follow_run_tracking(run, compare_cfg)
+    warn_if_untracked(run, compare_cfg)
     gate = check_gate(run, compare_cfg, force=force, named=named_run)
     exported = gguf_export(compare_cfg.exports_dir, run.name, force) if gguf else None
     # Staged beside the artifacts rather than in /tmp: a merged 8B model is 16 GB.

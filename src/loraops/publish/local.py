@@ -11,7 +11,7 @@ from loraops.config import CompareConfig
 from loraops.export.carry import gguf_export
 from loraops.paths import LATEST_RUN, portable_path
 from loraops.publish.gate import check_gate
-from loraops.publish.record import record_publication
+from loraops.publish.record import follow_run_tracking, record_publication, warn_if_untracked
 from loraops.publish.stage import PublishResult, resolve_run, stage
 from loraops.tracking.registry import Publication
 
@@ -26,6 +26,7 @@ def publish_local(
     compare_cfg: CompareConfig | None = None,
     gguf: bool = False,
     named_run: bool = True,
+    follow_tracking: bool = False,
 ) -> PublishResult:
     """Copy a run's model, card and records to <artifacts_dir>/models/<run>/ and make it the reference.
 
@@ -33,6 +34,9 @@ def publish_local(
     """
     compare_cfg = compare_cfg or CompareConfig()
     run = resolve_run(model_path)
+    if follow_tracking:  # the command line, where no tracking=... was given
+        compare_cfg = follow_run_tracking(run, compare_cfg)
+    warn_if_untracked(run, compare_cfg)
     gate = check_gate(run, compare_cfg, force=force, named=named_run)
     exported = gguf_export(compare_cfg.exports_dir, run.name, force) if gguf else None
     dest = compare_cfg.published_dir / run.name

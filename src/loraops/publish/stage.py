@@ -57,6 +57,7 @@ def build_card(
     load_from: str,
     verification: str | None,
     gguf: ExportRecord | None = None,
+    local: bool = False,
 ) -> str:
     config = run.read_config()
     base = public_info(run.base_model())
@@ -74,6 +75,7 @@ def build_card(
         load_from=load_from,
         verification=verification,
         gguf=gguf,
+        local=local,
     )
     return render_card(inputs)
 
@@ -113,7 +115,13 @@ def stage(
     # A run recorded by an older loraops may hold a secret the user interpolated into a value: scrubbed here too.
     secrets = secret_values(os.environ).values()
     card = build_card(
-        run, merged=merged, gate=gate, load_from=load_from, verification=verification, gguf=gguf[1] if gguf else None
+        run,
+        merged=merged,
+        gate=gate,
+        load_from=load_from,
+        verification=verification,
+        gguf=gguf[1] if gguf else None,
+        local=not public,
     )
     write_text_atomic(dest / "README.md", scrub(card, secrets), "the model card")
     for record in run.records() if records else ():
