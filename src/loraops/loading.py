@@ -25,6 +25,22 @@ def load_tokenizer(model_path: str) -> Any:
         raise LoraopsError(f"cannot load the tokenizer of {model_path!r}: {exc}") from exc
 
 
+# transformers 5 saves a generic fast tokenizer as `TokenizersBackend`, a class transformers 4.x lacks; both
+# load `PreTrainedTokenizerFast` from the same tokenizer.json, to the same ids and chat template.
+_V5_ONLY_TOKENIZER_CLASSES = {"TokenizersBackend": "PreTrainedTokenizerFast"}
+
+
+def make_tokenizer_portable(folder: Path) -> None:
+    """Let a saved tokenizer load on transformers 4.x too (serving stacks pin it): its class named as both know it."""
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    portable = _V5_ONLY_TOKENIZER_CLASSES.get(config.get("tokenizer_class"))
+    if portable:
+        path.write_text(json.dumps({**config, "tokenizer_class": portable}, indent=2, ensure_ascii=False) + "\n")
+
+
 def _require_cuda(setting: str, why: str, instead: str, module: str, install: str) -> None:
     """Say before anything heavy, not deep inside a load, that `setting` needs a GPU and a package."""
     import importlib.util

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from loraops.errors import ConfigError
+from loraops.loading import make_tokenizer_portable
 from loraops.runs import RunDir
 
 MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -65,6 +66,7 @@ def build(run: RunDir, folder: Path, base_architectures: list[str]) -> dict[str,
     for item in run.model_dir.iterdir():
         if item.is_file():
             shutil.copyfile(item, dest / item.name)
+    make_tokenizer_portable(dest)  # vLLM releases pin transformers 4.x
     ranks = [int(adapter["r"]), *map(int, (adapter.get("rank_pattern") or {}).values())]
     unchecked = not set(base_architectures) & LLAMA_LIKE
     return {"max_lora_rank": max_lora_rank(max(ranks)), "targets_unchecked": unchecked}

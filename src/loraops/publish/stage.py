@@ -14,6 +14,7 @@ from loraops.atomic import read_json, write_json, write_text_atomic
 from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
 from loraops.export.carry import carry
+from loraops.loading import make_tokenizer_portable
 from loraops.models import public_info
 from loraops.publish.card import CardInputs, render_card
 from loraops.publish.gate import GateResult
@@ -109,6 +110,7 @@ def stage(
             shutil.copyfile(src, dest / src.name)  # umask permissions: artifacts are shared
         if public:
             _publish_adapter_config(dest / "adapter_config.json", run)
+    make_tokenizer_portable(dest)
     verification = verify_published(dest, run, merged, compare_cfg) if gate.comparison is not None else None
     if gguf is not None:
         carry(*gguf, dest)
