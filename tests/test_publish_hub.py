@@ -67,8 +67,13 @@ def test_upload_private_repo_with_adapter_tokenizer_and_card(
     model = run / "model"
     expected = {p.name for p in model.iterdir() if p.name != "README.md"} | {"README.md", ".gitattributes"}
     assert set(tree) == expected  # adapter, tokenizer, card; the run's records stay local
-    for name in expected - {"README.md", ".gitattributes", "adapter_config.json"}:
+    for name in expected - {"README.md", ".gitattributes", "adapter_config.json", "tokenizer_config.json"}:
         assert tree[name] == (model / name).read_bytes(), name
+    # Only the class name changes, so that transformers 4.x loads it too (tests/test_transformers4.py).
+    tokenizer = json.loads(tree["tokenizer_config.json"])
+    assert tokenizer == json.loads((model / "tokenizer_config.json").read_text()) | {
+        "tokenizer_class": "PreTrainedTokenizerFast"
+    }
     assert "adapter_model.safetensors" in repo.lfs  # arrived through LFS batch + upload + verify
     adapter_config = json.loads(tree["adapter_config.json"])
     assert adapter_config["base_model_name_or_path"] == tiny_model_dir.name  # no path from this machine

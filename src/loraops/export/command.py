@@ -114,24 +114,7 @@ def _export_gguf(
     tokenizer = load_tokenizer(str(run.model_dir))
     roles = {"base": files.base, "lora": files.lora, "merged": files.merged, "quantized": files.quantized}
     names = {role: path.name for role, path in roles.items() if path is not None}
-    notes = []
-    translation = ollama.translate(tokenizer)
-    if translation.family is None:
-        notes.append(
-            "the chat template matches none of Ollama's templates: the Modelfile has no TEMPLATE, so "
-            "Ollama takes the GGUF's own chat template"
-        )
-    system = run.train_config().system_prompt
-    # The adapter on its base, as Ollama's ADAPTER and llama.cpp's --lora run it; the merged model beside it.
-    modelfiles: dict[str, tuple[str, Path, Path | None]] = {}
-    if files.lora is not None:
-        modelfiles["modelfile"] = ("Modelfile", files.base, files.lora)
-    merged = files.quantized or files.merged
-    if merged is not None:
-        modelfiles["modelfile_merged"] = ("Modelfile.merged" if files.lora else "Modelfile", merged, None)
-    for role, (name, model, adapter) in modelfiles.items():
-        (folder / name).write_text(ollama.modelfile(model, adapter, translation, system, run.name, name))
-        names[role] = name
+    notes = _write_modelfiles(run, folder, files, tokenizer, names)
     if files.lora is None:
         notes.append(f"no GGUF LoRA: {gguf.lora_obstacle(run)}; the merged model holds it")
     agreements = _prove(files, answers, tokenizer, _stop_tokens(run, tokenizer))
@@ -154,6 +137,29 @@ def _export_gguf(
         notes=notes + _quantisation_notes(agreements),
     )
     return record.model_copy(update={"commands": card.commands(record, shown, "")})
+
+
+def _write_modelfiles(
+    run: RunDir, folder: Path, files: gguf.GgufFiles, tokenizer: Any, names: dict[str, str]
+) -> list[str]:
+    """Ollama's Modelfiles: the adapter on its base (Ollama's ADAPTER, llama.cpp's --lora), and the merged model."""
+    translation = ollama.translate(tokenizer)
+    modelfiles: dict[str, tuple[str, Path, Path | None]] = {}
+    if files.lora is not None:
+        modelfiles["modelfile"] = ("Modelfile", files.base, files.lora)
+    merged = files.quantized or files.merged
+    if merged is not None:
+        modelfiles["modelfile_merged"] = ("Modelfile.merged" if files.lora else "Modelfile", merged, None)
+    system = run.train_config().system_prompt
+    for role, (name, model, adapter) in modelfiles.items():
+        (folder / name).write_text(ollama.modelfile(model, adapter, translation, system, run.name, name))
+        names[role] = name
+    if translation.family is not None:
+        return []
+    return [
+        "the chat template matches none of Ollama's templates: the Modelfile has no TEMPLATE, so Ollama takes "
+        "the GGUF's own chat template"
+    ]
 
 
 def _prove(files: gguf.GgufFiles, answers: list[Answers], tokenizer: Any, stops: list[int]) -> list[Agreement]:

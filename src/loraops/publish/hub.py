@@ -16,11 +16,9 @@ from typing import Any
 from loraops import hf
 from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
-from loraops.export.carry import gguf_export
 from loraops.paths import LATEST_RUN
-from loraops.publish.gate import check_gate
-from loraops.publish.record import follow_run_tracking, record_publication, warn_if_untracked
-from loraops.publish.stage import PublishResult, resolve_run, stage
+from loraops.publish.record import record_publication
+from loraops.publish.stage import PublishResult, admit, stage
 from loraops.tracking.registry import Publication
 
 log = logging.getLogger(__name__)
@@ -120,13 +118,7 @@ def publish_hub(
     """
     repo, secret = hub_repo_id(repo_id), hf.require_token(token)  # before any work
     url_root = (endpoint or hf.endpoint()).rstrip("/")
-    compare_cfg = compare_cfg or CompareConfig()
-    run = resolve_run(model_path)
-    if follow_tracking:  # the command line, where no tracking=... was given
-        compare_cfg = follow_run_tracking(run, compare_cfg)
-    warn_if_untracked(run, compare_cfg)
-    gate = check_gate(run, compare_cfg, force=force, named=named_run)
-    exported = gguf_export(compare_cfg.exports_dir, run.name, force) if gguf else None
+    run, compare_cfg, gate, exported = admit(model_path, compare_cfg, force, named_run, follow_tracking, gguf)
     # Staged beside the artifacts rather than in /tmp: a merged 8B model is 16 GB.
     Path(compare_cfg.artifacts_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=compare_cfg.artifacts_dir, prefix=".hub-staging-") as tmp:

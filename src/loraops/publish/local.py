@@ -8,11 +8,9 @@ import shutil
 
 from loraops.atomic import recover_folder_leftovers, swap_in_folder
 from loraops.config import CompareConfig
-from loraops.export.carry import gguf_export
 from loraops.paths import LATEST_RUN, portable_path
-from loraops.publish.gate import check_gate
-from loraops.publish.record import follow_run_tracking, record_publication, warn_if_untracked
-from loraops.publish.stage import PublishResult, resolve_run, stage
+from loraops.publish.record import record_publication
+from loraops.publish.stage import PublishResult, admit, stage
 from loraops.tracking.registry import Publication
 
 log = logging.getLogger(__name__)
@@ -32,13 +30,7 @@ def publish_local(
 
     The artifacts folder, the metrics the gate reads and the reference record all come from `compare_cfg`.
     """
-    compare_cfg = compare_cfg or CompareConfig()
-    run = resolve_run(model_path)
-    if follow_tracking:  # the command line, where no tracking=... was given
-        compare_cfg = follow_run_tracking(run, compare_cfg)
-    warn_if_untracked(run, compare_cfg)
-    gate = check_gate(run, compare_cfg, force=force, named=named_run)
-    exported = gguf_export(compare_cfg.exports_dir, run.name, force) if gguf else None
+    run, compare_cfg, gate, exported = admit(model_path, compare_cfg, force, named_run, follow_tracking, gguf)
     dest = compare_cfg.published_dir / run.name
     dest.parent.mkdir(parents=True, exist_ok=True)
     recover_folder_leftovers(dest)

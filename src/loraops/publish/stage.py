@@ -13,11 +13,12 @@ from pathlib import Path
 from loraops.atomic import read_json, write_json, write_text_atomic
 from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
-from loraops.export.carry import carry
+from loraops.export.carry import carry, gguf_export
 from loraops.loading import make_tokenizer_portable
 from loraops.models import public_info
 from loraops.publish.card import CardInputs, render_card
-from loraops.publish.gate import GateResult
+from loraops.publish.gate import GateResult, check_gate
+from loraops.publish.record import follow_run_tracking, warn_if_untracked
 from loraops.publish.verify import verify_published
 from loraops.records import Comparison, ExportRecord, Reference
 from loraops.runs import RunDir, find_run
@@ -48,6 +49,25 @@ def resolve_run(model_path: str) -> RunDir:
     if status is not None and not run.is_finished():
         raise LoraopsError(f"run {run.name} is {status!r}, not finished; publish a finished run")
     return run
+
+
+def admit(
+    model_path: str,
+    compare_cfg: CompareConfig | None,
+    force: bool,
+    named_run: bool,
+    follow_tracking: bool,
+    gguf: bool,
+) -> tuple[RunDir, CompareConfig, GateResult, tuple[Path, ExportRecord] | None]:
+    """What both publishes check before any work: the run, the settings it is published with, the gate's
+    verdict, and the GGUF export to carry (`follow_tracking`: the command gave no tracking=...)."""
+    cfg = compare_cfg or CompareConfig()
+    run = resolve_run(model_path)
+    if follow_tracking:
+        cfg = follow_run_tracking(run, cfg)
+    warn_if_untracked(run, cfg)
+    gate = check_gate(run, cfg, force=force, named=named_run)
+    return run, cfg, gate, gguf_export(cfg.exports_dir, run.name, force) if gguf else None
 
 
 def build_card(
