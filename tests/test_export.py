@@ -254,10 +254,27 @@ def test_token_agreement_is_the_shared_prefix() -> None:
     assert common_prefix_share([], [5]) == 0.0
 
 
+@pytest.fixture(scope="module")
+def exported_project(tmp_path_factory: pytest.TempPathFactory, trained_run: Path) -> Path:
+    """One evaluated and exported tiny run for the module: runs/<run>, evalsets/ and artifacts/ (metrics, exports)."""
+    root = tmp_path_factory.mktemp("exported")
+    run = root / "runs" / trained_run.name
+    shutil.copytree(trained_run, run, symlinks=True)
+    write_jsonl(
+        root / "evalsets" / "test.jsonl",
+        [{"prompt": f"Rolling sum of A1:A{n}", "completion": "x"} for n in range(5, 8)],
+    )
+    common = [f"eval_dir={root / 'evalsets'}", f"metrics_dir={root / 'artifacts' / 'metrics'}", "max_new_tokens=6"]
+    evaluate(load_config(EvalConfig, CONFIGS, "eval", [f"model={run}", *common]))
+    assert _export(root, run, "--merged", "--quantize", "q8_0") == 0
+    return root
+
+
 @pytest.fixture
-def exported_run(tmp_path: Path, evaluated_run: Path) -> Path:
-    assert _export(tmp_path, evaluated_run, "--merged", "--quantize", "q8_0", "--limit", "3") == 0
-    return evaluated_run
+def exported_run(tmp_path: Path, exported_project: Path) -> Path:
+    """A copy of the module's exported run, under tmp_path, free to change."""
+    shutil.copytree(exported_project, tmp_path, symlinks=True, dirs_exist_ok=True)
+    return tmp_path / "runs" / next((exported_project / "runs").iterdir()).name
 
 
 def _publish(tmp_path: Path, run: Path, *args: str) -> int:
