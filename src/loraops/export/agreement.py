@@ -1,9 +1,10 @@
-"""Proof by generation: an exported file, run by its engine, answers like the model that was evaluated.
+"""Proof by generation: an exported file, run by its engine, answers like the fine-tuned PEFT model.
 
-The prompts are the evaluated ones, tokenized by the run's own tokenizer and handed to llama.cpp as token
-ids, so both engines see the same input; generation is greedy on both sides. Agreement is measured twice:
-the share of answers that are identical, and the share of the evaluated answer's tokens reproduced before
-the first difference (averaged), which says how early a quantised model drifts.
+The prompts are an eval split's, tokenized by the run's own tokenizer and handed to llama.cpp as token ids,
+so both engines see the same input; generation is greedy on both sides, and llama.cpp's tokens are decoded
+by the same tokenizer. Agreement is measured twice: the share of answers that are identical, and the share
+of the PEFT answer's tokens reproduced before the first difference (averaged), which says how early a
+quantised model drifts.
 """
 
 from __future__ import annotations
