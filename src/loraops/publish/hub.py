@@ -141,16 +141,4 @@ def publish_hub(
         url, destination = f"{url_root}/{repo}", f"hf:{repo}"
         published = Publication(folder, merged, gate.comparison, gate.forced, destination, url)
         reference = record_publication(run, published, compare_cfg)  # a merged model is logged from `folder`
-    log.info("published %s to %s%s", run.name, url, " (forced past the gate)" if gate.forced else "")
-    return PublishResult(
-        run.name,
-        run.path,
-        destination,
-        merged,
-        gate.forced,
-        gate.comparison,
-        files,
-        url=url,
-        reference=reference,
-        forced_reason=gate.reason if gate.forced else None,
-    )
+    return PublishResult.of(run, gate, published, files, reference)

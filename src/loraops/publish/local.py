@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 
@@ -12,8 +11,6 @@ from loraops.paths import LATEST_RUN, portable_path
 from loraops.publish.record import record_publication
 from loraops.publish.stage import PublishResult, admit, stage
 from loraops.tracking.registry import Publication
-
-log = logging.getLogger(__name__)
 
 
 def publish_local(
@@ -55,16 +52,4 @@ def publish_local(
     destination = f"local:{portable_path(dest)}"
     publication = Publication(dest, merged, gate.comparison, gate.forced, destination)
     reference = record_publication(run, publication, compare_cfg)
-    log.info("published %s to %s%s", run.name, dest, " (forced past the gate)" if gate.forced else "")
-    return PublishResult(
-        run.name,
-        run.path,
-        destination,
-        merged,
-        gate.forced,
-        gate.comparison,
-        files,
-        path=dest,
-        reference=reference,
-        forced_reason=gate.reason if gate.forced else None,
-    )
+    return PublishResult.of(run, gate, publication, files, reference)

@@ -5,6 +5,7 @@ The local copy (local.py) and the Hub upload (hub.py) both publish a folder stag
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from loraops.publish.verify import verify_published
 from loraops.records import Comparison, ExportRecord, Reference
 from loraops.runs import RunDir, find_run
 from loraops.secrets import scrub, secret_values
+from loraops.tracking.registry import Publication
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,6 +42,31 @@ class PublishResult:
     url: str | None = None  # the repository (Hub)
     reference: Reference | None = None  # the reference record this publish wrote
     forced_reason: str | None = None  # what --force overrode
+
+    @classmethod
+    def of(
+        cls, run: RunDir, gate: GateResult, publication: Publication, files: list[str], reference: Reference
+    ) -> PublishResult:
+        """The result of a publish that went through: what the gate said, where it went, what was sent."""
+        log.info(
+            "published %s to %s%s",
+            run.name,
+            publication.url or publication.folder,
+            " (forced past the gate)" if gate.forced else "",
+        )
+        return cls(
+            run.name,
+            run.path,
+            publication.destination,
+            publication.merged,
+            gate.forced,
+            gate.comparison,
+            files,
+            path=None if publication.url else publication.folder,
+            url=publication.url,
+            reference=reference,
+            forced_reason=gate.reason if gate.forced else None,
+        )
 
 
 def resolve_run(model_path: str) -> RunDir:
