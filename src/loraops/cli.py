@@ -119,8 +119,9 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
         help="the run as GGUF for llama.cpp and Ollama, or as a folder vLLM serves, proven by generation",
         description="Export a run into artifacts/exports/<run>/<format>/: --format gguf writes the LoRA as GGUF "
         "(llama.cpp's own converter), its base, an Ollama Modelfile and, with --merged, the merged model "
-        "(--quantize q8_0|q4_k_m|...); the files are then run by llama.cpp on the evaluated prompts and kept "
-        "only if they reproduce the evaluated answers (export_min_agreement in compare.yaml; exit 1 otherwise, "
+        "(--quantize q8_0|q4_k_m|...); the files are then run by llama.cpp on an eval split's prompts and kept "
+        "only if they reproduce the fine-tuned model's answers, eval's or generated first "
+        "(export_min_agreement in compare.yaml; exit 1 otherwise, "
         "unless --force). --format vllm writes the adapter checked against what vLLM loads.",
     )
     export.add_argument(
