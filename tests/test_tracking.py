@@ -24,6 +24,7 @@ from tracking_sequence import (
     check_sequence,
     client,
     closed_port,
+    evaluated_answers,
     run_sequence,
     training_runs,
 )
@@ -31,6 +32,7 @@ from tracking_sequence import (
 from loraops.config import CompareConfig, EvalConfig, TrainConfig, load_config
 from loraops.errors import ConfigError
 from loraops.eval.compare import compare
+from loraops.eval.targets import baseline_name
 from loraops.publish import publish_local
 from loraops.records import RunMetrics
 from loraops.reference import published_reference
@@ -38,7 +40,7 @@ from loraops.runs import RunDir
 from loraops.secrets import public_url
 from loraops.tracking.importer import import_pulled
 from loraops.tracking.records import flatten_params
-from loraops.tracking.store import forwardable_uri
+from loraops.tracking.store import embedded_uri, forwardable_uri
 from loraops.train import train
 
 
@@ -63,6 +65,7 @@ def test_train_eval_compare_publish_make_one_mlflow_run(
     tracked = check_sequence(mlflow, seq)
     assert tracked.data.params["system_prompt"] == "Answer briefly. <redacted>"
     check_champion(mlflow, seq, tracked)
+    check_registered_model_answers_as_evaluated(seq)
     baseline = mlflow.search_runs([tracked.info.experiment_id], "tags.`loraops.kind` = 'baseline'")
     assert len(baseline) == 1 and baseline[0].data.tags["base_model"] == str(tiny_model_dir)
     assert "eval/test/exact_match" in baseline[0].data.metrics and baseline[0].info.run_name.startswith("baseline/")
@@ -94,22 +97,50 @@ def test_train_eval_compare_publish_make_one_mlflow_run(
         assert not path.is_file() or CANARY.encode() not in path.read_bytes(), path
 
 
+def check_registered_model_answers_as_evaluated(seq: Any) -> None:
+    """The champion is an MLflow Model: pyfunc loads it (adapter on the base, with the run's system prompt)
+    and answers each test prompt greedily as eval did."""
+    import mlflow
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    name = f"loraops-{Path(RunDir(seq.run).base_model()).name}"
+    mlflow.set_tracking_uri(embedded_uri())  # as a user does, with MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    print(open(seq.metrics_dir / RunDir(seq.run).name / "test.predictions.jsonl").read()[:1500])
+    for messages, prediction in evaluated_answers(seq):
+        [answer] = model.predict({"messages": messages, "max_tokens": 4})
+        assert answer["choices"][0]["message"]["content"].strip() == prediction.strip(), messages
+    # A tiny random model's answers say little: the parts are checked too, the adapter's weights and the prompt.
+    parts = mlflow.transformers.load_model(f"models:/{name}@champion", return_type="components")
+    trained = load_file(seq.run / "model" / "adapter_model.safetensors")
+    loaded = {k.replace(".default", ""): v for k, v in get_peft_model_state_dict(parts["model"]).items()}
+    assert trained.keys() == loaded.keys() and all(torch.equal(trained[k], loaded[k]) for k in trained)
+    prompt = parts["tokenizer"].apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert "Answer briefly. <redacted>" in prompt  # the run's system prompt, as its config keeps it
+
+
 def test_champion_rule_registry_first_local_record_as_fallback(
-    project: Path, tmp_path: Path, tiny_adapter_dir: Path, caplog: pytest.LogCaptureFixture
+    project: Path, tmp_path: Path, tiny_adapter_dir: Path, tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = compare_cfg(tmp_path, tracking="mlflow", bootstrap_resamples=100)
-    runs = [Path(make_run(tmp_path / "runs", name, adapter_dir=tiny_adapter_dir)) for name in ("r1", "r2", "r3")]
+    base = str(tiny_model_dir)
+    runs = [
+        Path(make_run(tmp_path / "runs", n, model_name=base, adapter_dir=tiny_adapter_dir)) for n in "r1 r2 r3".split()
+    ]
     for run, score in zip(runs, (50.0, 80.0, 90.0)):
         fake_metrics(tmp_path / "m", run.name, {"test": score})
-    fake_metrics(tmp_path / "m", "baseline/default", {"test": 0.0})
+    fake_metrics(tmp_path / "m", baseline_name(base), {"test": 0.0})
+    name = f"loraops-{tiny_model_dir.name}"  # one registered model per base model
     publish_local(str(runs[0]), compare_cfg=cfg)
     publish_local(str(runs[1]), compare_cfg=cfg)
     mlflow = client()
-    assert mlflow.get_model_version_by_alias("loraops-SmolLM2-135M-Instruct", "champion").version == 2
+    assert mlflow.get_model_version_by_alias(name, "champion").version == 2
     assert published_reference(cfg, RunDir(runs[2])).run == "r2"  # type: ignore[union-attr]
 
     # Someone moves the alias back in the MLflow UI: the registry decides.
-    mlflow.set_registered_model_alias("loraops-SmolLM2-135M-Instruct", "champion", "1")
+    mlflow.set_registered_model_alias(name, "champion", "1")
     assert compare(cfg.model_copy(update={"run": str(runs[2])})).reference == "r1"
 
     # A publish that did not reach the registry (tracking off): the newer local record wins.
@@ -118,7 +149,7 @@ def test_champion_rule_registry_first_local_record_as_fallback(
 
     # The registry cannot be reached: the local record, and one warning.
     publish_local(str(runs[2]), compare_cfg=cfg, force=True)  # registered this time
-    mlflow.set_registered_model_alias("loraops-SmolLM2-135M-Instruct", "champion", "1")
+    mlflow.set_registered_model_alias(name, "champion", "1")
     assert published_reference(cfg, RunDir(runs[0])).run == "r1"  # type: ignore[union-attr]
     with pytest.MonkeyPatch.context() as mp, caplog.at_level(logging.WARNING):
         mp.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
@@ -278,13 +309,14 @@ def test_publishing_to_the_hub_records_its_url_on_the_version(
     hub: Any,
     tmp_path: Path,
     tiny_adapter_dir: Path,
+    tiny_model_dir: Path,
 ) -> None:
     from loraops.publish import publish_hub
 
-    run = finished_run(tmp_path, "r1", tiny_adapter_dir)
-    evaluated(tmp_path, run, 80.0, 0.0)
+    run = finished_run(tmp_path, "r1", tiny_adapter_dir, model_name=str(tiny_model_dir))
+    evaluated(tmp_path, run, 80.0, 0.0, model_name=str(tiny_model_dir))
     result = publish_hub(str(run), repo_id=REPO, compare_cfg=compare_cfg(tmp_path, tracking="mlflow"))
-    version = client().get_model_version_by_alias("loraops-SmolLM2-135M-Instruct", "champion")
+    version = client().get_model_version_by_alias(f"loraops-{tiny_model_dir.name}", "champion")
     assert version.tags["hub_url"] == result.url == f"{hub.url}/{REPO}"
     assert version.tags["loraops.destination"] == f"hf:{REPO}" and version.tags["loraops.verdict"] == "IMPROVED"
     for path in (project / "mlruns").rglob("*"):
@@ -300,10 +332,11 @@ def test_merged_publish_registers_the_merged_model(
     publish_local(str(run), merged=True, compare_cfg=cfg)
     mlflow = client()
     version = mlflow.get_model_version_by_alias("tabula", "champion")
-    assert version.source == f"runs:/{version.run_id}/published/merged" and version.tags["loraops.merged"] == "true"
+    assert version.source == f"runs:/{version.run_id}/published/model" and version.tags["loraops.merged"] == "true"
     assert {
-        "published/merged/model.safetensors",
-        "published/merged/config.json",
+        "published/model/MLmodel",
+        "published/model/model/model.safetensors",  # the merged weights, whole: no base model to reference
+        "published/model/model/config.json",
         "published/README.md",
         "model/adapter_model.safetensors",
     } <= artifact_paths(mlflow, version.run_id)

@@ -143,7 +143,7 @@ def check_sequence(mlflow: Any, seq: Sequence) -> Any:
 def check_champion(mlflow: Any, seq: Sequence, tracked: Any) -> None:
     name = f"loraops-{Path(RunDir(seq.run).base_model()).name}"
     version = mlflow.get_model_version_by_alias(name, "champion")
-    assert version.run_id == tracked.info.run_id and version.source == f"runs:/{tracked.info.run_id}/model"
+    assert version.run_id == tracked.info.run_id and version.source == f"runs:/{tracked.info.run_id}/published/model"
     assert version.tags["loraops.run"] == RunDir(seq.run).name and version.tags["loraops.forced"] == "true"
     assert version.tags["loraops.destination"].startswith("local:") and "Published with --force" in version.description
     local = read_reference(seq.compare_cfg.reference_path)
@@ -155,3 +155,10 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def evaluated_answers(seq: Sequence) -> list[tuple[list[dict[str, str]], str]]:
+    """(messages, prediction) of every example eval scored on the test split."""
+    path = seq.metrics_dir / RunDir(seq.run).name / "test.predictions.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [(row["messages"], row["prediction"]) for row in rows]

@@ -9,6 +9,7 @@ is always tokenized as text: a control-token string typed into it stays text.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,17 @@ def ensure_chat_template(tokenizer: Any) -> bool:
         return False
     tokenizer.chat_template = CHATML_TEMPLATE
     return True
+
+
+def with_default_system(template: str, system: str) -> str:
+    """`template` that starts a conversation without a system turn with `system`, as training did; for runtimes
+    that render the template themselves (MLflow, vLLM) and know nothing of a run's system_prompt."""
+    literal = json.dumps(system, ensure_ascii=False)  # a Jinja string literal: Jinja reads JSON's escapes
+    return (
+        "{%- if not messages or messages[0]['role'] != 'system' %}"
+        f"{{%- set messages = [{{'role': 'system', 'content': {literal}}}] + messages %}}"
+        "{%- endif %}"
+    ) + template
 
 
 def render(

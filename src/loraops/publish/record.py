@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from loraops.config import CompareConfig
+from loraops.publish.mlflow_model import mlflow_model_writer
 from loraops.records import Reference
 from loraops.reference import record_reference, registered_model
 from loraops.runs import RunDir
@@ -38,5 +39,6 @@ def warn_if_untracked(run: RunDir, cfg: CompareConfig) -> None:
 def record_publication(run: RunDir, publication: Publication, cfg: CompareConfig) -> Reference:
     """Register the published model (a failure of MLflow is said once and leaves the publish standing), then
     write the reference record, which says whether the registry got it."""
-    version = register(run, publication, Settings.of(cfg), registered_model(cfg, run))
+    writer = mlflow_model_writer(run, publication.folder, publication.merged)
+    version = register(run, publication, Settings.of(cfg), registered_model(cfg, run), writer)
     return record_reference(run, publication.destination, cfg.reference_path, version)

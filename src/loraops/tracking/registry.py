@@ -1,7 +1,7 @@
 """The MLflow Model Registry: publish adds a version and moves alias `champion` to it; compare asks for the champion.
 
-A version's source is an artifact of the run's MLflow run: the adapter (model/) that training logged,
-or, for `--merged`, the merged model logged at publish time (published/merged/). Its description is
+A version's source is an artifact of the run's MLflow run: the published model saved as an MLflow Model
+(published/model/, which `mlflow.pyfunc.load_model` and `mlflow models serve` load). Its description is
 the model card; its tags carry the verdict, where it was published, and the run folder behind it.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 DESTINATION_TAG, PUBLISHED_AT_TAG, HUB_URL_TAG = "loraops.destination", "loraops.published_at", "hub_url"
+MODEL_ARTIFACT = "published/model"
 _DESCRIPTION_LIMIT = 5000  # the registry's description column (MLflow's SQL schema)
 
 
@@ -50,24 +53,24 @@ def model_name(configured: str | None, base_label: str) -> str:
     return "loraops-" + re.sub(r"[^A-Za-z0-9._-]+", "-", name)
 
 
-def register(run: RunDir, publication: Publication, settings: Settings, name: str) -> RegistryVersion | None:
+def register(
+    run: RunDir, publication: Publication, settings: Settings, name: str, write_model: Callable[[Path], None]
+) -> RegistryVersion | None:
     """Register the published model as a new version of `name` and point `champion` at it; None when tracking
-    is off or MLflow failed (said once; the publish itself stands)."""
+    is off or MLflow failed (said once; the publish itself stands). `write_model(folder)` saves the published
+    model as an MLflow Model, which the version's source is."""
     tracker = open_run(run, settings)
     if not tracker.logging:
         return None
-    source = "model"
-    if publication.merged:
-        source = "published/merged"
-        tracker.log_folder(publication.folder, source)
     card = (publication.folder / "README.md").read_text(encoding="utf-8")
     tracker.log_text(card, "published/README.md")
+    _log_model(tracker, write_model)
     version = tracker.call(
         f"registering a version of {name}",
         _new_version,
         tracker,
         name,
-        source,
+        MODEL_ARTIFACT,
         _version_tags(run, publication),
         clean(card, tracker.uri)[:_DESCRIPTION_LIMIT],
     )
@@ -84,6 +87,13 @@ def register(run: RunDir, publication: Publication, settings: Settings, name: st
         CHAMPION,
     )
     return RegistryVersion(model=name, version=version, alias=CHAMPION)
+
+
+def _log_model(tracker: Tracker, write_model: Callable[[Path], None]) -> None:
+    with tempfile.TemporaryDirectory(prefix="loraops-mlflow-model-") as tmp:
+        folder = Path(tmp) / "model"
+        tracker.call("saving the published model as an MLflow Model", write_model, folder)
+        tracker.log_folder(folder, MODEL_ARTIFACT)
 
 
 def _new_version(tracker: Tracker, name: str, source: str, tags: dict[str, str], description: str) -> str:
