@@ -352,7 +352,7 @@ def _serving(app: Any) -> Iterator[str]:
 
 def check_serve(ctx: Context) -> Result:
     from loraops.inference import ChatModel
-    from loraops.serve import create_app
+    from loraops.serve.app import create_app
 
     model = ChatModel.load(str(ctx.runs["default"]))
     device = next(model.model.parameters()).device

@@ -18,7 +18,7 @@ COMMANDS = {
     "loraops.publish.hub": {"loraops.publish"},
     "loraops.report": {"loraops.cli"},
     "loraops.remote.actions": {"loraops.remote"},
-    "loraops.serve": {"loraops.cli"},
+    "loraops.serve.command": {"loraops.cli"},
     "loraops.chat": {"loraops.cli"},
     "loraops.export.command": {"loraops.cli"},
 }

@@ -332,7 +332,7 @@ def test_chat_and_serve_run_the_exported_files_with_llama_cpp(tmp_path: Path, ex
 
     from loraops.eval.generate import GenerationSettings
     from loraops.llamacpp_chat import load
-    from loraops.serve import create_app
+    from loraops.serve.app import create_app
 
     record = json.loads((tmp_path / "artifacts" / "exports" / exported_run.name / "gguf" / "export.json").read_text())
     lora = record["agreement"][0]

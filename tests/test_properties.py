@@ -262,7 +262,7 @@ def server_url(tiny_model_dir: Path) -> Iterator[str]:
     from support import serving
 
     from loraops.inference import ChatModel
-    from loraops.serve import create_app
+    from loraops.serve.app import create_app
 
     with serving(create_app(ChatModel.load(str(tiny_model_dir)), max_new_tokens=2)) as url:
         yield url

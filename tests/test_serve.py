@@ -24,7 +24,9 @@ from support import make_run, serving
 from loraops.data.tokenize import tokenize_prompt
 from loraops.eval.generate import GenerationSettings
 from loraops.inference import ChatModel, StopScanner
-from loraops.serve import API_KEY_ENV, create_app
+from loraops.serve.app import create_app
+from loraops.serve.command import API_KEY_ENV
+from loraops.serve.limits import MIB, Limits
 
 KEY = "lk-" + "CanaryServeKey0123456789abcdef"  # split: no key-shaped literal in git
 ERROR_FIELDS = {"message", "type", "param", "code"}
@@ -264,14 +266,15 @@ def test_bad_requests_are_400_in_openais_shape(
 
 
 def test_a_prompt_of_megabytes_is_refused_before_it_is_tokenized(
-    client: openai.OpenAI, chat_model: ChatModel, monkeypatch: pytest.MonkeyPatch
+    chat_model: ChatModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import loraops.inference
 
     tokenized = []
     monkeypatch.setattr(loraops.inference, "encode_prompts", lambda *a: tokenized.append(1) or [[0]])
-    with pytest.raises(openai.BadRequestError) as caught:
-        _ask(client, chat_model.name, "hello " * 2_000_000)  # 2M tokens, 12 MB
+    with serving(create_app(chat_model, limits=Limits(max_body_bytes=32 * MIB))) as url:
+        with pytest.raises(openai.BadRequestError) as caught:
+            _ask(openai.OpenAI(base_url=url, api_key="none"), chat_model.name, "hello " * 2_000_000)  # 2M tokens
     error = caught.value.response.json()["error"]
     assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
     assert f"maximum context length is {LONG_CONTEXT} tokens" in error["message"] and "at least" in error["message"]
@@ -317,8 +320,8 @@ def test_unknown_model_is_404_model_not_found(client: openai.OpenAI, chat_model:
 
 
 def test_unknown_route_and_broken_json(base_url: str) -> None:
-    status, body = _raw(base_url, "/completions", b"{}")
-    assert status == 404 and set(body["error"]) == ERROR_FIELDS and "/v1/completions" in body["error"]["message"]
+    status, body = _raw(base_url, "/embeddings", b"{}")
+    assert status == 404 and set(body["error"]) == ERROR_FIELDS and "/v1/embeddings" in body["error"]["message"]
     status, body = _raw(base_url, "/chat/completions", b"{not json")
     assert status == 400 and "not valid JSON" in body["error"]["message"]
 

@@ -16,6 +16,7 @@ from loraops import __version__, distributed, paths
 from loraops.config import CompareConfig, EvalConfig, TrainConfig, help_rows, load_config
 from loraops.config.compose import PROJECT_CONFIGS
 from loraops.errors import INTERRUPTED_EXIT, TERMINATED_EXIT, USER_ERROR_EXIT, ConfigError, LoraopsError, Terminated
+from loraops.serve.limits import MIB, Limits
 
 log = logging.getLogger("loraops")
 
@@ -170,14 +171,34 @@ def _add_model_parsers(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser(
         "serve",
         help="serve a run, a published model or a base model over an OpenAI-compatible API",
-        description="GET /v1/models and POST /v1/chat/completions (streamed or not) at "
-        "http://HOST:PORT/v1; the model id is the run's name. With LORAOPS_API_KEY "
-        "set (environment or .env), requests need `Authorization: Bearer <key>`.",
+        description="OpenAI's API at http://HOST:PORT/v1: GET /v1/models, POST /v1/chat/completions and "
+        "/v1/completions (streamed or not, with logprobs), vLLM's /tokenize and /detokenize, GET /health; "
+        "the model id is the run's name. With LORAOPS_API_KEY set (environment or .env), requests need "
+        "`Authorization: Bearer <key>`.",
     )
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
     )
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser origin allowed to call the API, e.g. http://localhost:3000 (repeatable; default: none)",
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=int,
+        default=Limits.max_queue,
+        help=f"requests that may wait for the model; one more gets 429 (default: {Limits.max_queue})",
+    )
+    serve.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=Limits.max_body_bytes / MIB,
+        help=f"largest request body in MiB; larger gets 413 (default: {Limits.max_body_bytes // MIB})",
+    )
     for parser in (chat, serve):
         parser.add_argument("model", nargs="?", default=paths.LATEST_RUN, metavar="RUN", help=_MODEL_HELP)
         parser.add_argument(
@@ -526,9 +547,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from loraops.serve import serve
+    from loraops.serve.command import serve
 
-    serve(args.model, args.host, args.port, args.max_new_tokens, args.engine, args.gguf)
+    if args.max_queue < 0 or args.max_body_mb <= 0:
+        raise ConfigError("--max-queue must be 0 or more and --max-body-mb above 0")
+    limits = Limits(max_body_bytes=int(args.max_body_mb * MIB), max_queue=args.max_queue)
+    serve(args.model, args.host, args.port, args.max_new_tokens, args.engine, args.gguf, limits, args.cors_origin)
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Generator, Iterable
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from loraops.errors import LoraopsError
 from loraops.eval.generate import GenerationSettings, encode_prompts, stop_token_ids
 from loraops.eval.targets import EvalTarget, resolve_model
 from loraops.loading import load_for_inference
+from loraops.logprobs import Recorder, TokenLogprob, prompt_logprobs
 from loraops.models import resolve_model_path
 from loraops.runs import RunDir
 
@@ -74,15 +76,20 @@ class StopScanner:
 
 
 class _CountingStreamer(TextIteratorStreamer):
-    """A TextIteratorStreamer that also keeps the generated token ids, for usage counts and the finish reason."""
+    """A TextIteratorStreamer that also keeps the generated token ids, for usage counts and the finish reason,
+    and hands each to the reply's log-probability recorder."""
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, recorder: Recorder | None = None) -> None:
         super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
         self.generated: list[int] = []
+        self.recorder = recorder
 
     def put(self, value: Any) -> None:
         if not self.next_tokens_are_prompt:
-            self.generated += value.reshape(-1).tolist()
+            tokens = value.reshape(-1).tolist()
+            self.generated += tokens
+            for token in tokens if self.recorder else ():
+                self.recorder.chosen(token)  # type: ignore[union-attr]
         super().put(value)
 
 
@@ -110,9 +117,12 @@ class Reply:
         stops: list[str],
         seed: int | None,
         stop_matcher: StoppingCriteria | None = None,
+        logprobs: int | None = None,
     ) -> None:
+        """`logprobs`: record each generated token's log-probability and that many likeliest (None: record none)."""
         self.model, self.prompt_ids, self.settings, self.stops, self.seed = model, prompt_ids, settings, stops, seed
         self.stop_matcher = stop_matcher
+        self.recorder = Recorder(logprobs) if logprobs is not None else None
         self.text = ""
         self.completion_tokens = 0
         self.finish_reason: str | None = None
@@ -128,7 +138,7 @@ class Reply:
         self._cancel.set()
 
     def stream(self) -> Generator[str, None, None]:
-        streamer, scanner = _CountingStreamer(self.model.tokenizer), StopScanner(self.stops)
+        streamer, scanner = _CountingStreamer(self.model.tokenizer, self.recorder), StopScanner(self.stops)
         worker = threading.Thread(target=self._generate, args=(streamer,), daemon=True)
         worker.start()
         try:
@@ -158,6 +168,23 @@ class Reply:
             pass
         return self.text
 
+    def token_logprobs(self) -> list[tuple[TokenLogprob, str]]:
+        """Each token of the reply's text with its log-probability and its text, once the stream ended: the
+        end-of-turn token and tokens past a stop string are not part of the text, so not listed."""
+        if self.recorder is None:
+            return []
+        tokenizer, kept, length = self.model.tokenizer, [], 0
+        special = set(tokenizer.all_special_ids)
+        for item in self.recorder.entries:
+            if length >= len(self.text):
+                break
+            if item.token_id in special:
+                continue
+            piece = tokenizer.decode([item.token_id])
+            kept.append((item, piece))
+            length += len(piece)
+        return kept
+
     def _finish(self, hit_stop_string: bool, generated: list[int]) -> str:
         if hit_stop_string or (generated and generated[-1] in self.model.stops):
             return STOP
@@ -183,6 +210,7 @@ class ChatModel:
         self.name, self.model, self.tokenizer, self.system_prompt = name, model, tokenizer, system_prompt
         self.stops = stop_token_ids(model, tokenizer)
         self.context_length = context or getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        self.supports_logprobs = True
         self.generating = threading.Lock()  # one reply at a time on the model
         self._encoding = threading.Lock()  # a fast tokenizer is not safe to call from two threads at once
         self._longest_token: int | None = None
@@ -207,21 +235,50 @@ class ChatModel:
         stops: Iterable[str] = (),
         seed: int | None = None,
         fit: bool = True,
+        logprobs: int | None = None,
     ) -> Reply:
         """A reply to `messages`, not generated yet; a prompt the chat template refuses, or one longer than the
         model's context, fails here, at once. With `fit`, the reply's length is cut to the context left;
-        without, a reply that would not fit is refused (a client that asked for that many tokens)."""
+        without, a reply that would not fit is refused (a client that asked for that many tokens). `logprobs`:
+        see Reply."""
         from jinja2 import TemplateError
 
-        stops = [text for text in stops if text]  # an empty stop string stops nothing
         try:
             with self._encoding:
-                self._check_bound(messages)
+                self._check_bound([str(m.get("content") or "") for m in messages])
                 prompt = encode_prompts(self.tokenizer, [messages])[0]
-                matcher = self._stop_matcher(stops)
         except TemplateError as exc:
             raise LoraopsError(f"the model's chat template refused these messages: {exc}") from None
-        return Reply(self, prompt, self._fitted(len(prompt), settings, fit), stops, seed, matcher)
+        return self.continuation(prompt, settings, stops, seed, fit, logprobs)
+
+    def encode_text(self, text: str, special_tokens: bool = True) -> list[int]:
+        """A completion prompt's token ids: the text as is, with the special tokens the tokenizer adds to any text
+        (a BOS for Llama's), as vLLM encodes completion prompts."""
+        with self._encoding:
+            self._check_bound([text])
+            return list(self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"])
+
+    def continuation(
+        self,
+        prompt: list[int],
+        settings: GenerationSettings,
+        stops: Iterable[str] = (),
+        seed: int | None = None,
+        fit: bool = True,
+        logprobs: int | None = None,
+    ) -> Reply:
+        """A reply that continues the token ids `prompt` (see `reply`)."""
+        stops = [text for text in stops if text]  # an empty stop string stops nothing
+        with self._encoding:
+            matcher = self._stop_matcher(stops)
+        return Reply(self, prompt, self._fitted(len(prompt), settings, fit), stops, seed, matcher, logprobs)
+
+    def score_prompt(self, prompt: list[int], top: int) -> list[TokenLogprob | None]:
+        """The log-probability of each prompt token given those before it (None for the first)."""
+        if self.context_length is not None and len(prompt) > self.context_length:
+            raise PromptTooLong(self.context_length, len(prompt))
+        with self.generating:
+            return prompt_logprobs(self.model, prompt, top)
 
     def _stop_matcher(self, stops: list[str]) -> StoppingCriteria | None:
         """Transformers' matcher for the stop strings it can find in tokens, so generation ends on the token
@@ -240,7 +297,7 @@ class ChatModel:
         matchable = [text for text in stops if build([text]) is not None]
         return build(matchable) if matchable else None
 
-    def _check_bound(self, messages: list[Message]) -> None:
+    def _check_bound(self, texts: list[str]) -> None:
         """Refuse, before tokenizing, a prompt that cannot fit whatever its tokens: tokenizing megabytes takes
         seconds and gigabytes. No token is longer than the longest in the vocabulary, which bounds the count."""
         if self.context_length is None:
@@ -249,7 +306,7 @@ class ChatModel:
             vocab = self.tokenizer.get_vocab()
             # +1: SentencePiece drops a token's leading space when it is shown alone.
             self._longest_token = 1 + max(len(self.tokenizer.convert_tokens_to_string([t]).encode()) for t in vocab)
-        size = sum(len(str(m.get("content") or "").encode("utf-8", "surrogatepass")) for m in messages)
+        size = sum(len(text.encode("utf-8", "surrogatepass")) for text in texts)
         at_least = size // self._longest_token
         if at_least >= self.context_length:
             raise PromptTooLong(self.context_length, at_least, at_least=True)
@@ -273,7 +330,8 @@ class ChatModel:
         if reply.seed is not None:
             set_seed(reply.seed)
         ids = torch.tensor([reply.prompt_ids], device=next(self.model.parameters()).device)
-        with torch.inference_mode():
+        recording = reply.recorder.attached(self.model) if reply.recorder else nullcontext()
+        with torch.inference_mode(), recording:
             self.model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),

@@ -67,7 +67,9 @@ def load(spec: str, role: str | None = None, artifacts_dir: str = ARTIFACTS_DIR)
     lora = folder / record.files["lora"] if role == "lora" else None
     llm = _llama(model_file, lora)
     system = run.train_config().system_prompt or None
-    return LlamaCppChatModel(f"{record.run}-gguf-{role}", llm, load_tokenizer(str(run.model_dir)), system, llm.n_ctx())
+    model = LlamaCppChatModel(f"{record.run}-gguf-{role}", llm, load_tokenizer(str(run.model_dir)), system, llm.n_ctx())
+    model.supports_logprobs = False  # llama.cpp's logits are not read back here
+    return model
 
 
 def _export_folder(spec: str, artifacts_dir: str) -> tuple[Path, RunDir | None]:
