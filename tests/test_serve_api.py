@@ -3,6 +3,7 @@ checked against teacher forcing, /v1/completions as lm-evaluation-harness uses i
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -191,6 +192,13 @@ def test_limits_body_queue_and_cors(chat_model: ChatModel) -> None:
             f"{url}/chat/completions", {"model": chat_model.name, "messages": USER, "x": "y" * 3000}, headers=key
         )
         assert status == 413 and body["error"]["code"] == "request_too_large"
+        chunked = http.client.HTTPConnection(*url.split("/")[2].split(":"))
+        big = json.dumps({"model": chat_model.name, "prompt": "x" * 3000}).encode()
+        parts = (big[i : i + 500] for i in range(0, len(big), 500))  # no Content-Length: counted as it arrives
+        chunked.request(
+            "POST", "/v1/completions", parts, {**key, "Content-Type": "application/json"}, encode_chunked=True
+        )
+        assert chunked.getresponse().status == 413
         assert _post(url.removesuffix("/v1") + "/health", method="GET")[0] == 200  # no key needed to see it is up
 
         client = openai.OpenAI(base_url=url, api_key="k3y", max_retries=0)

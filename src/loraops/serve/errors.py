@@ -55,6 +55,8 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, APIError):  # raised while FastAPI read the body (a chunked body too large)
+            return exc.__cause__.response()
         message = f"Unknown route: {request.method} {request.url.path}" if exc.status_code == 404 else str(exc.detail)
         return APIError(exc.status_code, message).response()
 
