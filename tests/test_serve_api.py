@@ -9,15 +9,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import openai
 import pytest
+from pydantic import BaseModel
 from support import make_run, serving
 
 from loraops.data.tokenize import tokenize_prompt
 from loraops.eval.generate import GenerationSettings
-from loraops.inference import ChatModel
+from loraops.inference import ChatModel, ReplyOptions
 from loraops.serve.app import create_app
 from loraops.serve.limits import Limits
 
@@ -67,7 +68,8 @@ def _teacher_forced(model: ChatModel, prompt: list[int], tokens: list[int]) -> l
         ({"frequency_penalty": 0.5}, "frequency_penalty", "not supported"),
         ({"presence_penalty": -1}, "presence_penalty", "not supported"),
         ({"logit_bias": {"50": 10}}, "logit_bias", "not supported"),
-        ({"response_format": {"type": "json_object"}}, "response_format", "json_object"),
+        ({"response_format": {"type": "yaml"}}, "response_format.type", "'text', 'json_object' or 'json_schema'"),
+        ({"response_format": {"type": "json_schema"}}, "response_format.json_schema", "only then"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "not supported"),
         ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice", "tools"),
         ({"functions": [{"name": "f"}]}, "functions", "not supported"),
@@ -108,7 +110,7 @@ def test_chat_logprobs_are_the_models_own_by_teacher_forcing(client: openai.Open
     content = reply.choices[0].logprobs.content
     # The same reply through the core gives the token ids; one forward pass over them gives their log-probabilities.
     prompt = tokenize_prompt(chat_model.tokenizer, USER)  # type: ignore[arg-type]
-    core = chat_model.continuation(prompt, GenerationSettings.sampling(6, 0.7), seed=3, logprobs=0)
+    core = chat_model.continuation(prompt, GenerationSettings.sampling(6, 0.7), ReplyOptions(seed=3, logprobs=0))
     assert core.complete() == reply.choices[0].message.content
     pairs = core.token_logprobs()
     assert [p for _, p in pairs] == [c.token for c in content] and "".join(c.token for c in content) == core.text
@@ -298,3 +300,66 @@ def test_langchain_and_litellm_talk_to_the_server(
     assert (
         text == chat_model.continuation(chat_model.encode_text("The sky is"), GenerationSettings.sampling(4)).complete()
     )
+
+
+class Verdict(BaseModel):
+    """What the structured-output tests ask for: choices only, so even a random tiny model ends its JSON."""
+
+    answer: Literal["yes", "no"]
+    sure: bool
+
+
+def test_structured_output_parses_with_openai_and_langchain(client: openai.OpenAI, chat_model: ChatModel) -> None:
+    """A random tiny model answers valid JSON only because decoding allows nothing else."""
+    from langchain_openai import ChatOpenAI
+
+    free = client.chat.completions.create(model=chat_model.name, messages=USER, max_tokens=30, temperature=0)  # type: ignore[arg-type]
+    assert not free.choices[0].message.content.startswith("{")  # unconstrained, it says something else
+    parsed = client.chat.completions.parse(
+        model=chat_model.name,
+        messages=USER,
+        response_format=Verdict,
+        max_tokens=30,
+        temperature=0,  # type: ignore[arg-type]
+    )
+    assert isinstance(parsed.choices[0].message.parsed, Verdict)
+    anything = client.chat.completions.create(
+        model=chat_model.name,
+        messages=USER,
+        response_format={"type": "json_object"},
+        max_tokens=60,
+        temperature=1.0,
+        seed=1,  # type: ignore[arg-type]
+    )
+    if anything.choices[0].finish_reason == "stop":  # a JSON object, unless cut at max_tokens
+        assert isinstance(json.loads(anything.choices[0].message.content or ""), dict)
+    else:
+        assert anything.choices[0].message.content.startswith("{")
+
+    chat = ChatOpenAI(
+        base_url=str(client.base_url), api_key="none", model=chat_model.name, max_tokens=30, temperature=0
+    )  # type: ignore[arg-type]
+    verdict = chat.with_structured_output(Verdict, method="json_schema").invoke(USER[0]["content"])
+    assert isinstance(verdict, Verdict) and verdict == parsed.choices[0].message.parsed
+
+
+def test_structured_output_is_refused_where_it_cannot_be_kept(
+    client: openai.OpenAI, chat_model: ChatModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = {
+        "type": "json_schema",
+        "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"type": "frob"}}}},
+    }
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=chat_model.name, messages=USER, response_format=bad)  # type: ignore[arg-type]
+    assert caught.value.body["param"] == "response_format.json_schema.schema"  # type: ignore[index]
+    import loraops.structured
+
+    monkeypatch.setattr(loraops.structured, "available", lambda: False)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=chat_model.name, messages=USER, response_format={"type": "json_object"})  # type: ignore[arg-type]
+    assert "loraops[structured]" in caught.value.message
+    monkeypatch.setattr(chat_model, "supports_grammars", False)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=chat_model.name, messages=USER, response_format={"type": "json_object"})  # type: ignore[arg-type]
+    assert "not available with this engine" in caught.value.message

@@ -11,11 +11,17 @@ import logging
 import threading
 from collections.abc import Generator, Iterable
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from transformers import StoppingCriteria, StoppingCriteriaList, StopStringCriteria, TextIteratorStreamer
+from transformers import (
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    StopStringCriteria,
+    TextIteratorStreamer,
+)
 
 from loraops import environment
 from loraops.data.formats import Message
@@ -26,6 +32,7 @@ from loraops.loading import load_for_inference
 from loraops.logprobs import Recorder, TokenLogprob, prompt_logprobs
 from loraops.models import resolve_model_path
 from loraops.runs import RunDir
+from loraops.structured import Grammars, logits_processor
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +112,20 @@ class _Cancelled(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+@dataclass(frozen=True)
+class ReplyOptions:
+    """What a client asks of one reply besides sampling: stop strings, a seed, whether a default length may be
+    cut to fit the context left (`fit`; otherwise a reply that cannot fit is refused), log-probabilities
+    (`logprobs`: of each token and that many likeliest alternatives; None: none), and a compiled grammar the
+    reply must follow (structured.py)."""
+
+    stops: tuple[str, ...] = ()
+    seed: int | None = None
+    fit: bool = True
+    logprobs: int | None = None
+    grammar: Any = None
+
+
 class Reply:
     """One reply: `stream()` yields its text as it is generated; text, token counts and finish_reason
     are complete once the stream ends."""
@@ -114,15 +135,13 @@ class Reply:
         model: ChatModel,
         prompt_ids: list[int],
         settings: GenerationSettings,
-        stops: list[str],
-        seed: int | None,
+        options: ReplyOptions,
         stop_matcher: StoppingCriteria | None = None,
-        logprobs: int | None = None,
     ) -> None:
-        """`logprobs`: record each generated token's log-probability and that many likeliest (None: record none)."""
-        self.model, self.prompt_ids, self.settings, self.stops, self.seed = model, prompt_ids, settings, stops, seed
+        self.model, self.prompt_ids, self.settings, self.options = model, prompt_ids, settings, options
+        self.stops, self.seed, self.grammar = list(options.stops), options.seed, options.grammar
         self.stop_matcher = stop_matcher
-        self.recorder = Recorder(logprobs) if logprobs is not None else None
+        self.recorder = Recorder(options.logprobs) if options.logprobs is not None else None
         self.text = ""
         self.completion_tokens = 0
         self.finish_reason: str | None = None
@@ -210,7 +229,9 @@ class ChatModel:
         self.name, self.model, self.tokenizer, self.system_prompt = name, model, tokenizer, system_prompt
         self.stops = stop_token_ids(model, tokenizer)
         self.context_length = context or getattr(getattr(model, "config", None), "max_position_embeddings", None)
-        self.supports_logprobs = True
+        self.supports_logprobs = self.supports_grammars = True
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None) or len(tokenizer)
+        self.grammars = Grammars(tokenizer, vocab, self.stops)
         self.generating = threading.Lock()  # one reply at a time on the model
         self._encoding = threading.Lock()  # a fast tokenizer is not safe to call from two threads at once
         self._longest_token: int | None = None
@@ -232,15 +253,10 @@ class ChatModel:
         self,
         messages: list[Message],
         settings: GenerationSettings,
-        stops: Iterable[str] = (),
-        seed: int | None = None,
-        fit: bool = True,
-        logprobs: int | None = None,
+        options: ReplyOptions = ReplyOptions(),
     ) -> Reply:
         """A reply to `messages`, not generated yet; a prompt the chat template refuses, or one longer than the
-        model's context, fails here, at once. With `fit`, the reply's length is cut to the context left;
-        without, a reply that would not fit is refused (a client that asked for that many tokens). `logprobs`:
-        see Reply."""
+        model's context, fails here, at once."""
         from jinja2 import TemplateError
 
         try:
@@ -249,7 +265,7 @@ class ChatModel:
                 prompt = encode_prompts(self.tokenizer, [messages])[0]
         except TemplateError as exc:
             raise LoraopsError(f"the model's chat template refused these messages: {exc}") from None
-        return self.continuation(prompt, settings, stops, seed, fit, logprobs)
+        return self.continuation(prompt, settings, options)
 
     def encode_text(self, text: str, special_tokens: bool = True) -> list[int]:
         """A completion prompt's token ids: the text as is, with the special tokens the tokenizer adds to any text
@@ -262,16 +278,13 @@ class ChatModel:
         self,
         prompt: list[int],
         settings: GenerationSettings,
-        stops: Iterable[str] = (),
-        seed: int | None = None,
-        fit: bool = True,
-        logprobs: int | None = None,
+        options: ReplyOptions = ReplyOptions(),
     ) -> Reply:
         """A reply that continues the token ids `prompt` (see `reply`)."""
-        stops = [text for text in stops if text]  # an empty stop string stops nothing
+        options = replace(options, stops=tuple(text for text in options.stops if text))  # "" stops nothing
         with self._encoding:
-            matcher = self._stop_matcher(stops)
-        return Reply(self, prompt, self._fitted(len(prompt), settings, fit), stops, seed, matcher, logprobs)
+            matcher = self._stop_matcher(list(options.stops))
+        return Reply(self, prompt, self._fitted(len(prompt), settings, options.fit), options, matcher)
 
     def score_prompt(self, prompt: list[int], top: int) -> list[TokenLogprob | None]:
         """The log-probability of each prompt token given those before it (None for the first)."""
@@ -331,6 +344,7 @@ class ChatModel:
             set_seed(reply.seed)
         ids = torch.tensor([reply.prompt_ids], device=next(self.model.parameters()).device)
         recording = reply.recorder.attached(self.model) if reply.recorder else nullcontext()
+        grammar = [logits_processor(reply.grammar)] if reply.grammar is not None else []
         with torch.inference_mode(), recording:
             self.model.generate(
                 input_ids=ids,
@@ -340,6 +354,7 @@ class ChatModel:
                 eos_token_id=self.stops,
                 pad_token_id=self.tokenizer.pad_token_id,
                 use_cache=True,
+                logits_processor=LogitsProcessorList(grammar),
                 stopping_criteria=StoppingCriteriaList([_Cancelled(cancel), *filter(None, [reply.stop_matcher])]),
             )
 

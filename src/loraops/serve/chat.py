@@ -7,9 +7,10 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from loraops import structured
 from loraops.data.formats import Message
 from loraops.data.messages import RecordProblem, content_text
-from loraops.inference import ChatModel, Reply
+from loraops.inference import ChatModel, Reply, ReplyOptions
 from loraops.logprobs import TokenLogprob
 from loraops.serve.admission import Admission
 from loraops.serve.errors import APIError
@@ -24,7 +25,7 @@ from loraops.serve.replies import (
     usage,
     user_errors,
 )
-from loraops.serve.schemas import ChatCompletionRequest
+from loraops.serve.schemas import ChatCompletionRequest, ResponseFormat
 
 
 def chat_completion(
@@ -57,9 +58,29 @@ def _reply(model: ChatModel, request: ChatCompletionRequest, max_new_tokens: int
     # A reply length the client asked for is honoured or refused; the server's default is cut to fit.
     fit = request.max_completion_tokens is None and request.max_tokens is None
     messages = _messages(request, model.system_prompt)
-    stops, top = request.stop_strings(), request.logprobs_top
+    grammar = _grammar(model, request.response_format)
+    options = ReplyOptions(tuple(request.stop_strings()), request.seed, fit, request.logprobs_top, grammar)
     sampling = settings(request.temperature, request.top_p, limit)
-    return user_errors("messages")(lambda: model.reply(messages, sampling, stops, request.seed, fit, top))
+    return user_errors("messages")(lambda: model.reply(messages, sampling, options))
+
+
+def _grammar(model: ChatModel, response_format: ResponseFormat | None) -> Any:
+    """The compiled grammar a JSON response format holds the reply to; None for text."""
+    if response_format is None or response_format.type == "text":
+        return None
+    if not model.supports_grammars:
+        raise APIError(400, "response_format: JSON output is not available with this engine", param="response_format")
+    if not structured.available():
+        raise APIError(
+            400,
+            f"response_format: JSON output needs xgrammar on the server ({structured.INSTALL})",
+            param="response_format",
+        )
+    spec = response_format.json_schema
+    if spec is None:
+        return model.grammars.json(None)
+    param = "response_format.json_schema.schema"
+    return user_errors(param)(lambda: model.grammars.json(spec.schema_, strict=spec.strict is not False))
 
 
 def _messages(request: ChatCompletionRequest, system_prompt: str | None) -> list[Message]:

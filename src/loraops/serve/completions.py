@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from loraops.inference import ChatModel, Reply
+from loraops.inference import ChatModel, Reply, ReplyOptions
 from loraops.logprobs import TokenLogprob
 from loraops.serve.admission import Admission
 from loraops.serve.replies import (
@@ -69,8 +69,8 @@ def _prepare(model: ChatModel, request: CompletionRequest, index: int, prompt: s
     if request.max_tokens > 0:
         sampling = settings(request.temperature, request.top_p, request.max_tokens)
         fit = "max_tokens" not in request.model_fields_set  # OpenAI's default length is cut to fit; an asked one not
-        stops, seed = request.stop_strings(), request.seed
-        reply = run(lambda: model.continuation(ids, sampling, stops, seed, fit, top))
+        options = ReplyOptions(tuple(request.stop_strings()), request.seed, fit, top)
+        reply = run(lambda: model.continuation(ids, sampling, options))
     return _Choice(index, ids, scores, reply)
 
 

@@ -56,6 +56,30 @@ class ChatMessage(BaseModel):
     content: str | list[ContentPart] | None = None
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """`text`, `json_object` (any JSON object) or `json_schema` (an object matching the schema)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise refusal("response_format.json_schema", "json_schema is given with type 'json_schema', and only then")
+        return self
+
+
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
@@ -133,7 +157,7 @@ class ChatCompletionRequest(_Request):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     tools: list[Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None  # only meaningful with tools, which are refused
@@ -153,9 +177,6 @@ class ChatCompletionRequest(_Request):
             raise refusal("tools", "tools are not supported by this server; send the request without them")
         if self.tool_choice not in (None, "none", "auto"):
             raise refusal("tool_choice", "tool_choice names a tool, and tools are not supported by this server")
-        if self.response_format is not None and self.response_format.get("type") != "text":
-            kind = self.response_format.get("type")
-            raise refusal("response_format", f"response_format {kind!r} is not supported; send 'text' or leave it out")
         if self.modalities not in (None, ["text"]):
             raise refusal("modalities", "this model answers in text only; send ['text'] or leave modalities out")
         if self.top_logprobs is not None and not self.logprobs:
