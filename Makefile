@@ -18,7 +18,7 @@ BIN          := $(VENV)/bin
 STAMP        := $(VENV)/.loraops-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install install-gguf check convert train eval eval-baseline compare report publish publish-hf chat serve export bench bench-train bench-structured bench-validation gpu-check wheelhouse \
+.PHONY: help venv install install-gguf check convert train eval eval-baseline compare report publish publish-hf chat serve export bench bench-serve bench-train bench-structured bench-validation gpu-check wheelhouse \
         push ssh-init ssh-train ssh-eval ssh-eval-baseline ssh-logs pull mlflow-ui list-configs data canary lint test test-quick test-oldest \
         clean distclean
 
@@ -113,6 +113,9 @@ bench: install ## batched vs one-at-a-time generation speed, side by side
 bench-train: install ## training speed: loraops vs the plain Trainer+PEFT recipe vs TRL, side by side, with the matmul peak
 	$(BIN)/pip install --quiet 'trl==1.16.0'
 	$(BIN)/python bench/train_speed.py $(ARGS)
+
+bench-serve: install ## loraops serve under 1, 4 and 8 concurrent clients: dynamic batching against one request at a time
+	$(BIN)/python bench/serve_speed.py $(ARGS)
 
 bench-structured: install ## JSON output by constrained decoding: xgrammar (serve's) against outlines-core, side by side
 	$(BIN)/pip install --quiet 'outlines==1.3.3'

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -186,7 +188,7 @@ def test_tokenizer_routes_and_health(base_url: str, chat_model: ChatModel) -> No
 
 def test_limits_body_queue_and_cors(chat_model: ChatModel) -> None:
     app = create_app(
-        chat_model, "k3y", limits=Limits(max_body_bytes=2000, max_queue=0), cors_origins=["http://ui.test"]
+        chat_model, "k3y", limits=Limits(max_body_bytes=2000, max_queue=0, max_batch=1), cors_origins=["http://ui.test"]
     )
     key = {"Authorization": "Bearer k3y"}
     with serving(app) as url:
@@ -363,3 +365,69 @@ def test_structured_output_is_refused_where_it_cannot_be_kept(
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=chat_model.name, messages=USER, response_format={"type": "json_object"})  # type: ignore[arg-type]
     assert "not available with this engine" in caught.value.message
+
+
+def test_concurrent_requests_are_batched_and_answer_as_alone(
+    client: openai.OpenAI, chat_model: ChatModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight mixed requests at once: greedy ones of different prompts, lengths and stop strings share a batch
+    (streamed or not, with log-probabilities or not); sampled ones with a seed go alone. Each answer equals
+    the answer the request gets on its own."""
+    import loraops.inference
+
+    batches: list[int] = []
+    real = loraops.inference.generate_batch
+    monkeypatch.setattr(
+        loraops.inference, "generate_batch", lambda chat, jobs: batches.append(len(jobs)) or real(chat, jobs)
+    )
+    prompts = ["Rolling sum of A1:A5", "hi", "one two three four five six seven", "The sky", "x", "Peak shift"]
+    asks: list[dict[str, Any]] = [
+        {"content": p, "max_tokens": 3 + 2 * i, "temperature": 0, "stop": ["e"] if i == 2 else None}
+        for i, p in enumerate(prompts)
+    ]
+    asks[1]["logprobs"] = True
+    asks += [
+        {"content": "seeded", "max_tokens": 5, "temperature": 1.0, "seed": 7},
+        {"content": "z", "max_tokens": 4, "temperature": 0.8, "seed": 9},
+    ]
+
+    def ask(i: int) -> tuple[str, int, list[float]]:
+        a = dict(asks[i])
+        messages = [{"role": "user", "content": a.pop("content")}]
+        if i % 2:  # odd ones streamed
+            usage = {"include_usage": True}
+            stream = client.chat.completions.create(
+                model=chat_model.name,
+                messages=messages,
+                stream=True,
+                stream_options=usage,
+                **a,  # type: ignore[call-overload]
+            )
+            chunks = list(stream)
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            logprobs = [
+                t.logprob for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content
+            ]
+            return text, chunks[-1].usage.completion_tokens, logprobs
+        reply = client.chat.completions.create(model=chat_model.name, messages=messages, **a)  # type: ignore[call-overload]
+        found = reply.choices[0].logprobs
+        logprobs = [t.logprob for t in found.content] if found else []
+        return reply.choices[0].message.content or "", reply.usage.completion_tokens, logprobs
+
+    chat_model.enable_batching(Limits().max_batch)  # as create_app set it (another test's app served it alone)
+    alone = [ask(i) for i in range(len(asks))]
+    batches.clear()
+    # A long reply holds the model while all eight arrive (however slowly this machine sends them), as a
+    # busy server's queue does; then it leaves, and the waiting requests go in batches.
+    held = client.chat.completions.create(model=chat_model.name, messages=USER, max_tokens=100, stream=True)  # type: ignore[arg-type]
+    next(iter(held))
+    with ThreadPoolExecutor(len(asks)) as pool:
+        futures = [pool.submit(ask, i) for i in range(len(asks))]
+        assert chat_model.batcher is not None
+        while chat_model.batcher.waiting < len(asks):
+            time.sleep(0.01)
+        held.close()
+        together = [f.result() for f in futures]
+    assert [(text, tokens) for text, tokens, _ in together] == [(text, tokens) for text, tokens, _ in alone]
+    assert together[1][2] == pytest.approx(alone[1][2], abs=1e-4) and len(alone[1][2]) > 0
+    assert sorted(batches) == [6]  # the greedy ones shared one generate call; the seeded ones went alone

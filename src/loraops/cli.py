@@ -194,6 +194,12 @@ def _add_model_parsers(sub: argparse._SubParsersAction) -> None:
         help=f"requests that may wait for the model; one more gets 429 (default: {Limits.max_queue})",
     )
     serve.add_argument(
+        "--max-batch",
+        type=int,
+        default=Limits.max_batch,
+        help=f"requests generated together when they arrive together (default: {Limits.max_batch}; 1: one at a time)",
+    )
+    serve.add_argument(
         "--max-body-mb",
         type=float,
         default=Limits.max_body_bytes / MIB,
@@ -549,9 +555,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from loraops.serve.command import serve
 
-    if args.max_queue < 0 or args.max_body_mb <= 0:
-        raise ConfigError("--max-queue must be 0 or more and --max-body-mb above 0")
-    limits = Limits(max_body_bytes=int(args.max_body_mb * MIB), max_queue=args.max_queue)
+    if args.max_queue < 0 or args.max_body_mb <= 0 or args.max_batch < 1:
+        raise ConfigError("--max-queue must be 0 or more, --max-batch 1 or more and --max-body-mb above 0")
+    limits = Limits(max_body_bytes=int(args.max_body_mb * MIB), max_queue=args.max_queue, max_batch=args.max_batch)
     serve(args.model, args.host, args.port, args.max_new_tokens, args.engine, args.gguf, limits, args.cors_origin)
     return 0
 

@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from loraops import environment
+from loraops.batching import Batcher, Job, generate_batch
 from loraops.data.formats import Message
 from loraops.errors import LoraopsError
 from loraops.eval.generate import GenerationSettings, encode_prompts, stop_token_ids
@@ -211,13 +212,12 @@ class Reply:
 
     def _generate(self, streamer: _CountingStreamer) -> None:
         try:
-            with self.model.generating:
-                if not self._cancel.is_set():  # the reader left while this reply waited for the model
-                    self.model.generate(self, streamer, self._cancel)
-                    return
+            if not self._cancel.is_set():  # the reader may have left already
+                self.model.run(self, streamer, self._cancel)
         except BaseException as exc:  # handed to the reader, which raises it
             self._failure = exc
-        streamer.end()
+        finally:
+            streamer.end()  # ends the reader's loop (a second end, after generate's own, is harmless)
 
 
 class ChatModel:
@@ -229,10 +229,11 @@ class ChatModel:
         self.name, self.model, self.tokenizer, self.system_prompt = name, model, tokenizer, system_prompt
         self.stops = stop_token_ids(model, tokenizer)
         self.context_length = context or getattr(getattr(model, "config", None), "max_position_embeddings", None)
-        self.supports_logprobs = self.supports_grammars = True
+        self.supports_logprobs = self.supports_grammars = self.supports_batching = True
         vocab = getattr(getattr(model, "config", None), "vocab_size", None) or len(tokenizer)
         self.grammars = Grammars(tokenizer, vocab, self.stops)
-        self.generating = threading.Lock()  # one reply at a time on the model
+        self.generating = threading.Lock()  # one generate call (one reply, or one batch) at a time on the model
+        self.batcher: Batcher | None = None  # serve's dynamic batching (enable_batching); chat generates alone
         self._encoding = threading.Lock()  # a fast tokenizer is not safe to call from two threads at once
         self._longest_token: int | None = None
 
@@ -335,6 +336,28 @@ class ChatModel:
         if not fit:
             raise PromptTooLong(self.context_length, prompt_tokens, settings.max_new_tokens)
         return replace(settings, max_new_tokens=room)
+
+    def enable_batching(self, max_batch: int) -> None:
+        """Generate replies that arrive together in batches of up to `max_batch` (batching.py)."""
+        self.batcher = Batcher(self.generating, self._generate_jobs, max_batch) if max_batch > 1 else None
+
+    def run(self, reply: Reply, streamer: _CountingStreamer, cancel: threading.Event) -> None:
+        """Generate `reply` into `streamer`: in a batch with others when batching, else alone."""
+        if self.batcher is None:
+            with self.generating:
+                if not cancel.is_set():  # the reader left while this reply waited for the model
+                    self.generate(reply, streamer, cancel)
+            return
+        sampled_with_seed = reply.settings.do_sample and reply.seed is not None
+        alone = reply.grammar is not None or sampled_with_seed  # a grammar's processor or a seed is per call
+        settings = replace(reply.settings, max_new_tokens=0)
+        self.batcher.submit(Job(reply, streamer, cancel, object() if alone else settings))
+
+    def _generate_jobs(self, jobs: list[Job]) -> None:
+        if len(jobs) == 1:
+            self.generate(jobs[0].reply, jobs[0].streamer, jobs[0].cancel)
+        else:
+            generate_batch(self, jobs)
 
     def generate(self, reply: Reply, streamer: _CountingStreamer, cancel: threading.Event) -> None:
         import torch

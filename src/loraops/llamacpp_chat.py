@@ -68,7 +68,8 @@ def load(spec: str, role: str | None = None, artifacts_dir: str = ARTIFACTS_DIR)
     llm = _llama(model_file, lora)
     system = run.train_config().system_prompt or None
     model = LlamaCppChatModel(f"{record.run}-gguf-{role}", llm, load_tokenizer(str(run.model_dir)), system, llm.n_ctx())
-    model.supports_logprobs = model.supports_grammars = False  # llama.cpp's logits are not read back here
+    # llama.cpp's logits are not read back here, and its generate takes one sequence.
+    model.supports_logprobs = model.supports_grammars = model.supports_batching = False
     return model
 
 

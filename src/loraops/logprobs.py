@@ -25,7 +25,7 @@ class Recorder:
     pass, and `chosen` (called with the token the step picked) reads it."""
 
     def __init__(self, top: int) -> None:
-        self.top = top
+        self.top, self.row = top, 0
         self.entries: list[TokenLogprob] = []
         self._pending: Any = None
 
@@ -33,7 +33,7 @@ class Recorder:
         import torch
 
         logits = output.logits if hasattr(output, "logits") else output[0]
-        self._pending = torch.log_softmax(logits[0, -1].float(), dim=-1)
+        self._pending = torch.log_softmax(logits[self.row, -1].float(), dim=-1)
 
     def chosen(self, token_id: int) -> None:
         if self._pending is not None:
@@ -42,13 +42,18 @@ class Recorder:
 
     @contextmanager
     def attached(self, model: Any) -> Iterator[None]:
-        # A PEFT model's generate runs its base model's forward (the adapter's layers inside it).
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-        handle = inner.register_forward_hook(self.hook)
+        handle = self.attach_row(model, 0)
         try:
             yield
         finally:
             handle.remove()
+
+    def attach_row(self, model: Any, row: int) -> Any:
+        """Record row `row` of each forward pass of `model` (a batch's); the hook's handle, to remove."""
+        self.row = row
+        # A PEFT model's generate runs its base model's forward (the adapter's layers inside it).
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return inner.register_forward_hook(self.hook)
 
 
 def entry(row: Any, token_id: int, top: int) -> TokenLogprob:

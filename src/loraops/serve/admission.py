@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from loraops.serve.errors import APIError
@@ -14,37 +12,30 @@ class QueueFull(APIError):
     def __init__(self, waiting: int) -> None:
         super().__init__(
             429,
-            f"The server is busy: {waiting} requests are waiting for the model. Retry after a moment.",
+            f"The server is busy: {waiting} requests wait for the model already. Retry after a moment.",
             type="requests",
             code="rate_limit_exceeded",
         )
 
 
 class Admission:
-    """Counts the requests holding or waiting for the model; the one past `max_queue` waiting is refused."""
+    """Counts the requests the model is answering (up to a batch) or that wait for it; past `max_queue` waiting,
+    a request is refused."""
 
-    def __init__(self, max_queue: int) -> None:
-        self.max_queue = max_queue
+    def __init__(self, max_queue: int, max_batch: int = 1) -> None:
+        self.max_queue, self.capacity = max_queue, max_queue + max_batch
         self._count = 0
         self._lock = threading.Lock()
 
     def enter(self) -> None:
         with self._lock:
-            if self._count > self.max_queue:
-                raise QueueFull(self._count - 1)
+            if self._count >= self.capacity:
+                raise QueueFull(self.max_queue)
             self._count += 1
 
     def leave(self) -> None:
         with self._lock:
             self._count -= 1
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        self.enter()
-        try:
-            yield
-        finally:
-            self.leave()
 
 
 class BodyTooLarge(APIError):

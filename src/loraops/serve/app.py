@@ -35,7 +35,9 @@ def create_app(
     app = FastAPI(title="loraops", docs_url=None, redoc_url=None, openapi_url=None)
     guarded = [Depends(_key_check(api_key))]
     router, root = APIRouter(prefix="/v1", dependencies=guarded), APIRouter(dependencies=guarded)
-    admission, created = Admission(limits.max_queue), int(time.time())
+    admission, created = Admission(limits.max_queue, limits.max_batch), int(time.time())
+    if model.supports_batching:
+        model.enable_batching(limits.max_batch)
 
     @app.get("/health")
     def health() -> dict[str, Any]:

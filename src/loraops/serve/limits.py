@@ -11,4 +11,5 @@ MIB = 2**20
 @dataclass(frozen=True)
 class Limits:
     max_body_bytes: int = 8 * MIB
-    max_queue: int = 64  # requests waiting for the model, besides the one it is answering
+    max_queue: int = 64  # requests waiting for the model, besides the batch it is answering
+    max_batch: int = 8  # requests generated together (dynamic batching; 1: one at a time)
