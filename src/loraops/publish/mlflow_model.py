@@ -10,8 +10,7 @@ becomes the chat template's default system turn, as training added it to convers
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -45,30 +44,20 @@ def mlflow_model_writer(run: RunDir, folder: Path, merged: bool) -> Callable[[Pa
         system = trained_system_prompt(target)
         if system:
             tokenizer.chat_template = with_default_system(tokenizer.chat_template, system)
-        with _quiet("mlflow.transformers"):  # its notes speak of a Hub reference that a local base is not
-            mlflow.transformers.save_model(
-                {"model": model, "tokenizer": tokenizer},
-                str(dest),
-                task=CHAT_TASK,
-                model_config={"do_sample": False},  # greedy, as eval scored it (the pipeline samples by default)
-                base_model_path=None if merged else base_path,
-                pip_requirements=pinned_requirements(peft=not merged),
-            )
+        # Its notes speak of a Hub reference that a local base is not; loraops says what it saved, below.
+        logging.getLogger("mlflow.transformers").setLevel(logging.WARNING)
+        mlflow.transformers.save_model(
+            {"model": model, "tokenizer": tokenizer},
+            str(dest),
+            task=CHAT_TASK,
+            model_config={"do_sample": False},  # greedy, as eval scored it (the pipeline samples by default)
+            base_model_path=None if merged else base_path,
+            pip_requirements=pinned_requirements(peft=not merged),
+        )
         what = "the merged model" if merged else f"the adapter on base {base_path}"
         log.info("saved %s as an MLflow Model (transformers flavour, task %s)", what, CHAT_TASK)
 
     return write
-
-
-@contextmanager
-def _quiet(logger: str) -> Iterator[None]:
-    target = logging.getLogger(logger)
-    level = target.level
-    target.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        target.setLevel(level)
 
 
 def pinned_requirements(peft: bool) -> list[str]:

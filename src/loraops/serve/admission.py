@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from loraops.serve.errors import APIError
@@ -36,6 +38,27 @@ class Admission:
     def leave(self) -> None:
         with self._lock:
             self._count -= 1
+
+    @contextmanager
+    def slot(self) -> Iterator[Slot]:
+        """A place for one request, freed when the block ends unless handed over (to a stream that frees it)."""
+        self.enter()
+        held = Slot(self)
+        try:
+            yield held
+        finally:
+            if not held.handed_over:
+                self.leave()
+
+
+class Slot:
+    def __init__(self, admission: Admission) -> None:
+        self.admission, self.handed_over = admission, False
+
+    def hand_over(self) -> Callable[[], None]:
+        """Keep the place past the block; the function returned frees it."""
+        self.handed_over = True
+        return self.admission.leave
 
 
 class BodyTooLarge(APIError):

@@ -32,17 +32,12 @@ def chat_completion(
     model: ChatModel, request: ChatCompletionRequest, max_new_tokens: int, admission: Admission
 ) -> dict[str, Any] | ReplyEvents:
     check_request(model, request.n, request.logprobs, "logprobs")
-    admission.enter()
-    try:
+    with admission.slot() as slot:
         reply = _reply(model, request, max_new_tokens)
         completion = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model.name}
         if request.stream:
-            return ReplyEvents([reply], _events(reply, completion, request.include_usage), admission.leave)
+            return ReplyEvents([reply], _events(reply, completion, request.include_usage), slot.hand_over())
         reply.complete()
-    except BaseException:
-        admission.leave()
-        raise
-    admission.leave()
     message = {"role": "assistant", "content": reply.text}
     choice = {"index": 0, "message": message, "logprobs": _logprobs(reply), "finish_reason": reply.finish_reason}
     return {

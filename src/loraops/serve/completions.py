@@ -39,20 +39,15 @@ class _Choice:
 
 def completion(model: ChatModel, request: CompletionRequest, admission: Admission) -> dict[str, Any] | ReplyEvents:
     check_request(model, request.n, request.logprobs is not None, "logprobs")
-    admission.enter()
-    try:
+    with admission.slot() as slot:
         choices = [_prepare(model, request, i, prompt) for i, prompt in enumerate(request.prompts())]
         head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model.name}
         if request.stream:
             replies = [c.reply for c in choices if c.reply]
-            return ReplyEvents(replies, _events(model, request, choices, head), admission.leave)
+            return ReplyEvents(replies, _events(model, request, choices, head), slot.hand_over())
         for choice in choices:
             if choice.reply:
                 choice.reply.complete()
-    except BaseException:
-        admission.leave()
-        raise
-    admission.leave()
     body = [_choice(model, request, c, _text(model, request, c)) for c in choices]
     return {**head, "object": "text_completion", "choices": body, "usage": _usage(choices)}
 
