@@ -271,7 +271,7 @@ def test_a_prompt_of_megabytes_is_refused_before_it_is_tokenized(
     import loraops.inference
 
     tokenized = []
-    monkeypatch.setattr(loraops.inference, "encode_prompts", lambda *a: tokenized.append(1) or [[0]])
+    monkeypatch.setattr(loraops.inference, "tokenize_prompt", lambda *a: tokenized.append(1) or [0])
     with serving(create_app(chat_model, limits=Limits(max_body_bytes=32 * MIB))) as url:
         with pytest.raises(openai.BadRequestError) as caught:
             _ask(openai.OpenAI(base_url=url, api_key="none"), chat_model.name, "hello " * 2_000_000)  # 2M tokens

@@ -7,6 +7,7 @@ sharing the model, so concurrent callers queue and each gets the answer it would
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Generator, Iterable
@@ -26,14 +27,16 @@ from transformers import (
 from loraops import environment
 from loraops.batching import Batcher, Job, generate_batch
 from loraops.data.formats import Message
+from loraops.data.tokenize import tokenize_prompt
 from loraops.errors import LoraopsError
-from loraops.eval.generate import GenerationSettings, encode_prompts, stop_token_ids
+from loraops.eval.generate import GenerationSettings, stop_token_ids
 from loraops.eval.targets import EvalTarget, resolve_model
 from loraops.loading import load_for_inference
 from loraops.logprobs import Recorder, TokenLogprob, prompt_logprobs
 from loraops.models import resolve_model_path
 from loraops.runs import RunDir
 from loraops.structured import Grammars, logits_processor
+from loraops.tool_calls import ToolFormat
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +235,7 @@ class ChatModel:
         self.supports_logprobs = self.supports_grammars = self.supports_batching = True
         vocab = getattr(getattr(model, "config", None), "vocab_size", None) or len(tokenizer)
         self.grammars = Grammars(tokenizer, vocab, self.stops)
+        self.tool_format = ToolFormat.of(tokenizer)  # how the model writes tool calls; None: it cannot
         self.generating = threading.Lock()  # one generate call (one reply, or one batch) at a time on the model
         self.batcher: Batcher | None = None  # serve's dynamic batching (enable_batching); chat generates alone
         self._encoding = threading.Lock()  # a fast tokenizer is not safe to call from two threads at once
@@ -255,15 +259,16 @@ class ChatModel:
         messages: list[Message],
         settings: GenerationSettings,
         options: ReplyOptions = ReplyOptions(),
+        tools: list[dict[str, Any]] | None = None,
     ) -> Reply:
-        """A reply to `messages`, not generated yet; a prompt the chat template refuses, or one longer than the
-        model's context, fails here, at once."""
+        """A reply to `messages`, with `tools` offered in the prompt (tool_calls.py), not generated yet; a prompt
+        the chat template refuses, or one longer than the model's context, fails here, at once."""
         from jinja2 import TemplateError
 
         try:
             with self._encoding:
-                self._check_bound([str(m.get("content") or "") for m in messages])
-                prompt = encode_prompts(self.tokenizer, [messages])[0]
+                self._check_bound([_rendered_text(messages, tools)])
+                prompt = tokenize_prompt(self.tokenizer, messages, tools)
         except TemplateError as exc:
             raise LoraopsError(f"the model's chat template refused these messages: {exc}") from None
         return self.continuation(prompt, settings, options)
@@ -380,6 +385,13 @@ class ChatModel:
                 logits_processor=LogitsProcessorList(grammar),
                 stopping_criteria=StoppingCriteriaList([_Cancelled(cancel), *filter(None, [reply.stop_matcher])]),
             )
+
+
+def _rendered_text(messages: list[Message], tools: list[dict[str, Any]] | None) -> str:
+    """What of the messages and tools any chat template writes into the prompt: texts, calls, definitions."""
+    parts = [str(m.get("content") or "") for m in messages]
+    parts += [json.dumps(m["tool_calls"], ensure_ascii=False) for m in messages if m.get("tool_calls")]
+    return "".join(parts) + (json.dumps(tools, ensure_ascii=False) if tools else "")
 
 
 def trained_system_prompt(target: EvalTarget) -> str | None:

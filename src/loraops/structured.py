@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from loraops.errors import LoraopsError
@@ -43,13 +44,29 @@ class Grammars:
     def json(self, schema: dict[str, Any] | None, strict: bool = True) -> Any:
         """The compiled grammar of one JSON object: any (`schema` None), or one matching `schema`. Compact
         separators: a small model left free to add whitespace may add it until max_tokens."""
+        text = json.dumps({"type": "object"} if schema is None else schema)
+        strict = strict and schema is not None
+        return self._compiled(
+            lambda compiler: compiler.compile_json_schema(text, any_whitespace=False, strict_mode=strict)
+        )
+
+    def json_between(self, before: str, schema: dict[str, Any], after: str, strict: bool = True) -> Any:
+        """The compiled grammar of `before`, one JSON value matching `schema`, then `after`: a tool call in the
+        model's own markup (`<tool_call>` JSON `</tool_call>`)."""
+        import xgrammar as xgr
+
+        def compile_(compiler: Any) -> Any:
+            value = xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False, strict_mode=strict)
+            literal = lambda text: xgr.Grammar.from_ebnf(f"root ::= {json.dumps(text)}")  # noqa: E731
+            return compiler.compile_grammar(xgr.Grammar.concat(literal(before), value, literal(after)))
+
+        return self._compiled(compile_)
+
+    def _compiled(self, compile_: Callable[[Any], Any]) -> Any:
         with self._lock:
             compiler = self._compiler = self._compiler or self._new_compiler()
-            text = json.dumps({"type": "object"} if schema is None else schema)
             try:
-                return compiler.compile_json_schema(
-                    text, any_whitespace=False, strict_mode=strict and schema is not None
-                )
+                return compile_(compiler)
             except (RuntimeError, ValueError, TypeError) as exc:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
                 raise SchemaError(f"the JSON schema cannot be used: {first}") from None

@@ -55,14 +55,14 @@ def parse_turns(items: Any, key: str) -> Turns:
         where = f"{key}[{i}]"
         if not isinstance(item, dict):
             raise RecordProblem(f"`{where}` must be an object with `role` and `content` (or `from` and `value`)")
-        message = _sharegpt_turn(item, where) if "from" in item else _openai_turn(item, where)
+        message = _sharegpt_turn(item, where) if "from" in item else openai_turn(item, where)
         if message["role"] == "assistant" and _weight(item, where) == 0:
             turns.untrained.add(len(turns.messages))
         turns.messages.append(message)
     return turns
 
 
-def _openai_turn(item: dict[str, Any], where: str) -> Message:
+def openai_turn(item: dict[str, Any], where: str) -> Message:
     role = item.get("role")
     if role not in ROLES:
         raise RecordProblem(f"`{where}.role` is {role!r}; expected one of {', '.join(ROLES)}")

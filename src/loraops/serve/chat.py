@@ -7,10 +7,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from loraops import structured
 from loraops.data.formats import Message
-from loraops.data.messages import RecordProblem, content_text
-from loraops.inference import ChatModel, Reply, ReplyOptions
+from loraops.data.messages import RecordProblem, content_text, openai_turn, uses_tools
+from loraops.inference import STOP, ChatModel, Reply, ReplyOptions
 from loraops.logprobs import TokenLogprob
 from loraops.serve.admission import Admission
 from loraops.serve.errors import APIError
@@ -20,12 +19,15 @@ from loraops.serve.replies import (
     check_request,
     event,
     failure_event,
+    grammar_engine,
     settings,
     streamed,
     usage,
     user_errors,
 )
 from loraops.serve.schemas import ChatCompletionRequest, ResponseFormat
+from loraops.serve.tools import tool_offer
+from loraops.tool_calls import CallReader, ToolCall
 
 
 def chat_completion(
@@ -33,13 +35,23 @@ def chat_completion(
 ) -> dict[str, Any] | ReplyEvents:
     check_request(model, request.n, request.logprobs, "logprobs")
     with admission.slot() as slot:
-        reply = _reply(model, request, max_new_tokens)
+        reply, reader = _reply(model, request, max_new_tokens)
         completion = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model.name}
         if request.stream:
-            return ReplyEvents([reply], _events(reply, completion, request.include_usage), slot.hand_over())
+            events = _events(reply, reader, completion, request.include_usage)
+            return ReplyEvents([reply], events, slot.hand_over())
         reply.complete()
     message = {"role": "assistant", "content": reply.text}
-    choice = {"index": 0, "message": message, "logprobs": _logprobs(reply), "finish_reason": reply.finish_reason}
+    if reader is not None:
+        reader.feed(reply.text)
+        reader.finish()
+        message = reader.message()
+    choice = {
+        "index": 0,
+        "message": message,
+        "logprobs": _logprobs(reply),
+        "finish_reason": _finish_reason(reply, reader),
+    }
     return {
         **completion,
         "object": "chat.completion",
@@ -48,29 +60,32 @@ def chat_completion(
     }
 
 
-def _reply(model: ChatModel, request: ChatCompletionRequest, max_new_tokens: int) -> Reply:
+def _reply(model: ChatModel, request: ChatCompletionRequest, max_new_tokens: int) -> tuple[Reply, CallReader | None]:
+    """The reply, not generated yet, and the reader of the tool calls it may write (None without tools)."""
     limit = request.max_completion_tokens or request.max_tokens or max_new_tokens
     # A reply length the client asked for is honoured or refused; the server's default is cut to fit.
     fit = request.max_completion_tokens is None and request.max_tokens is None
     messages = _messages(request, model.system_prompt)
-    grammar = _grammar(model, request.response_format)
-    options = ReplyOptions(tuple(request.stop_strings()), request.seed, fit, request.logprobs_top, grammar)
+    offer = tool_offer(model, request, uses_tools(messages))
+    grammar = offer.grammar if offer else _grammar(model, request.response_format)
+    stops = tuple(request.stop_strings()) + (offer.stops if offer else ())
+    options = ReplyOptions(stops, request.seed, fit, request.logprobs_top, grammar)
     sampling = settings(request.temperature, request.top_p, limit)
-    return user_errors("messages")(lambda: model.reply(messages, sampling, options))
+    tools = offer.tools if offer else None
+    reply: Reply = user_errors("messages")(lambda: model.reply(messages, sampling, options, tools))
+    return reply, offer.reader(model, reply) if offer else None
+
+
+def _finish_reason(reply: Reply, reader: CallReader | None) -> str | None:
+    """OpenAI's reasons, with `tool_calls` for a reply that ended with calls to make."""
+    return "tool_calls" if reader is not None and reader.calls and reply.finish_reason == STOP else reply.finish_reason
 
 
 def _grammar(model: ChatModel, response_format: ResponseFormat | None) -> Any:
     """The compiled grammar a JSON response format holds the reply to; None for text."""
     if response_format is None or response_format.type == "text":
         return None
-    if not model.supports_grammars:
-        raise APIError(400, "response_format: JSON output is not available with this engine", param="response_format")
-    if not structured.available():
-        raise APIError(
-            400,
-            f"response_format: JSON output needs xgrammar on the server ({structured.INSTALL})",
-            param="response_format",
-        )
+    grammar_engine(model, "response_format", "JSON output")
     spec = response_format.json_schema
     if spec is None:
         return model.grammars.json(None)
@@ -79,15 +94,22 @@ def _grammar(model: ChatModel, response_format: ResponseFormat | None) -> Any:
 
 
 def _messages(request: ChatCompletionRequest, system_prompt: str | None) -> list[Message]:
-    """The request's turns as chat-template messages; the system prompt the model trained with when none is given."""
+    """The request's turns as chat-template messages (tool calls and results included); the system prompt the
+    model trained with when none is given."""
     messages: list[Message] = []
     for i, turn in enumerate(request.messages):
-        raw = turn.model_dump(exclude_none=True).get("content")
+        item = turn.model_dump(exclude_none=True)
+        item["role"] = "system" if turn.role == "developer" else turn.role
+        if turn.role == "assistant":
+            item.setdefault("content", "")
         try:
-            text = content_text(raw, f"messages[{i}].content", allow_empty=turn.role == "assistant")
+            content_text(item.get("content"), f"messages[{i}].content")
         except RecordProblem as exc:
             raise APIError(400, str(exc), param=f"messages[{i}].content") from None
-        messages.append({"role": "system" if turn.role == "developer" else turn.role, "content": text})
+        try:
+            messages.append(openai_turn(item, f"messages[{i}]"))
+        except RecordProblem as exc:  # its tool calls
+            raise APIError(400, str(exc), param=f"messages[{i}]") from None
     if system_prompt and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
@@ -110,23 +132,42 @@ def _alternative(text: str, logprob: float) -> dict[str, Any]:
     return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
 
 
-def _events(reply: Reply, completion: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
-    """chat.completion.chunk events: the role, the text as generated, the finish reason (with the log-probabilities
-    of the whole answer, when asked for), then [DONE]."""
+def _events(
+    reply: Reply, reader: CallReader | None, completion: dict[str, Any], include_usage: bool
+) -> Iterator[bytes]:
+    """chat.completion.chunk events: the role, the answer as generated (tool calls as each is complete, its name
+    then its arguments, as OpenAI sends them), the finish reason (with the log-probabilities of the whole
+    answer, when asked for), then [DONE]."""
     base = {**completion, "object": "chat.completion.chunk"}
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None, logprobs: Any = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
         return event({**base, "choices": [choice]})
 
+    def pieces(text: str, calls: list[ToolCall]) -> Iterator[bytes]:
+        if text:
+            yield chunk({"content": text})
+        for call in calls:
+            index = len(reader.calls) - len(calls) + calls.index(call)  # type: ignore[union-attr]
+            header = {
+                "index": index,
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
+            yield chunk({"tool_calls": [header]})
+            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": call.arguments}}]})
+
     yield chunk({"role": "assistant", "content": ""})
     try:
         for piece in streamed(reply):
-            yield chunk({"content": piece})
+            yield from pieces(*reader.feed(piece)) if reader else pieces(piece, [])
+        if reader is not None:
+            yield from pieces(*reader.finish())
     except Exception as exc:
         yield failure_event(exc)
         return
-    yield chunk({}, reply.finish_reason, _logprobs(reply))
+    yield chunk({}, _finish_reason(reply, reader), _logprobs(reply))
     if include_usage:
         yield event({**base, "choices": [], "usage": usage(reply.prompt_tokens, reply.completion_tokens)})
     yield DONE

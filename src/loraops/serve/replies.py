@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi.sse import EventSourceResponse, format_sse_event
 
+from loraops import structured
 from loraops.errors import LoraopsError
 from loraops.eval.generate import GenerationSettings
 from loraops.inference import ChatModel, PromptTooLong, Reply
@@ -34,6 +35,14 @@ def check_request(model: ChatModel, n: int, logprobs: bool, param: str) -> None:
         )
     if logprobs and not model.supports_logprobs:
         raise APIError(400, f"{param}: log-probabilities are not available with this engine", param=param)
+
+
+def grammar_engine(model: ChatModel, param: str, what: str) -> None:
+    """Refuse, naming `param`, what needs constrained decoding where the engine or xgrammar lacks it."""
+    if not model.supports_grammars:
+        raise APIError(400, f"{param}: {what} is not available with this engine", param=param)
+    if not structured.available():
+        raise APIError(400, f"{param}: {what} needs xgrammar on the server ({structured.INSTALL})", param=param)
 
 
 def user_errors(param: str) -> Callable[[Callable[[], Any]], Any]:

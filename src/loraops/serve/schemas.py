@@ -80,6 +80,33 @@ class ResponseFormat(BaseModel):
         return self
 
 
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: FunctionName
+
+
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
@@ -158,9 +185,9 @@ class ChatCompletionRequest(_Request):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     response_format: ResponseFormat | None = None
-    tools: list[Any] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None  # only meaningful with tools, which are refused
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     modalities: list[str] | None = None
     # Refused unless at their default (see _UNSUPPORTED).
     functions: list[Any] | None = None
@@ -173,15 +200,28 @@ class ChatCompletionRequest(_Request):
 
     @model_validator(mode="after")
     def _honoured_or_refused(self) -> ChatCompletionRequest:
-        if self.tools:
-            raise refusal("tools", "tools are not supported by this server; send the request without them")
-        if self.tool_choice not in (None, "none", "auto"):
-            raise refusal("tool_choice", "tool_choice names a tool, and tools are not supported by this server")
+        names = [tool.function.name for tool in self.tools or []]
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
+            raise refusal("tool_choice", "tool_choice names a function that is not among the request's tools")
+        if self.tool_choice == "required" and not names:
+            raise refusal("tool_choice", "tool_choice 'required' needs tools")
+        if self.tools_used and self.response_format is not None and self.response_format.type != "text":
+            raise refusal("response_format", "response_format JSON cannot be combined with tools on this server")
         if self.modalities not in (None, ["text"]):
             raise refusal("modalities", "this model answers in text only; send ['text'] or leave modalities out")
         if self.top_logprobs is not None and not self.logprobs:
             raise refusal("top_logprobs", "top_logprobs needs logprobs: true")
         return self
+
+    @property
+    def tools_used(self) -> bool:
+        """Whether the model is offered the tools: sent, and tool_choice is not 'none'."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+    @property
+    def forced_function(self) -> str | None:
+        """The function tool_choice names, or None."""
+        return self.tool_choice.function.name if isinstance(self.tool_choice, NamedToolChoice) else None
 
     @property
     def logprobs_top(self) -> int | None:
