@@ -149,6 +149,7 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     _add_config_dir(export, "folder holding compare.yaml (primary_split, export_min_agreement)")
 
 
+DEFAULT_REPLY_TOKENS = 256  # chat's longest reply; serve's for requests without max_tokens
 _MODEL_HELP = (
     f"a run folder (default: {paths.LATEST_RUN}) or run name, a published folder "
     "(artifacts/models/<run>), a model folder, or a model name (`default`: the untouched default model)"
@@ -190,28 +191,45 @@ def _add_model_parsers(sub: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--max-queue",
         type=int,
-        default=Limits.max_queue,
         help=f"requests that may wait for the model; one more gets 429 (default: {Limits.max_queue})",
     )
     serve.add_argument(
         "--max-batch",
         type=int,
-        default=Limits.max_batch,
-        help=f"requests generated together when they arrive together (default: {Limits.max_batch}; 1: one at a time)",
+        help=f"requests generated together when they arrive together (default: {Limits.max_batch}; 1: one at a time; "
+        "--engine vllm: its --max-num-seqs)",
     )
     serve.add_argument(
         "--max-body-mb",
         type=float,
-        default=Limits.max_body_bytes / MIB,
         help=f"largest request body in MiB; larger gets 413 (default: {Limits.max_body_bytes // MIB})",
     )
-    for parser in (chat, serve):
-        parser.add_argument("model", nargs="?", default=paths.LATEST_RUN, metavar="RUN", help=_MODEL_HELP)
+    serve.add_argument(
+        "--tensor-parallel-size",
+        type=int,
+        help="with --engine vllm: GPUs one model is split across (vLLM's tensor parallelism; default: 1)",
+    )
+    serve.add_argument(
+        "--vllm-args",
+        default="",
+        metavar="ARGS",
+        help="with --engine vllm: more `vllm serve` flags as one string, after `=`: --vllm-args='--enforce-eager'",
+    )
+    chat.add_argument("model", nargs="?", default=paths.LATEST_RUN, metavar="RUN", help=_MODEL_HELP)
+    serve.add_argument(
+        "model",
+        nargs="*",
+        default=[paths.LATEST_RUN],
+        metavar="RUN",
+        help=_MODEL_HELP + "; several runs with --engine vllm",
+    )
+    for parser, engines in ((chat, ("transformers", "llamacpp")), (serve, ("transformers", "llamacpp", "vllm"))):
         parser.add_argument(
             "--engine",
-            choices=("transformers", "llamacpp"),
+            choices=engines,
             default="transformers",
-            help="llamacpp: run the run's GGUF export (`loraops export`) with llama.cpp, as it will ship",
+            help="llamacpp: run the run's GGUF export (`loraops export`) with llama.cpp, as it will ship"
+            + ("; vllm: vLLM's server with each run's vLLM export as a LoRA module (GPU)" if "vllm" in engines else ""),
         )
         parser.add_argument(
             "--gguf",
@@ -221,8 +239,8 @@ def _add_model_parsers(sub: argparse._SubParsersAction) -> None:
         parser.add_argument(
             "--max-new-tokens",
             type=int,
-            default=256,
-            help="longest reply in tokens (default: 256; serve: for requests without max_tokens)",
+            help="longest reply in tokens (default: 256; serve: for requests without max_tokens; "
+            "--engine vllm: also the most any request gets)",
         )
 
 
@@ -546,20 +564,46 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from loraops.chat import chat, check_settings
     from loraops.eval.generate import GenerationSettings
 
-    check_settings(args.temperature, args.top_p, args.max_new_tokens)
-    settings = GenerationSettings.sampling(args.max_new_tokens, args.temperature, args.top_p, args.do_sample)
+    max_new_tokens = DEFAULT_REPLY_TOKENS if args.max_new_tokens is None else args.max_new_tokens
+    check_settings(args.temperature, args.top_p, max_new_tokens)
+    settings = GenerationSettings.sampling(max_new_tokens, args.temperature, args.top_p, args.do_sample)
     chat(args.model, settings, args.system, args.seed, args.engine, args.gguf)
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from loraops.serve.command import serve
+    from loraops.serve.command import serve, serve_vllm
 
-    if args.max_queue < 0 or args.max_body_mb <= 0 or args.max_batch < 1:
+    if args.engine == "vllm":
+        _only_for_loraops_engines(args)
+        settings = (args.max_new_tokens, args.max_batch, args.cors_origin, args.tensor_parallel_size, args.vllm_args)
+        serve_vllm(args.model, args.host, args.port, *settings)
+        return 0
+    if len(args.model) > 1:
+        raise ConfigError(f"one model at a time ({len(args.model)} given); several runs are served with --engine vllm")
+    if args.tensor_parallel_size is not None or args.vllm_args:
+        raise ConfigError("--tensor-parallel-size and --vllm-args are vLLM's: they need --engine vllm")
+    limits = Limits()
+    limits = Limits(
+        max_body_bytes=int(args.max_body_mb * MIB) if args.max_body_mb is not None else limits.max_body_bytes,
+        max_queue=limits.max_queue if args.max_queue is None else args.max_queue,
+        max_batch=limits.max_batch if args.max_batch is None else args.max_batch,
+    )
+    if limits.max_queue < 0 or limits.max_body_bytes <= 0 or limits.max_batch < 1:
         raise ConfigError("--max-queue must be 0 or more, --max-batch 1 or more and --max-body-mb above 0")
-    limits = Limits(max_body_bytes=int(args.max_body_mb * MIB), max_queue=args.max_queue, max_batch=args.max_batch)
-    serve(args.model, args.host, args.port, args.max_new_tokens, args.engine, args.gguf, limits, args.cors_origin)
+    max_new_tokens = DEFAULT_REPLY_TOKENS if args.max_new_tokens is None else args.max_new_tokens
+    serve(args.model[0], args.host, args.port, max_new_tokens, args.engine, args.gguf, limits, args.cors_origin)
     return 0
+
+
+def _only_for_loraops_engines(args: argparse.Namespace) -> None:
+    """Refuse what vLLM's server has no setting for, rather than drop it."""
+    if args.gguf is not None:
+        raise ConfigError("--gguf picks a file of the GGUF export: it needs --engine llamacpp")
+    if args.max_queue is not None or args.max_body_mb is not None:
+        raise ConfigError("--max-queue and --max-body-mb are loraops serve's own limits: vLLM's server has neither")
+    if (args.max_batch is not None and args.max_batch < 1) or (args.tensor_parallel_size or 1) < 1:
+        raise ConfigError("--max-batch and --tensor-parallel-size must be 1 or more")
 
 
 def cmd_list_configs(args: argparse.Namespace) -> int:

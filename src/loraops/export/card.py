@@ -11,8 +11,9 @@ def commands(record: ExportRecord, folder: str, base_path: str, max_lora_rank: i
     files, run = record.files, record.run
     if record.format == "vllm":
         return [
+            f"loraops serve {run} --engine vllm",
             f"vllm serve {base_path} --enable-lora --lora-modules {run}={folder}/{files['adapter']} "
-            f"--max-lora-rank {max_lora_rank}"
+            f"--max-lora-rank {max_lora_rank}",
         ]
     lines = []
     name = ollama_name(run)

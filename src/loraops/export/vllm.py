@@ -32,6 +32,11 @@ def max_lora_rank(rank: int) -> int:
     raise ConfigError(f"LoRA rank {rank} is above vLLM's largest --max-lora-rank ({MAX_LORA_RANKS[-1]})")
 
 
+def adapter_rank(adapter: dict[str, Any]) -> int:
+    """The largest LoRA rank in an adapter_config.json, its `rank_pattern` included."""
+    return max([int(adapter.get("r", 0)), *map(int, (adapter.get("rank_pattern") or {}).values())])
+
+
 def check(adapter: dict[str, Any], architectures: list[str]) -> list[str]:
     """What vLLM would refuse in this adapter_config.json, as messages (empty: it loads)."""
     problems = []
@@ -49,9 +54,8 @@ def check(adapter: dict[str, Any], architectures: list[str]) -> list[str]:
         unknown = sorted(set(targets) - LLAMA_MODULES)
         if unknown:
             problems.append(f"target modules {unknown}: vLLM applies LoRA only to {sorted(LLAMA_MODULES)} here")
-    ranks = [int(adapter.get("r", 0)), *map(int, (adapter.get("rank_pattern") or {}).values())]
-    if max(ranks) > MAX_LORA_RANKS[-1]:
-        problems.append(f"rank {max(ranks)}: above vLLM's largest --max-lora-rank ({MAX_LORA_RANKS[-1]})")
+    if adapter_rank(adapter) > MAX_LORA_RANKS[-1]:
+        problems.append(f"rank {adapter_rank(adapter)}: above vLLM's largest --max-lora-rank ({MAX_LORA_RANKS[-1]})")
     return problems
 
 
@@ -67,6 +71,5 @@ def build(run: RunDir, folder: Path, base_architectures: list[str]) -> dict[str,
         if item.is_file():
             shutil.copyfile(item, dest / item.name)
     make_tokenizer_portable(dest)  # vLLM releases pin transformers 4.x
-    ranks = [int(adapter["r"]), *map(int, (adapter.get("rank_pattern") or {}).values())]
     unchecked = not set(base_architectures) & LLAMA_LIKE
-    return {"max_lora_rank": max_lora_rank(max(ranks)), "targets_unchecked": unchecked}
+    return {"max_lora_rank": max_lora_rank(adapter_rank(adapter)), "targets_unchecked": unchecked}

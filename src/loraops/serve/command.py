@@ -56,6 +56,30 @@ def serve(
     print("server stopped", flush=True)
 
 
+def serve_vllm(
+    specs: Sequence[str],
+    host: str,
+    port: int,
+    max_new_tokens: int | None,
+    max_batch: int | None,
+    cors_origins: Sequence[str],
+    tensor_parallel: int | None,
+    extra: str,
+) -> None:
+    """Replace this process with vLLM's server for the runs (serve/vllm.py), after checking all it needs."""
+    from loraops.serve import vllm
+
+    options = vllm.VllmOptions(host, port, max_new_tokens, max_batch, tuple(cors_origins), tensor_parallel, extra)
+    vllm.check_engine()
+    server = vllm.build(specs, options)
+    check_can_listen(host, port)
+    api_key = os.environ.get(API_KEY_ENV) or None
+    if not api_key and host not in _LOOPBACK:
+        print(f"warning: {host} is reachable from other machines and no API key is set; set {API_KEY_ENV}", flush=True)
+    print(f"model ids: {', '.join(server.model_ids)}", flush=True)
+    vllm.run(server, api_key)
+
+
 def check_can_listen(host: str, port: int) -> None:
     """Fail before the model loads, not after, when the port is taken or the address is not this machine's."""
     if not 1 <= port <= 65535:
