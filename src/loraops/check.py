@@ -109,6 +109,17 @@ def _validation_line(r: CheckReport) -> str:
     )
 
 
+def _dropped_lines(s: DataStats, max_length: int) -> list[str]:
+    """The records with nothing left to train, which and why, and what to do."""
+    lines = [f"all labels masked (dropped): {s.dropped_all_masked}"]
+    lines += [f"  {where}" for where in s.dropped_where]
+    if s.dropped_all_masked > len(s.dropped_where):
+        lines.append(f"  ... and {s.dropped_all_masked - len(s.dropped_where)} more")
+    if any("past max_length" in where for where in s.dropped_where):
+        lines.append(f"  raise max_length (now {max_length}) to train on these, or shorten their prompts")
+    return lines
+
+
 def format_report(r: CheckReport) -> str:
     s = r.stats
     lines = ["records per file and format:"]
@@ -121,7 +132,21 @@ def format_report(r: CheckReport) -> str:
         f"tokens per example: min {length['min']:g}, median {length['median']:g}, p95 {length['p95']:g}, "
         f"max {length['max']:g}",
         f"truncated at max_length={r.max_length}: {s.truncated}",
-        f"all labels masked (dropped): {s.dropped_all_masked}",
+        *_dropped_lines(s, r.max_length),
+        *(
+            [f"answers cut by max_length={r.max_length}: {s.cut_answers} (trained without their end; raise max_length)"]
+            if s.cut_answers
+            else []
+        ),
+        *(f"{note}: {n}" for note, n in s.notes.items()),
+        *(
+            [
+                "turn keys loraops does not read (left out of training): "
+                + ", ".join(f"`{key}` ({n} records)" for key, n in sorted(s.unread_keys.items()))
+            ]
+            if s.unread_keys
+            else []
+        ),
         f"duplicate records (whitespace aside): {s.duplicates}"
         + (f", {s.deduplicated} dropped by dedup" if s.deduplicated else ""),
         *(f"skipped on purpose: {n} ({reason})" for reason, n in s.skipped.items()),

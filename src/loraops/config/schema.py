@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from loraops import paths
-from loraops.data.formats import COLUMN_TARGETS, PREFERENCE_USES
+from loraops.data.formats import COLUMN_TARGETS, PREFERENCE_USES, REASONING_USES
 from loraops.data.formats import FORMATS as DATA_FORMATS
 from loraops.errors import ConfigError
 from loraops.records import METRICS
@@ -259,6 +259,11 @@ class TrainConfig(Schema):
     )
     preference: Annotated[str, one_of(PREFERENCE_USES)] = option(
         "refuse", "Preference data (chosen/rejected, KTO labels): refuse, or chosen (train on the preferred answers)."
+    )
+    reasoning: Annotated[str, one_of(REASONING_USES)] = option(
+        "train",
+        "An assistant turn's reasoning (reasoning_content, thinking): train it, mask (kept as context, "
+        "not trained) or drop (left out).",
     )
     dedup: bool = option(False, "Drop records that repeat an earlier one (whitespace aside) before training; counted.")
     data_source: DataSourceConfig = section(DataSourceConfig, "Where the data comes from.")

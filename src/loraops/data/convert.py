@@ -23,6 +23,7 @@ from loraops.data.files import (
     JsonValue,
     check_encodable,
     is_chatgpt_export,
+    is_dataset_registry,
     json_records,
     json_values,
     read_jsonl,
@@ -33,8 +34,6 @@ from loraops.errors import DataError, LoraopsError, WriteError
 OUTPUT_SUFFIX = CONVERTED_SUFFIX
 LEDGER = ".loraops-converted"  # JSON: output name -> sha256 of what convert wrote there
 _BROWSING_CONTENT = {"tether_browsing_display", "tether_quote", "system_error"}
-# Where a LLaMA-Factory `dataset_info.json` entry says its data lives: such a file describes datasets, it is not one.
-_REGISTRY_KEYS = {"file_name", "hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name"}
 
 
 @dataclass
@@ -46,18 +45,6 @@ class FileReport:
     records: int = 0
     counts: Counter[str] = field(default_factory=Counter)
     line: int | None = None  # where in `path` a failure is, so the report reads like the DataError did
-
-
-def is_dataset_registry(value: Any) -> bool:
-    """A name -> {file_name, formatting, columns, ...} map (LLaMA-Factory's dataset_info.json): metadata.
-
-    Judged by shape, not by name, so a renamed registry is skipped too; no training record looks like this,
-    since every field of one holds text or a list of turns, never an object naming a file."""
-    return (
-        isinstance(value, dict)
-        and bool(value)
-        and all(isinstance(entry, dict) and bool(_REGISTRY_KEYS & entry.keys()) for entry in value.values())
-    )
 
 
 class ExportShapeError(ValueError):

@@ -52,11 +52,44 @@ def read_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             None,
             f"this is a ChatGPT export; turn it into JSONL first: loraops convert {path.parent} (make convert)",
         )
+    if len(values) == 1 and is_dataset_registry(values[0].value):
+        names = ", ".join(sorted({str(e.get("file_name", "?")) for e in values[0].value.values()}))
+        raise DataError(
+            path,
+            None,
+            "this is a dataset registry like LLaMA-Factory's dataset_info.json (names -> files), not records: "
+            f"select the files it names ({names}) with dataset_pattern, or name it dataset_info.json "
+            "to have it skipped",
+        )
     for line, value in json_records(values):
+        value = as_record(value)
         if not isinstance(value, dict):
             raise DataError(path, line, f"expected a JSON object, got {type(value).__name__}")
         check_encodable(value, path, line)
         yield line, value
+
+
+def as_record(value: Any) -> Any:
+    """A bare list of turns (a line that is `[{"role": ...}, ...]`) as the conversation it is."""
+    if isinstance(value, list) and value and all(isinstance(t, dict) and ("role" in t or "from" in t) for t in value):
+        return {"messages": value}
+    return value
+
+
+# Where a LLaMA-Factory `dataset_info.json` entry says its data lives: such a file describes datasets, it is not one.
+_REGISTRY_KEYS = {"file_name", "hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name"}
+
+
+def is_dataset_registry(value: Any) -> bool:
+    """A name -> {file_name, formatting, columns, ...} map (LLaMA-Factory's dataset_info.json): metadata.
+
+    Judged by shape, not by name, so a renamed registry is recognised too; no training record looks like this,
+    since every field of one holds text or a list of turns, never an object naming a file."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(entry, dict) and bool(_REGISTRY_KEYS & entry.keys()) for entry in value.values())
+    )
 
 
 def is_chatgpt_export(value: Any) -> bool:
@@ -154,18 +187,23 @@ def _decode(path: Path, decoder: json.JSONDecoder, text: str, pos: int, lines: _
 
 def read_table(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Rows of a Parquet or CSV file, through `datasets`, numbered from 1."""
-    from datasets import Dataset
+    import datasets
 
+    quiet = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # a bar per local file tells a user nothing
     try:
         table = (
-            Dataset.from_parquet(str(path), keep_in_memory=True)
+            datasets.Dataset.from_parquet(str(path), keep_in_memory=True)
             if path.suffix == ".parquet"
-            else Dataset.from_csv(str(path), keep_in_memory=True)
+            else datasets.Dataset.from_csv(str(path), keep_in_memory=True)
         )
     except Exception as exc:  # pyarrow and pandas raise many kinds; each means the file cannot be read
         raise DataError(
             path, None, f"cannot read the {path.suffix[1:]} file: {' '.join(str(exc).split())[:300]}"
         ) from None
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
     for row, record in enumerate(table, start=1):
         yield row, {k: v for k, v in record.items() if v is not None}
 
@@ -201,6 +239,7 @@ def parse_line(path: Path, number: int, raw: bytes) -> dict[str, Any] | None:
         raise DataError(path, number, f"invalid JSON: {exc.msg} at column {exc.colno}") from None
     except RecursionError:
         raise DataError(path, number, "the JSON is nested too deeply to read") from None
+    obj = as_record(obj)
     if not isinstance(obj, dict):
         raise DataError(path, number, f"expected a JSON object, got {type(obj).__name__}")
     check_encodable(obj, path, number)

@@ -5,6 +5,8 @@ Formats, detected per record with `data_format=auto` or chosen by name:
   sharegpt            `conversations` of `from`/`value` turns (human, gpt, system, function_call, observation)
   prompt_completion   `prompt` and `completion`: two strings, or two lists of messages (TRL's conversational form)
   instruction         Alpaca: `instruction`, optional `input`, `output`
+  gemini              Vertex AI / Gemini: `contents` of `role` (user, model) and text `parts`, `systemInstruction`
+  xtuner              XTuner: `conversation`, a list of {`system`, `input`, `output`} rounds
   question_answer, input_output, instruction_response, dolly: common column layouts, mapped onto the above
   text                `text`: continued pre-training, a loss on every token
 Any other layout is read through a `columns` mapping. Preference, multimodal and unlabelled
@@ -17,7 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loraops.data.messages import Message, NonText, RecordProblem, Turns, content_text, parse_tools, parse_turns
+from loraops.data.messages import (
+    REASONING,
+    Message,
+    NonText,
+    RecordProblem,
+    Turns,
+    content_text,
+    parse_tools,
+    parse_turns,
+)
 from loraops.errors import DataError
 
 __all__ = ["Example", "FormatOptions", "Message", "Skipped", "detect_format", "to_example"]
@@ -33,9 +44,12 @@ PRESETS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     ),
     "input_output": (("input", "output"), {"prompt": "input", "completion": "output"}),
 }
-BASE_FORMATS = ("messages", "sharegpt", "prompt_completion", "instruction", TEXT)
+BASE_FORMATS = ("messages", "sharegpt", "prompt_completion", "instruction", "gemini", "xtuner", TEXT)
 FORMATS = ("auto", *BASE_FORMATS, *PRESETS)
 PREFERENCE_USES = ("refuse", "chosen")
+REASONING_USES = ("train", "mask", "drop")
+EMPTY_SYSTEM_FILLED, EMPTY_SYSTEM_REMOVED = "empty system turn: system_prompt put in", "empty system turn: removed"
+EMPTY_USER = "empty user turn"
 # The names `columns` may map a record's fields onto.
 COLUMN_TARGETS = (
     "messages",
@@ -66,11 +80,18 @@ class Example:
     line: int
     untrained: frozenset[int] = frozenset()  # assistant turns kept as context only: weight 0, prompt side
     tools: list[dict[str, Any]] | None = None
+    mask_reasoning: bool = False  # reasoning=mask: the assistant turns' reasoning is context, not trained
+    notes: tuple[str, ...] = ()  # what was made of the record besides its text, for `check` to count
+    unread: frozenset[str] = frozenset()  # turn keys loraops does not read, for `check` to name
 
     @property
     def is_text(self) -> bool:
         """The `text` format: one `text` turn, no chat template, every token trained."""
         return self.format == TEXT
+
+    @property
+    def has_reasoning(self) -> bool:
+        return any(m.get(REASONING) for m in self.messages)
 
     @property
     def trains_tools(self) -> bool:
@@ -84,6 +105,7 @@ class FormatOptions:
     system_prompt: str | None = None  # added to conversations that have no system turn
     skip_non_text: bool = False  # drop (and count) records with images or audio instead of refusing them
     preference: str = "refuse"  # chosen: train on the preferred answers of preference data
+    reasoning: str = "train"  # an assistant turn's reasoning: train, mask (context only) or drop
 
 
 class Skipped(Exception):
@@ -97,7 +119,10 @@ class Skipped(Exception):
 def detect_format(record: dict[str, Any]) -> str | None:
     layouts: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("preference", ("chosen", "rejected")),
+        ("preference", ("preferred_output", "non_preferred_output")),
         ("messages", ("messages",)),
+        ("gemini", ("contents",)),
+        ("xtuner", ("conversation",)),
         ("sharegpt", ("conversations",)),
         ("prompt_completion", ("prompt", "completion")),
         ("instruction", ("instruction", "output")),
@@ -163,6 +188,11 @@ def _refuse_unsupported(record: dict[str, Any], options: FormatOptions) -> None:
             "this is preference data (`chosen`/`rejected`, for DPO); loraops trains supervised "
             "fine-tuning. Set preference=chosen to train on the chosen answers only"
         )
+    if "preferred_output" in record and "non_preferred_output" in record and options.preference != "chosen":
+        raise RecordProblem(
+            "this is OpenAI's preference data (`preferred_output`/`non_preferred_output`, for DPO); loraops "
+            "trains supervised fine-tuning. Set preference=chosen to train on the preferred answers only"
+        )
     if _is_kto(record) and options.preference != "chosen":
         raise RecordProblem(
             "this is preference data (KTO: a `label` on each completion); loraops trains "
@@ -191,17 +221,27 @@ def _unknown(record: dict[str, Any]) -> str:
 def _convert(record: dict[str, Any], fmt: str, options: FormatOptions, path: str, line: int) -> Example:
     if "chosen" in record and "rejected" in record:
         turns = _chosen(record)
+    elif "preferred_output" in record and "non_preferred_output" in record:
+        turns = _preferred(record)
     elif fmt == TEXT:
         return Example([{"role": TEXT, "content": content_text(_field(record, TEXT), TEXT)}], TEXT, path, line)
     elif _is_kto(record) and not record["label"]:
         raise Skipped("completion labelled false (preference=chosen)")
     else:
         turns = _CONVERTERS[fmt if fmt in _CONVERTERS else _base(fmt)](record)
-    messages = _with_system(record, turns.messages, options.system_prompt)
+    notes: list[str] = []
+    messages = _with_system(record, turns.messages, options.system_prompt, notes)
     shift = len(messages) - len(turns.messages)
     _check_order(messages)
-    tools = parse_tools(record.get("tools"))
-    return Example(messages, fmt, path, line, frozenset(i + shift for i in turns.untrained), tools)
+    if any(m["role"] == "assistant" and not (m["content"].strip() or m.get("tool_calls")) for m in messages):
+        # Trained, it would teach an end of turn at once; as context, it shows an answer that is not there.
+        raise Skipped("an empty assistant turn")
+    notes += [EMPTY_USER for m in messages if m["role"] == "user" and not m["content"].strip()]
+    if options.reasoning == "drop":
+        messages = [{k: v for k, v in m.items() if k != REASONING} for m in messages]
+    untrained = frozenset(i + shift for i in turns.untrained)
+    tools, masked = parse_tools(record.get("tools")), options.reasoning == "mask"
+    return Example(messages, fmt, path, line, untrained, tools, masked, tuple(notes), frozenset(turns.unread))
 
 
 def _base(fmt: str) -> str:
@@ -273,17 +313,87 @@ def _chosen(record: dict[str, Any]) -> Turns:
     return _from_prompt_completion({"prompt": record.get("prompt", ""), "completion": chosen})
 
 
+def _preferred(record: dict[str, Any]) -> Turns:
+    """OpenAI's preference data with preference=chosen: the input's turns, then the preferred answer."""
+    asked = record.get("input")
+    if not isinstance(asked, dict) or not isinstance(asked.get("messages"), list):
+        raise RecordProblem("`input` must be an object with the prompt's `messages`")
+    answer = record["preferred_output"]
+    return parse_turns([*asked["messages"], *(answer if isinstance(answer, list) else [answer])], "input.messages")
+
+
+GEMINI_ROLES = {"user": "user", "model": "assistant"}
+
+
+def _from_gemini(record: dict[str, Any]) -> Turns:
+    """Vertex AI / Gemini tuning data: `contents` of {role, parts}, the system turn in `systemInstruction`."""
+    contents = _field(record, "contents")
+    if not isinstance(contents, list) or not contents:
+        raise RecordProblem("field `contents` must be a non-empty list of {role, parts} turns")
+    messages = []
+    system = record.get("systemInstruction") or record.get("system_instruction")
+    if system is not None:
+        messages.append({"role": "system", "content": _gemini_text(system, "systemInstruction")})
+    for i, turn in enumerate(contents):
+        where = f"contents[{i}]"
+        role = GEMINI_ROLES.get(turn.get("role", "user")) if isinstance(turn, dict) else None
+        if role is None:
+            raise RecordProblem(f"`{where}.role` must be user or model")
+        messages.append({"role": role, "content": _gemini_text(turn, where)})
+    return Turns(messages)
+
+
+def _gemini_text(turn: Any, where: str) -> str:
+    parts = turn.get("parts") if isinstance(turn, dict) else None
+    if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
+        raise RecordProblem(f"`{where}.parts` must be a non-empty list of parts")
+    for j, part in enumerate(parts):
+        if "text" not in part:
+            kind = next(iter(part), "empty")
+            if kind in ("inlineData", "fileData"):
+                raise NonText(f"`{where}.parts[{j}]` is {kind}: the record is multimodal")
+            raise RecordProblem(
+                f"`{where}.parts[{j}]` is a {kind} part; loraops reads Gemini's text parts only "
+                "(for tool calls, write the records in OpenAI's `messages` form with `tool_calls`)"
+            )
+    return "".join(content_text(p["text"], f"{where}.parts[{j}].text") for j, p in enumerate(parts))
+
+
+def _from_xtuner(record: dict[str, Any]) -> Turns:
+    """XTuner's rounds: `conversation` of {system (first round), input, output}; each output trains."""
+    rounds = _field(record, "conversation")
+    if not isinstance(rounds, list) or not rounds or not all(isinstance(r, dict) for r in rounds):
+        raise RecordProblem("field `conversation` must be a non-empty list of {input, output} rounds")
+    messages: list[Message] = []
+    for i, item in enumerate(rounds):
+        where = f"conversation[{i}]"
+        if item.get("system"):
+            messages.append({"role": "system", "content": content_text(item["system"], f"{where}.system")})
+        messages.append({"role": "user", "content": content_text(item.get("input"), f"{where}.input")})
+        messages.append({"role": "assistant", "content": content_text(item.get("output"), f"{where}.output")})
+    return Turns(messages)
+
+
 _CONVERTERS = {
     "messages": _from_messages,
     "sharegpt": _from_sharegpt,
     "prompt_completion": _from_prompt_completion,
     "instruction": _from_instruction,
+    "gemini": _from_gemini,
+    "xtuner": _from_xtuner,
 }
 
 
-def _with_system(record: dict[str, Any], turns: list[Message], default: str | None) -> list[Message]:
+def _with_system(record: dict[str, Any], turns: list[Message], default: str | None, notes: list[str]) -> list[Message]:
+    """The conversation with its system turn: its own, the record's `system` field, or `default`. An empty
+    system turn is not kept (training would see an empty system block where inference sees the default)."""
     if turns and turns[0]["role"] == "system":
-        return turns
+        if turns[0]["content"].strip():
+            return turns
+        notes.append(
+            EMPTY_SYSTEM_FILLED if (_text(record, "system", optional=True) or default) else EMPTY_SYSTEM_REMOVED
+        )
+        turns = turns[1:]
     system = _text(record, "system", optional=True) or default
     return ([{"role": "system", "content": system}] if system else []) + turns
 

@@ -1,9 +1,13 @@
 """One conversation's turns, from the shapes people's data gives them in, to chat-template messages.
 
-Shapes: OpenAI chat (`role`/`content`, content as a string or a list of parts, `weight`,
-`tool_calls` and `tool` turns) and ShareGPT (`from`/`value`, with `function_call` and
-`observation` turns). Either way the result is a list of messages `apply_chat_template` takes,
-and the indices of assistant turns that must not be trained.
+Shapes: OpenAI chat (`role`/`content`, content as a string or a list of parts, `tool_calls` and
+`tool` turns) and ShareGPT (`from`/`value`, with `function_call` and `observation` turns). Either
+way the result is a list of messages `apply_chat_template` takes, the indices of assistant turns
+that must not be trained, and the turn keys nothing here reads (for `check` to name).
+
+A turn is kept out of training by OpenAI's `weight: 0`, XTuner's `loss: false` or LLaMA-Factory's
+`loss_weight: 0.0`. An assistant turn's reasoning (`reasoning_content` as Qwen and DeepSeek write it,
+`reasoning`, or gpt-oss's `thinking`) is kept as `reasoning_content`, for templates that render it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,14 @@ SHAREGPT_ROLES = {
 }
 
 
+# Per-turn markers of "do not train this turn": OpenAI's, XTuner's and LLaMA-Factory's.
+TRAIN_MARKERS = ("weight", "loss", "loss_weight")
+REASONING = "reasoning_content"
+REASONING_KEYS = (REASONING, "reasoning", "thinking")
+OPENAI_TURN_KEYS = {"role", "content", "name", "tool_calls", "tool_call_id", "refusal", *TRAIN_MARKERS, *REASONING_KEYS}
+SHAREGPT_TURN_KEYS = {"from", "value", *TRAIN_MARKERS}
+
+
 class RecordProblem(ValueError):
     """What is wrong with a record; the caller adds its file and line."""
 
@@ -44,10 +56,14 @@ class NonText(RecordProblem):
 class Turns:
     messages: list[Message] = field(default_factory=list)
     untrained: set[int] = field(default_factory=set)  # assistant turns kept as context only (weight 0)
+    unread: set[str] = field(default_factory=set)  # turn keys nothing here reads
 
 
 def parse_turns(items: Any, key: str) -> Turns:
-    """The messages of `record[key]`: a non-empty list of OpenAI- or ShareGPT-style turns."""
+    """The messages of `record[key]`: a non-empty list of OpenAI- or ShareGPT-style turns (or such a list
+    written into one text cell, as CSV files and pandas hold them)."""
+    if isinstance(items, str):
+        items = _serialised(items, key)
     if not isinstance(items, list) or not items:
         raise RecordProblem(f"field `{key}` must be a non-empty list of turns")
     turns = Turns()
@@ -55,11 +71,30 @@ def parse_turns(items: Any, key: str) -> Turns:
         where = f"{key}[{i}]"
         if not isinstance(item, dict):
             raise RecordProblem(f"`{where}` must be an object with `role` and `content` (or `from` and `value`)")
-        message = _sharegpt_turn(item, where) if "from" in item else openai_turn(item, where)
-        if message["role"] == "assistant" and _weight(item, where) == 0:
+        sharegpt = "from" in item
+        message = _sharegpt_turn(item, where) if sharegpt else openai_turn(item, where)
+        if not _trained(item, where) and message["role"] == "assistant":
             turns.untrained.add(len(turns.messages))
+        turns.unread |= set(item) - (SHAREGPT_TURN_KEYS if sharegpt else OPENAI_TURN_KEYS)
         turns.messages.append(message)
     return turns
+
+
+def _serialised(text: str, key: str) -> Any:
+    """A list of turns written as text: JSON, or the Python form pandas writes (single quotes, None, True)."""
+    import ast
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise RecordProblem(
+            f"field `{key}` is text, not a list of turns, and reads neither as JSON nor as a Python list; "
+            "write the turns as a list (JSONL), or as JSON text in the cell"
+        ) from None
 
 
 def openai_turn(item: dict[str, Any], where: str) -> Message:
@@ -77,7 +112,21 @@ def openai_turn(item: dict[str, Any], where: str) -> Message:
     for extra in ("tool_call_id", "name"):
         if isinstance(item.get(extra), str):
             message[extra] = item[extra]
+    reasoning = _reasoning(item, where)
+    if reasoning:
+        message[REASONING] = reasoning
     return message
+
+
+def _reasoning(item: dict[str, Any], where: str) -> str | None:
+    for key in REASONING_KEYS:
+        value = item.get(key)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise RecordProblem(f"`{where}.{key}` must be a string (the turn's reasoning)")
+        return value
+    return None
 
 
 def _sharegpt_turn(item: dict[str, Any], where: str) -> Message:
@@ -107,18 +156,37 @@ def content_text(content: Any, where: str, allow_empty: bool = False) -> str:
 
 
 def _part_text(part: dict[str, Any], where: str) -> str:
+    """A text part: OpenAI's {type: text, text}, or LLaMA-Factory v1's {type: text, value}."""
     if part["type"] != "text":
         raise NonText(f"`{where}` is a {part['type']!r} part")
-    if not isinstance(part.get("text"), str):
-        raise RecordProblem(f"`{where}.text` must be a string")
-    return str(part["text"])
+    key = "text" if "text" in part or "value" not in part else "value"
+    if not isinstance(part.get(key), str):
+        raise RecordProblem(f"`{where}.{key}` must be a string")
+    return str(part[key])
 
 
-def _weight(item: dict[str, Any], where: str) -> int:
-    weight = item.get("weight", 1)
-    if weight not in (0, 1):  # true and false count as 1 and 0
-        raise RecordProblem(f"`{where}.weight` is {weight!r}; OpenAI's format allows 0 (not trained) or 1")
-    return int(weight)
+def _trained(item: dict[str, Any], where: str) -> bool:
+    """Whether the turn's markers (any of TRAIN_MARKERS) let it train; markers that disagree are refused."""
+    says: dict[str, bool] = {}
+    if "weight" in item:
+        if item["weight"] not in (0, 1):  # true and false count as 1 and 0
+            raise RecordProblem(f"`{where}.weight` is {item['weight']!r}; OpenAI's format allows 0 (not trained) or 1")
+        says["weight"] = bool(item["weight"])
+    if "loss" in item:
+        if not isinstance(item["loss"], bool):
+            raise RecordProblem(f"`{where}.loss` is {item['loss']!r}; XTuner's format allows true or false")
+        says["loss"] = item["loss"]
+    if "loss_weight" in item:
+        if item["loss_weight"] not in (0, 1) or isinstance(item["loss_weight"], bool):
+            raise RecordProblem(
+                f"`{where}.loss_weight` is {item['loss_weight']!r}; loraops trains a turn fully (1.0) "
+                "or not at all (0.0)"
+            )
+        says["loss_weight"] = bool(item["loss_weight"])
+    if len(set(says.values())) > 1:
+        told = ", ".join(f"{key}={item[key]!r}" for key in says)
+        raise RecordProblem(f"`{where}` says both to train it and not to ({told}); keep one marker")
+    return all(says.values())
 
 
 def _tool_call(call: Any, where: str) -> dict[str, Any]:

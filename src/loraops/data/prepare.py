@@ -16,7 +16,15 @@ from loraops.data.formats import PRESETS, Example
 from loraops.data.overlap import conversation_key, duplicates
 from loraops.data.packing import pack_rows, packing_stats
 from loraops.data.sources import format_options, load_examples, resolve_training_files
-from loraops.data.tokenize import Encoded, encode, encode_text, ensure_chat_template, renders_tools
+from loraops.data.tokenize import (
+    IGNORE_INDEX,
+    Encoded,
+    encode,
+    encode_text,
+    ensure_chat_template,
+    reasoning_key,
+    renders_tools,
+)
 from loraops.data.validation import select_validation
 from loraops.errors import ConfigError, DataError, LoraopsError
 from loraops.models import context_length
@@ -44,6 +52,11 @@ class DataStats:
     files: dict[str, dict[str, int]] = field(default_factory=dict)  # file -> records per format
     lengths: dict[str, float] = field(default_factory=dict)  # min, median, p95, max before truncation
     packing: dict[str, Any] | None = None  # examples, rows, capacity, fill; None: one example per row
+    notes: dict[str, int] = field(default_factory=dict)  # what was made of records (an empty system turn...)
+    unread_keys: dict[str, int] = field(default_factory=dict)  # turn key loraops does not read -> records
+    # file:line of the first records with no trained token left, and why (the answer is past max_length...)
+    dropped_where: list[str] = field(default_factory=list)
+    cut_answers: int = 0  # examples that train, but whose last answer max_length cut
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +105,21 @@ def _statistics(examples: list[Example], encoded: list[Encoded]) -> DataStats:
         duplicates=duplicates(e.messages for e in examples),
         files={path: dict(counts) for path, counts in files.items()},
         lengths=length_summary([e.original_length for e in encoded]),
+        notes=dict(Counter(note for e in examples for note in e.notes)),
+        unread_keys=dict(Counter(key for e in examples for key in e.unread)),
+        dropped_where=[_why_dropped(x, e) for x, e in zip(examples, encoded) if not e.trained_tokens][:SHOWN],
+        cut_answers=sum(1 for e in kept if e.truncated and e.labels[-1] != IGNORE_INDEX),
     )
+
+
+SHOWN = 5  # records named in a report line before the rest are only counted
+
+
+def _why_dropped(example: Example, enc: Encoded) -> str:
+    where = f"{example.path}:{example.line}"
+    if enc.truncated:
+        return f"{where} ({enc.original_length} tokens; its answers start past max_length)"
+    return f"{where} (no assistant turn is trained: weight 0, loss false or loss_weight 0 on every one)"
 
 
 def _row(enc: Encoded) -> dict[str, Any]:
@@ -119,8 +146,15 @@ def _encode(tokenizer: Any, example: Example, max_length: int) -> Encoded:
             "the record has tool calls, and this model's chat template "
             "cannot render tool calls; use a model whose template supports tools, or drop these records",
         )
+    if example.has_reasoning and reasoning_key(tokenizer) is None:
+        raise DataError(
+            example.path,
+            example.line,
+            "the record has reasoning (reasoning_content), and this model's chat template cannot render it; "
+            "set reasoning=drop to train on the answers without it, or use a model whose template renders reasoning",
+        )
     try:
-        return encode(tokenizer, example.messages, max_length, example.untrained, example.tools)
+        return encode(tokenizer, example.messages, max_length, example.untrained, example.tools, example.mask_reasoning)
     except LoraopsError as exc:
         raise DataError(example.path, example.line, str(exc)) from None
     except (TemplateError, ValueError, TypeError, KeyError, IndexError) as exc:  # what templates raise

@@ -106,4 +106,5 @@ def reread(paths: list[Path], cfg: TrainConfig) -> list[Example] | None:
 
 
 def format_options(cfg: TrainConfig) -> FormatOptions:
-    return FormatOptions(cfg.data_format, dict(cfg.columns or {}), cfg.system_prompt, cfg.skip_non_text, cfg.preference)
+    columns = dict(cfg.columns or {})
+    return FormatOptions(cfg.data_format, columns, cfg.system_prompt, cfg.skip_non_text, cfg.preference, cfg.reasoning)

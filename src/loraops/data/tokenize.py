@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loraops.data.formats import Message
+from loraops.data.messages import REASONING
 from loraops.errors import LoraopsError
 
 IGNORE_INDEX = -100
@@ -58,9 +59,21 @@ def render(
     add_generation_prompt: bool = False,
     tools: list[dict[str, Any]] | None = None,
 ) -> str:
+    key = reasoning_key(tokenizer) if any(m.get(REASONING) for m in messages) else None
+    if key is not None and key != REASONING:  # gpt-oss's template reads a turn's reasoning as `thinking`
+        messages = [{(key if k == REASONING else k): v for k, v in m.items()} for m in messages]
     return tokenizer.apply_chat_template(
         messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
     )
+
+
+def reasoning_key(tokenizer: Any) -> str | None:
+    """The message key the chat template renders a turn's reasoning from (Qwen3 and DeepSeek's
+    `reasoning_content`, gpt-oss's `thinking`), or None: a template without one would drop it silently."""
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else str(tokenizer.chat_template)
+    if REASONING in template:
+        return REASONING
+    return "thinking" if re.search(r"\.thinking\b|\[['\"]thinking['\"]\]", template) else None
 
 
 def renders_tools(tokenizer: Any) -> bool:
@@ -74,8 +87,10 @@ def assistant_segments(
     messages: list[Message],
     untrained: frozenset[int] = frozenset(),
     tools: list[dict[str, Any]] | None = None,
+    mask_reasoning: bool = False,
 ) -> tuple[str, list[tuple[int, int, bool]]]:
-    """The rendered conversation and its (start, end, trained) segments, covering it in order."""
+    """The rendered conversation and its (start, end, trained) segments, covering it in order; with
+    `mask_reasoning`, a trained turn's reasoning (and what the template writes before it) is not trained."""
     full = render(tokenizer, messages, tools=tools)
     segments: list[tuple[int, int, bool]] = []
     cursor = 0
@@ -91,10 +106,23 @@ def assistant_segments(
                 f"so assistant turn {i} cannot be located for loss masking"
             )
         end = len(upto.rstrip())  # whitespace after the end-of-turn token is not the model's to learn
-        segments += [(cursor, start, False), (start, end, i not in untrained)]
+        trained = i not in untrained
+        if trained and mask_reasoning and message.get(REASONING):
+            start = _after_reasoning(full, start, end, message[REASONING], i)
+        segments += [(cursor, start, False), (start, end, trained)]
         cursor = end
     segments.append((cursor, len(full), False))
     return full, [(a, b, trained) for a, b, trained in segments if b > a]
+
+
+def _after_reasoning(full: str, start: int, end: int, reasoning: str, turn: int) -> int:
+    at = full.find(reasoning, start, end)
+    if at < 0:
+        raise LoraopsError(
+            f"the chat template changes the reasoning of assistant turn {turn}, so it cannot be masked; "
+            "set reasoning=train or reasoning=drop"
+        )
+    return at + len(reasoning)
 
 
 def _special_strings(tokenizer: Any) -> re.Pattern[str] | None:
@@ -174,12 +202,13 @@ def encode(
     max_length: int,
     untrained: frozenset[int] = frozenset(),
     tools: list[dict[str, Any]] | None = None,
+    mask_reasoning: bool = False,
 ) -> Encoded:
     """Token ids and labels for one conversation; labels are IGNORE_INDEX outside trained assistant turns."""
     input_ids: list[int] = []
     labels: list[int] = []
     eos = tokenizer.eos_token_id
-    full, segments = assistant_segments(tokenizer, messages, untrained, tools)
+    full, segments = assistant_segments(tokenizer, messages, untrained, tools, mask_reasoning)
     controls = control_tokens(tokenizer, full, messages)
     for start, end, trained in segments:
         ids = tokenize_range(tokenizer, full, start, end, controls)
