@@ -13,7 +13,7 @@ import pytest
 from support import write_jsonl
 
 from loraops.data.datafiles import fingerprint
-from loraops.data.formats import Example, FormatOptions, to_example
+from loraops.data.formats import EMPTY_SYSTEM_REMOVED, LOOKS_CONTINUED, Example, FormatOptions, to_example
 from loraops.data.prepare import encode_examples
 from loraops.data.sources import load_examples
 from loraops.data.tokenize import IGNORE_INDEX
@@ -149,3 +149,149 @@ def test_a_renamed_dataset_registry_is_named_as_one(tmp_path: Path) -> None:
     (tmp_path / "datasets.json").write_text(json.dumps(registry))
     with pytest.raises(DataError, match=r"datasets.json: this is a dataset registry .* \(a.json, my_set.json\)"):
         load("datasets.json", tmp_path)
+
+
+# --- real files -----------------------------------------------------------------------------------------------
+
+
+def test_xtuner_loss_false_keeps_that_answer_out_of_training(tokenizer: Any) -> None:
+    _, marked = load("xtuner_loss.jsonl")
+    assert [m["role"] for m in marked.messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert marked.untrained == {2} and len(trained_parts(tokenizer, marked)) == 1
+
+
+def test_llamafactory_v1_turns_read_value_parts_and_loss_weight(tokenizer: Any) -> None:
+    first = load("llamafactory_loss_weight.jsonl")[0]
+    assert first.messages[0] == {"role": "user", "content": "hi"} and not first.untrained
+    assert trained_parts(tokenizer, first) == [first.messages[1]["content"] + "<|im_end|>"]
+    reasoned, called = load("llamafactory_v1_parts.jsonl")[1:3]
+    answer = reasoned.messages[-1]
+    assert answer["reasoning_content"].startswith("Okay, the user wants to track") and answer["content"]
+    assert "Okay" not in answer["content"]  # the reasoning part is not the answer's text
+    call = called.messages[-1]["tool_calls"][0]["function"]
+    assert call["name"] == "get_products_in_category" and call["arguments"]["limit"] == 15
+    assert called.tools and called.tools[0]["function"]["name"] == "get_products_in_category"
+
+
+def test_real_reasoning_records_train_their_reasoning_where_the_template_renders_it(tokenizer: Any) -> None:
+    hy3 = load("reasoning_content.jsonl")[:2]
+    thinking = _reasoning_tokenizer(tokenizer)
+    for example in hy3:
+        reasoning = example.messages[-1]["reasoning_content"]
+        assert trained_parts(thinking, example)[-1].startswith(f"<think>\n{reasoning}\n</think>")
+    with pytest.raises(DataError, match="reasoning_content.jsonl:1: the record has reasoning"):
+        encode_examples(tokenizer, hy3, 4096)
+    dropped = load("reasoning_content.jsonl", reasoning="drop")[0]
+    assert not dropped.has_reasoning and trained_parts(tokenizer, dropped)
+
+
+def test_axolotls_missing_turn_is_skipped_and_counted() -> None:
+    loaded = load_examples(fingerprint([FORMATS / "missing_turns.jsonl"], FORMATS), FormatOptions())
+    assert dict(loaded.skipped) == {"an empty assistant turn": 1} and len(loaded.examples) == 1
+    assert loaded.examples[0].line == 2
+
+
+def test_openhermes_empty_system_turn_gives_way_to_system_prompt(tokenizer: Any) -> None:
+    (bare,) = load("openhermes_empty_system.json")
+    assert [m["role"] for m in bare.messages] == ["user", "assistant"] and bare.notes == (EMPTY_SYSTEM_REMOVED,)
+    (filled,) = load("openhermes_empty_system.json", system_prompt="You are Hermes.")
+    assert filled.messages[0] == {"role": "system", "content": "You are Hermes."}
+    (enc,) = encode_examples(tokenizer, [bare], 2048).encoded
+    assert "<|im_start|>system\n<|im_end|>" not in tokenizer.decode(enc.input_ids)
+
+
+def test_trls_standard_prompt_completion_trains_as_a_continuation(tokenizer: Any) -> None:
+    chat = load("continuation_pc.jsonl")
+    assert all(e.notes == (LOOKS_CONTINUED,) for e in chat)  # check says what they look like
+    examples = load("continuation_pc.jsonl", prompt_completion="continuation")
+    for example, record in zip(examples, map(json.loads, (FORMATS / "continuation_pc.jsonl").read_text().splitlines())):
+        (enc,) = encode_examples(tokenizer, [example], 256).encoded
+        assert tokenizer.decode(enc.input_ids) == record["prompt"] + record["completion"] + tokenizer.eos_token
+        assert trained_parts(tokenizer, example) == [record["completion"] + tokenizer.eos_token]
+        assert "<|im_start|>" not in tokenizer.decode(enc.input_ids)
+
+
+def test_a_line_that_is_a_bare_list_of_turns_is_a_conversation() -> None:
+    from loraops.data.files import read_records
+
+    records = read_records(FORMATS / "bare_list.jsonl")
+    examples = [to_example(record, "auto", "bare_list.jsonl", line) for line, record in [next(records), next(records)]]
+    assert [e.format for e in examples] == ["messages", "messages"] and len(examples[0].messages) == 10
+    with pytest.raises(DataError, match=r"bare_list.jsonl:3: `messages\[1\].content\[1\]` is a 'tool_call' part"):
+        load("bare_list.jsonl")
+
+
+def test_openais_preference_file_is_refused_or_trained_on_its_preferred_answers() -> None:
+    with pytest.raises(
+        DataError, match="openai_preference.jsonl:1: this is OpenAI's preference data.*preference=chosen"
+    ):
+        load("openai_preference.jsonl")
+    chosen = load("openai_preference.jsonl", preference="chosen")
+    records = [json.loads(line) for line in (FORMATS / "openai_preference.jsonl").read_text().splitlines()]
+    for example, record in zip(chosen, records):
+        assert example.messages[-1]["content"] == record["preferred_output"][0]["content"]
+        assert len(example.messages) == len(record["input"]["messages"]) + 1
+
+
+def test_vertex_gemini_contents_become_turns() -> None:
+    with_system, plain = load("vertex_contents.jsonl")
+    record = json.loads((FORMATS / "vertex_contents.jsonl").read_text().splitlines()[0])
+    assert with_system.format == "gemini" and with_system.messages[0] == {
+        "role": "system",
+        "content": record["systemInstruction"]["parts"][0]["text"],
+    }
+    assert [m["role"] for m in plain.messages] == ["user", "assistant"]
+
+
+def test_xtuner_conversation_rounds_become_turns() -> None:
+    records = [json.loads(line) for line in (FORMATS / "xtuner_conversation.jsonl").read_text().splitlines()]
+    for example, record in zip(load("xtuner_conversation.jsonl"), records):
+        rounds = record["conversation"]
+        assert example.format == "xtuner"
+        assert [m["content"] for m in example.messages if m["role"] == "assistant"] == [r["output"] for r in rounds]
+        assert (example.messages[0]["role"] == "system") == any(r.get("system") for r in rounds)
+
+
+def test_openassistant_trees_give_their_best_path_or_every_path() -> None:
+    trees = json.loads((FORMATS / "oasst_tree.json").read_text())
+    best = load("oasst_tree.json")
+    assert len(best) == 2 and all(e.line >= 1 for e in best)
+    first_best = min(trees[0]["prompt"]["replies"], key=lambda r: r["rank"])
+    assert best[0].messages == [
+        {"role": "user", "content": trees[0]["prompt"]["text"]},
+        {"role": "assistant", "content": first_best["text"]},
+    ]
+    every = load("oasst_tree.json", tree_paths="all")
+    assert len(every) == 3 + 4  # one per leaf: three answers to the first prompt, four leaves in the second tree
+    assert len({json.dumps(e.messages) for e in every}) == 7
+
+
+def test_check_names_what_it_made_of_the_records(tmp_path: Path, default_model_dir: Path) -> None:
+    from support import CONFIGS
+
+    from loraops.check import check, format_report
+    from loraops.config import TrainConfig, load_config
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("missing_turns.jsonl", "openhermes_empty_system.json"):
+        (data / name).write_bytes((FORMATS / name).read_bytes())
+    write_jsonl(
+        data / "more.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "word " * 400},
+                    {"role": "assistant", "content": "ok", "mood": "x"},
+                ]
+            },
+            _record(),
+        ],
+    )
+    cfg = load_config(TrainConfig, CONFIGS, "train", [f"dataset_path={data}", "val_fraction=0"])
+    text = format_report(check(cfg))
+    assert "skipped on purpose: 1 (an empty assistant turn)" in text
+    assert f"{EMPTY_SYSTEM_REMOVED}: 1" in text
+    assert "turn keys loraops does not read (left out of training): `mood` (1 records)" in text
+    assert "all labels masked (dropped): 1" in text and f"{data / 'more.jsonl'}:1 (" in text
+    assert "raise max_length (now 256)" in text

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
 from loraops.eval.metrics import METRICS, corpus_metrics, exact_match, example_scores, jaccard, rouge
+
+FORMATS = Path(__file__).parent / "data" / "formats"
 
 
 def test_exact_match_ignores_whitespace_layout_only() -> None:
@@ -74,3 +79,18 @@ def test_scores_mean_the_same_in_every_language(reference: str, unrelated: str, 
 def test_cjk_answers_score_partial_credit_by_character() -> None:
     s = example_scores("我是小明", "我的名字是小明", "zh")
     assert 0.5 < s["rouge1"] < 1 and 0.5 < s["jaccard"] < 1  # 4 of its 4 characters appear in the reference
+
+
+def test_answer_match_judges_gsm8ks_final_answer_not_the_worked_solution() -> None:
+    from loraops.eval.metrics import answer_match
+
+    gsm8k = [json.loads(line) for line in (FORMATS / "question_answer.jsonl").read_text().splitlines()]
+    for record in gsm8k:
+        final = record["answer"].rsplit("####", 1)[1].strip()
+        assert exact_match(f"The answer is {final}.", record["answer"]) == 0.0
+        assert answer_match(f"Step by step... so the answer is {final}.", record["answer"]) == 1.0
+        assert answer_match(f"#### {final}", record["answer"]) == 1.0
+        assert answer_match(f"#### {int(final.replace(',', '')) + 1}", record["answer"]) == 0.0
+    assert answer_match("It costs $1,000.00 in total", "#### 1000") == 1.0
+    assert answer_match(r"so \boxed{\frac{1}{2}}", r"\boxed{\frac{1}{2}}") == 1.0
+    assert answer_match("Paris", "Paris") == 1.0 and answer_match("paris is it", "Paris") == 0.0

@@ -87,3 +87,31 @@ def test_eval_errors_exit_2(tiny_run: Path, eval_dir: Path, tmp_path: Path, caps
     assert f"{eval_dir / 'broken.jsonl'}:2: cannot tell the format" in capsys.readouterr().err
     assert main(["eval", "--config-dir", str(CONFIGS), f"model={tmp_path / 'nope'}"]) == 2
     assert "no such run; train one first" in capsys.readouterr().err
+
+
+def test_a_split_gets_its_own_reply_length_and_a_warning_when_answers_are_cut(
+    tiny_run: Path, eval_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    overrides = [*eval_overrides(tiny_run, eval_dir, tmp_path), "split_max_new_tokens={dev: 2}", "max_new_tokens=3"]
+    with caplog.at_level("WARNING", logger="loraops"):
+        result = evaluate(load_config(EvalConfig, CONFIGS, "eval", overrides))
+    out = tmp_path / "metrics" / tiny_run.name
+    lengths = {
+        split: {
+            json.loads(line)["new_tokens"] for line in (out / f"{split}.predictions.jsonl").read_text().splitlines()
+        }
+        for split in ("test", "dev")
+    }
+    assert max(lengths["dev"]) <= 2 and max(lengths["test"]) <= 3
+    cut = [r.getMessage() for r in caplog.records if "ran into max_new_tokens" in r.getMessage()]
+    assert any(m.startswith("test: ") and "split_max_new_tokens='{test: 12}'" in m for m in cut), cut
+    assert "answer_match" in result.metrics["test"]
+
+
+def test_a_continuation_run_is_evaluated_on_continuation_prompts(
+    tiny_run: Path, eval_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = RunDir(tiny_run)
+    run.write_config({**run.read_config(), "prompt_completion": "continuation"})
+    assert main(["eval", *eval_overrides(tiny_run, eval_dir, tmp_path)]) == 2
+    assert "prompt_completion=continuation" in capsys.readouterr().err

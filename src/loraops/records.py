@@ -34,7 +34,7 @@ def _number(value: Any) -> Any:
 
 Scores = dict[str, Annotated[float | int, BeforeValidator(_number)]]  # metric -> value; counts (n) kept whole
 # The scores of an answer and of a split (each the mean of the per-example score of the same name; BLEU: corpus BLEU).
-METRICS = ("exact_match", "jaccard", "rouge1", "rouge2", "rougeL", "bleu")
+METRICS = ("exact_match", "answer_match", "jaccard", "rouge1", "rouge2", "rougeL", "bleu")
 
 RecordT = TypeVar("RecordT", bound="Record")
 

@@ -16,7 +16,13 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from loraops import paths
-from loraops.data.formats import COLUMN_TARGETS, PREFERENCE_USES, REASONING_USES
+from loraops.data.formats import (
+    COLUMN_TARGETS,
+    PREFERENCE_USES,
+    PROMPT_COMPLETION_USES,
+    REASONING_USES,
+    TREE_PATHS,
+)
 from loraops.data.formats import FORMATS as DATA_FORMATS
 from loraops.errors import ConfigError
 from loraops.records import METRICS
@@ -117,6 +123,7 @@ def section(factory: Callable[[], BaseModel], help: str, *markers: str) -> Any:
 
 
 DataFormat = Annotated[str, one_of(DATA_FORMATS)]
+PromptCompletion = Annotated[str, one_of(PROMPT_COMPLETION_USES)]
 Columns = Annotated[dict[str, str] | None, AfterValidator(_known_columns)]
 Glob = Annotated[str, AfterValidator(_relative_glob)]
 Tracking = Annotated[str, one_of(TRACKING_MODES)]
@@ -134,6 +141,14 @@ class Schema(BaseModel):
         validate_default=True,
         validate_by_name=True,
         validate_by_alias=True,
+    )
+
+
+def _prompt_completion_field() -> Any:
+    return option(
+        "chat",
+        "prompt/completion as two strings: chat (a question and its answer, in the chat template) or continuation "
+        "(the completion goes on from the prompt's text, no template: TRL's standard form); lists of turns are chat.",
     )
 
 
@@ -264,6 +279,12 @@ class TrainConfig(Schema):
         "train",
         "An assistant turn's reasoning (reasoning_content, thinking): train it, mask (kept as context, "
         "not trained) or drop (left out).",
+    )
+    prompt_completion: PromptCompletion = _prompt_completion_field()
+    tree_paths: Annotated[str, one_of(TREE_PATHS)] = option(
+        "best",
+        "Message trees (OpenAssistant's export): best (the highest-ranked reply at each turn) or all (every "
+        "path to a leaf, one conversation each).",
     )
     dedup: bool = option(False, "Drop records that repeat an earlier one (whitespace aside) before training; counted.")
     data_source: DataSourceConfig = section(DataSourceConfig, "Where the data comes from.")
@@ -452,10 +473,14 @@ class EvalConfig(Schema):
     )
     columns: Columns = option(None, "Field mapping of the split files, as in train's `columns`.")
     system_prompt: str | None = option(None, "System turn for prompts without one; use the one the run trained with.")
+    prompt_completion: PromptCompletion = _prompt_completion_field()
     splits: list[str] | None = option(None, "Only these splits (file stems); null: every file.")
     limit: int | None = option(None, "Evaluate at most this many examples per split (null: all).", RECORDED, ge=1)
     batch_size: int = option(32, "Prompts generated together.", RECORDED, ge=1)
     max_new_tokens: int = option(64, "Generation stops here if no EOS came first.", RECORDED, ge=1)
+    split_max_new_tokens: dict[str, Annotated[int, Field(ge=1)]] | None = option(
+        None, "max_new_tokens for some splits, e.g. {gsm8k: 384} for worked solutions.", RECORDED
+    )
     do_sample: bool = option(False, "Sample instead of greedy decoding.", RECORDED)
     temperature: float = option(1.0, "Sampling temperature (only with do_sample).", RECORDED, ge=MIN_TEMPERATURE)
     top_p: float = option(1.0, "Nucleus sampling threshold (only with do_sample).", RECORDED, gt=0, le=1)

@@ -7,6 +7,7 @@ Formats, detected per record with `data_format=auto` or chosen by name:
   instruction         Alpaca: `instruction`, optional `input`, `output`
   gemini              Vertex AI / Gemini: `contents` of `role` (user, model) and text `parts`, `systemInstruction`
   xtuner              XTuner: `conversation`, a list of {`system`, `input`, `output`} rounds
+  OpenAssistant message trees (`prompt` with nested `replies`) become one conversation per path (`tree_paths`)
   question_answer, input_output, instruction_response, dolly: common column layouts, mapped onto the above
   text                `text`: continued pre-training, a loss on every token
 Any other layout is read through a `columns` mapping. Preference, multimodal and unlabelled
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from loraops.data.messages import (
+    PROMPT_ROLE,
     REASONING,
     Message,
     NonText,
@@ -31,7 +33,7 @@ from loraops.data.messages import (
 )
 from loraops.errors import DataError
 
-__all__ = ["Example", "FormatOptions", "Message", "Skipped", "detect_format", "to_example"]
+__all__ = ["Example", "FormatOptions", "Message", "Skipped", "detect_format", "records_of", "to_example"]
 
 TEXT = "text"
 # Common column layouts: (format name, the fields that identify it, how they map onto a base format).
@@ -48,8 +50,16 @@ BASE_FORMATS = ("messages", "sharegpt", "prompt_completion", "instruction", "gem
 FORMATS = ("auto", *BASE_FORMATS, *PRESETS)
 PREFERENCE_USES = ("refuse", "chosen")
 REASONING_USES = ("train", "mask", "drop")
+TREE_PATHS = ("best", "all")  # a message tree: its highest-ranked path, or every path to a leaf
+# Plain-string prompt/completion: a question and its answer (chat), or text the completion goes on from.
+PROMPT_COMPLETION_USES = ("chat", "continuation")
+OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
 EMPTY_SYSTEM_FILLED, EMPTY_SYSTEM_REMOVED = "empty system turn: system_prompt put in", "empty system turn: removed"
 EMPTY_USER = "empty user turn"
+LOOKS_CONTINUED = (
+    "completion starting with a space, as a text continuation does (TRL's standard form); "
+    "if these continue their prompt, set prompt_completion=continuation"
+)
 # The names `columns` may map a record's fields onto.
 COLUMN_TARGETS = (
     "messages",
@@ -90,6 +100,11 @@ class Example:
         return self.format == TEXT
 
     @property
+    def is_continuation(self) -> bool:
+        """prompt_completion=continuation: the completion goes on from the prompt's text, no chat template."""
+        return bool(self.messages) and self.messages[0]["role"] == PROMPT_ROLE
+
+    @property
     def has_reasoning(self) -> bool:
         return any(m.get(REASONING) for m in self.messages)
 
@@ -106,6 +121,8 @@ class FormatOptions:
     skip_non_text: bool = False  # drop (and count) records with images or audio instead of refusing them
     preference: str = "refuse"  # chosen: train on the preferred answers of preference data
     reasoning: str = "train"  # an assistant turn's reasoning: train, mask (context only) or drop
+    tree_paths: str = "best"  # a message tree (OpenAssistant): best path, or all paths to a leaf
+    prompt_completion: str = "chat"  # plain-string prompt/completion: chat, or continuation (no chat template)
 
 
 class Skipped(Exception):
@@ -114,6 +131,36 @@ class Skipped(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def records_of(record: dict[str, Any], tree_paths: str = "best") -> list[dict[str, Any]]:
+    """A message tree (OpenAssistant's export: `prompt` with nested `replies`) as one `messages` record per
+    path, the highest-ranked reply at each turn (`best`) or every path to a leaf (`all`); any other record as
+    itself. Deleted messages and those reviewers rejected are left out; a path ending on a user turn drops it."""
+    root = record.get("prompt")
+    if not (isinstance(root, dict) and "replies" in root and root.get("role") in OASST_ROLES):
+        return [record]
+    paths = _tree_paths(root, tree_paths == "all")
+    out = []
+    for path in paths:
+        while path and path[-1]["role"] != "assistant":
+            path = path[:-1]
+        if path:
+            out.append({"messages": path})
+    return out
+
+
+def _tree_paths(node: dict[str, Any], every: bool) -> list[list[Message]]:
+    turn = {"role": OASST_ROLES.get(node.get("role", ""), "user"), "content": node.get("text", "")}
+    kept = [r for r in node.get("replies") or [] if isinstance(r, dict) and _kept(r)]
+    if not kept:
+        return [[turn]]
+    kept.sort(key=lambda r: (r.get("rank") is None, r.get("rank") or 0))
+    return [[turn, *rest] for reply in (kept if every else kept[:1]) for rest in _tree_paths(reply, every)]
+
+
+def _kept(node: dict[str, Any]) -> bool:
+    return not node.get("deleted") and node.get("review_result") is not False
 
 
 def detect_format(record: dict[str, Any]) -> str | None:
@@ -227,9 +274,16 @@ def _convert(record: dict[str, Any], fmt: str, options: FormatOptions, path: str
         return Example([{"role": TEXT, "content": content_text(_field(record, TEXT), TEXT)}], TEXT, path, line)
     elif _is_kto(record) and not record["label"]:
         raise Skipped("completion labelled false (preference=chosen)")
+    elif fmt == "prompt_completion" and options.prompt_completion == "continuation" and _plain_pair(record):
+        text = [{"role": PROMPT_ROLE, "content": _text(record, "prompt")}]
+        return Example([*text, {"role": "assistant", "content": _text(record, "completion")}], fmt, path, line)
     else:
         turns = _CONVERTERS[fmt if fmt in _CONVERTERS else _base(fmt)](record)
-    notes: list[str] = []
+    notes = (
+        [LOOKS_CONTINUED]
+        if fmt == "prompt_completion" and _plain_pair(record) and record["completion"][:1].isspace()
+        else []
+    )
     messages = _with_system(record, turns.messages, options.system_prompt, notes)
     shift = len(messages) - len(turns.messages)
     _check_order(messages)
@@ -242,6 +296,11 @@ def _convert(record: dict[str, Any], fmt: str, options: FormatOptions, path: str
     untrained = frozenset(i + shift for i in turns.untrained)
     tools, masked = parse_tools(record.get("tools")), options.reasoning == "mask"
     return Example(messages, fmt, path, line, untrained, tools, masked, tuple(notes), frozenset(turns.unread))
+
+
+def _plain_pair(record: dict[str, Any]) -> bool:
+    """TRL's standard prompt-completion (two strings), as opposed to its conversational one (lists of turns)."""
+    return isinstance(record.get("prompt"), str) and isinstance(record.get("completion"), str)
 
 
 def _base(fmt: str) -> str:

@@ -36,12 +36,19 @@ SHAREGPT_ROLES = {
 }
 
 
+# The role of a continuation's prompt (prompt_completion=continuation): text the completion goes on from,
+# tokenized as it is, with no chat template around it.
+PROMPT_ROLE = "prompt"
 # Per-turn markers of "do not train this turn": OpenAI's, XTuner's and LLaMA-Factory's.
 TRAIN_MARKERS = ("weight", "loss", "loss_weight")
 REASONING = "reasoning_content"
 REASONING_KEYS = (REASONING, "reasoning", "thinking")
 OPENAI_TURN_KEYS = {"role", "content", "name", "tool_calls", "tool_call_id", "refusal", *TRAIN_MARKERS, *REASONING_KEYS}
 SHAREGPT_TURN_KEYS = {"from", "value", *TRAIN_MARKERS}
+
+
+# Content parts that are not text: a record holding one is multimodal (refused, or skipped with skip_non_text).
+MEDIA_PARTS = {"image", "image_url", "input_image", "video", "video_url", "audio", "audio_url", "input_audio", "file"}
 
 
 class RecordProblem(ValueError):
@@ -101,21 +108,36 @@ def openai_turn(item: dict[str, Any], where: str) -> Message:
     role = item.get("role")
     if role not in ROLES:
         raise RecordProblem(f"`{where}.role` is {role!r}; expected one of {', '.join(ROLES)}")
-    message: Message = {
-        "role": role,
-        "content": content_text(item.get("content"), f"{where}.content", allow_empty=bool(item.get("tool_calls"))),
-    }
-    if item.get("tool_calls"):
-        message["tool_calls"] = [
-            _tool_call(call, f"{where}.tool_calls[{j}]") for j, call in enumerate(item["tool_calls"])
-        ]
+    content, part_reasoning, part_calls = _special_parts(item.get("content"), f"{where}.content")
+    calls = [_tool_call(call, f"{where}.tool_calls[{j}]") for j, call in enumerate(item.get("tool_calls") or [])]
+    calls += part_calls
+    message: Message = {"role": role, "content": content_text(content, f"{where}.content", allow_empty=bool(calls))}
+    if calls:
+        message["tool_calls"] = calls
     for extra in ("tool_call_id", "name"):
         if isinstance(item.get(extra), str):
             message[extra] = item[extra]
-    reasoning = _reasoning(item, where)
+    reasoning = _reasoning(item, where) or part_reasoning
     if reasoning:
         message[REASONING] = reasoning
     return message
+
+
+def _special_parts(content: Any, where: str) -> tuple[Any, str | None, list[dict[str, Any]]]:
+    """LLaMA-Factory v1's `reasoning` and `tool_call` parts taken out of a content-part list: (the other
+    parts, the reasoning, the calls). A tool_call part's `value` is the call as JSON text."""
+    if not isinstance(content, list) or not all(isinstance(p, dict) for p in content):
+        return content, None, []
+    rest, reasoning, calls = [], [], []
+    for j, part in enumerate(content):
+        kind, value = part.get("type"), part.get("value", part.get("text"))
+        if kind == "reasoning" and isinstance(value, str):
+            reasoning.append(value)
+        elif kind == "tool_call" and isinstance(value, str):
+            calls.append(_tool_call(_json(value, f"{where}[{j}].value"), f"{where}[{j}]"))
+        else:
+            rest.append(part)
+    return (rest or None), "\n".join(reasoning) or None, calls
 
 
 def _reasoning(item: dict[str, Any], where: str) -> str | None:
@@ -157,8 +179,13 @@ def content_text(content: Any, where: str, allow_empty: bool = False) -> str:
 
 def _part_text(part: dict[str, Any], where: str) -> str:
     """A text part: OpenAI's {type: text, text}, or LLaMA-Factory v1's {type: text, value}."""
-    if part["type"] != "text":
+    if part["type"] in MEDIA_PARTS:
         raise NonText(f"`{where}` is a {part['type']!r} part")
+    if part["type"] != "text":
+        raise RecordProblem(
+            f"`{where}` is a {part['type']!r} part, which loraops does not read here (text parts are read; tool "
+            "calls as `tool_calls`, tool results as `tool` turns, reasoning as `reasoning_content`)"
+        )
     key = "text" if "text" in part or "value" not in part else "value"
     if not isinstance(part.get(key), str):
         raise RecordProblem(f"`{where}.{key}` must be a string")

@@ -20,6 +20,7 @@ from loraops.data.tokenize import (
     IGNORE_INDEX,
     Encoded,
     encode,
+    encode_continuation,
     encode_text,
     ensure_chat_template,
     reasoning_key,
@@ -139,6 +140,9 @@ def _encode(tokenizer: Any, example: Example, max_length: int) -> Encoded:
 
     if example.is_text:
         return encode_text(tokenizer, example.messages[0]["content"], max_length)
+    if example.is_continuation:
+        prompt, completion = (m["content"] for m in example.messages)
+        return encode_continuation(tokenizer, prompt, completion, max_length)
     if example.trains_tools and not renders_tools(tokenizer):
         raise DataError(
             example.path,

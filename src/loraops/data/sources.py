@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from loraops.data.datafiles import EVAL_DIRNAME, DataFile, fingerprint
 from loraops.data.files import DATA_SUFFIXES, is_data_file, read_records
-from loraops.data.formats import Example, FormatOptions, Skipped, to_example
+from loraops.data.formats import Example, FormatOptions, Skipped, records_of, to_example
 from loraops.errors import DataError
 from loraops.paths import cache_dir
 
@@ -82,11 +82,12 @@ def load_examples(files: list[DataFile], options: FormatOptions | str = "auto") 
     options = options if isinstance(options, FormatOptions) else FormatOptions(options)
     examples, skipped = [], Counter[str]()
     for f in files:
-        for line, record in read_records(f.path):
-            try:
-                examples.append(to_example(record, options, f.path, line))
-            except Skipped as skip:
-                skipped[skip.reason] += 1
+        for line, whole in read_records(f.path):
+            for record in records_of(whole, options.tree_paths):
+                try:
+                    examples.append(to_example(record, options, f.path, line))
+                except Skipped as skip:
+                    skipped[skip.reason] += 1
     if not examples:
         what = f"every record was skipped ({dict(skipped)})" if skipped else "the dataset is empty (no records)"
         raise DataError(", ".join(str(f.path) for f in files), None, what)
@@ -106,5 +107,13 @@ def reread(paths: list[Path], cfg: TrainConfig) -> list[Example] | None:
 
 
 def format_options(cfg: TrainConfig) -> FormatOptions:
-    columns = dict(cfg.columns or {})
-    return FormatOptions(cfg.data_format, columns, cfg.system_prompt, cfg.skip_non_text, cfg.preference, cfg.reasoning)
+    return FormatOptions(
+        cfg.data_format,
+        dict(cfg.columns or {}),
+        cfg.system_prompt,
+        cfg.skip_non_text,
+        cfg.preference,
+        cfg.reasoning,
+        cfg.tree_paths,
+        cfg.prompt_completion,
+    )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loraops.data.formats import Message
-from loraops.data.messages import REASONING
+from loraops.data.messages import PROMPT_ROLE, REASONING
 from loraops.errors import LoraopsError
 
 IGNORE_INDEX = -100
@@ -171,7 +171,10 @@ def tokenize_range(tokenizer: Any, text: str, start: int, end: int, controls: li
 
 
 def tokenize_prompt(tokenizer: Any, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
-    """The token ids generation starts from: rendered with the generation prompt, tokenized as training does."""
+    """The token ids generation starts from: rendered with the generation prompt, tokenized as training does;
+    a continuation's prompt is its text as it is."""
+    if len(messages) == 1 and messages[0]["role"] == PROMPT_ROLE:
+        return _plain(tokenizer, messages[0]["content"])
     text = render(tokenizer, messages, add_generation_prompt=True, tools=tools)
     return tokenize_range(tokenizer, text, 0, len(text), control_tokens(tokenizer, text, messages))
 
@@ -186,6 +189,21 @@ class Encoded:
     @property
     def trained_tokens(self) -> int:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
+
+
+def _plain(tokenizer: Any, text: str) -> list[int]:
+    """Text tokenized as it is, with the special tokens the tokenizer adds to any text (a BOS for Llama's)."""
+    return list(tokenizer(text, add_special_tokens=True, split_special_tokens=True)["input_ids"])
+
+
+def encode_continuation(tokenizer: Any, prompt: str, completion: str, max_length: int) -> Encoded:
+    """A continuation pair: the prompt's tokens as context, then the completion's, ending with EOS, trained.
+    Tokenized apart, as generation sees them: the prompt alone, then what the model adds."""
+    context = _plain(tokenizer, prompt)
+    answer = tokenizer(completion, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    answer += [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids, labels = context + answer, [IGNORE_INDEX] * len(context) + answer
+    return Encoded(ids[:max_length], labels[:max_length], len(ids) > max_length, len(ids))
 
 
 def encode_text(tokenizer: Any, text: str, max_length: int) -> Encoded:

@@ -53,6 +53,8 @@ def find_splits(eval_dir: str, pattern: str, only: list[str] | None = None) -> d
 
 def configured_splits(cfg: EvalConfig) -> dict[str, list[EvalExample]]:
     """The splits an eval config names, read and checked (every data error before any model loads)."""
-    options = FormatOptions(cfg.data_format, dict(cfg.columns or {}), cfg.system_prompt)
+    options = FormatOptions(
+        cfg.data_format, dict(cfg.columns or {}), cfg.system_prompt, prompt_completion=cfg.prompt_completion
+    )
     found = find_splits(cfg.eval_dir, cfg.eval_pattern, cfg.splits)
     return {name: load_split(path, options)[: cfg.limit] for name, path in found.items()}

@@ -9,6 +9,7 @@ from typing import Any
 
 from loraops import environment
 from loraops.config import RECORDED, EvalConfig, marked
+from loraops.errors import ConfigError
 from loraops.eval.data import EvalExample, configured_splits
 from loraops.eval.fingerprint import split_fingerprint
 from loraops.eval.generate import GenerationSettings
@@ -49,6 +50,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     target = resolve_target(cfg.model, cfg.model_name, cfg.baseline)
     if target.run_dir is not None:
         RunDir(target.run_dir).announce()
+        _same_prompts(cfg, RunDir(target.run_dir))
     splits = configured_splits(cfg)  # every data error before the model loads
     four_bit = _four_bit(cfg, target)  # before anything heavy: QLoRA needs CUDA
     env = environment.detect(cfg.bf16, cfg.cuda_visible_devices, cfg.device)
@@ -62,7 +64,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     metrics: dict[str, Scores] = {}
     every: list[Prediction] = []
     for name, examples in splits.items():
-        metrics[name], rows, fingerprint = _evaluate_split(model, tokenizer, examples, cfg, base)
+        metrics[name], rows, fingerprint = _evaluate_split(model, tokenizer, name, examples, cfg, base)
         model_record = _target_record(target)
         records.write_split(
             SplitRecord(
@@ -78,13 +80,34 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     return EvalResult(target, records.folder, metrics)
 
 
+def _same_prompts(cfg: EvalConfig, run: RunDir) -> None:
+    """A run trained on continuations answers continuation prompts, not chat ones (and the other way round)."""
+    trained = run.train_config().prompt_completion
+    if trained != cfg.prompt_completion:
+        raise ConfigError(
+            f"{run.path} trained with prompt_completion={trained}; evaluate it with the prompts it learned: "
+            f"prompt_completion={trained}"
+        )
+
+
 def _evaluate_split(
-    model: Any, tokenizer: Any, examples: list[EvalExample], cfg: EvalConfig, base: dict[str, str | None]
+    model: Any, tokenizer: Any, name: str, examples: list[EvalExample], cfg: EvalConfig, base: dict[str, str | None]
 ) -> tuple[Scores, list[Prediction], dict[str, Any]]:
     """Generate and score one split; its metrics, per-example rows and fingerprint."""
-    settings = GenerationSettings(cfg.max_new_tokens, cfg.do_sample, cfg.temperature, cfg.top_p)
+    longest = (cfg.split_max_new_tokens or {}).get(name, cfg.max_new_tokens)
+    settings = GenerationSettings(longest, cfg.do_sample, cfg.temperature, cfg.top_p)
     tokenize = bleu_tokenizer(e.reference for e in examples)
     metrics, rows = generate_and_score(model, tokenizer, examples, settings, cfg.batch_size, tokenize=tokenize)
+    if metrics["stopped_at_eos_pct"] < 50:
+        log.warning(
+            "%s: %.0f%% of the answers ran into max_new_tokens=%d and were cut, so their scores judge cut answers; "
+            "raise it for this split: split_max_new_tokens='{%s: %d}'",
+            name,
+            100 - metrics["stopped_at_eos_pct"],
+            longest,
+            name,
+            4 * longest,
+        )
     return metrics, rows, split_fingerprint(examples, tokenizer, base, settings, cfg.seed, tokenize)
 
 
@@ -94,7 +117,8 @@ def _target_record(target: EvalTarget) -> EvalTargetRecord:
 
 def _summary(m: Scores) -> str:
     return (
-        f"exact_match {m['exact_match']:.1f}%  jaccard {m['jaccard']:.3f}  rougeL {m['rougeL']:.3f}  "
+        f"exact_match {m['exact_match']:.1f}%  answer_match {m['answer_match']:.1f}%  "
+        f"jaccard {m['jaccard']:.3f}  rougeL {m['rougeL']:.3f}  "
         f"bleu {m['bleu']:.1f}  stopped at EOS {m['stopped_at_eos_pct']:.0f}%  (n={m['n']})"
     )
 

@@ -1,12 +1,18 @@
 """Scores for generated answers. ROUGE and BLEU come from rouge-score and sacrebleu.
 
 The names (records.METRICS) are the same per example and per split. Scales follow each metric's
-convention: exact_match is a percentage, Jaccard overlap and ROUGE F-measures are in [0, 1], BLEU
-is sacrebleu's 0-100.
+convention: exact_match and answer_match are percentages, Jaccard overlap and ROUGE F-measures are in
+[0, 1], BLEU is sacrebleu's 0-100.
+
+answer_match judges the final answer, not the worked solution around it: the text after GSM8K's last
+`#### `, or LaTeX's last `\boxed{...}` (MATH), and otherwise the whole text; a prediction without such a
+marker is read by its last number when the reference's answer is a number. Numbers are equal as numbers
+(`1,000` = `1000.0`, `$5` = `5`).
 """
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -23,6 +29,41 @@ def normalize(text: str) -> str:
 
 def exact_match(prediction: str, reference: str) -> float:
     return float(normalize(prediction) == normalize(reference))
+
+
+_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?%?|-?\$?\.\d+%?")
+_BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
+
+
+def final_answer(text: str) -> str | None:
+    """The answer a solution ends on (`#### 42`, `\boxed{42}`); None when it marks none."""
+    if "####" in text:
+        return text.rsplit("####", 1)[1].strip()
+    boxed = _BOXED.findall(text)
+    return boxed[-1].strip() if boxed else None
+
+
+def _number(text: str) -> float | None:
+    cleaned = text.strip().rstrip(".").replace(",", "").replace("$", "").rstrip("%")
+    try:
+        return float(cleaned)
+    except ValueError:
+        return None
+
+
+def answer_match(prediction: str, reference: str) -> float:
+    """1.0 when the prediction's final answer is the reference's (see the module's note)."""
+    expected = final_answer(reference)
+    expected = normalize(reference) if expected is None else expected
+    given = final_answer(prediction)
+    if given is None and _number(expected) is not None:
+        numbers = _NUMBER.findall(prediction)
+        given = numbers[-1] if numbers else ""
+    given = normalize(prediction) if given is None else given
+    a, b = _number(given), _number(expected)
+    if a is not None and b is not None:
+        return float(abs(a - b) <= 1e-6 * max(1.0, abs(b)))
+    return float(normalize(given) == normalize(expected))
 
 
 def jaccard(prediction: str, reference: str) -> float:
@@ -57,6 +98,7 @@ def example_scores(prediction: str, reference: str, bleu_tokenize: str = "13a") 
     """Per-example scores, for reading the worst cases (BLEU: smoothed sentence BLEU)."""
     return {
         "exact_match": exact_match(prediction, reference),
+        "answer_match": answer_match(prediction, reference),
         "jaccard": jaccard(prediction, reference),
         **rouge(prediction, reference),
         "bleu": bleu_metric(bleu_tokenize, sentence=True).sentence_score(prediction, [reference]).score,
@@ -91,6 +133,7 @@ def summarize(
     mean = lambda key: sum(s[key] for s in per) / n  # noqa: E731
     return {
         "exact_match": round(100 * mean("exact_match"), 4),
+        "answer_match": round(100 * mean("answer_match"), 4),
         "jaccard": round(mean("jaccard"), 6),
         **{name: round(mean(name), 6) for name in _ROUGE_TYPES},
         "bleu": round(bleu_metric(bleu_tokenize).corpus_score(predictions, [references]).score, 4),

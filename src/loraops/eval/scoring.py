@@ -73,7 +73,8 @@ def rescored(rows: list[Prediction], bleu_tokenize: str, where: Path) -> list[Pr
         row.model_copy(update={"scores": example_scores(row.prediction, row.reference, bleu_tokenize)}) for row in rows
     ]
     for line, (stored, row) in enumerate(zip(rows, fresh), start=1):
-        wrong = [m for m in METRICS if not _agrees(stored.scores.get(m), row.scores[m])]
+        # A metric added since the file was written is computed, not checked.
+        wrong = [m for m in METRICS if m in stored.scores and not _agrees(stored.scores[m], row.scores[m])]
         if wrong:
             shown = ", ".join(f"{m} {stored.scores.get(m)!r} (recomputed: {row.scores[m]:.6g})" for m in wrong)
             raise LoraopsError(
