@@ -192,7 +192,7 @@ def test_columns_map_any_layout_and_name_missing_fields(tmp_path: Path) -> None:
     ]
     with pytest.raises(DataError, match=r"x.jsonl:2: missing field `a` \(columns.completion\); the record has `q`"):
         to_example({"q": "2+2?"}, options, tmp_path / "x.jsonl", 2)
-    with pytest.raises(DataError, match=r"cannot tell the format: the record has fields `a`, `q`.*columns="):
+    with pytest.raises(DataError, match=r"cannot tell the format of a record with fields `a`, `q`.*columns="):
         to_example({"q": "2+2?", "a": "4"}, "auto", tmp_path / "x.jsonl", 3)
     write_jsonl(tmp_path / "eval" / "test.jsonl", [{"q": "3+3?", "a": "6"}])
     assert load_split(tmp_path / "eval" / "test.jsonl", options)[0].reference == "6"  # the same mapping for eval

@@ -295,3 +295,32 @@ def test_check_names_what_it_made_of_the_records(tmp_path: Path, default_model_d
     assert "turn keys loraops does not read (left out of training): `mood` (1 records)" in text
     assert "all labels masked (dropped): 1" in text and f"{data / 'more.jsonl'}:1 (" in text
     assert "raise max_length (now 256)" in text
+    # The example has no system turn: SmolLM2's template writes its own, which is not the data's.
+    assert "«You are a helpful AI assistant named SmolLM, trained by Hugging Face»" in text
+
+
+def test_every_bad_record_is_named_up_to_ten_then_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from loraops.cli import main
+
+    bad = [{"messages": [{"role": "bot", "content": f"{i}"}]} for i in range(13)]
+    write_jsonl(tmp_path / "data" / "chat.jsonl", [_record(), *bad])
+    assert main(["check", f"dataset_path={tmp_path / 'data'}", "val_fraction=0"]) == 2
+    err = capsys.readouterr().err
+    named = [line for line in err.splitlines() if "`messages[0].role` is 'bot'" in line]
+    assert [line.split("chat.jsonl:")[1].split(":")[0] for line in named] == [str(n) for n in range(2, 12)]
+    assert "... and 3 more bad records" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("record", "advice"),
+    [
+        ({"query": "Sum A1:A3", "response": "=SUM(A1:A3)", "id": 7}, "columns='{prompt: query, completion: response}'"),
+        ({"chat": [{"role": "user", "content": "hi"}]}, "columns='{messages: chat}'"),
+        ({"dialog": [{"speaker": "a", "text": "hi"}]}, "`columns` cannot rename"),
+        ({"instrution": "Sum", "output": "=SUM()"}, "`instrution` looks like `instruction` misspelt"),
+    ],
+)
+def test_an_unknown_layout_gets_the_one_way_that_reads_it(record: dict[str, Any], advice: str) -> None:
+    with pytest.raises(DataError, match="cannot tell the format") as caught:
+        to_example(record, "auto", "x.jsonl", 1)
+    assert advice in str(caught.value)

@@ -205,8 +205,10 @@ def test_check_prints_the_estimate(tiny_overrides: list[str]) -> None:
     report = check(load_config(TrainConfig, CONFIGS, "train", tiny_overrides))
     assert report.estimate is not None and report.estimate.device.kind == "cpu"
     assert report.estimate.plan.peak_rows == 4  # batch_size=4
-    text = format_report(report)
+    text = format_report(report, verbose=True)
     assert "estimate for CPU" in text and "  peak " in text and "time per epoch" in text
+    short = format_report(report).split("estimate for CPU", 1)[1].splitlines()
+    assert len(short) == 2 and "peak " in short[0] and "time per epoch" in short[0] and "--verbose" in short[1]
 
 
 # Measured: a 4-layer, 256-wide Llama (so that activations and logits weigh something) trained for two

@@ -60,7 +60,7 @@ def test_each_format_becomes_chat_messages() -> None:
         ({"messages": [{"role": "user", "content": ["x"]}]}, "auto", "`messages[0].content` must be a string"),
         ({"messages": [{"role": "user", "content": "x"}]}, "auto", "no assistant turn"),
         ({"messages": []}, "messages", "must be a non-empty list"),
-        ({"txt": "x"}, "auto", "cannot tell the format: the record has fields `txt`"),
+        ({"txt": "x"}, "auto", "cannot tell the format of a record with fields `txt`"),
         ({"prompt": "u", "completion": "a"}, "messages", "missing field `messages`"),
     ],
 )

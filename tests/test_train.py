@@ -150,7 +150,8 @@ def test_bad_data_exits_2_before_any_run_folder(
     assert main(["train", "--config-dir", str(CONFIGS), *tiny_overrides]) == 2
     err = capsys.readouterr().err
     assert (
-        f"{small_dataset / 'zz.jsonl'}:2: cannot tell the format: the record has fields `completoin`, `prompt`" in err
+        f"{small_dataset / 'zz.jsonl'}:2: cannot tell the format of a record with fields `completoin`, `prompt`" in err
+        and "`completoin` looks like `completion` misspelt" in err
     )
     assert not (tmp_path / "runs").exists()
 

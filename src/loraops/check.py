@@ -16,7 +16,7 @@ from loraops.data.formats import Example
 from loraops.data.overlap import split_overlap
 from loraops.data.prepare import DataStats, prepare_data
 from loraops.data.sources import format_options
-from loraops.data.tokenize import IGNORE_INDEX, Encoded
+from loraops.data.tokenize import IGNORE_INDEX, Encoded, template_written
 from loraops.errors import ConfigError
 from loraops.estimate import Estimate, Layout, for_training, format_estimate
 from loraops.eval.data import find_splits, load_split
@@ -26,6 +26,7 @@ from loraops.models import resolve_model_path
 from loraops.records import Overlap
 
 TRAIN_OPEN, TRAIN_CLOSE = "[[", "]]"
+ADDED_OPEN, ADDED_CLOSE = "«", "»"  # around text the chat template wrote, which is not in the data
 
 
 @dataclass
@@ -72,12 +73,21 @@ def check(cfg: TrainConfig, example_index: int = 0) -> CheckReport:
         stats=data.stats,
         eval_overlap=_eval_overlap(cfg, data.examples),
         max_length=cfg.max_length,
-        example=render_marked(tokenizer, data.encoded[example_index]),
+        example=_mark_added(render_marked(tokenizer, data.encoded[example_index]), tokenizer, shown),
         example_source=f"{shown.path}:{shown.line} ({shown.format})",
         validation=data.validation.stats if data.validation else None,
         validation_source=_validation_source(data.validation.source) if data.validation else "",
         estimate=for_training(cfg, model_path, data.rows, Layout(launch.processes, launch.sharding)),
     )
+
+
+def _mark_added(marked: str, tokenizer: Any, example: Example) -> str:
+    """The rendered example with the text its chat template wrote (not the data) between « »."""
+    if example.is_text or example.is_continuation:
+        return marked
+    for text in template_written(tokenizer, example.messages):
+        marked = marked.replace(text, f"{ADDED_OPEN}{text}{ADDED_CLOSE}", 1)
+    return marked
 
 
 def _validation_source(source: dict[str, Any]) -> str:
@@ -120,7 +130,7 @@ def _dropped_lines(s: DataStats, max_length: int) -> list[str]:
     return lines
 
 
-def format_report(r: CheckReport) -> str:
+def format_report(r: CheckReport, verbose: bool = False) -> str:
     s = r.stats
     lines = ["records per file and format:"]
     for path, formats in s.files.items():
@@ -165,8 +175,9 @@ def format_report(r: CheckReport) -> str:
         ),
         _validation_line(r),
         "",
-        f"example {r.example_source}, as the model sees it ({TRAIN_OPEN} {TRAIN_CLOSE} = trained, the rest is masked):",
+        f"example {r.example_source}, as the model sees it ({TRAIN_OPEN} {TRAIN_CLOSE} = trained, the rest is masked; "
+        f"{ADDED_OPEN} {ADDED_CLOSE} = written by the chat template, not in your data):",
         r.example,
-        *(["", *format_estimate(r.estimate)] if r.estimate else []),
+        *(["", *format_estimate(r.estimate, verbose)] if r.estimate else []),
     ]
     return "\n".join(lines)

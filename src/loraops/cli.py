@@ -354,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = {command.name: _config_command(sub, *command) for command in CONFIG_COMMANDS}
     commands["check"].add_argument("--example", type=int, default=0, help="index of the example to render (default: 0)")
+    commands["check"].add_argument(
+        "--verbose", action="store_true", help="the memory estimate's breakdown, not only its peak and time"
+    )
     flips = "print N fixed and N broken examples per split (default: show_flips)"
     commands["compare"].add_argument("--flips", type=int, default=None, metavar="N", help=flips)
     _add_publish_parsers(sub)
@@ -411,7 +414,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from loraops.check import check, format_report
 
     cfg = load_config(TrainConfig, args.config_dir, args.config_name, args.overrides)
-    print(format_report(check(cfg, args.example)))
+    print(format_report(check(cfg, args.example), args.verbose))
     return 0
 
 

@@ -27,6 +27,37 @@ class DataError(LoraopsError):
         super().__init__(f"{where}: {problem}")
 
 
+class DataErrors(DataError):
+    """Several bad records at once: the first ones named, each on its line, the rest counted."""
+
+    def __init__(self, errors: list[DataError], total: int) -> None:
+        first = errors[0]
+        super().__init__(first.path, first.line, first.problem)
+        rest = [f"... and {total - len(errors)} more bad records"] if total > len(errors) else []
+        self.args = ("\n".join([*(str(e) for e in errors), *rest]),)
+
+
+class Problems:
+    """Bad records gathered while reading, so a user fixes them in one go rather than one run at a time."""
+
+    SHOWN = 10
+
+    def __init__(self) -> None:
+        self.errors: list[DataError] = []
+        self.total = 0
+
+    def add(self, error: DataError) -> None:
+        self.total += 1
+        if len(self.errors) < self.SHOWN:
+            self.errors.append(error)
+
+    def raise_any(self) -> None:
+        if self.total == 1:
+            raise self.errors[0]
+        if self.total:
+            raise DataErrors(self.errors, self.total)
+
+
 class WriteError(LoraopsError):
     """The system refused a write (a full disk, a quota, permissions); the message names what and where."""
 

@@ -283,8 +283,9 @@ def _layout_text(layout: Layout) -> str:
     return f"{layout.processes} processes, {sharded}"
 
 
-def format_estimate(e: Estimate) -> list[str]:
-    """The report's lines: each component, the peak against the device's free memory, and the time."""
+def format_estimate(e: Estimate, verbose: bool = True) -> list[str]:
+    """The report's lines: each component, the peak against the device's free memory, and the time; not
+    `verbose`, the peak and the time in two lines (and the warning, if any)."""
     d, p = e.device, e.plan
     rows = [
         ("weights", e.weights),
@@ -311,6 +312,12 @@ def format_estimate(e: Estimate) -> list[str]:
         f"{d.matmul_flops / 1e9:.0f} GFLOP/s a matrix product reached just now",
         f"  FLOPs: {e.flops_assumption}",
     ]
+    if not verbose:
+        lines = [
+            f"estimate for {d.name}, {d.precision}: peak {human(e.peak).strip()} ({where}: {human(d.memory_available)} "
+            f"free); time per epoch ~{_duration(e.seconds_per_epoch)}{run}",
+            "  (`loraops check --verbose` shows what makes up the peak and how the time was reckoned)",
+        ]
     if e.advice:
         lines.append(f"  warning: the peak is over the {human(d.memory_available)} free; " + "; ".join(e.advice))
     return lines

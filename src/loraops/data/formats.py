@@ -255,14 +255,62 @@ def _is_kto(record: dict[str, Any]) -> bool:
     )
 
 
+# Field names that say which side of an exchange a field holds, for the mapping a record most likely needs.
+_ASKING = ("prompt", "question", "query", "instruction", "input", "problem", "human", "user", "source", "request")
+_ANSWERING = ("completion", "answer", "response", "output", "solution", "target", "reply", "assistant", "gpt")
+_SHOWN_FIELDS = 8
+
+
 def _unknown(record: dict[str, Any]) -> str:
-    keys = ", ".join(f"`{k}`" for k in sorted(record)) or "none"
-    raise RecordProblem(
-        f"cannot tell the format: the record has fields {keys}, and none of the known layouts "
-        "(messages, conversations, prompt+completion, instruction+output, question+answer, input+output, "
-        "instruction+response, text). Map your fields onto one with `columns`, for example "
-        "columns='{prompt: my_question, completion: my_answer}', and add system_prompt=... if you want one"
+    """Cannot tell the format: the mapping that would work when the fields say it, or what the record holds."""
+    keys = sorted(record)
+    shown = ", ".join(f"`{k}`" for k in keys[:_SHOWN_FIELDS]) + (
+        f" and {len(keys) - _SHOWN_FIELDS} more" if len(keys) > _SHOWN_FIELDS else ""
     )
+    turns = [
+        k for k in keys if isinstance(record[k], list) and record[k] and all(isinstance(t, dict) for t in record[k])
+    ]
+    if turns:
+        inner = sorted({key for turn in record[turns[0]] for key in turn})
+        if {"role", "content"} <= set(inner) or {"from", "value"} <= set(inner):
+            fix = f"it looks like a conversation: columns='{{messages: {turns[0]}}}'"
+        else:
+            fix = (
+                f"`{turns[0]}` holds a list of objects with keys {', '.join(inner[:_SHOWN_FIELDS])}, which `columns` "
+                "cannot rename (it maps top-level fields): write the records as `messages` with role/content turns"
+            )
+    elif typos := _misspelt(keys):
+        fix = "; ".join(f"`{key}` looks like `{known}` misspelt" for key, known in typos)
+    else:
+        asking = _field_like(record, _ASKING)
+        answering = _field_like(record, _ANSWERING, exclude=asking)
+        fix = (
+            f"this mapping reads it: columns='{{prompt: {asking}, completion: {answering}}}'"
+            if asking and answering
+            else "map the question and answer fields with columns='{prompt: QUESTION_FIELD, completion: ANSWER_FIELD}'"
+        )
+    raise RecordProblem(
+        f"cannot tell the format of a record with fields {shown or 'none'}: no known layout "
+        f"(messages, conversations, prompt+completion, instruction+output, question+answer, text) fits; {fix}"
+    )
+
+
+def _misspelt(keys: list[str]) -> list[tuple[str, str]]:
+    """Fields one or two letters away from a known layout's field name."""
+    import difflib
+
+    known = [*COLUMN_TARGETS, "question", "answer", "response", "context"]
+    found = [(key, difflib.get_close_matches(key, known, n=1, cutoff=0.8)) for key in keys if key not in known]
+    return [(key, match[0]) for key, match in found if match]
+
+
+def _field_like(record: dict[str, Any], names: tuple[str, ...], exclude: str | None = None) -> str | None:
+    """The record's text field whose name contains one of `names` (the earliest name wins)."""
+    for name in names:
+        for key in sorted(record):
+            if key != exclude and isinstance(record[key], str) and name in key.lower():
+                return key
+    return None
 
 
 def _convert(record: dict[str, Any], fmt: str, options: FormatOptions, path: str, line: int) -> Example:

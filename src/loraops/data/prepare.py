@@ -27,7 +27,7 @@ from loraops.data.tokenize import (
     renders_tools,
 )
 from loraops.data.validation import select_validation
-from loraops.errors import ConfigError, DataError, LoraopsError
+from loraops.errors import ConfigError, DataError, LoraopsError, Problems
 from loraops.models import context_length
 
 if TYPE_CHECKING:
@@ -129,7 +129,13 @@ def _row(enc: Encoded) -> dict[str, Any]:
 
 
 def encode_examples(tokenizer: Any, examples: list[Example], max_length: int) -> EncodedSet:
-    encoded = [_encode(tokenizer, example, max_length) for example in examples]
+    encoded, problems = [], Problems()
+    for example in examples:
+        try:
+            encoded.append(_encode(tokenizer, example, max_length))
+        except DataError as exc:
+            problems.add(exc)
+    problems.raise_any()
     rows = [_row(enc) for enc in encoded if enc.trained_tokens]
     return EncodedSet(examples, encoded, rows, _statistics(examples, encoded))
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from loraops.data.datafiles import EVAL_DIRNAME, DataFile, fingerprint
 from loraops.data.files import DATA_SUFFIXES, is_data_file, read_records
 from loraops.data.formats import Example, FormatOptions, Skipped, records_of, to_example
-from loraops.errors import DataError
+from loraops.errors import DataError, Problems
 from loraops.paths import cache_dir
 
 if TYPE_CHECKING:
@@ -80,14 +80,20 @@ class Loaded:
 def load_examples(files: list[DataFile], options: FormatOptions | str = "auto") -> Loaded:
     """Read and validate every record; raise on the first bad one, or on an empty dataset."""
     options = options if isinstance(options, FormatOptions) else FormatOptions(options)
-    examples, skipped = [], Counter[str]()
+    examples, skipped, problems = [], Counter[str](), Problems()
     for f in files:
-        for line, whole in read_records(f.path):
-            for record in records_of(whole, options.tree_paths):
-                try:
-                    examples.append(to_example(record, options, f.path, line))
-                except Skipped as skip:
-                    skipped[skip.reason] += 1
+        try:
+            for line, whole in read_records(f.path):
+                for record in records_of(whole, options.tree_paths):
+                    try:
+                        examples.append(to_example(record, options, f.path, line))
+                    except Skipped as skip:
+                        skipped[skip.reason] += 1
+                    except DataError as exc:
+                        problems.add(exc)
+        except DataError as exc:  # the file cannot be read on from here
+            problems.add(exc)
+    problems.raise_any()
     if not examples:
         what = f"every record was skipped ({dict(skipped)})" if skipped else "the dataset is empty (no records)"
         raise DataError(", ".join(str(f.path) for f in files), None, what)

@@ -130,6 +130,22 @@ def _special_strings(tokenizer: Any) -> re.Pattern[str] | None:
     return re.compile("|".join(map(re.escape, specials))) if specials else None
 
 
+def template_written(tokenizer: Any, messages: list[Message]) -> list[str]:
+    """Text the chat template writes that is not in the messages and is more than markup: a default system
+    prompt (SmolLM2's "You are a helpful AI assistant named SmolLM..."), a date line, an instruction."""
+    full, cursor, gaps = render(tokenizer, messages), 0, []
+    for message in messages:
+        body = message.get("content") or ""
+        at = full.find(body, cursor) if body else -1
+        if at >= 0:
+            gaps.append(full[cursor:at])
+            cursor = at + len(body)
+    gaps.append(full[cursor:])
+    pattern = _special_strings(tokenizer)
+    pieces = [p.strip() for gap in gaps for p in (pattern.split(gap) if pattern else [gap]) for p in p.split("\n")]
+    return [p for p in pieces if len(p.split()) >= 3]
+
+
 def control_tokens(tokenizer: Any, text: str, messages: list[Message]) -> list[tuple[int, int]]:
     """(start, end) of the template's own control tokens in `text`, the rendering of `messages`.
 
