@@ -58,7 +58,8 @@ def test_default_model_learns_the_sample_dsl_and_stops(tmp_path: Path, default_m
     # model was converted from, the merged model, and its Q4_K_M quantisation.
     # --force: this one-epoch model has near-ties, and llama.cpp multiplies the Q4_1 base by activations it
     # quantises to 8 bits, so on some CPUs a tie falls the other way (14 of 16 identical on one machine, at
-    # least 90% on another; the three-epoch `make train` model: 100%). The merged F16 file computes as PEFT does: held to 100%.
+    # least 90% on another; the three-epoch `make train` model: 100%). The merged F16 file computes as PEFT
+    # does: held to 100%.
     done = loraops(
         "export",
         str(run),
