@@ -34,7 +34,15 @@ METRICS = RunMetrics.model_validate(
         "final_logged_loss": 0.005,
         "precision": "fp32",
         "device": "CPU",
-        "data": {"records": 276, "examples": 276, "tokens": 20387, "formats": {"messages": 87}},
+        "data": {
+            "records": 276,
+            "examples": 276,
+            "tokens": 20387,
+            "formats": {"messages": 87},
+            # What `check` names for its user: local paths, which a published card must not carry.
+            "dropped_where": [f"{PRIVATE}/data/train_messages.jsonl:3 (900 tokens; its answers start past max_length)"],
+            "files": {f"{PRIVATE}/data/train_messages.jsonl": {"messages": 87}},
+        },
         "eval": {"test": {"n": 64}, "adversarial": {"n": 32}},
     }
 )

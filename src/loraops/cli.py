@@ -172,10 +172,10 @@ def _add_model_parsers(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser(
         "serve",
         help="serve a run, a published model or a base model over an OpenAI-compatible API",
-        description="OpenAI's API at http://HOST:PORT/v1: GET /v1/models, POST /v1/chat/completions and "
-        "/v1/completions (streamed or not, with logprobs), vLLM's /tokenize and /detokenize, GET /health; "
+        description="OpenAI's API at http://HOST:PORT/v1: GET /v1/models, POST /v1/chat/completions (tools, "
+        "JSON output, logprobs) and /v1/completions, streamed or not, vLLM's /tokenize and /detokenize, GET /health; "
         "the model id is the run's name. With LORAOPS_API_KEY set (environment or .env), requests need "
-        "`Authorization: Bearer <key>`.",
+        "`Authorization: Bearer <key>`. --engine vllm hands several runs to vLLM's server on a GPU.",
     )
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"

@@ -71,8 +71,9 @@ class ToolFormat:
         close = self.template["fields"]["tool_calls"].get("close")
         return close if isinstance(close, str) else None
 
-    def reader(self, prompt: str, tools: list[dict[str, Any]]) -> CallReader:
-        return CallReader(self.template, "" if self.hermes else prompt, tools)
+    def reader(self, tokenizer: Any, prompt_ids: list[int], tools: list[dict[str, Any]]) -> CallReader:
+        """A reader of one reply; a template of the model's own reads the prompt too (it may open the turn)."""
+        return CallReader(self.template, "" if self.hermes else tokenizer.decode(prompt_ids), tools)
 
     def forced(self, grammars: Grammars, tools: list[dict[str, Any]], name: str | None) -> Any:
         """The compiled grammar of one call: to the function `name`, or to any of `tools` (None)."""

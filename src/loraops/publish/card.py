@@ -99,7 +99,12 @@ def _hyperparameters(c: CardInputs) -> list[str]:
 
 def _data_section(c: CardInputs) -> list[str]:
     dataset, stats = _dataset(c.config, c.manifest), c.metrics.data
-    counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items() if not isinstance(v, dict))
+    # Counts only: the other entries (which files, which records) name paths on the training machine.
+    counts = ", ".join(
+        f"{k.replace('_', ' ')} {v}"
+        for k, v in stats.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    )
     formats = ", ".join(f"{k} {v}" for k, v in stats.get("formats", {}).items())
     lines = ["## Data", "", f"Dataset `{dataset['name']}`, sha256 `{dataset['sha256']}`.", ""]
     lines += [f"Counts: {counts or 'n/a'}." + (f" Formats: {formats}." if formats else ""), ""]

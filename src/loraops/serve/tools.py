@@ -25,7 +25,7 @@ class ToolOffer:
     stops: tuple[str, ...]
 
     def reader(self, model: ChatModel, reply: Reply) -> CallReader:
-        return self.format.reader(model.tokenizer.decode(reply.prompt_ids), self.tools)
+        return self.format.reader(model.tokenizer, reply.prompt_ids, self.tools)
 
 
 def tool_offer(model: ChatModel, request: ChatCompletionRequest, history_uses_tools: bool) -> ToolOffer | None:
