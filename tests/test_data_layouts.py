@@ -302,12 +302,14 @@ def test_check_names_what_it_made_of_the_records(tmp_path: Path, default_model_d
 def test_every_bad_record_is_named_up_to_ten_then_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from loraops.cli import main
 
-    bad = [{"messages": [{"role": "bot", "content": f"{i}"}]} for i in range(13)]
-    write_jsonl(tmp_path / "data" / "chat.jsonl", [_record(), *bad])
+    lines = [json.dumps({"messages": [{"role": "bot", "content": f"{i}"}]}) for i in range(12)]
+    lines.insert(5, '{"messages": [')  # a broken line among them is one more bad record, not the end of the file
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "chat.jsonl").write_text("\n".join([json.dumps(_record()), *lines]) + "\n")
     assert main(["check", f"dataset_path={tmp_path / 'data'}", "val_fraction=0"]) == 2
     err = capsys.readouterr().err
-    named = [line for line in err.splitlines() if "`messages[0].role` is 'bot'" in line]
-    assert [line.split("chat.jsonl:")[1].split(":")[0] for line in named] == [str(n) for n in range(2, 12)]
+    named = [line.split("chat.jsonl:")[1].split(":")[0] for line in err.splitlines() if "chat.jsonl:" in line]
+    assert named == [str(n) for n in range(2, 12)] and "chat.jsonl:7: invalid JSON" in err
     assert "... and 3 more bad records" in err and "Traceback" not in err
 
 

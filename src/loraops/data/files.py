@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loraops.errors import DataError
+from loraops.errors import DataError, Problems
 
 _BOM = b"\xef\xbb\xbf"
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -28,13 +28,14 @@ def is_data_file(path: Path) -> bool:
     return not (path.suffix == ".json" and path.with_name(path.name.rsplit(".", 1)[0] + CONVERTED_SUFFIX).is_file())
 
 
-def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line or row number, object) for each record of a data file, whatever its type."""
+def read_records(path: Path, problems: Problems | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line or row number, object) for each record of a data file, whatever its type. With `problems`, a
+    JSONL line that is not a record is added there and reading goes on with the next line."""
     if path.suffix == ".json":
         return read_json(path)
     if path.suffix in (".parquet", ".csv"):
         return read_table(path)
-    return read_jsonl(path)
+    return read_jsonl(path, problems)
 
 
 def read_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -208,8 +209,9 @@ def read_table(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield row, {k: v for k, v in record.items() if v is not None}
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line; a UTF-8 BOM and CRLF are accepted."""
+def read_jsonl(path: Path, problems: Problems | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line; a UTF-8 BOM and CRLF are accepted. A broken line
+    raises, or with `problems` is added there and skipped."""
     try:
         fh = open(path, "rb")
     except OSError as exc:
@@ -218,7 +220,13 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         for number, raw in enumerate(fh, start=1):
             if number == 1 and raw.startswith(_BOM):
                 raw = raw[len(_BOM) :]
-            obj = parse_line(path, number, raw)
+            try:
+                obj = parse_line(path, number, raw)
+            except DataError as exc:
+                if problems is None:
+                    raise
+                problems.add(exc)
+                continue
             if obj is not None:
                 yield number, obj
 

@@ -83,7 +83,7 @@ def load_examples(files: list[DataFile], options: FormatOptions | str = "auto") 
     examples, skipped, problems = [], Counter[str](), Problems()
     for f in files:
         try:
-            for line, whole in read_records(f.path):
+            for line, whole in read_records(f.path, problems):
                 for record in records_of(whole, options.tree_paths):
                     try:
                         examples.append(to_example(record, options, f.path, line))
