@@ -151,7 +151,7 @@ lint: $(STAMP) ## the formatter, the linter and the type checker: ruff format --
 # same cores run many times slower. Tests that share a server stay on one worker (xdist_group).
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup
 
-test: install-gguf ## run the test suite on every core (about 8 minutes on 2), the slow end-to-end tests included
+test: install-gguf ## run the test suite on every core (about 9 minutes on 2), the slow end-to-end tests included
 	$(PYTEST) $(ARGS)
 
 test-quick: install-gguf ## the tests without the slow end-to-end ones
