@@ -235,7 +235,7 @@ def _refuse_unsupported(record: dict[str, Any], options: FormatOptions) -> None:
             "this is preference data (`chosen`/`rejected`, for DPO); loraops trains supervised "
             "fine-tuning. Set preference=chosen to train on the chosen answers only"
         )
-    if "preferred_output" in record and "non_preferred_output" in record and options.preference != "chosen":
+    if _is_openai_preference(record) and options.preference != "chosen":
         raise RecordProblem(
             "this is OpenAI's preference data (`preferred_output`/`non_preferred_output`, for DPO); loraops "
             "trains supervised fine-tuning. Set preference=chosen to train on the preferred answers only"
@@ -246,6 +246,11 @@ def _refuse_unsupported(record: dict[str, Any], options: FormatOptions) -> None:
             "supervised fine-tuning. Set preference=chosen to train on the completions "
             "labelled true only (the others are skipped and counted)"
         )
+
+
+def _is_openai_preference(record: dict[str, Any]) -> bool:
+    """OpenAI's preference fine-tuning format: `input`, `preferred_output`, `non_preferred_output`."""
+    return "preferred_output" in record and "non_preferred_output" in record
 
 
 def _is_kto(record: dict[str, Any]) -> bool:
@@ -271,14 +276,7 @@ def _unknown(record: dict[str, Any]) -> str:
         k for k in keys if isinstance(record[k], list) and record[k] and all(isinstance(t, dict) for t in record[k])
     ]
     if turns:
-        inner = sorted({key for turn in record[turns[0]] for key in turn})
-        if {"role", "content"} <= set(inner) or {"from", "value"} <= set(inner):
-            fix = f"it looks like a conversation: columns='{{messages: {turns[0]}}}'"
-        else:
-            fix = (
-                f"`{turns[0]}` holds a list of objects with keys {', '.join(inner[:_SHOWN_FIELDS])}, which `columns` "
-                "cannot rename (it maps top-level fields): write the records as `messages` with role/content turns"
-            )
+        fix = _nested_advice(turns[0], record[turns[0]])
     elif typos := _misspelt(keys):
         fix = "; ".join(f"`{key}` looks like `{known}` misspelt" for key, known in typos)
     else:
@@ -292,6 +290,17 @@ def _unknown(record: dict[str, Any]) -> str:
     raise RecordProblem(
         f"cannot tell the format of a record with fields {shown or 'none'}: no known layout "
         f"(messages, conversations, prompt+completion, instruction+output, question+answer, text) fits; {fix}"
+    )
+
+
+def _nested_advice(key: str, items: list[dict[str, Any]]) -> str:
+    """A field holding a list of objects: turns `columns` can point at, or a shape it cannot rename."""
+    inner = sorted({name for item in items for name in item})
+    if {"role", "content"} <= set(inner) or {"from", "value"} <= set(inner):
+        return f"it looks like a conversation: columns='{{messages: {key}}}'"
+    return (
+        f"`{key}` holds a list of objects with keys {', '.join(inner[:_SHOWN_FIELDS])}, which `columns` cannot "
+        "rename (it maps top-level fields): write the records as `messages` with role/content turns"
     )
 
 
@@ -316,7 +325,7 @@ def _field_like(record: dict[str, Any], names: tuple[str, ...], exclude: str | N
 def _convert(record: dict[str, Any], fmt: str, options: FormatOptions, path: str, line: int) -> Example:
     if "chosen" in record and "rejected" in record:
         turns = _chosen(record)
-    elif "preferred_output" in record and "non_preferred_output" in record:
+    elif _is_openai_preference(record):
         turns = _preferred(record)
     elif fmt == TEXT:
         return Example([{"role": TEXT, "content": content_text(_field(record, TEXT), TEXT)}], TEXT, path, line)

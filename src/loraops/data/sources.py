@@ -6,7 +6,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from loraops.data.datafiles import EVAL_DIRNAME, DataFile, fingerprint
 from loraops.data.files import DATA_SUFFIXES, is_data_file, read_records
@@ -78,19 +78,14 @@ class Loaded:
 
 
 def load_examples(files: list[DataFile], options: FormatOptions | str = "auto") -> Loaded:
-    """Read and validate every record; raise on the first bad one, or on an empty dataset."""
+    """Read and validate every record; raise naming every bad one (problems.SHOWN, then a count), or on an
+    empty dataset."""
     options = options if isinstance(options, FormatOptions) else FormatOptions(options)
     examples, skipped, problems = [], Counter[str](), Problems()
     for f in files:
         try:
             for line, whole in read_records(f.path, problems):
-                for record in records_of(whole, options.tree_paths):
-                    try:
-                        examples.append(to_example(record, options, f.path, line))
-                    except Skipped as skip:
-                        skipped[skip.reason] += 1
-                    except DataError as exc:
-                        problems.add(exc)
+                examples += _examples(whole, options, f.path, line, skipped, problems)
         except DataError as exc:  # the file cannot be read on from here
             problems.add(exc)
     problems.raise_any()
@@ -98,6 +93,21 @@ def load_examples(files: list[DataFile], options: FormatOptions | str = "auto") 
         what = f"every record was skipped ({dict(skipped)})" if skipped else "the dataset is empty (no records)"
         raise DataError(", ".join(str(f.path) for f in files), None, what)
     return Loaded(examples, skipped)
+
+
+def _examples(
+    whole: dict[str, Any], options: FormatOptions, path: Path, line: int, skipped: Counter[str], problems: Problems
+) -> list[Example]:
+    """The examples one record holds (a message tree holds several); what is skipped or wrong is counted."""
+    examples = []
+    for record in records_of(whole, options.tree_paths):
+        try:
+            examples.append(to_example(record, options, path, line))
+        except Skipped as skip:
+            skipped[skip.reason] += 1
+        except DataError as exc:
+            problems.add(exc)
+    return examples
 
 
 def reread(paths: list[Path], cfg: TrainConfig) -> list[Example] | None:
