@@ -111,7 +111,6 @@ bench: install ## batched vs one-at-a-time generation speed, side by side
 	$(BIN)/python bench/generation_speed.py $(ARGS)
 
 bench-train: install ## training speed: loraops vs the plain Trainer+PEFT recipe vs TRL, side by side, with the matmul peak
-	$(BIN)/pip install --quiet 'trl==1.16.0'
 	$(BIN)/python bench/train_speed.py $(ARGS)
 
 bench-serve: install ## loraops serve under 1, 4 and 8 concurrent clients: dynamic batching against one request at a time

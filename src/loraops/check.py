@@ -14,6 +14,7 @@ from loraops.data.datafiles import EVAL_DIRNAME
 from loraops.data.files import is_data_file
 from loraops.data.formats import Example
 from loraops.data.overlap import split_overlap
+from loraops.data.pairs import EncodedPair
 from loraops.data.prepare import DataStats, prepare_data
 from loraops.data.sources import format_options
 from loraops.data.tokenize import IGNORE_INDEX, Encoded, template_written
@@ -73,12 +74,24 @@ def check(cfg: TrainConfig, example_index: int = 0) -> CheckReport:
         stats=data.stats,
         eval_overlap=_eval_overlap(cfg, data.examples),
         max_length=cfg.max_length,
-        example=_mark_added(render_marked(tokenizer, data.encoded[example_index]), tokenizer, shown),
+        example=_shown(tokenizer, shown, data.encoded[example_index]),
         example_source=f"{shown.path}:{shown.line} ({shown.format})",
         validation=data.validation.stats if data.validation else None,
         validation_source=_validation_source(data.validation.source) if data.validation else "",
         estimate=for_training(cfg, model_path, data.rows, Layout(launch.processes, launch.sharding)),
     )
+
+
+def _shown(tokenizer: Any, example: Example, enc: Encoded | EncodedPair) -> str:
+    """One example as the model sees it; a preference example's prompt once, then each of its answers."""
+    if isinstance(enc, Encoded):
+        return _mark_added(render_marked(tokenizer, enc), tokenizer, example)
+    lines = ["prompt:", _mark_added(tokenizer.decode(enc.prompt_ids), tokenizer, example)]
+    for name, side in enc.sides():
+        answer = side.input_ids[len(enc.prompt_ids) :]
+        shown = _wrap(tokenizer.decode(answer), True) if answer else "(cut to nothing by max_length: not trained)"
+        lines += [f"{name} answer:", shown]
+    return "\n".join(lines)
 
 
 def _mark_added(marked: str, tokenizer: Any, example: Example) -> str:
@@ -130,6 +143,10 @@ def _dropped_lines(s: DataStats, max_length: int) -> list[str]:
     return lines
 
 
+def _preference_line(counts: dict[str, int]) -> str:
+    return "preference examples: " + ", ".join(f"{n} {kind}" for kind, n in counts.items())
+
+
 def format_report(r: CheckReport, verbose: bool = False) -> str:
     s = r.stats
     lines = ["records per file and format:"]
@@ -139,6 +156,7 @@ def format_report(r: CheckReport, verbose: bool = False) -> str:
     length = s.lengths
     lines += [
         f"records: {s.records}; examples that train: {s.examples}",
+        *([_preference_line(s.preference)] if s.preference else []),
         f"tokens per example: min {length['min']:g}, median {length['median']:g}, p95 {length['p95']:g}, "
         f"max {length['max']:g}",
         f"truncated at max_length={r.max_length}: {s.truncated}",

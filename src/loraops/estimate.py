@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from loraops import environment
 from loraops.config import TrainConfig
+from loraops.data.tokenize import IGNORE_INDEX
 from loraops.shapes import ModelShape, TokenPlan, UnknownShape, model_shape, token_plan
 
 log = logging.getLogger(__name__)
@@ -236,6 +237,8 @@ def for_training(
     except UnknownShape as exc:
         log.warning("no memory and time estimate: %s", exc)
         return None
+    if cfg.method != "sft":
+        rows, cfg = sequences(rows), cfg.model_copy(update={"batch_size": 2 * cfg.batch_size})
     plan = token_plan(rows, cfg.batch_size, cfg.gradient_accumulation_steps, cfg.seed)
     found = environment.capacity(env)
     device = Device(
@@ -249,6 +252,18 @@ def for_training(
     )
     result = estimate(shape, cfg, plan, device, layout)
     return replace(result, advice=tuple(advice(shape, cfg, plan, device, layout)))
+
+
+def sequences(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Preference rows as the sequences a step runs: both answers of a pair after its prompt (dpo, orpo), or
+    the answer and the mismatched one of KTO's KL term, in one batch of twice batch_size rows. Every answer
+    token is scored (the reference's forward pass, without gradients, adds time, not peak memory)."""
+    out = []
+    for row in rows:
+        prompt = row["prompt_ids"]
+        for answer in (row["chosen_ids"], row["rejected_ids"]) if "chosen_ids" in row else (row["completion_ids"],) * 2:
+            out.append({"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer})
+    return out
 
 
 def _process_bytes() -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from loraops.config import TrainConfig
+from loraops.config.schema import REWARD_METRICS
 from loraops.records import ValidationSummary
 
 
@@ -18,7 +19,7 @@ def validation_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]
         {
             "step": item["step"],
             "epoch": round(item.get("epoch", 0.0), 4),
-            **{k[5:]: v for k, v in item.items() if k.startswith("eval_") and not k.endswith(_SPEED_KEYS)},
+            **{_named(k[5:]): v for k, v in item.items() if k.startswith("eval_") and not k.endswith(_SPEED_KEYS)},
             "seconds": item.get("eval_runtime", 0.0),
         }
         for item in log_history
@@ -27,6 +28,12 @@ def validation_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]
 
 
 _SPEED_KEYS = ("_runtime", "_samples_per_second", "_steps_per_second")
+_LOGGED_AS = {logged: name for name, logged in REWARD_METRICS.items()}
+
+
+def _named(key: str) -> str:
+    """loraops' name of a validation metric (TRL's rewards/accuracies is reward_accuracy)."""
+    return _LOGGED_AS.get(key, key)
 
 
 def stopped_early(state: Any, early_stopper: Any, cfg: TrainConfig) -> dict[str, Any] | None:

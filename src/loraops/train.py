@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loraops import distributed, environment, provenance, selection, tracking
+from loraops import distributed, environment, preference, provenance, selection, tracking
 from loraops.atomic import writing
 from loraops.config import RESUMABLE, TrainConfig, marked
 from loraops.data.datafiles import dataset_sha256
@@ -132,24 +132,32 @@ def _fit(
     progress = LossLogCallback()
     callbacks = [*trackers.callbacks, *_early_stopping(cfg, validating=validation is not None)]
     _log_global_batch(cfg)
-    trainer = LoraopsTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(data.rows),
-        eval_dataset=Dataset.from_list(validation.rows) if validation else None,
-        data_collator=_collator(tokenizer, model),
-        processing_class=tokenizer,
-        callbacks=[progress, *callbacks],
-        generator=validation_generator(cfg, tokenizer, validation.examples) if validation else None,
-        precision=env.precision,
-        # Liger's fused linear cross-entropy takes the loss from the hidden states: there are no logits to gather.
-        labelled_logits_only=cfg.labelled_logits_only and not cfg.liger_kernel,
-    )
+    guards = {
+        "callbacks": [progress, *callbacks],
+        "generator": validation_generator(cfg, tokenizer, validation.examples) if validation else None,
+        "precision": env.precision,
+    }
+    if cfg.method != "sft":
+        rows = validation.rows if validation else None
+        trainer = preference.trainer(cfg, args, model, tokenizer, data.rows, rows, **guards)
+    else:
+        trainer = LoraopsTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(data.rows),
+            eval_dataset=Dataset.from_list(validation.rows) if validation else None,
+            data_collator=_collator(tokenizer, model),
+            processing_class=tokenizer,
+            # Liger's fused linear cross-entropy takes the loss from the hidden states: no logits to gather.
+            labelled_logits_only=cfg.labelled_logits_only and not cfg.liger_kernel,
+            **guards,
+        )
     started = time.monotonic()
     with writing(run.checkpoints_dir, "a checkpoint or the training logs"):  # what the Trainer writes as it goes
         trainer.train(resume_from_checkpoint=checkpoint)
     runtime = time.monotonic() - started
     trainer.check_final_update()
+    preference.without_reference(trainer.model)
     _save_adapter(trainer, run, converted=cfg.lora_init.startswith(MUTATING_INITS))
     fit = _training_summary(trainer.state, progress, checkpoint, runtime)
     if validation is not None:
@@ -293,7 +301,12 @@ def train(cfg: TrainConfig, launch: Launch | None = None) -> TrainResult:
                 trackers = tracking.start_training(run, tracking.Settings.of(cfg))
             # The Trainer's arguments before the model: they tell transformers that ZeRO-3 is on, so each
             # process loads only its shard (zero3_init_flag) instead of the whole model.
-            args = training_arguments(cfg, run, env, validating=data.validation is not None)
+            validating = data.validation is not None
+            args = (
+                training_arguments(cfg, run, env, validating)
+                if cfg.method == "sft"
+                else preference.arguments(cfg, run, env, validating)
+            )
             check_one_gpu_per_process(args)
             model = _lora_model(cfg, model_path, env, run, launch)
             fit = _fit(cfg, run, env, args, model, tokenizer, data, checkpoint, trackers)

@@ -18,6 +18,7 @@ from transformers import Trainer
 
 from loraops import distributed, environment
 from loraops.config import TrainConfig
+from loraops.config.schema import REWARD_METRICS
 from loraops.data.packing import real_token_mask
 from loraops.data.tokenize import IGNORE_INDEX
 from loraops.errors import ConfigError, LoraopsError
@@ -110,18 +111,85 @@ def labelled_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> 
     return F.cross_entropy(logits, targets, reduction="sum") / num_items_in_batch
 
 
-class LoraopsTrainer(Trainer):
+class RunGuards:
+    """What every loraops run adds to its Trainer (transformers' or one of TRL's): a stop when the loss or the
+    gradient norm is not a number, generation metrics in each validation, a check of the last update, and
+    optimizer states that load on a shared CPU. Mixed in before the Trainer class."""
+
     def __init__(
-        self,
-        *args: Any,
-        generator: ValidationGenerator | None = None,
-        precision: str = "fp32",
-        labelled_logits_only: bool = True,
-        **kwargs: Any,
+        self, *args: Any, generator: ValidationGenerator | None = None, precision: str = "fp32", **kwargs: Any
     ) -> None:
-        kwargs["compute_loss_func"] = labelled_loss if labelled_logits_only else None
         super().__init__(*args, **kwargs)
         self.generator, self.precision = generator, precision
+
+    def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        import torch
+
+        loss = super().training_step(model, inputs, num_items_in_batch)  # type: ignore[misc]
+        if not torch.isfinite(loss).all():  # the Trainer's own NaN filter would average it away
+            raise self._diverged("loss", float(loss.detach().float().mean()))
+        return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # A NaN gradient norm with a finite loss: the next update would make every weight NaN.
+        norm = logs.get("grad_norm")
+        if norm is not None and not math.isfinite(norm) and self.precision != "fp16":  # fp16's scaler skips those
+            raise self._diverged("gradient norm", norm)
+        super().log(logs, start_time)  # type: ignore[misc]
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        output: Any = super().evaluation_loop(*args, **kwargs)  # type: ignore[misc]
+        if self.generator is not None:
+            prefix = kwargs.get("metric_key_prefix", "eval")
+            trainer: Any = self
+            output.metrics.update({f"{prefix}_{k}": v for k, v in self.generator(trainer.model).items()})
+        return output
+
+    def check_final_update(self) -> None:
+        """The last update has no later step whose loss would show it diverged: before the run may finish,
+        the kept weights must be finite and so must one training batch's loss through them."""
+        import torch
+
+        trainer: Any = self
+        # Every process takes part in the forward pass (sharded models gather), then all learn what any found.
+        with torch.no_grad():
+            batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+            loss = float(trainer.compute_loss(trainer.model_wrapped, batch).detach().float().mean())
+        problem = None if math.isfinite(loss) else f"loss is {loss} after the last update"
+        for name, weight in trainer.model.named_parameters():
+            if problem is None and weight.requires_grad and not torch.isfinite(weight).all():
+                problem = f"trained weight {name} is not finite"
+        problem = distributed.first_found(problem)
+        if problem is not None:
+            raise TrainingDiverged(trainer.state.global_step, problem, trainer.args.learning_rate, self.precision)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        # transformers before 5.2x maps the optimizer state to `cpu:N` when processes share the CPU, which
+        # torch.load cannot restore; later releases load it on the plain CPU, as done here (no FSDP or DeepSpeed
+        # runs on the CPU: launch.plan refuses them).
+        import torch
+
+        owner: Any = self  # the optimizer and scheduler exist once training has started
+        args: Any = owner.args
+        if checkpoint is None or args.device.type != "cpu" or args.world_size == 1:
+            return super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
+        optimizer, scheduler = Path(checkpoint) / "optimizer.pt", Path(checkpoint) / "scheduler.pt"
+        if optimizer.is_file() and scheduler.is_file():
+            owner.optimizer.load_state_dict(torch.load(optimizer, map_location="cpu", weights_only=True))
+            owner.lr_scheduler.load_state_dict(torch.load(scheduler, map_location="cpu", weights_only=True))
+
+    def _diverged(self, what: str, value: float) -> TrainingDiverged:
+        trainer: Any = self
+        step = trainer.state.global_step + 1
+        return TrainingDiverged(step, f"{what} is {value}", trainer.args.learning_rate, self.precision)
+
+
+class LoraopsTrainer(RunGuards, Trainer):
+    """Supervised fine-tuning: the LM head sees only the positions whose next token is trained."""
+
+    def __init__(self, *args: Any, labelled_logits_only: bool = True, **kwargs: Any) -> None:
+        kwargs["compute_loss_func"] = labelled_loss if labelled_logits_only else None
+        super().__init__(*args, **kwargs)
         self.positions = LabelledPositions(self.model) if labelled_logits_only else None
 
     def compute_loss(
@@ -138,21 +206,6 @@ class LoraopsTrainer(Trainer):
         finally:
             self.positions.mask = None
 
-    def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
-        import torch
-
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if not torch.isfinite(loss).all():  # the Trainer's own NaN filter would average it away
-            raise self._diverged("loss", float(loss.detach().float().mean()))
-        return loss
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        # A NaN gradient norm with a finite loss: the next update would make every weight NaN.
-        norm = logs.get("grad_norm")
-        if norm is not None and not math.isfinite(norm) and self.precision != "fp16":  # fp16's scaler skips those
-            raise self._diverged("gradient norm", norm)
-        super().log(logs, start_time)
-
     def _track_num_input_tokens(self, inputs: dict[str, Any]) -> None:
         # Packed batches have no attention mask, and the pad token is often EOS: the Trainer would count
         # every EOS as padding. The collator's padding is told apart by position instead.
@@ -160,50 +213,6 @@ class LoraopsTrainer(Trainer):
             tokenizer: Any = self.processing_class
             inputs = {**inputs, "attention_mask": real_token_mask(inputs, tokenizer.pad_token_id)}
         super()._track_num_input_tokens(inputs)
-
-    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
-        output: Any = super().evaluation_loop(*args, **kwargs)
-        if self.generator is not None:
-            prefix = kwargs.get("metric_key_prefix", "eval")
-            output.metrics.update({f"{prefix}_{k}": v for k, v in self.generator(self.model).items()})
-        return output
-
-    def check_final_update(self) -> None:
-        """The last update has no later step whose loss would show it diverged: before the run may finish,
-        the kept weights must be finite and so must one training batch's loss through them."""
-        import torch
-
-        # Every process takes part in the forward pass (sharded models gather), then all learn what any found.
-        with torch.no_grad():
-            batch = self._prepare_inputs(next(iter(self.get_train_dataloader())))
-            loss = float(self.compute_loss(self.model_wrapped, batch).detach().float().mean())
-        problem = None if math.isfinite(loss) else f"loss is {loss} after the last update"
-        model: Any = self.model
-        for name, weight in model.named_parameters():
-            if problem is None and weight.requires_grad and not torch.isfinite(weight).all():
-                problem = f"trained weight {name} is not finite"
-        problem = distributed.first_found(problem)
-        if problem is not None:
-            raise TrainingDiverged(self.state.global_step, problem, self.args.learning_rate, self.precision)
-
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        # transformers before 5.2x maps the optimizer state to `cpu:N` when processes share the CPU, which
-        # torch.load cannot restore; later releases load it on the plain CPU, as done here (no FSDP or DeepSpeed
-        # runs on the CPU: launch.plan refuses them).
-        import torch
-
-        args: Any = self.args
-        if checkpoint is None or args.device.type != "cpu" or args.world_size == 1:
-            return super()._load_optimizer_and_scheduler(checkpoint)
-        optimizer, scheduler = Path(checkpoint) / "optimizer.pt", Path(checkpoint) / "scheduler.pt"
-        if optimizer.is_file() and scheduler.is_file():
-            owner: Any = self  # both exist once training has started; the Trainer types them as optional
-            owner.optimizer.load_state_dict(torch.load(optimizer, map_location="cpu", weights_only=True))
-            owner.lr_scheduler.load_state_dict(torch.load(scheduler, map_location="cpu", weights_only=True))
-
-    def _diverged(self, what: str, value: float) -> TrainingDiverged:
-        step = self.state.global_step + 1
-        return TrainingDiverged(step, f"{what} is {value}", self.args.learning_rate, self.precision)
 
 
 def check_one_gpu_per_process(args: Any) -> None:
@@ -224,14 +233,24 @@ def _checkpointing_arguments(arguments_class: type, enabled: bool) -> dict[str, 
     return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
 
 
-def training_arguments(cfg: TrainConfig, run: RunDir, env: environment.Environment, validating: bool) -> Any:
+def training_arguments(
+    cfg: TrainConfig,
+    run: RunDir,
+    env: environment.Environment,
+    validating: bool,
+    arguments_class: type | None = None,
+    **extra: Any,
+) -> Any:
+    """The Trainer's arguments for this run: transformers' TrainingArguments, or a TRL trainer's config class
+    (a subclass of it) with that trainer's own settings in `extra`."""
     from transformers import TrainingArguments
 
+    arguments_class = arguments_class or TrainingArguments
     # With validation, a checkpoint is saved at each evaluation: the best one must exist to be kept.
     save_strategy, save_steps = (
         (cfg.eval_strategy, cfg.eval_steps) if validating else (cfg.save_strategy, cfg.save_steps)
     )
-    return TrainingArguments(
+    values = dict(
         output_dir=str(run.checkpoints_dir),
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
@@ -245,7 +264,7 @@ def training_arguments(cfg: TrainConfig, run: RunDir, env: environment.Environme
         bf16=env.precision == "bf16",
         fp16=env.precision == "fp16",
         use_cpu=env.device == "cpu",
-        **_checkpointing_arguments(TrainingArguments, cfg.gradient_checkpointing),
+        **_checkpointing_arguments(arguments_class, cfg.gradient_checkpointing),
         seed=cfg.seed,
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
@@ -254,7 +273,9 @@ def training_arguments(cfg: TrainConfig, run: RunDir, env: environment.Environme
         eval_steps=cfg.eval_steps,
         prediction_loss_only=True,  # the loss needs no logits gathered: 49k floats per token add up
         load_best_model_at_end=validating,
-        metric_for_best_model=f"eval_{cfg.select_metric}" if validating else None,
+        metric_for_best_model=f"eval_{REWARD_METRICS.get(cfg.select_metric, cfg.select_metric)}"
+        if validating
+        else None,
         greater_is_better=cfg.select_metric != "loss",
         restore_callback_states_from_checkpoint=True,  # early stopping's patience survives a resume
         # Checkpoints exist to resume an interrupted run and to keep the best; the adapter goes to model/.
@@ -270,14 +291,14 @@ def training_arguments(cfg: TrainConfig, run: RunDir, env: environment.Environme
         ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient; the search costs a graph walk per step
         disable_tqdm=False,
     )
+    return arguments_class(**{**values, **extra})
 
 
 def validation_generator(cfg: TrainConfig, tokenizer: Any, examples: list[Any]) -> ValidationGenerator | None:
     """The generation part of each validation, or None when only the loss is asked for."""
     if not cfg.generation_metrics:
         return None
-    chosen = [
-        as_eval_example(e) for e in examples[: cfg.val_limit] if any(m["role"] == "assistant" for m in e.messages)
-    ]
+    answered = [e for e in examples if any(m["role"] == "assistant" for m in e.messages) and e.label is not False]
+    chosen = [as_eval_example(e) for e in answered[: cfg.val_limit]]  # a pair's reference: its chosen answer
     settings = GenerationSettings(max_new_tokens=cfg.val_max_new_tokens)
     return ValidationGenerator(tokenizer, chosen, cfg.generation_metrics, settings, max(cfg.batch_size, 16))

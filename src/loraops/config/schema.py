@@ -48,6 +48,16 @@ TRACKING_MODES = ("tensorboard", "mlflow", "both")  # where runs, evaluations an
 COMPARE_AGAINST = ("auto", "base", "published")
 GLOB_PROBLEM = "must be a non-empty glob relative to its folder, e.g. *.jsonl"
 MAX_SEED = 2**32 - 1  # numpy's seeds, which transformers.set_seed seeds too
+# Preference tuning through TRL: its trainers and their loss types.
+METHODS = ("sft", "dpo", "orpo", "kto")
+PREFERENCE_METHODS = METHODS[1:]
+DPO_LOSSES = (
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+    "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+)  # fmt: skip
+KTO_LOSSES = ("kto", "apo_zero_unpaired")
+# Validation metrics of the preference trainers (TRL's eval_rewards/...): selectable with select_metric.
+REWARD_METRICS = {"reward_accuracy": "rewards/accuracies", "reward_margin": "rewards/margins"}
 MIN_TEMPERATURE = 1e-5  # below it, logits divided by the temperature overflow; vLLM reads it as greedy too
 
 # What a marker on a field means to the module that asks for it.
@@ -275,6 +285,47 @@ class TrainConfig(Schema):
     preference: Annotated[str, one_of(PREFERENCE_USES)] = option(
         "refuse", "Preference data (chosen/rejected, KTO labels): refuse, or chosen (train on the preferred answers)."
     )
+    method: Annotated[str, one_of(METHODS)] = option(
+        "sft",
+        "sft (supervised: learn the answers), or preference tuning on chosen/rejected pairs through TRL: dpo, "
+        "orpo (no reference model; an SFT term on the chosen answers), kto (also single answers labelled "
+        "true/false). The reference is the starting adapter, frozen: the base (a new adapter) or init_adapter.",
+        CARD,
+    )
+    beta: float | None = option(
+        None,
+        "dpo/orpo/kto: strength of the preference term (dpo, kto: how far from the reference the model may move; "
+        "orpo: the weight of the odds-ratio term); null: TRL's default, 0.1.",
+        CARD,
+        gt=0,
+    )
+    loss_type: str | None = option(
+        None,
+        "dpo: TRL's loss, one of " + ", ".join(DPO_LOSSES) + "; kto: " + " or ".join(KTO_LOSSES) + "; null: "
+        "sigmoid (DPO's own) or kto.",
+        CARD,
+    )
+    label_smoothing: float = option(
+        0.0,
+        "dpo (sigmoid, robust, exo_pair, bco_pair): the assumed share of pairs whose labels are flipped, in [0, 0.5).",
+        CARD,
+        ge=0,
+        lt=0.5,
+    )
+    max_prompt_length: int | None = option(
+        None,
+        "dpo/orpo/kto: keep at most this many prompt tokens (the end of the prompt, nearest the answer) so long "
+        "prompts leave room for the answers within max_length; null: no limit of its own.",
+        CARD,
+        ge=1,
+    )
+    desirable_weight: float = option(1.0, "kto: weight of the answers labelled true (desirable).", CARD, gt=0)
+    undesirable_weight: float = option(1.0, "kto: weight of the answers labelled false (undesirable).", CARD, gt=0)
+    init_adapter: str | None = option(
+        None,
+        "A finished run folder whose adapter training starts from (SFT, then DPO): trained further, and, for "
+        "dpo and kto, frozen as the reference. Its base model and LoRA settings must be this run's.",
+    )
     reasoning: Annotated[str, one_of(REASONING_USES)] = option(
         "train",
         "An assistant turn's reasoning (reasoning_content, thinking): train it, mask (kept as context, "
@@ -421,10 +472,11 @@ class TrainConfig(Schema):
     )
     val_limit: int | None = option(32, "Generate for at most this many validation examples (the loss uses all).", ge=1)
     val_max_new_tokens: int = option(64, "Token limit of each validation answer.", ge=1)
-    select_metric: Annotated[str, one_of(("loss", *METRICS))] = option(
+    select_metric: Annotated[str, one_of(("loss", *METRICS, *REWARD_METRICS))] = option(
         "loss",
-        "Validation metric that picks the adapter kept in model/: loss (lowest wins) or a generation "
-        "metric such as exact_match (highest wins).",
+        "Validation metric that picks the adapter kept in model/: loss (lowest wins), a generation "
+        "metric such as exact_match, or, for preference methods, reward_accuracy (dpo, orpo: the share of pairs "
+        "whose chosen answer the model prefers) or reward_margin (highest wins).",
     )
     early_stopping_patience: int | None = option(
         None,
@@ -451,6 +503,7 @@ class TrainConfig(Schema):
                 if getattr(self, key) != default:
                     raise ConfigError(f"{key}={getattr(self, key)!r} needs validation, but eval_strategy is no")
         _check_mlflow(self.tracking, info)
+        _check_method(self)
         return self
 
     @property
@@ -458,6 +511,42 @@ class TrainConfig(Schema):
         """The generation metrics each validation computes: val_metrics and a generation select_metric."""
         chosen = [*self.val_metrics, *([self.select_metric] if self.select_metric in METRICS else [])]
         return list(dict.fromkeys(chosen))
+
+
+# Keys that only some methods read, with their defaults: set for another method, they are refused, not ignored.
+_METHOD_KEYS: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "beta": (None, PREFERENCE_METHODS),
+    "loss_type": (None, ("dpo", "kto")),
+    "label_smoothing": (0.0, ("dpo",)),
+    "max_prompt_length": (None, PREFERENCE_METHODS),
+    "desirable_weight": (1.0, ("kto",)),
+    "undesirable_weight": (1.0, ("kto",)),
+    "preference": ("refuse", ("sft",)),
+    "packing": (False, ("sft",)),
+}
+
+
+def _check_method(cfg: TrainConfig) -> None:
+    for key, (default, methods) in _METHOD_KEYS.items():
+        if getattr(cfg, key) != default and cfg.method not in methods:
+            raise ConfigError(
+                f"{key}={getattr(cfg, key)!r} is read by method={'/'.join(methods)} only, and this run's method "
+                f"is {cfg.method}: remove it, or set method={methods[0]}"
+            )
+    losses = {"dpo": DPO_LOSSES, "kto": KTO_LOSSES}.get(cfg.method, ())
+    if cfg.loss_type is not None and cfg.loss_type not in losses:
+        raise ConfigError(f"loss_type={cfg.loss_type!r}: method={cfg.method} takes one of {', '.join(losses)}")
+    if cfg.select_metric in REWARD_METRICS and cfg.method == "sft":
+        raise ConfigError(f"select_metric={cfg.select_metric} is measured by preference methods (method=dpo/orpo/kto)")
+    if cfg.select_metric == "reward_accuracy" and cfg.method == "kto":
+        raise ConfigError(
+            "select_metric=reward_accuracy needs pairs, and kto scores single answers: use select_metric=reward_margin"
+        )
+    if cfg.method != "sft" and cfg.reasoning == "mask":
+        raise ConfigError(
+            "reasoning=mask leaves a gap inside each answer, and preference methods score whole answers: "
+            "use reasoning=train or reasoning=drop"
+        )
 
 
 class EvalConfig(Schema):

@@ -16,7 +16,7 @@ records are refused with the way out, never trained as something they are not.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ PRESETS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
 BASE_FORMATS = ("messages", "sharegpt", "prompt_completion", "instruction", "gemini", "xtuner", TEXT)
 FORMATS = ("auto", *BASE_FORMATS, *PRESETS)
 PREFERENCE_USES = ("refuse", "chosen")
+PAIRS = "pairs"  # FormatOptions.preference of the preference methods: each record is a pair (or a labelled answer)
 REASONING_USES = ("train", "mask", "drop")
 TREE_PATHS = ("best", "all")  # a message tree: its highest-ranked path, or every path to a leaf
 # Plain-string prompt/completion: a question and its answer (chat), or text the completion goes on from.
@@ -93,6 +94,11 @@ class Example:
     mask_reasoning: bool = False  # reasoning=mask: the assistant turns' reasoning is context, not trained
     notes: tuple[str, ...] = ()  # what was made of the record besides its text, for `check` to count
     unread: frozenset[str] = frozenset()  # turn keys loraops does not read, for `check` to name
+    # Preference data (preference=pairs): `messages` is the prompt and the chosen answer, which starts at
+    # `answer_from`; `rejected` the rejected answer's turns (none for a KTO answer, whose `label` says how good).
+    answer_from: int | None = None
+    rejected: tuple[Message, ...] = ()
+    label: bool | None = None
 
     @property
     def is_text(self) -> bool:
@@ -103,6 +109,15 @@ class Example:
     def is_continuation(self) -> bool:
         """prompt_completion=continuation: the completion goes on from the prompt's text, no chat template."""
         return bool(self.messages) and self.messages[0]["role"] == PROMPT_ROLE
+
+    @property
+    def is_pair(self) -> bool:
+        return bool(self.rejected)
+
+    @property
+    def prompt(self) -> list[Message]:
+        """A preference example's prompt: the turns before its answer."""
+        return self.messages[: self.answer_from]
 
     @property
     def has_reasoning(self) -> bool:
@@ -119,7 +134,7 @@ class FormatOptions:
     columns: dict[str, str] = field(default_factory=dict)  # loraops field -> the record's field
     system_prompt: str | None = None  # added to conversations that have no system turn
     skip_non_text: bool = False  # drop (and count) records with images or audio instead of refusing them
-    preference: str = "refuse"  # chosen: train on the preferred answers of preference data
+    preference: str = "refuse"  # chosen: train on the preferred answers of preference data; pairs: on both
     reasoning: str = "train"  # an assistant turn's reasoning: train, mask (context only) or drop
     tree_paths: str = "best"  # a message tree (OpenAssistant): best path, or all paths to a leaf
     prompt_completion: str = "chat"  # plain-string prompt/completion: chat, or continuation (no chat template)
@@ -230,17 +245,19 @@ def _refuse_unsupported(record: dict[str, Any], options: FormatOptions) -> None:
     if any(record.get(k) for k in _MEDIA_FIELDS):
         field_name = next(k for k in _MEDIA_FIELDS if record.get(k))
         raise NonText(f"the record has `{field_name}`: it is multimodal")
-    if "chosen" in record and "rejected" in record and options.preference != "chosen":
+    if options.preference in ("chosen", PAIRS):
+        return
+    if "chosen" in record and "rejected" in record:
         raise RecordProblem(
             "this is preference data (`chosen`/`rejected`, for DPO); loraops trains supervised "
             "fine-tuning. Set preference=chosen to train on the chosen answers only"
         )
-    if _is_openai_preference(record) and options.preference != "chosen":
+    if _is_openai_preference(record):
         raise RecordProblem(
             "this is OpenAI's preference data (`preferred_output`/`non_preferred_output`, for DPO); loraops "
             "trains supervised fine-tuning. Set preference=chosen to train on the preferred answers only"
         )
-    if _is_kto(record) and options.preference != "chosen":
+    if _is_kto(record):
         raise RecordProblem(
             "this is preference data (KTO: a `label` on each completion); loraops trains "
             "supervised fine-tuning. Set preference=chosen to train on the completions "
@@ -323,6 +340,8 @@ def _field_like(record: dict[str, Any], names: tuple[str, ...], exclude: str | N
 
 
 def _convert(record: dict[str, Any], fmt: str, options: FormatOptions, path: str, line: int) -> Example:
+    if options.preference == PAIRS:
+        return _preference_example(record, fmt, replace(options, preference="chosen"), path, line)
     if "chosen" in record and "rejected" in record:
         turns = _chosen(record)
     elif _is_openai_preference(record):
@@ -353,6 +372,51 @@ def _convert(record: dict[str, Any], fmt: str, options: FormatOptions, path: str
     untrained = frozenset(i + shift for i in turns.untrained)
     tools, masked = parse_tools(record.get("tools")), options.reasoning == "mask"
     return Example(messages, fmt, path, line, untrained, tools, masked, tuple(notes), frozenset(turns.unread))
+
+
+def _preference_example(record: dict[str, Any], fmt: str, options: FormatOptions, path: str, line: int) -> Example:
+    """A pair: the conversation up to its chosen answer, and the rejected answer; or a KTO labelled answer."""
+    if _is_kto(record):
+        example = _side(record, "label", {**record, "label": True}, fmt, options, path, line)
+        answer_from = max(i for i, m in enumerate(example.messages) if m["role"] != "assistant") + 1
+        return replace(example, answer_from=answer_from, label=record["label"])
+    sides = ("preferred_output", "non_preferred_output") if _is_openai_preference(record) else ("chosen", "rejected")
+    if sides[0] not in record or sides[1] not in record:
+        raise RecordProblem(
+            "preference methods train on pairs of a `chosen` and a `rejected` answer (or, with method=kto, answers "
+            "with a true/false `label`); this record has neither. Train it with method=sft, or map its fields "
+            "with columns={chosen: ..., rejected: ...}"
+        )
+    chosen = _side(record, sides[0], record, fmt, options, path, line)
+    rejected = _side(record, sides[1], {**record, sides[0]: record[sides[1]]}, fmt, options, path, line)
+    start = _shared_turns(chosen.messages, rejected.messages)
+    answers = (chosen.messages[start:], rejected.messages[start:])
+    if not answers[0] or not answers[1]:
+        raise RecordProblem(f"the `{sides[0]}` and `{sides[1]}` answers are the same: a pair needs two answers")
+    if answers[0][0]["role"] != "assistant" or answers[1][0]["role"] != "assistant":
+        raise RecordProblem(
+            f"`{sides[0]}` and `{sides[1]}` differ before their answers (turn {start + 1}, a "
+            f"{chosen.messages[start]['role']} turn): the two answers of a pair reply to the same prompt"
+        )
+    return replace(chosen, answer_from=start, rejected=tuple(answers[1]))
+
+
+def _side(
+    record: dict[str, Any], side: str, read: dict[str, Any], fmt: str, options: FormatOptions, path: str, line: int
+) -> Example:
+    """One answer of a preference record, read as preference=chosen reads the chosen one."""
+    try:
+        return _convert(read, fmt, options, path, line)
+    except Skipped as skip:
+        raise RecordProblem(f"the `{side}` answer is empty ({skip.reason})") from None
+
+
+def _shared_turns(a: list[Message], b: list[Message]) -> int:
+    """How many leading turns two conversations share: the prompt of a pair whose prompt is implicit (HH-RLHF)."""
+    shared = 0
+    while shared < min(len(a), len(b)) and a[shared] == b[shared]:
+        shared += 1
+    return shared
 
 
 def _plain_pair(record: dict[str, Any]) -> bool:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import statistics
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,9 +17,9 @@ from loraops.data.datafiles import DataFile
 from loraops.data.formats import PRESETS, Example
 from loraops.data.overlap import conversation_key, duplicates
 from loraops.data.packing import pack_rows, packing_stats
+from loraops.data.pairs import EncodedPair, encode_preference
 from loraops.data.sources import format_options, load_examples, resolve_training_files
 from loraops.data.tokenize import (
-    IGNORE_INDEX,
     Encoded,
     encode,
     encode_continuation,
@@ -58,6 +60,8 @@ class DataStats:
     # file:line of the first records with no trained token left, and why (the answer is past max_length...)
     dropped_where: list[str] = field(default_factory=list)
     cut_answers: int = 0  # examples that train, but whose last answer max_length cut
+    # Preference methods: pairs (a chosen and a rejected answer) and labelled answers (KTO) that train.
+    preference: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,7 +70,7 @@ class DataStats:
 @dataclass
 class EncodedSet:
     examples: list[Example]  # every record, in file order
-    encoded: list[Encoded]  # one per example
+    encoded: Sequence[Encoded | EncodedPair]  # one per example (pairs: for the preference methods)
     rows: list[dict[str, Any]]  # what the Trainer gets: the examples with a trained token
     stats: DataStats
 
@@ -90,7 +94,7 @@ def length_summary(lengths: list[int]) -> dict[str, float]:
     return {"min": min(lengths), "median": statistics.median(lengths), "p95": round(p95, 1), "max": max(lengths)}
 
 
-def _statistics(examples: list[Example], encoded: list[Encoded]) -> DataStats:
+def _statistics(examples: list[Example], encoded: Sequence[Encoded | EncodedPair]) -> DataStats:
     kept = [e for e in encoded if e.trained_tokens]
     files: dict[str, Counter[str]] = {}
     for example in examples:
@@ -100,7 +104,7 @@ def _statistics(examples: list[Example], encoded: list[Encoded]) -> DataStats:
         examples=len(kept),
         truncated=sum(e.truncated for e in encoded),
         dropped_all_masked=len(encoded) - len(kept),
-        tokens=sum(len(e.input_ids) for e in kept),
+        tokens=sum(e.tokens for e in kept),
         trained_tokens=sum(e.trained_tokens for e in kept),
         formats=dict(Counter(e.format for e in examples)),
         duplicates=duplicates(e.messages for e in examples),
@@ -109,14 +113,14 @@ def _statistics(examples: list[Example], encoded: list[Encoded]) -> DataStats:
         notes=dict(Counter(note for e in examples for note in e.notes)),
         unread_keys=dict(Counter(key for e in examples for key in e.unread)),
         dropped_where=[_why_dropped(x, e) for x, e in zip(examples, encoded) if not e.trained_tokens][:SHOWN],
-        cut_answers=sum(1 for e in kept if e.truncated and e.labels[-1] != IGNORE_INDEX),
+        cut_answers=sum(1 for e in kept if e.answer_cut),
     )
 
 
 SHOWN = 5  # records named in a report line before the rest are only counted
 
 
-def _why_dropped(example: Example, enc: Encoded) -> str:
+def _why_dropped(example: Example, enc: Encoded | EncodedPair) -> str:
     where = f"{example.path}:{example.line}"
     if enc.truncated:
         return f"{where} ({enc.original_length} tokens; its answers start past max_length)"
@@ -142,13 +146,18 @@ def encode_examples(tokenizer: Any, examples: list[Example], max_length: int) ->
 
 def _encode(tokenizer: Any, example: Example, max_length: int) -> Encoded:
     """One example's tokens; a conversation the chat template cannot render is that record's error."""
-    from jinja2 import TemplateError
-
     if example.is_text:
         return encode_text(tokenizer, example.messages[0]["content"], max_length)
     if example.is_continuation:
         prompt, completion = (m["content"] for m in example.messages)
         return encode_continuation(tokenizer, prompt, completion, max_length)
+    _check_renderable(tokenizer, example)
+    with _record_errors(example):
+        return encode(tokenizer, example.messages, max_length, example.untrained, example.tools, example.mask_reasoning)
+
+
+def _check_renderable(tokenizer: Any, example: Example) -> None:
+    """Tool calls and reasoning need a chat template that renders them."""
     if example.trains_tools and not renders_tools(tokenizer):
         raise DataError(
             example.path,
@@ -163,14 +172,77 @@ def _encode(tokenizer: Any, example: Example, max_length: int) -> Encoded:
             "the record has reasoning (reasoning_content), and this model's chat template cannot render it; "
             "set reasoning=drop to train on the answers without it, or use a model whose template renders reasoning",
         )
+
+
+@contextmanager
+def _record_errors(example: Example) -> Iterator[None]:
+    """A conversation the chat template cannot render is that record's error."""
+    from jinja2 import TemplateError
+
     try:
-        return encode(tokenizer, example.messages, max_length, example.untrained, example.tools, example.mask_reasoning)
+        yield
     except LoraopsError as exc:
         raise DataError(example.path, example.line, str(exc)) from None
     except (TemplateError, ValueError, TypeError, KeyError, IndexError) as exc:  # what templates raise
         raise DataError(
             example.path, example.line, f"the model's chat template cannot render this conversation: {exc}"
         ) from None
+
+
+def encode_preferences(
+    tokenizer: Any, examples: list[Example], method: str, max_length: int, max_prompt_length: int | None = None
+) -> EncodedSet:
+    """Preference examples as TRL's trainers take them: pairs (dpo, orpo) or labelled answers (kto)."""
+    encoded, problems = [], Problems()
+    for example in examples:
+        try:
+            encoded.append(_encode_preference(tokenizer, example, method, max_length, max_prompt_length))
+        except DataError as exc:
+            problems.add(exc)
+    problems.raise_any()
+    rows = [row for enc in encoded if enc.trained_tokens for row in _preference_rows(enc, method)]
+    stats = _statistics(examples, encoded)
+    kept = [enc for enc in encoded if enc.trained_tokens]
+    kinds = Counter("pairs" if e.rejected_ids else "desirable" if e.label else "undesirable" for e in kept)
+    stats.preference = {kind: kinds[kind] for kind in ("pairs", "desirable", "undesirable") if kinds[kind]}
+    return EncodedSet(examples, encoded, rows, stats)
+
+
+def _encode_preference(
+    tokenizer: Any, example: Example, method: str, max_length: int, max_prompt_length: int | None
+) -> EncodedPair:
+    if method != "kto" and not example.is_pair:
+        raise DataError(
+            example.path,
+            example.line,
+            f"method={method} trains on pairs, and this record is one answer with a true/false `label` (KTO "
+            "data): set method=kto, or bring pairs of a chosen and a rejected answer",
+        )
+    _check_renderable(tokenizer, example)
+    with _record_errors(example):
+        return encode_preference(tokenizer, example, max_length, max_prompt_length)
+
+
+def _preference_rows(enc: EncodedPair, method: str) -> list[dict[str, Any]]:
+    """TRL's columns: prompt_ids with chosen_ids and rejected_ids, or (kto, pairs unpaired) completion_ids and
+    a label."""
+    prompt = enc.prompt_ids
+    if method != "kto":
+        length = len(prompt) + max(len(enc.chosen_ids), len(enc.rejected_ids))  # for group_by_length
+        return [
+            {"prompt_ids": prompt, "chosen_ids": enc.chosen_ids, "rejected_ids": enc.rejected_ids, "length": length}
+        ]
+    answers = [(enc.chosen_ids, True), (enc.rejected_ids, False)] if enc.rejected_ids else [(enc.chosen_ids, enc.label)]
+    return [{"prompt_ids": prompt, "completion_ids": ids, "label": label} for ids, label in answers]
+
+
+def _encoder(cfg: TrainConfig) -> Callable[[Any, list[Example]], EncodedSet]:
+    """How this run's examples become tokens: conversations with trained spans, or preference pairs."""
+    if cfg.method == "sft":
+        return lambda tokenizer, examples: encode_examples(tokenizer, examples, cfg.max_length)
+    return lambda tokenizer, examples: encode_preferences(
+        tokenizer, examples, cfg.method, cfg.max_length, cfg.max_prompt_length
+    )
 
 
 def prepare_data(cfg: TrainConfig, tokenizer: Any, model_path: str) -> PreparedData:
@@ -186,7 +258,8 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any, model_path: str) -> PreparedD
     selection = select_validation(cfg, loaded.examples, training.files)
     template_added = ensure_chat_template(tokenizer)
     kept = _deduplicated(selection.training) if cfg.dedup else selection.training
-    data = encode_examples(tokenizer, kept, cfg.max_length)
+    encoder = _encoder(cfg)
+    data = encoder(tokenizer, kept)
     stats = data.stats
     stats.duplicates += len(selection.training) - len(kept)  # counted before dedup removed them
     stats.deduplicated, stats.skipped = len(selection.training) - len(kept), dict(loaded.skipped)
@@ -208,7 +281,7 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any, model_path: str) -> PreparedD
         raise DataError(
             cfg.dataset_path, None, "every example lost all its assistant tokens to truncation; raise max_length"
         )
-    validation = _validation(tokenizer, selection.validation, selection.source, cfg.max_length)
+    validation = _validation(tokenizer, selection.validation, selection.source, encoder)
     rows = _packed(data.rows, cfg.max_length, stats) if cfg.packing else data.rows
     return PreparedData(
         data.examples, data.encoded, rows, stats, training.files, training.source, template_added, validation
@@ -233,7 +306,7 @@ def _deduplicated(examples: list[Example]) -> list[Example]:
     seen: set[str] = set()
     kept = []
     for example in examples:
-        key = conversation_key(example.messages)
+        key = conversation_key([*example.messages, *example.rejected])  # a pair: both of its answers
         if key not in seen:
             seen.add(key)
             kept.append(example)
@@ -258,11 +331,11 @@ def _mapping(columns: dict[str, str]) -> str:
 
 
 def _validation(
-    tokenizer: Any, examples: list[Example], source: dict[str, Any], max_length: int
+    tokenizer: Any, examples: list[Example], source: dict[str, Any], encoder: Callable[[Any, list[Example]], EncodedSet]
 ) -> ValidationData | None:
     if not examples:
         return None
-    data = encode_examples(tokenizer, examples, max_length)
+    data = encoder(tokenizer, examples)
     where = source.get("path") or f"{len(examples)} records held out (val_fraction={source.get('fraction')})"
     log.info(
         "validation: %d records from %s -> %d examples, %d tokens (%d scored)",

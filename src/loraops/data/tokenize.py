@@ -206,6 +206,15 @@ class Encoded:
     def trained_tokens(self) -> int:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
 
+    @property
+    def tokens(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def answer_cut(self) -> bool:
+        """max_length cut a trained answer short (it still trains, without its end)."""
+        return self.truncated and bool(self.labels) and self.labels[-1] != IGNORE_INDEX
+
 
 def _plain(tokenizer: Any, text: str) -> list[int]:
     """Text tokenized as it is, with the special tokens the tokenizer adds to any text (a BOS for Llama's)."""
