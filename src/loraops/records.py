@@ -96,6 +96,7 @@ class Manifest(Record):
     git: GitInfo = Field(default_factory=GitInfo)
     data: DataLineage = Field(default_factory=DataLineage)
     validation: dict[str, Any] | None = None  # where the validation records came from
+    init_adapter: dict[str, Any] | None = None  # the adapter the run started from (init_adapter): path, sha256, run
     chat_template: str | None = None
     environment: dict[str, Any] = Field(default_factory=dict)
     libraries: dict[str, str | None] = Field(default_factory=dict)

@@ -36,6 +36,7 @@ from loraops.records import (
     ValidationSummary,
 )
 from loraops.runs import RunDir, check_runs_dir
+from loraops.starting_adapter import StartingAdapter, load_trainable, starting_adapter
 from loraops.trainer import LoraopsTrainer, check_one_gpu_per_process, training_arguments, validation_generator
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,14 @@ class TrainResult:
     metrics: RunMetrics
 
 
-def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment, run: RunDir, launch: Launch) -> Any:
+def _lora_model(
+    cfg: TrainConfig,
+    model_path: str,
+    env: environment.Environment,
+    run: RunDir,
+    launch: Launch,
+    start: StartingAdapter | None,
+) -> Any:
     from transformers import set_seed
 
     set_seed(cfg.seed)  # LoRA's initial weights are random
@@ -57,7 +65,9 @@ def _lora_model(cfg: TrainConfig, model_path: str, env: environment.Environment,
     model.config.use_cache = False
     if cfg.load_in_4bit:
         model = _prepared_4bit(model, cfg, env.torch_dtype, sharded)
-    model = apply_lora(model, cfg)
+    model = load_trainable(model, start) if start else apply_lora(model, cfg)
+    if start:
+        log.info("starting from the adapter of %s", start.run or start.adapter_dir)
     if cfg.lora_init.startswith(MUTATING_INITS) and distributed.is_main():
         _save_initial_adapter(model, run)
     trainable, total = model.get_nb_trainable_parameters()
@@ -248,7 +258,9 @@ def _training_summary(state: Any, progress: Any, checkpoint: str | None, runtime
     )
 
 
-def _manifest(cfg: TrainConfig, env: environment.Environment, model_path: str, data: PreparedData) -> Manifest:
+def _manifest(
+    cfg: TrainConfig, env: environment.Environment, model_path: str, data: PreparedData, start: StartingAdapter | None
+) -> Manifest:
     files = [DataFileEntry(name=f.name, path=str(f.path), sha256=f.sha256) for f in data.files]
     return Manifest(
         model_name=cfg.model_name,
@@ -256,6 +268,7 @@ def _manifest(cfg: TrainConfig, env: environment.Environment, model_path: str, d
         git=GitInfo.model_validate(provenance.git_commit()),
         data=DataLineage(source=data.source, files=files, dataset_sha256=dataset_sha256(data.files)),
         validation=data.validation.source if data.validation else None,
+        init_adapter=start.as_record() if start else None,
         chat_template="chatml fallback (the model has none)" if data.template_added else "the model's own",
         environment=env.as_dict(),
         libraries=provenance.library_versions(),
@@ -267,6 +280,7 @@ def preflight(cfg: TrainConfig) -> None:
     in the process about to start a launcher: else each of its processes would fail on it alike."""
     model_path = resolve_model_path(cfg.model_name)
     prepare_data(cfg, load_tokenizer(model_path), model_path)
+    starting_adapter(cfg, model_path)
 
 
 def train(cfg: TrainConfig, launch: Launch | None = None) -> TrainResult:
@@ -288,9 +302,10 @@ def train(cfg: TrainConfig, launch: Launch | None = None) -> TrainResult:
     model_path = resolve_model_path(cfg.model_name)
     tokenizer = load_tokenizer(model_path)
     data = prepare_data(cfg, tokenizer, model_path)  # all data errors surface here, before a run folder exists
+    start = starting_adapter(cfg, model_path)
     run, checkpoint = _resume_point(cfg, data) if cfg.resume_from else (_new_run(cfg.output_dir), None)
     main = distributed.is_main()
-    manifest = _manifest(cfg, env, model_path, data)  # once: it runs git and reads package metadata
+    manifest = _manifest(cfg, env, model_path, data, start)  # once: it runs git and reads package metadata
     with _log_to_file(run.train_log if main else None):
         log.info("run folder: %s%s", run.path, f" (resuming from {checkpoint})" if checkpoint else "")
         trackers = tracking.TrainingTrackers()
@@ -308,7 +323,7 @@ def train(cfg: TrainConfig, launch: Launch | None = None) -> TrainResult:
                 else preference.arguments(cfg, run, env, validating)
             )
             check_one_gpu_per_process(args)
-            model = _lora_model(cfg, model_path, env, run, launch)
+            model = _lora_model(cfg, model_path, env, run, launch, start)
             fit = _fit(cfg, run, env, args, model, tokenizer, data, checkpoint, trackers)
             metrics = fit.model_copy(update=_context(data, env))
             if main:

@@ -49,7 +49,9 @@ PRESETS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
 BASE_FORMATS = ("messages", "sharegpt", "prompt_completion", "instruction", "gemini", "xtuner", TEXT)
 FORMATS = ("auto", *BASE_FORMATS, *PRESETS)
 PREFERENCE_USES = ("refuse", "chosen")
-PAIRS = "pairs"  # FormatOptions.preference of the preference methods: each record is a pair (or a labelled answer)
+# FormatOptions.preference of the preference methods: each record a pair (dpo, orpo), or also an answer
+# labelled true/false (kto).
+PAIRS, LABELLED = "pairs", "labelled"
 REASONING_USES = ("train", "mask", "drop")
 TREE_PATHS = ("best", "all")  # a message tree: its highest-ranked path, or every path to a leaf
 # Plain-string prompt/completion: a question and its answer (chat), or text the completion goes on from.
@@ -134,7 +136,7 @@ class FormatOptions:
     columns: dict[str, str] = field(default_factory=dict)  # loraops field -> the record's field
     system_prompt: str | None = None  # added to conversations that have no system turn
     skip_non_text: bool = False  # drop (and count) records with images or audio instead of refusing them
-    preference: str = "refuse"  # chosen: train on the preferred answers of preference data; pairs: on both
+    preference: str = "refuse"  # chosen: train on the preferred answers; pairs, labelled: preference methods
     reasoning: str = "train"  # an assistant turn's reasoning: train, mask (context only) or drop
     tree_paths: str = "best"  # a message tree (OpenAssistant): best path, or all paths to a leaf
     prompt_completion: str = "chat"  # plain-string prompt/completion: chat, or continuation (no chat template)
@@ -245,7 +247,7 @@ def _refuse_unsupported(record: dict[str, Any], options: FormatOptions) -> None:
     if any(record.get(k) for k in _MEDIA_FIELDS):
         field_name = next(k for k in _MEDIA_FIELDS if record.get(k))
         raise NonText(f"the record has `{field_name}`: it is multimodal")
-    if options.preference in ("chosen", PAIRS):
+    if options.preference in ("chosen", PAIRS, LABELLED):
         return
     if "chosen" in record and "rejected" in record:
         raise RecordProblem(
@@ -340,8 +342,8 @@ def _field_like(record: dict[str, Any], names: tuple[str, ...], exclude: str | N
 
 
 def _convert(record: dict[str, Any], fmt: str, options: FormatOptions, path: str, line: int) -> Example:
-    if options.preference == PAIRS:
-        return _preference_example(record, fmt, replace(options, preference="chosen"), path, line)
+    if options.preference in (PAIRS, LABELLED):
+        return _preference_example(record, fmt, options, path, line)
     if "chosen" in record and "rejected" in record:
         turns = _chosen(record)
     elif _is_openai_preference(record):
@@ -376,6 +378,12 @@ def _convert(record: dict[str, Any], fmt: str, options: FormatOptions, path: str
 
 def _preference_example(record: dict[str, Any], fmt: str, options: FormatOptions, path: str, line: int) -> Example:
     """A pair: the conversation up to its chosen answer, and the rejected answer; or a KTO labelled answer."""
+    labelled, options = options.preference == LABELLED, replace(options, preference="chosen")
+    if _is_kto(record) and not labelled:
+        raise RecordProblem(
+            "this record is one answer with a true/false `label` (KTO data), and this method trains on pairs of a "
+            "chosen and a rejected answer: set method=kto, or bring pairs"
+        )
     if _is_kto(record):
         example = _side(record, "label", {**record, "label": True}, fmt, options, path, line)
         answer_from = max(i for i, m in enumerate(example.messages) if m["role"] != "assistant") + 1

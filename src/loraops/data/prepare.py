@@ -196,7 +196,7 @@ def encode_preferences(
     encoded, problems = [], Problems()
     for example in examples:
         try:
-            encoded.append(_encode_preference(tokenizer, example, method, max_length, max_prompt_length))
+            encoded.append(_encode_preference(tokenizer, example, max_length, max_prompt_length))
         except DataError as exc:
             problems.add(exc)
     problems.raise_any()
@@ -208,16 +208,7 @@ def encode_preferences(
     return EncodedSet(examples, encoded, rows, stats)
 
 
-def _encode_preference(
-    tokenizer: Any, example: Example, method: str, max_length: int, max_prompt_length: int | None
-) -> EncodedPair:
-    if method != "kto" and not example.is_pair:
-        raise DataError(
-            example.path,
-            example.line,
-            f"method={method} trains on pairs, and this record is one answer with a true/false `label` (KTO "
-            "data): set method=kto, or bring pairs of a chosen and a rejected answer",
-        )
+def _encode_preference(tokenizer: Any, example: Example, max_length: int, max_prompt_length: int | None) -> EncodedPair:
     _check_renderable(tokenizer, example)
     with _record_errors(example):
         return encode_preference(tokenizer, example, max_length, max_prompt_length)

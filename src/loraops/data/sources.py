@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from loraops.data.datafiles import EVAL_DIRNAME, DataFile, fingerprint
 from loraops.data.files import DATA_SUFFIXES, is_data_file, read_records
-from loraops.data.formats import PAIRS, Example, FormatOptions, Skipped, records_of, to_example
+from loraops.data.formats import LABELLED, PAIRS, Example, FormatOptions, Skipped, records_of, to_example
 from loraops.errors import DataError, Problems
 from loraops.paths import cache_dir
 
@@ -128,7 +128,7 @@ def format_options(cfg: TrainConfig) -> FormatOptions:
         dict(cfg.columns or {}),
         cfg.system_prompt,
         cfg.skip_non_text,
-        PAIRS if cfg.method != "sft" else cfg.preference,
+        {"sft": cfg.preference, "kto": LABELLED}.get(cfg.method, PAIRS),
         cfg.reasoning,
         cfg.tree_paths,
         cfg.prompt_completion,
