@@ -5,6 +5,10 @@ an invented spreadsheet DSL that no pretrained model can know.
 Deterministic (fixed seed): rerunning it rewrites byte-identical files.
 Training files use all three formats; eval files are prompt/completion with argument
 combinations never seen in training, plus an adversarial split with reworded requests.
+Preference pairs (for method=dpo|orpo|kto: configs/train_dpo.yaml) prefer the right formula over a
+plausible wrong one: a function of the same shape, another fill rule, arguments swapped, or a value off by
+one; they go to
+preference/ (training and its dev split) and eval/preference.jsonl (held out, formulas never trained).
 
     python scripts/make_sample_data.py [--out data]
 """
@@ -15,6 +19,7 @@ import argparse
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 SYSTEM = "You translate spreadsheet requests into Tabula formulas. Answer with the formula only."
 
@@ -205,6 +210,49 @@ def eval_records(rng: random.Random, seen: set[str]) -> dict[str, list[dict]]:
     }
 
 
+# Functions taking (range, number): a request for one is easily answered with another.
+SAME_SHAPE = ["FLOWROLL", "PEAKSHIFT", "STREAKLEN", "DRIFT", "ROUNDTO"]
+
+
+def wrong_formula(rng: random.Random, name: str, target: str, i: int) -> str:
+    """A plausible wrong answer to the request whose right answer is `target`."""
+    inside = target[len(name) + 2 : -1]
+    args = inside.split(", ")
+    if name == "GAPFILL":  # the wrong fill rule
+        mode = args[1].strip('"')
+        return f'={name}({args[0]}, "{rng.choice([m for m in MODES if m != mode])}")'
+    if name in ("SPLITWEIGH", "CLAMPBAND"):  # values and weights, or low and high, swapped
+        return f"={name}({', '.join([args[0], *reversed(args[1:])] if len(args) > 2 else reversed(args))})"
+    if i % 4 == 3:  # off by one
+        return f"={name}({args[0]}, {int(args[1]) + rng.choice([-1, 1])})"
+    return f"={rng.choice([n for n in SAME_SHAPE if n != name])}({inside})"  # a function of the same shape
+
+
+def preference_records(rng: random.Random, seen: set[str]) -> dict[str, list[dict]]:
+    def pairs(count: int) -> list[dict]:
+        out: list[dict[str, Any]] = []
+        for i, (name, ask, target) in enumerate(unique_pairs(rng, count, seen)):
+            wrong = wrong_formula(rng, name, target, i)
+            if i % 2:  # TRL's conversational form, with the system prompt
+                prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": ask}]
+                out.append(
+                    {
+                        "prompt": prompt,
+                        "chosen": [{"role": "assistant", "content": target}],
+                        "rejected": [{"role": "assistant", "content": wrong}],
+                    }
+                )
+            else:  # TRL's standard form: three strings
+                out.append({"prompt": ask, "chosen": target, "rejected": wrong})
+        return out
+
+    return {
+        "preference/train.jsonl": pairs(128),
+        "preference/eval/dev.jsonl": pairs(24),
+        "eval/preference.jsonl": pairs(48),
+    }
+
+
 def write(out: Path, files: dict[str, list[dict]]) -> None:
     for name, records in files.items():
         path = out / name
@@ -221,6 +269,7 @@ def main() -> None:
     seen: set[str] = set()
     write(args.out, training_records(rng, seen))
     write(args.out, eval_records(rng, seen))
+    write(args.out, preference_records(rng, seen))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,10 @@ def _number(value: Any) -> Any:
 Scores = dict[str, Annotated[float | int, BeforeValidator(_number)]]  # metric -> value; counts (n) kept whole
 # The scores of an answer and of a split (each the mean of the per-example score of the same name; BLEU: corpus BLEU).
 METRICS = ("exact_match", "answer_match", "jaccard", "rouge1", "rouge2", "rougeL", "bleu")
+# The scores of a preference split's pairs (eval/preference.py): no answer is generated.
+PREFERENCE_METRICS = ("preference_accuracy", "logp_margin")
+SCORED = (*METRICS, *PREFERENCE_METRICS)  # every metric a split can be judged on
+PERCENT_METRICS = ("exact_match", "answer_match", "preference_accuracy")  # 0/1 per example, % per split
 
 RecordT = TypeVar("RecordT", bound="Record")
 
@@ -173,7 +177,9 @@ class Prediction(Record):
     prompt: str
     messages: list[dict[str, Any]]
     reference: str
-    prediction: str
+    rejected: str | None = None  # a preference split's pair: its rejected answer (`reference` is the chosen one)
+    prediction: str  # the answer generated; for a pair, the one of its two answers the model finds likelier
+    logps: dict[str, float] | None = None  # a pair's answers' log-likelihoods: {chosen, rejected}
     stopped_at_eos: bool = False
     new_tokens: int = 0
     scores: Scores
@@ -207,6 +213,7 @@ class Flip(Record):
     reference: str
     fine_tuned_score: float
     reference_score: float
+    metric: str | None = None  # what judged it: the primary metric, or the split's own where it lacks that one
 
 
 class Overlap(Record):

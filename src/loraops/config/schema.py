@@ -25,7 +25,7 @@ from loraops.data.formats import (
 )
 from loraops.data.formats import FORMATS as DATA_FORMATS
 from loraops.errors import ConfigError
-from loraops.records import METRICS
+from loraops.records import METRICS, SCORED
 
 SCHEDULERS = (
     "linear",
@@ -598,7 +598,7 @@ class EvalConfig(Schema):
 
 class GuardConfig(Schema):
     split: str = option("test", "Split the guard watches.")
-    metric: Annotated[str, one_of(METRICS)] = option("exact_match", "Metric it watches.")
+    metric: Annotated[str, one_of(SCORED)] = option("exact_match", "Metric it watches.")
     max_drop: float = option(5.0, "Largest drop allowed, in the metric's own scale (exact_match: points of %).", ge=0)
 
 
@@ -616,8 +616,10 @@ class CompareConfig(Schema):
     against: Annotated[str, one_of(COMPARE_AGAINST)] = option(
         "auto", "Reference: auto (last published run, else the base model), base, or published."
     )
-    primary_metric: Annotated[str, one_of(METRICS)] = option(
-        "exact_match", "Metric that decides whether fine-tuning helped."
+    primary_metric: Annotated[str, one_of(SCORED)] = option(
+        "exact_match",
+        "Metric that decides whether fine-tuning helped: a generation metric, or preference_accuracy on a "
+        "split of preference pairs (the share whose chosen answer the model finds likelier).",
     )
     primary_split: str = option("test", "Split that decides whether fine-tuning helped.")
     min_delta: float = option(0.0, "The primary metric must rise by more than this.", ge=0)

@@ -33,7 +33,16 @@ from loraops.data.messages import (
 )
 from loraops.errors import DataError
 
-__all__ = ["Example", "FormatOptions", "Message", "Skipped", "detect_format", "records_of", "to_example"]
+__all__ = [
+    "Example",
+    "FormatOptions",
+    "Message",
+    "Skipped",
+    "detect_format",
+    "is_preference",
+    "records_of",
+    "to_example",
+]
 
 TEXT = "text"
 # Common column layouts: (format name, the fields that identify it, how they map onto a base format).
@@ -178,6 +187,15 @@ def _tree_paths(node: dict[str, Any], every: bool) -> list[list[Message]]:
 
 def _kept(node: dict[str, Any]) -> bool:
     return not node.get("deleted") and node.get("review_result") is not False
+
+
+def is_preference(record: dict[str, Any], columns: dict[str, str] | None = None) -> bool:
+    """A pair of a chosen and a rejected answer (any layout, `columns` applied)."""
+    try:
+        mapped = _mapped(record, columns or {})
+    except RecordProblem:
+        return False
+    return ("chosen" in mapped and "rejected" in mapped) or _is_openai_preference(mapped)
 
 
 def detect_format(record: dict[str, Any]) -> str | None:

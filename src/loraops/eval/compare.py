@@ -120,7 +120,8 @@ def _compare_split(
     verdict.check_comparable(split, tuned_record, ref.split(split), kind, _eval_fix(run, ref.split(split)))
     ref_record, ref_rows = ref.scored(split)
     pairs = verdict.paired(tuned_rows, ref_rows)
-    return verdict.split_rows(split, tuned_record, ref_record, pairs, cfg), verdict.flips(pairs, cfg.primary_metric)
+    judged_by = verdict.flip_metric(pairs, cfg.primary_metric)
+    return verdict.split_rows(split, tuned_record, ref_record, pairs, cfg), verdict.flips(pairs, judged_by)
 
 
 def training_overlap(run: RunDir, records: MetricsRecords, splits: list[str]) -> dict[str, Overlap]:
@@ -139,16 +140,20 @@ def training_overlap(run: RunDir, records: MetricsRecords, splits: list[str]) ->
 
 
 def format_table(result: Comparison, show_flips: int = 3) -> str:
-    header = f"{'split':<13}{'metric':<13}{'fine-tuned':>11}{'reference':>11}  {'delta [95% interval]':<30}{'p':>8}"
+    width = max([13, *(len(r.metric) + 2 for r in result.rows)])
+    header = (
+        f"{'split':<13}{'metric':<{width}}{'fine-tuned':>11}{'reference':>11}  {'delta [95% interval]':<30}{'p':>8}"
+    )
     lines = [f"{result.run} vs {result.reference} ({result.reference_kind})", header, "-" * len(header)]
     for r in result.rows:
         ref = "n/a" if r.reference is None else f"{r.reference:.4g}"
         delta = "n/a" if r.delta is None else f"{r.delta:+.4g} [{r.low:+.4g}, {r.high:+.4g}]"
         p = "" if r.p is None else f"{r.p:.3g}"
-        lines.append(f"{r.split:<13}{r.metric:<13}{r.fine_tuned:>11.4g}{ref:>11}  {delta:<30}{p:>8}")
+        lines.append(f"{r.split:<13}{r.metric:<{width}}{r.fine_tuned:>11.4g}{ref:>11}  {delta:<30}{p:>8}")
     for split, flips in result.flips.items():
         fixed, broken = flips.get("fixed", []), flips.get("broken", [])
-        lines.append(f"{split}: {len(fixed)} fixed, {len(broken)} broken (by {result.primary_metric})")
+        judged_by = next((f.metric for f in fixed + broken if f.metric), result.primary_metric)
+        lines.append(f"{split}: {len(fixed)} fixed, {len(broken)} broken (by {judged_by})")
         for kind, shown in (("fixed", fixed), ("broken", broken)):
             lines += [
                 f"  {kind}: {f.prompt[:60]!r}: expected {f.expected[:40]!r}, fine-tuned {f.fine_tuned[:40]!r}, "

@@ -2,36 +2,48 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from loraops.config import EvalConfig
 from loraops.data.files import is_data_file, read_records
-from loraops.data.formats import Example, FormatOptions, Message, to_example
+from loraops.data.formats import PAIRS, Example, FormatOptions, Message, is_preference, to_example
 from loraops.errors import DataError
 
 
 @dataclass(frozen=True)
 class EvalExample:
     prompt: list[Message]  # everything before the last assistant turn
-    reference: str  # the last assistant turn
+    reference: str  # the last assistant turn; a pair's chosen answer
     path: str
     line: int
+    rejected: str | None = None  # a pair's rejected answer: scored by log-likelihood, not generated
 
 
 def as_eval_example(example: Example) -> EvalExample:
     """The conversation up to its last assistant turn is the prompt; that turn is the reference."""
     messages = example.messages
+    if example.is_pair:
+        answer = messages[example.answer_from :]
+        return EvalExample(example.prompt, _text(answer), example.path, example.line, _text(list(example.rejected)))
     if example.is_text:
         raise DataError(example.path, example.line, "a raw `text` record has no question and answer to evaluate")
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")  # a user turn comes first
     return EvalExample(messages[:last], messages[last]["content"], example.path, example.line)
 
 
+def _text(turns: list[Message]) -> str:
+    return "\n\n".join(m["content"] for m in turns)
+
+
 def load_split(path: Path, options: FormatOptions | None = None) -> list[EvalExample]:
-    """Read one split with the training data's validation; the last assistant turn is the reference."""
+    """Read one split with the training data's validation; the last assistant turn is the reference. A split
+    whose first record is a preference pair is a preference split: every record must be one."""
     options = options or FormatOptions()
-    examples = [as_eval_example(to_example(record, options, path, line)) for line, record in read_records(path)]
+    records = list(read_records(path))
+    pairs = bool(records) and is_preference(records[0][1], options.columns)
+    options = replace(options, preference=PAIRS if pairs else "refuse")
+    examples = [as_eval_example(to_example(record, options, path, line)) for line, record in records]
     if not examples:
         raise DataError(path, None, "the eval split is empty (no records)")
     return examples

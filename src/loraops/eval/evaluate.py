@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from loraops.errors import ConfigError
 from loraops.eval.data import EvalExample, configured_splits
 from loraops.eval.fingerprint import split_fingerprint
 from loraops.eval.generate import GenerationSettings
+from loraops.eval.preference import preference_metrics, score_pairs
 from loraops.eval.records import OVERALL, MetricsRecords
 from loraops.eval.scoring import generate_and_score, split_metrics
 from loraops.eval.targets import EvalTarget, resolve_target
@@ -73,7 +75,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
             rows,
         )
         log.info("%s: %s", name, _summary(metrics[name]))
-        every += rows
+        every += [] if examples[0].rejected is not None else rows  # overall: the generated answers
     metrics[OVERALL] = split_metrics(every, bleu_tokenizer(r.reference for r in every))
     records.write_summary(EvalSummary(model=_target_record(target), metrics=metrics))
     _track(cfg, target, metrics, records)
@@ -93,7 +95,13 @@ def _same_prompts(cfg: EvalConfig, run: RunDir) -> None:
 def _evaluate_split(
     model: Any, tokenizer: Any, name: str, examples: list[EvalExample], cfg: EvalConfig, base: dict[str, str | None]
 ) -> tuple[Scores, list[Prediction], dict[str, Any]]:
-    """Generate and score one split; its metrics, per-example rows and fingerprint."""
+    """Generate and score one split (a preference split: score its pairs); its metrics, per-example rows and
+    fingerprint."""
+    if examples[0].rejected is not None:
+        started = time.monotonic()
+        rows = score_pairs(model, tokenizer, examples, cfg.batch_size)
+        metrics = {**preference_metrics(rows), "scoring_s": round(time.monotonic() - started, 2)}
+        return metrics, rows, split_fingerprint(examples, tokenizer, base, None, cfg.seed, "13a")
     longest = (cfg.split_max_new_tokens or {}).get(name, cfg.max_new_tokens)
     settings = GenerationSettings(longest, cfg.do_sample, cfg.temperature, cfg.top_p)
     tokenize = bleu_tokenizer(e.reference for e in examples)
@@ -116,6 +124,11 @@ def _target_record(target: EvalTarget) -> EvalTargetRecord:
 
 
 def _summary(m: Scores) -> str:
+    if "preference_accuracy" in m:
+        return (
+            f"preference_accuracy {m['preference_accuracy']:.1f}%  logp_margin {m['logp_margin']:+.3f}  "
+            f"(n={m['n']} pairs)"
+        )
     return (
         f"exact_match {m['exact_match']:.1f}%  answer_match {m['answer_match']:.1f}%  "
         f"jaccard {m['jaccard']:.3f}  rougeL {m['rougeL']:.3f}  "

@@ -13,6 +13,7 @@ from loraops.eval.generate import GenerationSettings
 from loraops.eval.text import WORDS_VERSION
 from loraops.records import Prediction
 
+PAIRS_SCORED_BY = "summed log-probability of each answer's tokens after the prompt"
 # What was asked and how it was scored: must match whatever the two sides are.
 DATA_FIELDS = ("examples_sha256", "n", "generation", "scoring")
 # How prompts became tokens: must match when a run is compared with its own base model.
@@ -25,18 +26,18 @@ def _sha256(value: Any) -> str:
 
 def example_id(example: EvalExample) -> str:
     """Names an example by what it asks and expects, so two evaluations pair up example by example."""
-    return _row_id(example.prompt, example.reference)
+    return _row_id(example.prompt, example.reference, example.rejected)
 
 
-def _row_id(messages: Any, reference: str) -> str:
-    return _sha256([messages, reference])[:16]
+def _row_id(messages: Any, reference: str, rejected: str | None = None) -> str:
+    return _sha256([messages, reference] if rejected is None else [messages, reference, rejected])[:16]
 
 
 def check_rows(fingerprint: dict[str, Any], rows: list[Prediction], where: Path) -> None:
     """Each row's id is what it asks and expects, and the ids together are the examples the fingerprint names:
     a row edited after evaluation (a reference made to match its prediction) is refused, never judged."""
     for line, row in enumerate(rows, start=1):
-        if row.id != _row_id(row.messages, row.reference):
+        if row.id != _row_id(row.messages, row.reference, row.rejected):
             raise LoraopsError(
                 f"{where}:{line}: the prompt or reference is not the one evaluated (it no longer matches the row's "
                 "id); the file was changed after `loraops eval`, so it is not judged: evaluate again"
@@ -52,21 +53,28 @@ def split_fingerprint(
     examples: list[EvalExample],
     tokenizer: Any,
     base_model: dict[str, str | None],
-    settings: GenerationSettings,
+    settings: GenerationSettings | None,
     seed: int,
     bleu_tokenize: str,
 ) -> dict[str, Any]:
+    """What the split's scores depend on; `settings` None for a preference split, which generates nothing."""
+    return {
+        "examples_sha256": _sha256([example_id(e) for e in examples]),
+        "n": len(examples),
+        **(_generated(settings, seed, bleu_tokenize) if settings else {"scoring": {"pairs": PAIRS_SCORED_BY}}),
+        "base_model": base_model,
+        "tokenizer_sha256": _sha256(sorted(tokenizer.get_vocab().items())),
+        "chat_template_sha256": hashlib.sha256(str(tokenizer.chat_template).encode()).hexdigest(),
+    }
+
+
+def _generated(settings: GenerationSettings, seed: int, bleu_tokenize: str) -> dict[str, Any]:
     sampling = (
         {"temperature": settings.temperature, "top_p": settings.top_p, "seed": seed} if settings.do_sample else {}
     )
     return {
-        "examples_sha256": _sha256([example_id(e) for e in examples]),
-        "n": len(examples),
         "generation": {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample, **sampling},
         "scoring": {"words": WORDS_VERSION, "bleu_tokenize": bleu_tokenize},
-        "base_model": base_model,
-        "tokenizer_sha256": _sha256(sorted(tokenizer.get_vocab().items())),
-        "chat_template_sha256": hashlib.sha256(str(tokenizer.chat_template).encode()).hexdigest(),
     }
 
 

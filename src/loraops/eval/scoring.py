@@ -13,8 +13,9 @@ from loraops.eval.data import EvalExample
 from loraops.eval.fingerprint import example_id
 from loraops.eval.generate import Generation, GenerationSettings, generate
 from loraops.eval.metrics import example_scores, summarize
+from loraops.eval.preference import preference_metrics, preference_scores
 from loraops.eval.text import bleu_tokenizer
-from loraops.records import METRICS, Prediction, Scores
+from loraops.records import SCORED, Prediction, Scores
 
 _TOLERANCE = 1e-9  # the scorer is deterministic: a stored score differs only when something else wrote it
 
@@ -39,7 +40,10 @@ def predictions(examples: list[EvalExample], generations: list[Generation], bleu
 
 
 def split_metrics(rows: list[Prediction], bleu_tokenize: str) -> Scores:
-    """A split's scores from its scored rows, and how often the model ended its answer itself."""
+    """A split's scores from its scored rows, and how often the model ended its answer itself (a preference
+    split's: how often its pairs' chosen answer is the likelier)."""
+    if rows and rows[0].rejected is not None:
+        return preference_metrics(rows)
     answers, references = [r.prediction for r in rows], [r.reference for r in rows]
     metrics = summarize([r.scores for r in rows], answers, references, bleu_tokenize)
     metrics["stopped_at_eos_pct"] = round(100 * sum(r.stopped_at_eos for r in rows) / max(1, len(rows)), 2)
@@ -69,12 +73,10 @@ def generate_and_score(
 def rescored(rows: list[Prediction], bleu_tokenize: str, where: Path) -> list[Prediction]:
     """The rows with every score recomputed from the prediction and the reference. Stored scores are a cache:
     one that disagrees means the file was changed after evaluation, and nothing is judged on it."""
-    fresh = [
-        row.model_copy(update={"scores": example_scores(row.prediction, row.reference, bleu_tokenize)}) for row in rows
-    ]
+    fresh = [row.model_copy(update={"scores": _scores(row, bleu_tokenize)}) for row in rows]
     for line, (stored, row) in enumerate(zip(rows, fresh), start=1):
         # A metric added since the file was written is computed, not checked.
-        wrong = [m for m in METRICS if m in stored.scores and not _agrees(stored.scores[m], row.scores[m])]
+        wrong = [m for m in SCORED if m in stored.scores and not _agrees(stored.scores[m], row.scores[m])]
         if wrong:
             shown = ", ".join(f"{m} {stored.scores.get(m)!r} (recomputed: {row.scores[m]:.6g})" for m in wrong)
             raise LoraopsError(
@@ -84,17 +86,26 @@ def rescored(rows: list[Prediction], bleu_tokenize: str, where: Path) -> list[Pr
     return fresh
 
 
+def _scores(row: Prediction, bleu_tokenize: str) -> dict[str, float]:
+    """A row's scores from what it records: its answer and reference, or a pair's two log-likelihoods."""
+    if row.rejected is not None:
+        if row.logps is None or set(row.logps) != {"chosen", "rejected"}:
+            raise LoraopsError("a preference row without its answers' log-likelihoods: evaluate again")
+        return preference_scores(row.logps)
+    return example_scores(row.prediction, row.reference, bleu_tokenize)
+
+
 def check_split_metrics(record: Scores, rows: list[Prediction], bleu_tokenize: str, where: Path) -> Scores:
     """The split's metrics recomputed from its rows; the recorded ones must agree (same rule as `rescored`)."""
     fresh = split_metrics(rows, bleu_tokenize)
-    wrong = [m for m in METRICS if m in record and not _agrees(record[m], fresh[m], rounded=True)]
+    wrong = [m for m in SCORED if m in record and m in fresh and not _agrees(record[m], fresh[m], rounded=True)]
     if wrong:
         shown = ", ".join(f"{m} {record[m]!r} (recomputed: {fresh[m]:.6g})" for m in wrong)
         raise LoraopsError(
             f"{where}: the recorded metrics do not match its predictions ({shown}); the files were changed after "
             "`loraops eval`, so they are not judged: evaluate again"
         )
-    return {**record, **{m: fresh[m] for m in METRICS}}
+    return {**record, **{m: fresh[m] for m in SCORED if m in fresh}}
 
 
 def _agrees(stored: Any, fresh: float, rounded: bool = False) -> bool:

@@ -22,8 +22,9 @@ from loraops.eval.stats import PairedDelta, bootstrap_delta, mcnemar_p, mean_of_
 from loraops.records import (
     IMPROVED,
     INCONCLUSIVE,
-    METRICS,
     NOT_IMPROVED,
+    PERCENT_METRICS,
+    SCORED,
     Comparison,
     Flip,
     Prediction,
@@ -71,11 +72,11 @@ def _metric_delta(metric: str, pairs: list[Pair], tokenize: str, cfg: CompareCon
         tuned = np.array(bleu_stats([t.prediction for t, _ in pairs], [t.reference for t, _ in pairs], tokenize))
         ref = np.array(bleu_stats([r.prediction for _, r in pairs], [r.reference for _, r in pairs], tokenize))
         return bootstrap_delta(tuned, ref, _corpus_bleu, cfg.bootstrap_resamples, cfg.seed, cfg.alpha)
-    scale = 100.0 if metric == "exact_match" else 1.0  # exact match is reported in %
+    scale = 100.0 if metric in PERCENT_METRICS else 1.0  # 0/1 per example, reported in %
     tuned = np.array([scale * t.scores[metric] for t, _ in pairs])
     ref = np.array([scale * r.scores[metric] for _, r in pairs])
     result = bootstrap_delta(tuned, ref, mean_of_rows, cfg.bootstrap_resamples, cfg.seed, cfg.alpha)
-    if metric == "exact_match":
+    if metric in PERCENT_METRICS:  # right or wrong per example: McNemar's exact test on the discordant pairs
         fixed, broken = int(np.sum(tuned > ref)), int(np.sum(tuned < ref))
         result = PairedDelta(result.delta, result.low, result.high, mcnemar_p(fixed, broken))
     return result
@@ -83,6 +84,14 @@ def _metric_delta(metric: str, pairs: list[Pair], tokenize: str, cfg: CompareCon
 
 def _corpus_bleu(batch: np.ndarray) -> np.ndarray:
     return np.array([bleu_from_stats(row) for row in batch.sum(axis=-2)])
+
+
+def flip_metric(pairs: list[Pair], primary: str) -> str:
+    """The metric a split's flips are judged by: the primary one, or the split's own where it lacks it (a
+    preference split under a generation metric, or the other way round)."""
+    if not pairs or primary in pairs[0][0].scores:
+        return primary
+    return "preference_accuracy" if pairs[0][0].rejected is not None else "exact_match"
 
 
 def flips(pairs: list[Pair], metric: str) -> dict[str, list[Flip]]:
@@ -101,6 +110,7 @@ def flips(pairs: list[Pair], metric: str) -> dict[str, list[Flip]]:
             reference=r.prediction,
             fine_tuned_score=t.scores[metric],
             reference_score=r.scores[metric],
+            metric=metric,
         )
 
     better: Callable[[Pair], bool] = lambda p: p[0].scores[metric] > p[1].scores[metric]  # noqa: E731
@@ -110,9 +120,9 @@ def flips(pairs: list[Pair], metric: str) -> dict[str, list[Flip]]:
 
 def split_rows(split: str, tuned: SplitRecord, ref: SplitRecord, pairs: list[Pair], cfg: CompareConfig) -> list[Row]:
     """One row per metric the split was scored on: both sides' scores and the paired delta."""
-    tokenize = str(tuned.fingerprint["scoring"]["bleu_tokenize"])
+    tokenize = str(tuned.fingerprint["scoring"].get("bleu_tokenize", "13a"))
     rows = []
-    for metric in (m for m in METRICS if m in tuned.metrics):
+    for metric in (m for m in SCORED if m in tuned.metrics):
         d = _metric_delta(metric, pairs, tokenize, cfg)
         rows.append(
             Row(
@@ -132,7 +142,7 @@ def split_rows(split: str, tuned: SplitRecord, ref: SplitRecord, pairs: list[Pai
 def unpaired_rows(split: str, tuned: SplitRecord) -> list[Row]:
     """The rows of a split the reference was never scored on: the fine-tuned scores alone."""
     return [
-        Row(split=split, metric=m, fine_tuned=tuned.metrics[m], reference=None) for m in METRICS if m in tuned.metrics
+        Row(split=split, metric=m, fine_tuned=tuned.metrics[m], reference=None) for m in SCORED if m in tuned.metrics
     ]
 
 

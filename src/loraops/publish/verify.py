@@ -15,9 +15,11 @@ from loraops import environment
 from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
 from loraops.eval.generate import GenerationSettings, generate
+from loraops.eval.preference import pair_logps
 from loraops.eval.records import MetricsRecords
 from loraops.loading import check_4bit_supported, load_adapter, load_causal_lm, load_tokenizer
 from loraops.models import resolve_model_path
+from loraops.records import Prediction
 from loraops.runs import RunDir
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,9 @@ def verify_published(folder: Path, run: RunDir, merged: bool, cfg: CompareConfig
     rows = records.predictions(cfg.primary_split)[: cfg.verify_samples]
     env = environment.detect(bool(settings.get("bf16", True)), None)
     model, tokenizer = _load_published(folder, run, merged, env, bool(settings.get("merge_adapter", True)), four_bit)
+    kind = "merged model" if merged else "adapter, on its base model"
+    if rows and rows[0].rejected is not None:
+        return _verify_pairs(model, tokenizer, rows, int(settings.get("batch_size", 16)), kind, cfg.primary_split)
     again = generate(
         model,
         tokenizer,
@@ -75,9 +80,25 @@ def verify_published(folder: Path, run: RunDir, merged: bool, cfg: CompareConfig
                 f"{new.text!r} by the staged {'merged model' if merged else 'adapter'}; nothing was "
                 "published"
             )
-    kind = "merged model" if merged else "adapter, on its base model"
     log.info("published files verified on %d %s examples", len(rows), cfg.primary_split)
     return (
         f"the {kind} was loaded from the published files and regenerated {len(rows)} {cfg.primary_split} "
         "examples greedily; every answer matches the evaluated prediction"
+    )
+
+
+def _verify_pairs(model: Any, tokenizer: Any, rows: list[Prediction], batch_size: int, kind: str, split: str) -> str:
+    """A preference split's rows scored again: each pair's likelier answer must be the evaluated one."""
+    again = pair_logps(model, tokenizer, [(r.messages, r.reference, r.rejected or "") for r in rows], batch_size)
+    for row, logps in zip(rows, again):
+        preferred = row.reference if logps["chosen"] > logps["rejected"] else row.rejected
+        if preferred != row.prediction:
+            raise LoraopsError(
+                f"the files to publish do not reproduce the evaluated model: {row.path}:{row.line} preferred "
+                f"{row.prediction!r} in evaluation, but {preferred!r} by the staged {kind}; nothing was published"
+            )
+    log.info("published files verified on %d %s pairs", len(rows), split)
+    return (
+        f"the {kind} was loaded from the published files and scored {len(rows)} {split} pairs again; every "
+        "pair's likelier answer is the evaluated one"
     )

@@ -16,7 +16,7 @@ from typing import Any
 from loraops.errors import LoraopsError
 from loraops.eval.records import MetricsRecords
 from loraops.paths import RUNS_DIR, portable_path
-from loraops.records import METRICS, Manifest, Prediction, RunMetrics
+from loraops.records import SCORED, Manifest, Prediction, RunMetrics
 from loraops.runs import RunDir, find_run
 from loraops.tracking.link import read_link
 
@@ -170,7 +170,7 @@ def evaluation(records: MetricsRecords, where: str, samples: int = 8) -> Evaluat
     comparison = records.comparison()
     result = Evaluation(splits=records.splits(), comparison=comparison.as_dict() if comparison else None)
     for split in result.splits:
-        result.scores[split] = {m: v for m, v in (records.split_metrics(split) or {}).items() if m in METRICS}
+        result.scores[split] = {m: v for m, v in (records.split_metrics(split) or {}).items() if m in SCORED}
         rows = _predictions(records, split)
         result.counts[split] = len(rows)
         result.samples[split] = [_sample(row) for row in rows[:samples]]
