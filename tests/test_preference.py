@@ -162,16 +162,15 @@ def _trained(tmp_path: Path, model: Path, method: str, *overrides: str) -> tuple
     return run, json.loads((run / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize(
-    "method, select", [("dpo", "reward_accuracy"), ("orpo", "reward_accuracy"), ("kto", "reward_margin")]
-)
+# dpo: in the end-to-end test below. kto trains on each pair's two answers apart: one epoch is as many steps.
+@pytest.mark.parametrize("method, select, epochs", [("orpo", "reward_accuracy", 2), ("kto", "reward_margin", 1)])
 def test_each_method_lowers_its_loss_and_saves_an_adapter_peft_loads(
-    method: str, select: str, tmp_path: Path, tiny_model_dir: Path
+    method: str, select: str, epochs: int, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    run, metrics = _trained(tmp_path, tiny_model_dir, method, f"select_metric={select}")
+    run, metrics = _trained(tmp_path, tiny_model_dir, method, f"select_metric={select}", f"epochs={epochs}")
     assert metrics["final_logged_loss"] < metrics["first_logged_loss"]
     validation = metrics["validation"]
     assert validation["select_metric"] == select and validation["best"]["value"] == max(
@@ -225,23 +224,6 @@ def _logps(model: Any, batch: dict[str, Any]) -> Any:
     return (per_token * batch["completion_mask"][:, 1:]).sum(-1)
 
 
-def test_init_adapter_continues_an_sft_run_and_is_recorded(
-    tmp_path: Path, tiny_model_dir: Path, trained_run: Path
-) -> None:
-    from loraops.data.datafiles import sha256_file
-
-    run, metrics = _trained(tmp_path, tiny_model_dir, "dpo", f"init_adapter={trained_run}", "val_fraction=0")
-    manifest = json.loads((run / "manifest.json").read_text())
-    weights = trained_run / "model" / "adapter_model.safetensors"
-    assert manifest["init_adapter"] == {
-        "adapter_dir": str(trained_run / "model"),
-        "sha256": sha256_file(weights),
-        "run": str(trained_run),
-    }
-    # Started from the SFT adapter, whose frozen copy is the reference: the first step's margin is zero.
-    assert metrics["first_logged_loss"] == pytest.approx(0.6931, abs=1e-3)
-
-
 @pytest.mark.parametrize(
     "override, fragment",
     [
@@ -270,3 +252,56 @@ def _keys(cfg: TrainConfig) -> list[str]:
         "lora_r=4",
         "lora_alpha=8",
     ]
+
+
+@pytest.mark.slow
+def test_sft_then_dpo_then_eval_then_compare(tmp_path: Path, tiny_model_dir: Path, trained_run: Path) -> None:
+    """The usual recipe end to end on the tiny model: DPO from the session's SFT run, evaluated on a preference
+    split (its training pairs: the tiny model learns nothing general) and a generation split, compared with
+    the base by preference accuracy under a guard on the other split, and the proof publish runs."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from loraops.config import CompareConfig, EvalConfig
+    from loraops.data.datafiles import sha256_file
+    from loraops.eval.compare import compare, format_table
+    from loraops.eval.evaluate import evaluate
+    from loraops.publish.verify import verify_published
+
+    keys = [f"init_adapter={trained_run}", "epochs=3", "beta=0.5", "select_metric=reward_accuracy"]
+    run, metrics = _trained(tmp_path, tiny_model_dir, "dpo", *keys)
+    # Started from the SFT adapter, whose frozen copy is the reference: the first step's margin is zero.
+    assert metrics["first_logged_loss"] == pytest.approx(0.6931, abs=1e-3)
+    assert metrics["final_logged_loss"] < metrics["first_logged_loss"]
+    assert metrics["validation"]["best"]["value"] == max(p["reward_accuracy"] for p in metrics["validation"]["curve"])
+    assert json.loads((run / "manifest.json").read_text())["init_adapter"] == {
+        "adapter_dir": str(trained_run / "model"),
+        "sha256": sha256_file(trained_run / "model" / "adapter_model.safetensors"),
+        "run": str(trained_run),
+    }
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run / "model")
+    assert list(model.peft_config) == ["default"] and not (run / "model" / "ref").exists()
+    evalsets = tmp_path / "evalsets"
+    write_jsonl(evalsets / "prefs.jsonl", PAIRS)
+    write_jsonl(evalsets / "test.jsonl", [{"prompt": p["prompt"], "completion": p["chosen"]} for p in PAIRS[:4]])
+    common = [f"eval_dir={evalsets}", f"metrics_dir={tmp_path / 'metrics'}", "max_new_tokens=4", "batch_size=8"]
+    tuned = evaluate(load_config(EvalConfig, CONFIGS, "eval", [f"model={run}", *common]))
+    base = evaluate(load_config(EvalConfig, CONFIGS, "eval_baseline", [f"model_name={tiny_model_dir}", *common]))
+    assert tuned.metrics["prefs"]["n"] == base.metrics["prefs"]["n"] == len(PAIRS)
+    assert tuned.metrics["prefs"]["logp_margin"] > base.metrics["prefs"]["logp_margin"]
+    assert "exact_match" in tuned.metrics["test"] and "preference_accuracy" not in tuned.metrics["test"]
+
+    keys = {"run": str(run), "against": "base", "metrics_dir": str(tmp_path / "metrics")}
+    keys |= {"primary_split": "prefs", "primary_metric": "preference_accuracy", "verify_samples": 8}
+    keys |= {"guards": [{"split": "test", "metric": "exact_match", "max_drop": 50}], "artifacts_dir": str(tmp_path)}
+    cfg = CompareConfig.model_validate(keys)
+    result = compare(cfg)
+    rows = {(r.split, r.metric): r for r in result.rows}
+    accuracy = rows[("prefs", "preference_accuracy")]
+    assert accuracy.p is not None and accuracy.low is not None and accuracy.low <= accuracy.delta <= accuracy.high
+    assert rows[("prefs", "logp_margin")].delta > 0 and ("test", "exact_match") in rows
+    assert result.verdict in ("IMPROVED", "INCONCLUSIVE", "NOT IMPROVED")
+    assert "(by preference_accuracy)" in format_table(result) and "test: " in format_table(result)
+    assert "every pair's likelier answer is the evaluated one" in verify_published(
+        run / "model", RunDir(run), False, cfg
+    )

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from loraops import environment
 from loraops.config import TrainConfig
+from loraops.config.schema import REFERENCE_METHODS
 from loraops.data.tokenize import IGNORE_INDEX
 from loraops.shapes import ModelShape, TokenPlan, UnknownShape, model_shape, token_plan
 
@@ -211,16 +212,20 @@ def _epoch_flops(shape: ModelShape, cfg: TrainConfig, plan: TokenPlan) -> float:
     per_token = forward + backward + (forward if cfg.gradient_checkpointing else 0)
     attention = passes * 4 * shape.heads * shape.head_dim * shape.layers  # QK^T and AV, per token per key
     head = 4 * shape.hidden * shape.vocab * (plan.epoch_labelled if cfg.labelled_logits_only else plan.epoch_slots)
-    return per_token * plan.epoch_slots + attention * plan.epoch_attention + head
+    total: float = per_token * plan.epoch_slots + attention * plan.epoch_attention + head
+    if cfg.method in REFERENCE_METHODS:  # the frozen reference's forward pass over the same sequences
+        total += forward * plan.epoch_slots + attention / passes * plan.epoch_attention + head / 2
+    return total
 
 
 def _flops_assumption(cfg: TrainConfig) -> str:
     where = "trained position" if cfg.labelled_logits_only else "position"
     recompute = ", plus one more forward (gradient checkpointing)" if cfg.gradient_checkpointing else ""
+    reference = "; dpo and kto: one more forward pass, the reference's" if cfg.method in REFERENCE_METHODS else ""
     return (
         f"per token incl. padding: 4 x the decoder's linear parameters (forward, backward through the frozen "
         f"weights) + 6 x the LoRA parameters, attention 12 x heads x head_dim x layers x length{recompute}; "
-        f"the LM head 4 x hidden x vocab per {where}"
+        f"the LM head 4 x hidden x vocab per {where}{reference}"
     )
 
 

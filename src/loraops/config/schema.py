@@ -51,6 +51,7 @@ MAX_SEED = 2**32 - 1  # numpy's seeds, which transformers.set_seed seeds too
 # Preference tuning through TRL: its trainers and their loss types.
 METHODS = ("sft", "dpo", "orpo", "kto")
 PREFERENCE_METHODS = METHODS[1:]
+REFERENCE_METHODS = ("dpo", "kto")  # those scored against a frozen reference (orpo needs none)
 DPO_LOSSES = (
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
     "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
