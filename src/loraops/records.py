@@ -213,7 +213,6 @@ class Flip(Record):
     reference: str
     fine_tuned_score: float
     reference_score: float
-    metric: str | None = None  # what judged it: the primary metric, or the split's own where it lacks that one
 
 
 class Overlap(Record):

@@ -10,12 +10,15 @@ Formats, detected per record with `data_format=auto` or chosen by name:
   OpenAssistant message trees (`prompt` with nested `replies`) become one conversation per path (`tree_paths`)
   question_answer, input_output, instruction_response, dolly: common column layouts, mapped onto the above
   text                `text`: continued pre-training, a loss on every token
-Any other layout is read through a `columns` mapping. Preference, multimodal and unlabelled
-records are refused with the way out, never trained as something they are not.
+Any other layout is read through a `columns` mapping. Preference records (chosen/rejected pairs, KTO's
+labelled answers) are read as pairs for the preference methods, or as their chosen answer with
+preference=chosen. Otherwise they, multimodal and unlabelled records are refused with the way out, never
+trained as something they are not.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,7 @@ __all__ = [
     "detect_format",
     "is_preference",
     "records_of",
+    "shared_length",
     "to_example",
 ]
 
@@ -403,7 +407,7 @@ def _preference_example(record: dict[str, Any], fmt: str, options: FormatOptions
             "chosen and a rejected answer: set method=kto, or bring pairs"
         )
     if _is_kto(record):
-        example = _side(record, "label", {**record, "label": True}, fmt, options, path, line)
+        example = _side(record, "completion", {**record, "label": True}, fmt, options, path, line)
         answer_from = max(i for i, m in enumerate(example.messages) if m["role"] != "assistant") + 1
         return replace(example, answer_from=answer_from, label=record["label"])
     sides = ("preferred_output", "non_preferred_output") if _is_openai_preference(record) else ("chosen", "rejected")
@@ -415,7 +419,7 @@ def _preference_example(record: dict[str, Any], fmt: str, options: FormatOptions
         )
     chosen = _side(record, sides[0], record, fmt, options, path, line)
     rejected = _side(record, sides[1], {**record, sides[0]: record[sides[1]]}, fmt, options, path, line)
-    start = _shared_turns(chosen.messages, rejected.messages)
+    start = shared_length(chosen.messages, rejected.messages)
     answers = (chosen.messages[start:], rejected.messages[start:])
     if not answers[0] or not answers[1]:
         raise RecordProblem(f"the `{sides[0]}` and `{sides[1]}` answers are the same: a pair needs two answers")
@@ -437,8 +441,9 @@ def _side(
         raise RecordProblem(f"the `{side}` answer is empty ({skip.reason})") from None
 
 
-def _shared_turns(a: list[Message], b: list[Message]) -> int:
-    """How many leading turns two conversations share: the prompt of a pair whose prompt is implicit (HH-RLHF)."""
+def shared_length(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """How many leading items two sequences share: the turns of a pair's implicit prompt (HH-RLHF), or the
+    tokens both renderings of a prompt agree on."""
     shared = 0
     while shared < min(len(a), len(b)) and a[shared] == b[shared]:
         shared += 1

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from loraops.data.formats import Example, Message
+from loraops.data.formats import Example, Message, shared_length
 from loraops.data.tokenize import IGNORE_INDEX, Encoded, encode
 from loraops.errors import LoraopsError
 
@@ -60,7 +60,7 @@ def encode_preference(
     rendered = [_rendered(tokenizer, example, answer) for answer in answers]
     prompt = rendered[0][0]
     for other, _ in rendered[1:]:
-        prompt = prompt[: _shared_length(prompt, other)]
+        prompt = prompt[: shared_length(prompt, other)]
     # Each answer from where the prompts agree: a template that renders the prompt alike gives its answer alone.
     tails = [(p + a)[len(prompt) :] for p, a in rendered]
     longest = len(prompt) + max(len(t) for t in tails)
@@ -91,10 +91,3 @@ def _rendered(tokenizer: Any, example: Example, answer: list[Message]) -> tuple[
     if not trained:
         raise LoraopsError("the chat template renders no answer tokens for this pair")
     return enc.input_ids[: trained[0]], enc.input_ids[trained[0] : trained[-1] + 1]
-
-
-def _shared_length(a: list[int], b: list[int]) -> int:
-    shared = 0
-    while shared < min(len(a), len(b)) and a[shared] == b[shared]:
-        shared += 1
-    return shared

@@ -120,7 +120,7 @@ def _compare_split(
     verdict.check_comparable(split, tuned_record, ref.split(split), kind, _eval_fix(run, ref.split(split)))
     ref_record, ref_rows = ref.scored(split)
     pairs = verdict.paired(tuned_rows, ref_rows)
-    judged_by = verdict.flip_metric(pairs, cfg.primary_metric)
+    judged_by = verdict.flip_metric(tuned_record.metrics, cfg.primary_metric)
     return verdict.split_rows(split, tuned_record, ref_record, pairs, cfg), verdict.flips(pairs, judged_by)
 
 
@@ -152,7 +152,7 @@ def format_table(result: Comparison, show_flips: int = 3) -> str:
         lines.append(f"{r.split:<13}{r.metric:<{width}}{r.fine_tuned:>11.4g}{ref:>11}  {delta:<30}{p:>8}")
     for split, flips in result.flips.items():
         fixed, broken = flips.get("fixed", []), flips.get("broken", [])
-        judged_by = next((f.metric for f in fixed + broken if f.metric), result.primary_metric)
+        judged_by = verdict.flip_metric({r.metric for r in result.rows if r.split == split}, result.primary_metric)
         lines.append(f"{split}: {len(fixed)} fixed, {len(broken)} broken (by {judged_by})")
         for kind, shown in (("fixed", fixed), ("broken", broken)):
             lines += [

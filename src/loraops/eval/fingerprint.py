@@ -29,6 +29,19 @@ def example_id(example: EvalExample) -> str:
     return _row_id(example.prompt, example.reference, example.rejected)
 
 
+def asked(example: EvalExample) -> dict[str, Any]:
+    """A prediction row's fields that say what was asked and expected, under the example's id."""
+    return {
+        "id": example_id(example),
+        "path": example.path,
+        "line": example.line,
+        "prompt": example.prompt[-1]["content"],
+        "messages": example.prompt,
+        "reference": example.reference,
+        "rejected": example.rejected,
+    }
+
+
 def _row_id(messages: Any, reference: str, rejected: str | None = None) -> str:
     return _sha256([messages, reference] if rejected is None else [messages, reference, rejected])[:16]
 

@@ -15,7 +15,7 @@ from typing import Any
 from loraops.data.formats import Example, Message
 from loraops.data.pairs import encode_preference
 from loraops.eval.data import EvalExample
-from loraops.eval.fingerprint import example_id
+from loraops.eval.fingerprint import asked
 from loraops.records import Prediction, Scores
 
 
@@ -41,13 +41,7 @@ def score_pairs(model: Any, tokenizer: Any, examples: list[EvalExample], batch_s
     logps = pair_logps(model, tokenizer, [(e.prompt, e.reference, e.rejected or "") for e in examples], batch_size)
     return [
         Prediction(
-            id=example_id(e),
-            path=e.path,
-            line=e.line,
-            prompt=e.prompt[-1]["content"],
-            messages=e.prompt,
-            reference=e.reference,
-            rejected=e.rejected,
+            **asked(e),
             prediction=e.reference if scores["chosen"] > scores["rejected"] else e.rejected or "",
             logps=scores,
             scores=preference_scores(scores),

@@ -10,7 +10,7 @@ from typing import Any
 
 from loraops.errors import LoraopsError
 from loraops.eval.data import EvalExample
-from loraops.eval.fingerprint import example_id
+from loraops.eval.fingerprint import asked
 from loraops.eval.generate import Generation, GenerationSettings, generate
 from loraops.eval.metrics import example_scores, summarize
 from loraops.eval.preference import preference_metrics, preference_scores
@@ -24,12 +24,7 @@ def predictions(examples: list[EvalExample], generations: list[Generation], bleu
     """One scored row per example: what was asked and expected, the answer, and its scores."""
     return [
         Prediction(
-            id=example_id(e),
-            path=e.path,
-            line=e.line,
-            prompt=e.prompt[-1]["content"],
-            messages=e.prompt,
-            reference=e.reference,
+            **asked(e),
             prediction=g.text,
             stopped_at_eos=g.stopped,
             new_tokens=g.new_tokens,

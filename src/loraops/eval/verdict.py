@@ -9,7 +9,7 @@ when the data cannot tell, and NOT IMPROVED otherwise or when a guarded split dr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
@@ -86,12 +86,12 @@ def _corpus_bleu(batch: np.ndarray) -> np.ndarray:
     return np.array([bleu_from_stats(row) for row in batch.sum(axis=-2)])
 
 
-def flip_metric(pairs: list[Pair], primary: str) -> str:
-    """The metric a split's flips are judged by: the primary one, or the split's own where it lacks it (a
-    preference split under a generation metric, or the other way round)."""
-    if not pairs or primary in pairs[0][0].scores:
+def flip_metric(scored: Collection[str], primary: str) -> str:
+    """The metric a split's flips are judged by, from the metrics it was `scored` on: the primary one, or
+    the split's own where it lacks it (a preference split under a generation metric, or the other way round)."""
+    if primary in scored:
         return primary
-    return "preference_accuracy" if pairs[0][0].rejected is not None else "exact_match"
+    return "preference_accuracy" if "preference_accuracy" in scored else "exact_match"
 
 
 def flips(pairs: list[Pair], metric: str) -> dict[str, list[Flip]]:
@@ -110,7 +110,6 @@ def flips(pairs: list[Pair], metric: str) -> dict[str, list[Flip]]:
             reference=r.prediction,
             fine_tuned_score=t.scores[metric],
             reference_score=r.scores[metric],
-            metric=metric,
         )
 
     better: Callable[[Pair], bool] = lambda p: p[0].scores[metric] > p[1].scores[metric]  # noqa: E731
