@@ -148,8 +148,11 @@ def request(rng: random.Random, templates: list[str], args: dict[str, str]) -> s
     return rng.choice(templates).format(**args)
 
 
-def unique_pairs(rng: random.Random, count: int, seen: set[str], templates_of: int = 2) -> list[tuple[str, str, str]]:
-    """(function, request, formula) with formulas not in `seen`; adds them to `seen`."""
+def unique_pairs(
+    rng: random.Random, count: int, seen: set[str], templates_of: int = 2, avoid: list[str] | None = None
+) -> list[tuple[str, str, str]]:
+    """(function, request, formula) with formulas not in `seen`, and requests no near copy of one in `avoid`;
+    adds the formulas to `seen`."""
     pairs: list[tuple[str, str, str]] = []
     names = list(FUNCTIONS)
     while len(pairs) < count:
@@ -161,8 +164,18 @@ def unique_pairs(rng: random.Random, count: int, seen: set[str], templates_of: i
             continue
         seen.add(target)
         pool = adversarial if templates_of == 3 else templates
-        pairs.append((name, request(rng, pool, args), target))
+        ask = request(rng, pool, args)
+        if avoid and any(near_copy(ask, other) for other in avoid):
+            continue
+        pairs.append((name, ask, target))
     return pairs
+
+
+def near_copy(a: str, b: str) -> bool:
+    """Word 3-gram Jaccard of at least 0.8: what `loraops compare` counts as an eval example the training
+    data nearly holds (leakage)."""
+    grams = [{" ".join(words[i : i + 3]) for i in range(max(1, len(words) - 2))} for words in (a.split(), b.split())]
+    return len(grams[0] & grams[1]) >= 0.8 * len(grams[0] | grams[1])
 
 
 def explain(name: str) -> str:
@@ -228,10 +241,14 @@ def wrong_formula(rng: random.Random, name: str, target: str, i: int) -> str:
     return f"={rng.choice([n for n in SAME_SHAPE if n != name])}({inside})"  # a function of the same shape
 
 
-def preference_records(rng: random.Random, seen: set[str]) -> dict[str, list[dict]]:
-    def pairs(count: int) -> list[dict]:
+def preference_records(rng: random.Random, seen: set[str], trained: list[str]) -> dict[str, list[dict]]:
+    """Pairs for training, its dev split, and a held-out eval split whose requests no training request nearly
+    repeats (`trained`: every request the training files ask)."""
+
+    def pairs(count: int, avoid: list[str] | None = None) -> list[dict]:
         out: list[dict[str, Any]] = []
-        for i, (name, ask, target) in enumerate(unique_pairs(rng, count, seen)):
+        for i, (name, ask, target) in enumerate(unique_pairs(rng, count, seen, avoid=avoid)):
+            trained.append(ask)
             wrong = wrong_formula(rng, name, target, i)
             if i % 2:  # TRL's conversational form, with the system prompt
                 prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": ask}]
@@ -249,8 +266,18 @@ def preference_records(rng: random.Random, seen: set[str]) -> dict[str, list[dic
     return {
         "preference/train.jsonl": pairs(128),
         "preference/eval/dev.jsonl": pairs(24),
-        "eval/preference.jsonl": pairs(48),
+        "eval/preference.jsonl": pairs(48, avoid=list(trained)),
     }
+
+
+def requests(files: dict[str, list[dict]]) -> list[str]:
+    """What the training records ask: user turns, prompts, instructions' inputs."""
+    asked = []
+    for records in files.values():
+        for r in records:
+            turns = [m["content"] for m in r.get("messages", []) if m["role"] == "user"]
+            asked += turns or [r.get("prompt") or r.get("input") or r["instruction"]]
+    return asked
 
 
 def write(out: Path, files: dict[str, list[dict]]) -> None:
@@ -267,9 +294,10 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(20261125)
     seen: set[str] = set()
-    write(args.out, training_records(rng, seen))
+    training = training_records(rng, seen)
+    write(args.out, training)
     write(args.out, eval_records(rng, seen))
-    write(args.out, preference_records(rng, seen))
+    write(args.out, preference_records(rng, seen, requests(training)))
 
 
 if __name__ == "__main__":
