@@ -42,7 +42,7 @@ def load_split(path: Path, options: FormatOptions | None = None) -> list[EvalExa
     options = options or FormatOptions()
     records = list(read_records(path))
     pairs = bool(records) and is_preference(records[0][1], options.columns)
-    options = replace(options, preference=PAIRS if pairs else "refuse")
+    options = replace(options, preference=PAIRS if pairs else "chosen" if options.preference == "chosen" else "refuse")
     examples = [as_eval_example(to_example(record, options, path, line)) for line, record in records]
     if not examples:
         raise DataError(path, None, "the eval split is empty (no records)")
