@@ -87,8 +87,7 @@ def _shown(tokenizer: Any, example: Example, enc: Encoded | EncodedPair) -> str:
     if isinstance(enc, Encoded):
         return _mark_added(render_marked(tokenizer, enc), tokenizer, example)
     lines = ["prompt:", _mark_added(tokenizer.decode(enc.prompt_ids), tokenizer, example)]
-    for name, side in enc.sides():
-        answer = side.input_ids[len(enc.prompt_ids) :]
+    for name, answer in enc.answers():
         shown = _wrap(tokenizer.decode(answer), True) if answer else "(cut to nothing by max_length: not trained)"
         lines += [f"{name} answer:", shown]
     return "\n".join(lines)

@@ -63,7 +63,7 @@ def starting_adapter(cfg: TrainConfig, model_path: str) -> StartingAdapter | Non
 
 def _check_base(where: str, settings: dict[str, Any], model_path: str, trained_on: str | None) -> None:
     base = trained_on or settings.get("base_model_name_or_path")
-    if base and Path(base).expanduser() != Path(model_path).expanduser() and base != model_path:
+    if base and Path(base).expanduser() != Path(model_path).expanduser():
         raise ConfigError(
             f"{where}: that adapter was trained on {base}, and this run trains {model_path}: set model_name to "
             "the base it was trained on"

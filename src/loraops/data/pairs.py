@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loraops.data.formats import Example, Message, shared_length
-from loraops.data.tokenize import IGNORE_INDEX, Encoded, encode
+from loraops.data.tokenize import IGNORE_INDEX, encode
 from loraops.errors import LoraopsError
 
 
@@ -38,16 +38,11 @@ class EncodedPair:
         answers = [a for a in (self.chosen_ids, self.rejected_ids) if a]
         return sum(len(self.prompt_ids) + len(a) for a in answers)
 
-    def sides(self) -> list[tuple[str, Encoded]]:
-        """Each answer after the prompt, its tokens trained: for `check` and the memory estimate."""
-        named = [("chosen", self.chosen_ids), ("rejected", self.rejected_ids)] if self.rejected_ids else []
+    def answers(self) -> list[tuple[str, list[int]]]:
+        """Each answer by name (chosen, rejected; or desirable/undesirable for a labelled one) and its tokens."""
         if self.label is not None:
-            named = [("desirable" if self.label else "undesirable", self.chosen_ids)]
-        prompt = self.prompt_ids
-        return [
-            (name, Encoded(prompt + ids, [IGNORE_INDEX] * len(prompt) + ids, self.truncated, len(prompt) + len(ids)))
-            for name, ids in named
-        ]
+            return [("desirable" if self.label else "undesirable", self.chosen_ids)]
+        return [("chosen", self.chosen_ids), ("rejected", self.rejected_ids)]
 
 
 def encode_preference(
