@@ -14,7 +14,7 @@ from loraops.errors import ConfigError
 from loraops.eval.data import EvalExample, configured_splits
 from loraops.eval.fingerprint import split_fingerprint
 from loraops.eval.generate import GenerationSettings
-from loraops.eval.preference import preference_metrics, score_pairs
+from loraops.eval.preference import are_pairs, preference_metrics, score_pairs
 from loraops.eval.records import OVERALL, MetricsRecords
 from loraops.eval.scoring import generate_and_score, split_metrics
 from loraops.eval.targets import EvalTarget, resolve_target
@@ -75,7 +75,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
             rows,
         )
         log.info("%s: %s", name, _summary(metrics[name]))
-        every += [] if examples[0].rejected is not None else rows  # overall: the generated answers
+        every += [] if are_pairs(rows) else rows  # overall: the generated answers
     metrics[OVERALL] = split_metrics(every, bleu_tokenizer(r.reference for r in every))
     records.write_summary(EvalSummary(model=_target_record(target), metrics=metrics))
     _track(cfg, target, metrics, records)

@@ -19,6 +19,11 @@ from loraops.eval.fingerprint import asked
 from loraops.records import Prediction, Scores
 
 
+def are_pairs(rows: list[Prediction]) -> bool:
+    """Rows of a preference split (each a pair scored by log-likelihood), as opposed to generated answers."""
+    return bool(rows) and rows[0].rejected is not None
+
+
 def preference_scores(logps: dict[str, float]) -> dict[str, float]:
     """A pair's scores from its two answers' log-likelihoods (a tie is not a preference)."""
     margin = logps["chosen"] - logps["rejected"]

@@ -13,7 +13,7 @@ from loraops.eval.data import EvalExample
 from loraops.eval.fingerprint import asked
 from loraops.eval.generate import Generation, GenerationSettings, generate
 from loraops.eval.metrics import example_scores, summarize
-from loraops.eval.preference import preference_metrics, preference_scores
+from loraops.eval.preference import are_pairs, preference_metrics, preference_scores
 from loraops.eval.text import bleu_tokenizer
 from loraops.records import SCORED, Prediction, Scores
 
@@ -37,7 +37,7 @@ def predictions(examples: list[EvalExample], generations: list[Generation], bleu
 def split_metrics(rows: list[Prediction], bleu_tokenize: str) -> Scores:
     """A split's scores from its scored rows, and how often the model ended its answer itself (a preference
     split's: how often its pairs' chosen answer is the likelier)."""
-    if rows and rows[0].rejected is not None:
+    if are_pairs(rows):
         return preference_metrics(rows)
     answers, references = [r.prediction for r in rows], [r.reference for r in rows]
     metrics = summarize([r.scores for r in rows], answers, references, bleu_tokenize)

@@ -15,7 +15,7 @@ from loraops import environment
 from loraops.config import CompareConfig
 from loraops.errors import LoraopsError
 from loraops.eval.generate import GenerationSettings, generate
-from loraops.eval.preference import pair_logps
+from loraops.eval.preference import are_pairs, pair_logps
 from loraops.eval.records import MetricsRecords
 from loraops.loading import check_4bit_supported, load_adapter, load_causal_lm, load_tokenizer
 from loraops.models import resolve_model_path
@@ -62,7 +62,7 @@ def verify_published(folder: Path, run: RunDir, merged: bool, cfg: CompareConfig
     env = environment.detect(bool(settings.get("bf16", True)), None)
     model, tokenizer = _load_published(folder, run, merged, env, bool(settings.get("merge_adapter", True)), four_bit)
     kind = "merged model" if merged else "adapter, on its base model"
-    if rows and rows[0].rejected is not None:
+    if are_pairs(rows):
         return _verify_pairs(model, tokenizer, rows, int(settings.get("batch_size", 16)), kind, cfg.primary_split)
     again = generate(
         model,
